@@ -1,0 +1,100 @@
+"""``opslab-enc CERTNAME``: the command Puppet's ``external_nodes`` setting runs.
+
+Contract with Puppet's exec node terminus: the classification as YAML on
+stdout and exit 0; anything else is a non-zero exit with nothing on stdout.
+Every diagnostic goes to stderr. Exit codes:
+
+  0  classified (from the directory, or from the cache while it is down)
+  1  unknown node: the directory has no entry for it
+  2  bad usage, bad certname or bad configuration
+  3  the directory is unavailable and no usable cached answer exists
+  4  the directory answered but the node cannot be classified
+     (inconsistent entries, refused credentials, missing base DN)
+"""
+
+import argparse
+import sys
+
+from opslab.config import ConfigError, load
+from opslab.directory import Directory, DirectoryError, DirectoryUnavailable
+from opslab.names import InvalidName, validate_certname
+
+from .cache import CacheError, ClassificationCache
+from .classifier import ClassificationError, Classifier, UnknownNode
+from .render import explain, to_yaml
+
+EXIT_UNKNOWN_NODE = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_UNCLASSIFIABLE = 4
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"opslab-enc: {message}\n")
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="opslab-enc",
+        description="Puppet external node classifier reading the opslab LDAP directory.",
+    )
+    parser.add_argument("certname", help="the node's certname, as Puppet passes it")
+    parser.add_argument("--config", metavar="FILE", help="configuration file "
+                        "(default: $OPSLAB_CONFIG, else /etc/opslab/opslab.yaml)")
+    parser.add_argument("--explain", action="store_true",
+                        help="print where every class and variable comes from, for people")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ENC; returns the process exit status."""
+    arguments = _arguments(argv)
+    try:
+        certname = validate_certname(arguments.certname)
+        config = load(arguments.config)
+    except (InvalidName, ConfigError) as error:
+        _say(f"error: {error}")
+        return EXIT_USAGE
+    cache = ClassificationCache(config.cache.dir, config.cache.max_age)
+
+    try:
+        with Directory(config.ldap) as directory:
+            classification = Classifier(directory, config).classify(certname)
+    except UnknownNode as error:
+        # The directory said so: a cached answer must never outlive the node.
+        cache.forget(certname)
+        _say(f"unknown node {certname}: {error}")
+        return EXIT_UNKNOWN_NODE
+    except (ClassificationError, DirectoryError) as error:
+        _say(f"error: cannot classify {certname}: {error}")
+        return EXIT_UNCLASSIFIABLE
+    except DirectoryUnavailable as error:
+        return _serve_cached(cache, certname, str(error), arguments.explain)
+
+    for warning in classification.warnings:
+        _say(f"warning: {warning}")
+    if arguments.explain:
+        sys.stdout.write(explain(classification))
+        return 0
+    output = to_yaml(classification)
+    try:
+        cache.store(certname, output)
+    except OSError as error:
+        _say(f"warning: cannot update the cache in {config.cache.dir}: {error.strerror}")
+    sys.stdout.write(output)
+    return 0
+
+
+def _serve_cached(cache: ClassificationCache, certname: str, reason: str, explaining: bool) -> int:
+    if explaining:
+        _say(f"error: directory unavailable: {reason}")
+        return EXIT_UNAVAILABLE
+    try:
+        output, age = cache.load(certname)
+    except CacheError as error:
+        _say(f"error: directory unavailable ({reason}) and {error}")
+        return EXIT_UNAVAILABLE
+    _say(f"warning: directory unavailable ({reason}); "
+         f"serving the cached classification confirmed {age:.0f} s ago")
+    sys.stdout.write(output)
+    return 0

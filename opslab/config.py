@@ -1,0 +1,214 @@
+"""The one opslab configuration file, shared by every component.
+
+Where it comes from: ``--config FILE``, else ``$OPSLAB_CONFIG``, else
+``/etc/opslab/opslab.yaml`` if it exists, else the embedded defaults. A file
+named explicitly must exist. Every key is declared below with its type and
+default; an unknown key or a value of the wrong type is an error that names
+the key, because a misspelt timeout silently falling back to its default is
+the kind of mistake that only shows during an outage.
+"""
+
+import dataclasses
+import os
+import types
+from typing import Any, Union, get_args, get_origin
+
+import yaml
+
+DEFAULT_PATH = "/etc/opslab/opslab.yaml"
+ENVIRONMENT_VARIABLE = "OPSLAB_CONFIG"
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LdapSettings:
+    """How to reach the directory."""
+
+    uri: str = "ldapi:///"
+    base: str = ""
+    bind_dn: str | None = None
+    bind_password_file: str | None = None
+    starttls: bool = False
+    ca_file: str | None = None
+    connect_timeout: float = 2.0
+    timeout: float = 5.0
+    deadline: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class EncSettings:
+    """How the node classifier reads the directory (see the README)."""
+
+    mode: str = "opslab"
+    node_filter: str = "(&(objectClass=puppetClient)(|(cn=%s)(associatedDomain=%s)))"
+    project_filter: str = "(&(objectClass=groupOfNames)(cn=%s))"
+    projects_base: str = "ou=projects"
+    class_attributes: tuple[str, ...] = ("puppetClass",)
+    variable_attributes: tuple[str, ...] = ("puppetVar",)
+    parent_attribute: str = "parentNode"
+    # None: the mode's default ("none" for opslab, "all" for terminus).
+    attribute_parameters: tuple[str, ...] | str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    """Where the ENC keeps its last good answers, and for how long they count."""
+
+    dir: str = "/var/cache/opslab/enc"
+    max_age: float = 86400.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole configuration file, one attribute per section."""
+
+    ldap: LdapSettings = dataclasses.field(default_factory=LdapSettings)
+    enc: EncSettings = dataclasses.field(default_factory=EncSettings)
+    cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
+    source: str = "embedded defaults"
+
+    @property
+    def projects_base_dn(self) -> str:
+        """The DN below which project entries are searched."""
+        return f"{self.enc.projects_base},{self.ldap.base}"
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "ldap": LdapSettings,
+    "enc": EncSettings,
+    "cache": CacheSettings,
+}
+_ENC_MODES = ("opslab", "terminus")
+
+
+def load(path: str | None = None) -> Config:
+    """Load the configuration from ``path`` or the usual places (see module doc)."""
+    explicit = path or os.environ.get(ENVIRONMENT_VARIABLE)
+    if explicit:
+        return parse(_read(explicit), explicit)
+    if os.path.exists(DEFAULT_PATH):
+        return parse(_read(DEFAULT_PATH), DEFAULT_PATH)
+    return Config()
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read()
+    except OSError as error:
+        raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration file {path} is not UTF-8 text") from None
+
+
+def parse(text: str, source: str) -> Config:
+    """Build a Config from YAML text; ``source`` names it in error messages."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {_kind(document)}")
+    unknown = sorted(str(key) for key in document if key not in _SECTIONS)
+    for name, section in document.items():
+        if name in _SECTIONS and not isinstance(section, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping")
+        if name in _SECTIONS:
+            fields = {field.name for field in dataclasses.fields(_SECTIONS[name])}
+            unknown += sorted(f"{name}.{key}" for key in section if key not in fields)
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys: {', '.join(unknown)}")
+    sections = {
+        name: _build(cls, document.get(name) or {}, name, source)
+        for name, cls in _SECTIONS.items()
+    }
+    config = Config(**sections, source=source)
+    _check(config, source)
+    return config
+
+
+def _build(cls: type[Any], values: dict[str, Any], section: str, source: str) -> Any:
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name in values:
+            key = f"{section}.{field.name}"
+            kwargs[field.name] = _coerce(values[field.name], field.type, key, source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, expected: Any, key: str, source: str) -> Any:
+    """Check ``value`` against a field's type annotation, converting lists to tuples."""
+    options = get_args(expected) if _is_union(expected) else (expected,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if value < 0:
+                raise ConfigError(f"{source}: {key} must not be negative, got {value}")
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if get_origin(option) is tuple and isinstance(value, list):
+            if all(isinstance(item, str) for item in value):
+                return tuple(value)
+    wanted = " or ".join(_describe(option) for option in options)
+    raise ConfigError(f"{source}: {key} must be {wanted}, got {_kind(value)} {value!r}")
+
+
+def _is_union(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, types.UnionType)
+
+
+def _describe(annotation: Any) -> str:
+    if annotation is type(None):
+        return "null"
+    if get_origin(annotation) is tuple:
+        return "a list of strings"
+    return {bool: "true or false", float: "a number", str: "a string"}[annotation]
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check(config: Config, source: str) -> None:
+    """Rules that span more than one key's type."""
+    enc = config.enc
+    if enc.mode not in _ENC_MODES:
+        raise ConfigError(f"{source}: enc.mode must be one of {', '.join(_ENC_MODES)}")
+    for key in ("node_filter", "project_filter"):
+        template = getattr(enc, key)
+        if "%s" not in template or not _balanced(template):
+            raise ConfigError(
+                f"{source}: enc.{key} must be an LDAP filter in parentheses containing %s"
+            )
+    if isinstance(enc.attribute_parameters, str) and enc.attribute_parameters not in (
+        "all",
+        "none",
+    ):
+        raise ConfigError(
+            f"{source}: enc.attribute_parameters must be 'all', 'none' or a list of attributes"
+        )
+    for key in ("connect_timeout", "timeout", "deadline"):
+        if getattr(config.ldap, key) <= 0:
+            raise ConfigError(f"{source}: ldap.{key} must be greater than 0")
+
+
+def _balanced(template: str) -> bool:
+    if not (template.startswith("(") and template.endswith(")")):
+        return False
+    depth = 0
+    for char in template:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0

@@ -1,0 +1,241 @@
+"""Reading the LDAP directory with timeouts, a deadline and safe filters.
+
+Two kinds of failure are kept apart because callers act differently on them:
+:class:`DirectoryUnavailable` means the directory could not answer (down,
+slow, unreachable), so a cached answer may stand in; :class:`DirectoryError`
+means it answered and the answer is unusable (bad credentials, no such base),
+so nothing may stand in for it.
+"""
+
+import time
+from collections.abc import Sequence
+
+import ldap
+from ldap.filter import escape_filter_chars
+
+from opslab.config import LdapSettings
+
+# Errors that mean "no answer", as opposed to "an answer we cannot use".
+_TRANSPORT_ERRORS = (
+    ldap.SERVER_DOWN,
+    ldap.TIMEOUT,
+    ldap.CONNECT_ERROR,
+    ldap.UNAVAILABLE,
+    ldap.BUSY,
+    ldap.TIMELIMIT_EXCEEDED,
+)
+
+
+class DirectoryUnavailable(Exception):
+    """The directory did not answer in time, or could not be reached."""
+
+
+class DirectoryError(Exception):
+    """The directory answered, but the answer or the request is unusable."""
+
+
+class Deadline:
+    """An overall time budget shared by every operation of one task."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def remaining(self, cap: float) -> float:
+        """Seconds left, at most ``cap``; raises DirectoryUnavailable when spent."""
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise DirectoryUnavailable(f"overall deadline of {self.seconds:g} s exceeded")
+        return min(left, cap)
+
+
+def fill_filter(template: str, value: str) -> str:
+    """Put ``value`` into every ``%s`` of a filter template, escaped per RFC 4515.
+
+    Escaping happens here, whatever the template, so no value from a
+    certname, a parentNode or a project attribute can change a filter's shape.
+    """
+    return template.replace("%s", escape_filter_chars(value))
+
+
+class Entry:
+    """One directory entry: its DN and its attributes as text.
+
+    Attribute names keep the case the server sent (Puppet's terminus exposed
+    them that way); :meth:`values` looks them up case-insensitively, as LDAP
+    does. Values that are not UTF-8 are kept apart in ``binary``.
+    """
+
+    __slots__ = ("attributes", "binary", "dn")
+
+    def __init__(self, dn: str, raw: dict[str, list[bytes]]) -> None:
+        self.dn = dn
+        self.attributes: dict[str, list[str]] = {}
+        self.binary: list[str] = []
+        for name, values in raw.items():
+            try:
+                self.attributes[name] = [value.decode("utf-8") for value in values]
+            except UnicodeDecodeError:
+                self.binary.append(name)
+
+    def values(self, name: str) -> list[str]:
+        """All values of attribute ``name`` (any case), in the server's order."""
+        wanted = name.lower()
+        for key, values in self.attributes.items():
+            if key.lower() == wanted:
+                return values
+        return []
+
+    def first(self, name: str) -> str | None:
+        """The first value of attribute ``name``, or None."""
+        values = self.values(name)
+        return values[0] if values else None
+
+    def __repr__(self) -> str:
+        return f"Entry({self.dn!r})"
+
+
+class Search:
+    """One subtree search to send: where, what, which attributes.
+
+    ``optional_base`` says that a base DN which does not exist means "no
+    entries" (a directory without ``ou=projects``) rather than a
+    misconfiguration to report.
+    """
+
+    __slots__ = ("attributes", "base", "filter", "optional_base")
+
+    def __init__(
+        self,
+        base: str,
+        filter: str,
+        attributes: Sequence[str] | None = None,
+        optional_base: bool = False,
+    ) -> None:
+        self.base = base
+        self.filter = filter
+        self.attributes = list(attributes) if attributes is not None else None
+        self.optional_base = optional_base
+
+
+class Directory:
+    """A connection to the directory that never waits without a limit.
+
+    ``connect_timeout`` bounds the TCP/ldapi connect, ``timeout`` every single
+    operation, and the :class:`Deadline` the whole task.
+    """
+
+    def __init__(self, settings: LdapSettings, deadline: Deadline | None = None) -> None:
+        if not settings.base:
+            raise DirectoryError("ldap.base is not set: name the directory's base DN")
+        self.settings = settings
+        self.deadline = deadline or Deadline(settings.deadline)
+        self._connection: ldap.ldapobject.LDAPObject | None = None
+
+    def __enter__(self) -> "Directory":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the connection; a later search reconnects."""
+        if self._connection is not None:
+            try:
+                self._connection.unbind_s()
+            except ldap.LDAPError:
+                pass  # the connection is going away either way
+            self._connection = None
+
+    def _timeout(self) -> float:
+        return self.deadline.remaining(self.settings.timeout)
+
+    def _connect(self) -> "ldap.ldapobject.LDAPObject":
+        if self._connection is not None:
+            return self._connection
+        settings = self.settings
+        try:
+            connection = ldap.initialize(settings.uri)
+        except ldap.LDAPError as error:
+            raise DirectoryError(f"ldap.uri {settings.uri!r} is not usable: {_describe(error)}")
+        connection.set_option(ldap.OPT_PROTOCOL_VERSION, 3)
+        connection.set_option(ldap.OPT_REFERRALS, 0)
+        connection.set_option(ldap.OPT_NETWORK_TIMEOUT, self.deadline.remaining(
+            settings.connect_timeout))
+        if settings.ca_file:
+            connection.set_option(ldap.OPT_X_TLS_CACERTFILE, settings.ca_file)
+            connection.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+        try:
+            if settings.starttls:
+                connection.timeout = self._timeout()
+                connection.start_tls_s()
+            if settings.bind_dn:
+                connection.timeout = self._timeout()
+                connection.simple_bind_s(settings.bind_dn, self._password())
+        except _TRANSPORT_ERRORS as error:
+            raise DirectoryUnavailable(f"{settings.uri}: {_describe(error)}") from None
+        except ldap.INVALID_CREDENTIALS:
+            raise DirectoryError(
+                f"bind as {settings.bind_dn!r} refused: invalid credentials"
+            ) from None
+        except ldap.LDAPError as error:
+            raise DirectoryError(f"{settings.uri}: {_describe(error)}") from None
+        self._connection = connection
+        return connection
+
+    def _password(self) -> str:
+        path = self.settings.bind_password_file
+        if not path:
+            raise DirectoryError("ldap.bind_dn is set but ldap.bind_password_file is not")
+        try:
+            with open(path, encoding="utf-8") as stream:
+                # Only the trailing newline an editor adds is not part of it.
+                return stream.read().rstrip("\r\n")
+        except OSError as error:
+            raise DirectoryError(
+                f"cannot read ldap.bind_password_file {path}: {error.strerror}"
+            ) from None
+
+    def search(self, searches: Sequence[Search]) -> list[list[Entry]]:
+        """Run several subtree searches at once; one result list per search.
+
+        The searches are pipelined on one connection, so the cost is one
+        round trip rather than one per search.
+        """
+        connection = self._connect()
+        try:
+            message_ids = [
+                connection.search_ext(
+                    search.base,
+                    ldap.SCOPE_SUBTREE,
+                    search.filter,
+                    search.attributes,
+                    timeout=max(1, int(self.settings.timeout)),
+                )
+                for search in searches
+            ]
+            results = []
+            for search, message_id in zip(searches, message_ids, strict=True):
+                try:
+                    _, data, _, _ = connection.result3(message_id, all=1, timeout=self._timeout())
+                except ldap.NO_SUCH_OBJECT:
+                    if not search.optional_base:
+                        raise DirectoryError(
+                            f"search base {search.base!r} does not exist in {self.settings.uri}"
+                        ) from None
+                    data = []
+                results.append([Entry(dn, attrs) for dn, attrs in data if dn is not None])
+            return results
+        except _TRANSPORT_ERRORS as error:
+            self.close()
+            raise DirectoryUnavailable(f"{self.settings.uri}: {_describe(error)}") from None
+        except ldap.LDAPError as error:
+            raise DirectoryError(f"{self.settings.uri}: {_describe(error)}") from None
+
+
+def _describe(error: ldap.LDAPError) -> str:
+    """A one-line reason from a python-ldap error (its args hold a dict)."""
+    details = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+    reason = details.get("desc") or type(error).__name__
+    extra = details.get("info")
+    return f"{reason} ({extra})" if extra else str(reason)

@@ -1,0 +1,113 @@
+"""Names that cross a boundary between opslab and Puppet, git or DNS.
+
+Every rule about a name lives here once: the ENC, the branch runner and the
+API call these functions rather than re-deriving a rule of their own.
+"""
+
+import re
+from collections.abc import Iterable
+
+# RFC 1123 host labels, lowercase only: Puppet certnames are lowercase, and a
+# name that differs only in case would be a different cache file and a
+# different LDAP value for the same host.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_CERTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+MAX_CERTNAME_LENGTH = 253
+
+# Puppet environment names must match \A[a-z0-9_]+\Z (the documented rule;
+# Puppet 7 also tolerates uppercase, which we never emit).
+_NOT_ENVIRONMENT_CHAR = re.compile(r"[^a-z0-9_]")
+MAX_ENVIRONMENT_NAME_LENGTH = 200  # leaves room in a 255-byte file name
+
+DEFAULT_BRANCH = "production"
+
+# The directory entry that gives every node its defaults; it is not a node.
+DEFAULT_ENTRY_NAME = "default"
+
+# Variables that Puppet sets itself; an ENC parameter of that name is either
+# ignored or an error in Puppet, so it must never reach Puppet from us.
+RESERVED_VARIABLES = frozenset({"trusted", "facts", "server_facts", "environment"})
+
+
+class InvalidName(ValueError):
+    """A name that is not acceptable where it was given."""
+
+
+class EnvironmentNameCollision(ValueError):
+    """Two branches would be deployed as the same Puppet environment."""
+
+
+def validate_certname(name: str) -> str:
+    """Return ``name`` if it is a valid node certname, else raise InvalidName.
+
+    Certnames end up in LDAP filters and in cache file names, so anything but
+    lowercase DNS labels is refused rather than cleaned up.
+    """
+    if not name:
+        raise InvalidName("certname is empty")
+    if len(name) > MAX_CERTNAME_LENGTH:
+        raise InvalidName(
+            f"certname is {len(name)} characters long; at most {MAX_CERTNAME_LENGTH} are allowed"
+        )
+    # fullmatch, not match with $: "$" would accept a trailing newline.
+    if not _CERTNAME.fullmatch(name):
+        raise InvalidName(
+            f"certname {name!r} is not a lowercase DNS name "
+            "(labels of a-z, 0-9 and inner '-', 1 to 63 characters, separated by '.')"
+        )
+    if name == DEFAULT_ENTRY_NAME:
+        raise InvalidName(f"certname {name!r} names the defaults entry, not a node")
+    return name
+
+
+def short_name(certname: str) -> str | None:
+    """The first label of a dotted certname, or None for a single label."""
+    head, dot, _ = certname.partition(".")
+    return head if dot else None
+
+
+def project_label(certname: str) -> str | None:
+    """The project part of ``name.project.domain...``, or None if too short."""
+    labels = certname.split(".")
+    return labels[1] if len(labels) >= 3 else None
+
+
+def environment_for_branch(branch: str) -> str:
+    """Map a git branch to the Puppet environment that deploys it.
+
+    The mapping is deterministic and leaves valid environment names as they
+    are, so ``production`` stays ``production``: lowercase, then every
+    character Puppet does not allow becomes ``_`` (``feature/Login-2`` ->
+    ``feature_login_2``). Distinct branches can map to one name; callers that
+    hold several branches check with :func:`environments_for_branches`.
+    """
+    if not branch:
+        raise InvalidName("branch name is empty")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in branch):
+        raise InvalidName(f"branch name {branch!r} contains control characters")
+    name = _NOT_ENVIRONMENT_CHAR.sub("_", branch.lower())
+    if len(name) > MAX_ENVIRONMENT_NAME_LENGTH:
+        raise InvalidName(
+            f"branch name {branch[:40]!r}... is {len(branch)} characters long; "
+            f"at most {MAX_ENVIRONMENT_NAME_LENGTH} are allowed"
+        )
+    return name
+
+
+def environments_for_branches(branches: Iterable[str]) -> dict[str, str]:
+    """Map each branch to its environment name, refusing any collision.
+
+    Returns ``{environment: branch}``. Two branches that map to one name
+    raise EnvironmentNameCollision naming both; nothing is ever silently
+    overwritten.
+    """
+    environments: dict[str, str] = {}
+    for branch in branches:
+        environment = environment_for_branch(branch)
+        other = environments.setdefault(environment, branch)
+        if other != branch:
+            raise EnvironmentNameCollision(
+                f"branches {other!r} and {branch!r} both map to environment {environment!r}"
+            )
+    return environments
+
