@@ -294,9 +294,9 @@ class Classifier:
                 name.lower()
                 for name in (*mode, *self.settings.class_attributes, self.settings.parent_attribute)
             }
-        # Case-sensitive on purpose: the terminus compared the server's
-        # attribute names with its lowercase settings, so with its defaults
-        # puppetVar also came through as a variable of its own.
+        # Case-sensitive on purpose, as the terminus compared them: with its
+        # setting "puppetvar", the server's "puppetVar" came through as a
+        # variable of its own. Our default spells it as the server does.
         stacked = set(self.settings.variable_attributes)
         for name, values in entry.attributes.items():
             if name in stacked or name.lower() == ENVIRONMENT_ATTRIBUTE:

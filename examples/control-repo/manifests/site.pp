@@ -6,4 +6,3 @@
 if $facts['opslab_root'] == undef {
   fail('this example writes only below the opslab_root fact; set FACTER_opslab_root')
 }
-$opslab_root = $facts['opslab_root']

@@ -1,0 +1,124 @@
+"""Shared fixtures: one real slapd per test session, loaded with the example directory.
+
+Tests add the entries they need under names of their own, so they can share
+the one server; tests that stop or freeze a server start their own.
+"""
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from opslab.slapd import ThrowawaySlapd
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMAS = sorted((REPO / "schema").glob("*.ldif"))
+EXAMPLE_DIRECTORY = REPO / "examples" / "directory.ldif"
+CONTROL_REPO = REPO / "examples" / "control-repo"
+BASE = "dc=example,dc=org"
+HOSTS = f"ou=hosts,{BASE}"
+PROJECTS = f"ou=projects,{BASE}"
+
+
+def start_directory() -> ThrowawaySlapd:
+    """A running slapd with the schemas, the base entries and the example data."""
+    slapd = ThrowawaySlapd(BASE, SCHEMAS)
+    slapd.start()
+    try:
+        slapd.create_base()
+        slapd.add_ldif(EXAMPLE_DIRECTORY.read_text(encoding="utf-8"))
+    except BaseException:
+        slapd.destroy()
+        raise
+    return slapd
+
+
+@pytest.fixture(scope="session")
+def slapd() -> Iterator[ThrowawaySlapd]:
+    """The session's shared directory server."""
+    server = start_directory()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def private_slapd() -> Iterator[ThrowawaySlapd]:
+    """A directory server of this test's own, free to be stopped or frozen."""
+    server = start_directory()
+    yield server
+    server.destroy()
+
+
+def write_config(path: Path, slapd: ThrowawaySlapd, **sections: dict[str, object]) -> Path:
+    """An opslab.yaml for ``slapd``; ``sections`` add or override keys."""
+    import yaml
+
+    document: dict[str, dict[str, object]] = {
+        "ldap": {"uri": slapd.ldapi_uri, "base": BASE, "timeout": 2, "deadline": 5},
+        "cache": {"dir": str(path.parent / "cache")},
+    }
+    for name, values in sections.items():
+        document.setdefault(name, {}).update(values)
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, slapd: ThrowawaySlapd) -> Path:
+    """A configuration file pointing at the shared slapd, with a private cache."""
+    return write_config(tmp_path / "opslab.yaml", slapd)
+
+
+EncRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def enc_command() -> list[str]:
+    """The installed opslab-enc, as Puppet would run it."""
+    script = Path(sys.executable).with_name("opslab-enc")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "opslab.enc"]
+
+
+@pytest.fixture
+def run_enc() -> EncRunner:
+    """Run opslab-enc as a separate process, exactly as Puppet does."""
+
+    def run(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*enc_command(), *arguments],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+
+    return run
+
+
+def host_ldif(fqdn: str, *lines: str, object_classes: tuple[str, ...] = ()) -> str:
+    """LDIF for an opslab-style host entry with extra attribute lines."""
+    classes = ("dNSDomain", "domainRelatedObject", "puppetClient", "opslabNode", *object_classes)
+    body = "".join(f"objectClass: {name}\n" for name in classes)
+    extra = "".join(f"{line}\n" for line in lines)
+    return f"dn: dc={fqdn},{HOSTS}\n{body}dc: {fqdn}\nassociatedDomain: {fqdn}\n{extra}"
+
+
+def legacy_ldif(cn: str, *lines: str) -> str:
+    """LDIF for an entry written for Puppet's old LDAP terminus (cn=, device)."""
+    extra = "".join(f"{line}\n" for line in lines)
+    return (
+        f"dn: cn={cn},{HOSTS}\nobjectClass: device\nobjectClass: puppetClient\ncn: {cn}\n{extra}"
+    )
+
+
+def project_ldif(name: str, *lines: str) -> str:
+    """LDIF for a project entry (one member, so groupOfNames is satisfied)."""
+    extra = "".join(f"{line}\n" for line in lines)
+    return (
+        f"dn: cn={name},{PROJECTS}\nobjectClass: groupOfNames\nobjectClass: puppetClient\n"
+        f"objectClass: opslabNode\ncn: {name}\nmember: uid=alice,ou=people,{BASE}\n{extra}"
+    )
+

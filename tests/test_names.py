@@ -1,0 +1,104 @@
+"""Certnames, branches and environment names."""
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from opslab.names import (
+    EnvironmentNameCollision,
+    InvalidName,
+    environment_for_branch,
+    environments_for_branches,
+    validate_certname,
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["web1.web.example.org", "a", "x-1.y", "0.example.org", "a" * 63 + ".org",
+     ".".join(["a" * 63] * 3) + "." + "b" * 61],
+)
+def test_valid_certnames(name: str) -> None:
+    assert validate_certname(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("", "empty"),
+        ("*", "not a lowercase DNS name"),
+        ("web1)(cn=*", "not a lowercase DNS name"),
+        ("*)(objectClass=*", "not a lowercase DNS name"),
+        ("web\\2a", "not a lowercase DNS name"),
+        ("web\x00.example.org", "not a lowercase DNS name"),
+        ("Web1.example.org", "not a lowercase DNS name"),
+        ("web1.example.org\n", "not a lowercase DNS name"),
+        ("web1.example.org.", "not a lowercase DNS name"),
+        ("-web.example.org", "not a lowercase DNS name"),
+        ("web-.example.org", "not a lowercase DNS name"),
+        ("web..example.org", "not a lowercase DNS name"),
+        ("../../etc/passwd", "not a lowercase DNS name"),
+        ("a" * 64 + ".org", "not a lowercase DNS name"),
+        ("a" * 300, "300 characters long"),
+        ("web_1.example.org", "not a lowercase DNS name"),
+        ("default", "names the defaults entry"),
+    ],
+)
+def test_invalid_certnames(name: str, reason: str) -> None:
+    with pytest.raises(InvalidName, match=re.escape(reason)):
+        validate_certname(name)
+
+
+@pytest.mark.parametrize(
+    ("branch", "environment"),
+    [
+        ("production", "production"),
+        ("feature/Login-2", "feature_login_2"),
+        ("release-2026.11", "release_2026_11"),
+        ("über", "_ber"),
+        ("main", "main"),
+    ],
+)
+def test_branch_to_environment(branch: str, environment: str) -> None:
+    assert environment_for_branch(branch) == environment
+
+
+@pytest.mark.parametrize("branch", ["", "bad\nname", "tab\there", "x" * 201])
+def test_unmappable_branches(branch: str) -> None:
+    with pytest.raises(InvalidName):
+        environment_for_branch(branch)
+
+
+def test_colliding_branches_are_refused() -> None:
+    with pytest.raises(EnvironmentNameCollision, match="'feature/x' and 'feature_x'"):
+        environments_for_branches(["production", "feature/x", "feature_x"])
+
+
+def test_distinct_branches_map_one_to_one() -> None:
+    assert environments_for_branches(["production", "feature/x"]) == {
+        "production": "production",
+        "feature_x": "feature/x",
+    }
+
+
+@given(st.text(min_size=1, max_size=200))
+def test_every_mapped_branch_is_a_puppet_environment_name(branch: str) -> None:
+    try:
+        environment = environment_for_branch(branch)
+    except InvalidName:
+        return
+    assert re.fullmatch(r"[a-z0-9_]+", environment)
+    assert environment_for_branch(branch) == environment  # deterministic
+
+
+@given(st.text(max_size=300))
+def test_accepted_certnames_carry_no_filter_or_path_syntax(name: str) -> None:
+    try:
+        validate_certname(name)
+    except InvalidName:
+        return
+    assert not set(name) & set("*()\\\x00/\n=, ")
+    assert name == name.lower()
+    assert len(name) <= 253
