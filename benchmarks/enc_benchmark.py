@@ -54,11 +54,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from opslab.enc.classifier import Classifier
-from opslab.enc.render import to_yaml
 
 from opslab.config import Config, load
 from opslab.directory import Deadline, Directory
+from opslab.enc.classifier import Classifier
+from opslab.enc.render import to_yaml
 from opslab.names import environment_for_branch
 from opslab.slapd import ThrowawaySlapd
 
@@ -436,7 +436,42 @@ def measure_imports(environment: dict[str, str]) -> dict[str, Any]:
 
 
 def verdict(ok: bool) -> str:
+    """PASS or FAIL."""
     return "PASS" if ok else "FAIL"
+
+
+def print_import_report(imports: dict[str, Any]) -> None:
+    """Print what the ENC imports beyond the floor, and any forbidden package."""
+    print(f"(bytecode cached; per module the median of {IMPORT_REPEATS} runs; "
+          "totals include interpreter start-up imports)")
+    print(f"{ENC_MODULE:<16} {imports['enc_modules']:4d} modules {imports['enc_total_ms']:7.1f} ms")
+    print(f"{'floor':<16} {imports['floor_modules']:4d} modules {imports['floor_total_ms']:7.1f} ms"
+          f"   ({FLOOR_IMPORTS})")
+    print(f"{'beyond floor':<16} {imports['extra_modules']:4d} modules "
+          f"{imports['extra_total_ms']:7.1f} ms, slowest (ms): " + ", ".join(
+              f"{name} {ms:.1f}" for name, ms in imports["extra_slowest_ms"]))
+    print(f"forbidden ({', '.join(FORBIDDEN_IMPORTS)}): "
+          f"{', '.join(imports['forbidden_found']) or 'none'}")
+
+
+def print_summary(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Print PASS/FAIL per target; returns them for the JSON."""
+    ratio = results["processes"]["enc_over_floor"]
+    classify_median = results["in_process"]["classify"]["median_ms"]
+    forbidden = results["imports"]["forbidden_found"]
+    targets = {
+        f"opslab-enc within {ENC_FLOOR_RATIO_TARGET}x of the Python floor": (
+            ratio <= ENC_FLOOR_RATIO_TARGET, f"{ratio:.2f}x"),
+        f"in-process classify median under {CLASSIFY_MEDIAN_TARGET_MS:g} ms": (
+            classify_median < CLASSIFY_MEDIAN_TARGET_MS, f"{classify_median:.3f} ms"),
+        "no flask/openstack/jenkins/git on the ENC start-up path": (
+            not forbidden, ", ".join(forbidden) or "none"),
+    }
+    print("\n== summary ==")
+    print_environment()
+    for name, (ok, value) in targets.items():
+        print(f"{verdict(ok)}  {name}: {value}")
+    return {name: {"pass": ok, "value": value} for name, (ok, value) in targets.items()}
 
 
 def print_process_report(timings: dict[str, list[float]]) -> dict[str, Any]:
@@ -461,12 +496,14 @@ def print_process_report(timings: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def print_environment() -> None:
+    """One line on the machine: noisy numbers need their context."""
     load_1, _, _ = os.getloadavg()
     print(f"python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load average {load_1:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run every measurement once and print the report; 0 whatever the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40,
                         help="rounds of the three timed processes (default 40)")
@@ -526,34 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== 5. start-up imports: python -X importtime -c 'import {ENC_MODULE}' ==")
         imports = measure_imports(environment)
     results["imports"] = imports
-    print(f"(bytecode cached; per module the median of {IMPORT_REPEATS} runs; "
-          "totals include interpreter start-up imports)")
-    print(f"{ENC_MODULE:<16} {imports['enc_modules']:4d} modules {imports['enc_total_ms']:7.1f} ms")
-    print(f"{'floor':<16} {imports['floor_modules']:4d} modules {imports['floor_total_ms']:7.1f} ms"
-          f"   ({FLOOR_IMPORTS})")
-    print(f"{'beyond floor':<16} {imports['extra_modules']:4d} modules "
-          f"{imports['extra_total_ms']:7.1f} ms, slowest (ms): " + ", ".join(
-              f"{name} {ms:.1f}" for name, ms in imports["extra_slowest_ms"]))
-    print(f"forbidden ({', '.join(FORBIDDEN_IMPORTS)}): "
-          f"{', '.join(imports['forbidden_found']) or 'none'}")
-
-    ratio = results["processes"]["enc_over_floor"]
-    classify_median = results["in_process"]["classify"]["median_ms"]
-    targets_met = {
-        f"opslab-enc within {ENC_FLOOR_RATIO_TARGET}x of the Python floor": (
-            ratio <= ENC_FLOOR_RATIO_TARGET, f"{ratio:.2f}x"),
-        f"in-process classify median under {CLASSIFY_MEDIAN_TARGET_MS:g} ms": (
-            classify_median < CLASSIFY_MEDIAN_TARGET_MS, f"{classify_median:.3f} ms"),
-        "no flask/openstack/jenkins/git on the ENC start-up path": (
-            not imports["forbidden_found"], ", ".join(imports["forbidden_found"]) or "none"),
-    }
-    results["targets"] = {name: {"pass": ok, "value": value}
-                          for name, (ok, value) in targets_met.items()}
-    print("\n== summary ==")
-    print_environment()
-    for name, (ok, value) in targets_met.items():
-        print(f"{verdict(ok)}  {name}: {value}")
-
+    print_import_report(imports)
+    results["targets"] = print_summary(results)
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"results written to {arguments.json}")

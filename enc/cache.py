@@ -7,6 +7,7 @@ mtime is the last time the directory confirmed the answer: an unchanged
 answer only touches it, so a healthy ENC run costs no disk write.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -96,7 +97,5 @@ class ClassificationCache:
 
     def forget(self, node: str) -> None:
         """Drop the cached answer of a node the directory no longer knows."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(node))
-        except FileNotFoundError:
-            pass

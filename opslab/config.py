@@ -155,9 +155,12 @@ def _coerce(value: Any, expected: Any, key: str, source: str) -> Any:
             return float(value)
         if option is str and isinstance(value, str):
             return value
-        if get_origin(option) is tuple and isinstance(value, list):
-            if all(isinstance(item, str) for item in value):
-                return tuple(value)
+        if (
+            get_origin(option) is tuple
+            and isinstance(value, list)
+            and all(isinstance(item, str) for item in value)
+        ):
+            return tuple(value)
     wanted = " or ".join(_describe(option) for option in options)
     raise ConfigError(f"{source}: {key} must be {wanted}, got {_kind(value)} {value!r}")
 

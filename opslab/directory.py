@@ -7,6 +7,7 @@ means it answered and the answer is unusable (bad credentials, no such base),
 so nothing may stand in for it.
 """
 
+import contextlib
 import time
 from collections.abc import Sequence
 
@@ -141,10 +142,8 @@ class Directory:
     def close(self) -> None:
         """Drop the connection; a later search reconnects."""
         if self._connection is not None:
-            try:
+            with contextlib.suppress(ldap.LDAPError):  # going away either way
                 self._connection.unbind_s()
-            except ldap.LDAPError:
-                pass  # the connection is going away either way
             self._connection = None
 
     def _timeout(self) -> float:
@@ -157,7 +156,9 @@ class Directory:
         try:
             connection = ldap.initialize(settings.uri)
         except ldap.LDAPError as error:
-            raise DirectoryError(f"ldap.uri {settings.uri!r} is not usable: {_describe(error)}")
+            raise DirectoryError(
+                f"ldap.uri {settings.uri!r} is not usable: {_describe(error)}"
+            ) from None
         connection.set_option(ldap.OPT_PROTOCOL_VERSION, 3)
         connection.set_option(ldap.OPT_REFERRALS, 0)
         connection.set_option(ldap.OPT_NETWORK_TIMEOUT, self.deadline.remaining(

@@ -13,7 +13,7 @@ from opslab.enc.classifier import (
     UnknownNode,
 )
 from opslab.slapd import ThrowawaySlapd
-from tests.conftest import HOSTS, PROJECTS, host_ldif, legacy_ldif, project_ldif, write_config
+from tests.conftest import HOSTS, PROJECTS, host_ldif, legacy_ldif, write_config
 
 
 def classify(config: Config, certname: str) -> Classification:

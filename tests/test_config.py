@@ -38,7 +38,7 @@ def test_explicit_path_beats_the_environment(
 
 
 def test_named_file_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read configuration file .*missing.yaml"):
+    with pytest.raises(ConfigError, match=r"cannot read configuration file .*missing\.yaml"):
         load(str(tmp_path / "missing.yaml"))
 
 

@@ -1,0 +1,47 @@
+# The two set-up commands for a fresh Debian machine (see README.md):
+#   make demo   throwaway directory, example data, classify a node, real puppet apply
+#   make test   the whole test suite, lint and type checks
+# Each installs what it needs itself, system packages included.
+
+PYTHON ?= python3
+VENV := .venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+# slapd and ldap-utils: the real directory server the tests and demo run;
+# puppet: real puppet apply; libldap2-dev, libsasl2-dev, gcc: to build python-ldap.
+SYSTEM_PACKAGES := slapd ldap-utils puppet libldap2-dev libsasl2-dev gcc make
+
+.PHONY: demo test bench lint system-packages
+
+system-packages:
+	@echo "==> checking system packages: $(SYSTEM_PACKAGES)"
+	@missing="$$(for package in $(SYSTEM_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q 'ok installed' \
+	    || echo $$package; done)"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	$(PYTHON) -c 'import os, sys, sysconfig; \
+	    sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+	    || missing="$$missing python3-dev"; \
+	if [ -n "$$(echo $$missing)" ]; then \
+	    echo "==> installing with apt-get:$$missing"; \
+	    $(APT) update -q && $(APT) install -y -q --no-install-recommends $$missing; \
+	else echo "    all present"; fi
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> creating $(VENV) and installing opslab with its test and lint tools"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test,lint]' tox
+	touch $@
+
+demo: system-packages $(VENV)/.installed
+	@echo "==> running the demo"
+	$(VENV)/bin/python examples/demo.py
+
+test: system-packages $(VENV)/.installed
+	@echo "==> lint, type checks and the test suite (tox -e lint,py)"
+	$(VENV)/bin/tox -e lint,py
+
+bench: system-packages $(VENV)/.installed
+	@echo "==> benchmarks (tox -e bench)"
+	$(VENV)/bin/tox -e bench
