@@ -56,11 +56,19 @@ def _free_port() -> int:
 class ThrowawaySlapd:
     """A slapd in a temporary directory, serving ``suffix``.
 
-    ``schemas`` are cn=config LDIF files loaded after the standard ones.
+    ``schemas`` are cn=config LDIF files loaded after the standard ones;
+    ``tls`` is a (certificate, key) pair of PEM files for StartTLS.
     Use as a context manager, or call :meth:`start` and :meth:`destroy`.
     """
 
-    def __init__(self, suffix: str, schemas: Sequence[Path] = (), workdir: Path | None = None):
+    def __init__(
+        self,
+        suffix: str,
+        schemas: Sequence[Path] = (),
+        workdir: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        self.tls = tls
         self.suffix = suffix
         self.schemas = [Path(schema) for schema in schemas]
         self.root_dn = f"cn=admin,{suffix}"
@@ -89,9 +97,12 @@ class ThrowawaySlapd:
         self.destroy()
 
     def _config_ldif(self) -> str:
+        tls = ""
+        if self.tls:
+            tls = f"olcTLSCertificateFile: {self.tls[0]}\nolcTLSCertificateKeyFile: {self.tls[1]}\n"
         blocks = [
             "dn: cn=config\nobjectClass: olcGlobal\ncn: config\n"
-            f"olcPidFile: {self.workdir}/slapd.pid\n",
+            f"olcPidFile: {self.workdir}/slapd.pid\n{tls}",
             f"dn: cn=module{{0}},cn=config\nobjectClass: olcModuleList\ncn: module{{0}}\n"
             f"olcModulePath: {MODULE_DIR}\nolcModuleLoad: back_mdb\n",
             "dn: cn=schema,cn=config\nobjectClass: olcSchemaConfig\ncn: schema\n",
