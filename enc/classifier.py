@@ -251,7 +251,12 @@ class Classifier:
     def _classes_of(self, entry: Entry) -> list[str]:
         classes: list[str] = []
         for attribute in self.settings.class_attributes:
-            classes.extend(value for value in entry.values(attribute) if value not in classes)
+            for value in entry.values(attribute):
+                # Puppet class names are lowercase and puppetClass matches
+                # case-insensitively; the terminus passed them on as written.
+                name = value if self.terminus else value.lower()
+                if name not in classes:
+                    classes.append(name)
         return classes
 
     def _parameters_of(self, entry: Entry, warnings: list[str]) -> dict[str, Any]:

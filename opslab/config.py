@@ -16,6 +16,7 @@ from typing import Any, Union, get_args, get_origin
 import yaml
 
 DEFAULT_PATH = "/etc/opslab/opslab.yaml"
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ENVIRONMENT_VARIABLE = "OPSLAB_CONFIG"
 
 
@@ -107,7 +108,7 @@ def _read(path: str) -> str:
 def parse(text: str, source: str) -> Config:
     """Build a Config from YAML text; ``source`` names it in error messages."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
     if document is None:

@@ -123,7 +123,8 @@ class Directory:
     """A connection to the directory that never waits without a limit.
 
     ``connect_timeout`` bounds the TCP/ldapi connect, ``timeout`` every single
-    operation, and the :class:`Deadline` the whole task.
+    operation, and the :class:`Deadline` the whole task: one Directory serves
+    one task (one classification), so long-lived callers make one per task.
     """
 
     def __init__(self, settings: LdapSettings, deadline: Deadline | None = None) -> None:

@@ -297,3 +297,10 @@ def test_filter_values_are_escaped(slapd: ThrowawaySlapd, config: Config) -> Non
     slapd.add_ldif(legacy_ldif("escapee", "parentNode: *)(cn=*"))
     with pytest.raises(ClassificationError, match=r"names parent node '\*\)\(cn=\*'"):
         classify(config, "escapee.example.org")
+
+
+def test_class_names_are_lowercased_and_merged(slapd: ThrowawaySlapd, config: Config) -> None:
+    slapd.add_ldif(host_ldif("cased.web.example.org", "puppetClass: Role::Web",
+                             "puppetClass: Extra"))
+    assert list(classify(config, "cased.web.example.org").classes) == [
+        "role::web", "extra", "motd", "base"]
