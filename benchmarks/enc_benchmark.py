@@ -395,6 +395,8 @@ def import_profile(statement: str, environment: dict[str, str]) -> list[tuple[st
             [sys.executable, "-X", "importtime", "-c", statement],
             capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
             env=environment,
+            # Not the checkout: its opslab/ folder would shadow the installed package.
+            cwd=tempfile.gettempdir(),
         )
     except subprocess.TimeoutExpired:
         raise BenchmarkError(f"{statement!r} timed out") from None
