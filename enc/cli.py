@@ -10,10 +10,12 @@ Every diagnostic goes to stderr. Exit codes:
   3  the directory is unavailable and no usable cached answer exists
   4  the directory answered but the node cannot be classified
      (inconsistent entries, refused credentials, missing base DN)
+ 70  an internal error (a bug): the traceback is on stderr
 """
 
 import argparse
 import sys
+import traceback
 
 from opslab.config import ConfigError, load
 from opslab.directory import Directory, DirectoryError, DirectoryUnavailable
@@ -27,6 +29,7 @@ EXIT_UNKNOWN_NODE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_UNCLASSIFIABLE = 4
+EXIT_INTERNAL_ERROR = 70  # sysexits.h EX_SOFTWARE
 
 
 def _say(message: str) -> None:
@@ -49,6 +52,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the ENC; returns the process exit status."""
     arguments = _arguments(argv)
+    try:
+        return _classify(arguments)
+    except Exception:
+        # Not exit 1, which Puppet's users read as "unknown node".
+        _say("internal error, please report:\n" + traceback.format_exc())
+        return EXIT_INTERNAL_ERROR
+
+
+def _classify(arguments: argparse.Namespace) -> int:
     try:
         certname = validate_certname(arguments.certname)
         config = load(arguments.config)

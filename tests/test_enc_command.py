@@ -281,3 +281,19 @@ def test_directory_down_from_the_start(tmp_path: Path, run_enc: EncRunner) -> No
     result = run_enc("--config", str(config), WEB1)
     assert (result.returncode, result.stdout) == (3, "")
     assert "directory unavailable" in result.stderr
+
+
+def test_internal_error_is_not_mistaken_for_an_unknown_node(
+    config_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opslab.enc import classifier
+
+    def broken(self: object, certname: str) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(classifier.Classifier, "classify", broken)
+    assert main(["--config", str(config_file), WEB1]) == 70
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "internal error" in captured.err
+    assert "KeyError: 'a bug'" in captured.err
