@@ -10,8 +10,9 @@ answer only touches it, so a healthy ENC run costs no disk write.
 import contextlib
 import json
 import os
-import tempfile
 import time
+
+from opslab.files import write_atomic
 
 FORMAT = 1
 
@@ -38,17 +39,7 @@ class ClassificationCache:
             os.utime(path)
             return
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        document = json.dumps({"format": FORMAT, "node": node, "output": output})
-        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{node}.")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-                stream.write(document)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        write_atomic(path, json.dumps({"format": FORMAT, "node": node, "output": output}))
 
     def _current_output(self, path: str, node: str) -> str | None:
         try:

@@ -24,6 +24,7 @@ from opslab.names import (
     DEFAULT_BRANCH,
     DEFAULT_ENTRY_NAME,
     RESERVED_VARIABLES,
+    InvalidName,
     environment_for_branch,
     project_label,
     short_name,
@@ -234,7 +235,10 @@ class Classifier:
         if result.branch is None and not self.terminus:
             result.branch = DEFAULT_BRANCH
         if result.branch is not None:
-            result.environment = environment_for_branch(result.branch)
+            try:
+                result.environment = environment_for_branch(result.branch)
+            except InvalidName as error:
+                raise ClassificationError(f"{result.environment_origin}: {error}") from None
 
         for name in sorted(RESERVED_VARIABLES & result.parameters.keys()):
             origin = result.parameters.pop(name).origin

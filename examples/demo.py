@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from opslab.puppet import EXIT_MEANINGS, apply_command
+from opslab.puppet import EXIT_MEANINGS, apply_command, enc_command
 from opslab.slapd import ThrowawaySlapd
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -52,7 +52,7 @@ def demo(work: Path) -> int:
             "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
             "cache": {"dir": str(work / "enc-cache")},
         }))
-        enc = [str(Path(sys.executable).with_name("opslab-enc")), f"--config={config}"]
+        enc = enc_command(str(config))
 
         step(f"opslab-enc --explain {NODE}")
         if run([*enc, "--explain", NODE]) != 0:

@@ -8,15 +8,15 @@ the key, because a misspelt timeout silently falling back to its default is
 the kind of mistake that only shows during an outage.
 """
 
-import dataclasses
 import os
 import types
-from typing import Any, Union, get_args, get_origin
+from typing import Any, NamedTuple, Union, get_args, get_origin
 
-import yaml
+# Sections are NamedTuples rather than dataclasses, and PyYAML is imported
+# only when there is a file to read: short-lived commands (opslab-enc,
+# opslab branch sync) pay for every import on every run.
 
 DEFAULT_PATH = "/etc/opslab/opslab.yaml"
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ENVIRONMENT_VARIABLE = "OPSLAB_CONFIG"
 
 
@@ -24,8 +24,7 @@ class ConfigError(ValueError):
     """The configuration file is missing, unreadable or invalid."""
 
 
-@dataclasses.dataclass(frozen=True)
-class LdapSettings:
+class LdapSettings(NamedTuple):
     """How to reach the directory."""
 
     uri: str = "ldapi:///"
@@ -39,8 +38,7 @@ class LdapSettings:
     deadline: float = 10.0
 
 
-@dataclasses.dataclass(frozen=True)
-class EncSettings:
+class EncSettings(NamedTuple):
     """How the node classifier reads the directory (see the README)."""
 
     mode: str = "opslab"
@@ -54,21 +52,47 @@ class EncSettings:
     attribute_parameters: tuple[str, ...] | str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class CacheSettings:
+class CacheSettings(NamedTuple):
     """Where the ENC keeps its last good answers, and for how long they count."""
 
     dir: str = "/var/cache/opslab/enc"
     max_age: float = 86400.0
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
+class BranchSettings(NamedTuple):
+    """Where branches come from and where they are deployed as environments."""
+
+    remote: str = ""
+    environments: str = "/etc/puppet/code/environments"
+    cache: str = "/var/cache/opslab/branches"
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    keep_previous: int = 2
+    keep_seconds: float = 3600.0
+    git_timeout: float = 600.0
+    lock_timeout: float = 300.0
+    git_metadata: bool = False
+
+
+class ApplySettings(NamedTuple):
+    """How this host runs ``puppet apply`` on its environment."""
+
+    certname: str | None = None
+    state_dir: str = "/var/lib/opslab"
+    timeout: float = 1800.0
+    puppet: str = "puppet"
+    puppet_state_dir: str | None = None
+    enc: str | None = None
+
+
+class Config(NamedTuple):
     """The whole configuration file, one attribute per section."""
 
-    ldap: LdapSettings = dataclasses.field(default_factory=LdapSettings)
-    enc: EncSettings = dataclasses.field(default_factory=EncSettings)
-    cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
+    ldap: LdapSettings = LdapSettings()
+    enc: EncSettings = EncSettings()
+    cache: CacheSettings = CacheSettings()
+    branches: BranchSettings = BranchSettings()
+    apply: ApplySettings = ApplySettings()
     source: str = "embedded defaults"
 
     @property
@@ -81,6 +105,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "ldap": LdapSettings,
     "enc": EncSettings,
     "cache": CacheSettings,
+    "branches": BranchSettings,
+    "apply": ApplySettings,
 }
 _ENC_MODES = ("opslab", "terminus")
 
@@ -107,8 +133,11 @@ def _read(path: str) -> str:
 
 def parse(text: str, source: str) -> Config:
     """Build a Config from YAML text; ``source`` names it in error messages."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
+        document = yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
     if document is None:
@@ -120,7 +149,7 @@ def parse(text: str, source: str) -> Config:
         if name in _SECTIONS and not isinstance(section, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping")
         if name in _SECTIONS:
-            fields = {field.name for field in dataclasses.fields(_SECTIONS[name])}
+            fields = _SECTIONS[name]._fields
             unknown += sorted(f"{name}.{key}" for key in section if key not in fields)
     if unknown:
         raise ConfigError(f"{source}: unknown keys: {', '.join(unknown)}")
@@ -135,10 +164,10 @@ def parse(text: str, source: str) -> Config:
 
 def _build(cls: type[Any], values: dict[str, Any], section: str, source: str) -> Any:
     kwargs = {}
-    for field in dataclasses.fields(cls):
-        if field.name in values:
-            key = f"{section}.{field.name}"
-            kwargs[field.name] = _coerce(values[field.name], field.type, key, source)
+    for name in cls._fields:
+        if name in values:
+            key = f"{section}.{name}"
+            kwargs[name] = _coerce(values[name], cls.__annotations__[name], key, source)
     return cls(**kwargs)
 
 
@@ -149,6 +178,10 @@ def _coerce(value: Any, expected: Any, key: str, source: str) -> Any:
         if option is type(None) and value is None:
             return None
         if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise ConfigError(f"{source}: {key} must not be negative, got {value}")
             return value
         if option is float and isinstance(value, int | float) and not isinstance(value, bool):
             if value < 0:
@@ -175,7 +208,9 @@ def _describe(annotation: Any) -> str:
         return "null"
     if get_origin(annotation) is tuple:
         return "a list of strings"
-    return {bool: "true or false", float: "a number", str: "a string"}[annotation]
+    return {bool: "true or false", float: "a number", int: "a whole number", str: "a string"}[
+        annotation
+    ]
 
 
 def _kind(value: Any) -> str:
@@ -202,9 +237,11 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: enc.attribute_parameters must be 'all', 'none' or a list of attributes"
         )
-    for key in ("connect_timeout", "timeout", "deadline"):
-        if getattr(config.ldap, key) <= 0:
-            raise ConfigError(f"{source}: ldap.{key} must be greater than 0")
+    for section, key in (("ldap", "connect_timeout"), ("ldap", "timeout"), ("ldap", "deadline"),
+                         ("branches", "git_timeout"), ("apply", "timeout")):
+        if getattr(getattr(config, section), key) <= 0:
+            raise ConfigError(f"{source}: {section}.{key} must be greater than 0")
+
 
 
 def _balanced(template: str) -> bool:

@@ -17,7 +17,6 @@ MAX_CERTNAME_LENGTH = 253
 # Puppet environment names must match \A[a-z0-9_]+\Z (the documented rule;
 # Puppet 7 also tolerates uppercase, which we never emit).
 _NOT_ENVIRONMENT_CHAR = re.compile(r"[^a-z0-9_]")
-MAX_ENVIRONMENT_NAME_LENGTH = 200  # leaves room in a 255-byte file name
 
 DEFAULT_BRANCH = "production"
 
@@ -72,26 +71,54 @@ def project_label(certname: str) -> str | None:
     return labels[1] if len(labels) >= 3 else None
 
 
+# Characters git refuses in ref names (git-check-ref-format), plus backslash.
+_BRANCH_FORBIDDEN = frozenset(" ~^:?*[\\")
+MAX_BRANCH_LENGTH = 200  # its environment name leaves room in a 255-byte file name
+
+
+def validate_branch(branch: str) -> str:
+    """Return ``branch`` if it is safe to hand to git and to map to a path.
+
+    The rules of ``git check-ref-format --branch``, plus: no leading ``-``
+    (it would read as an option) and at most 200 characters. Branch names
+    only ever reach git as ``refs/heads/NAME``, never as an argument of their
+    own, and reach the file system only through environment_for_branch.
+    """
+    problem = None
+    if not branch:
+        problem = "it is empty"
+    elif len(branch) > MAX_BRANCH_LENGTH:
+        problem = f"it is longer than {MAX_BRANCH_LENGTH} characters"
+    elif branch.startswith("-"):
+        problem = "it starts with '-'"
+    elif any(ord(char) < 0x20 or ord(char) == 0x7F for char in branch):
+        problem = "it contains control characters"
+    elif _BRANCH_FORBIDDEN & set(branch):
+        problem = "it contains one of space ~ ^ : ? * [ \\"
+    elif ".." in branch or "@{" in branch or branch == "@":
+        problem = "it contains '..' or '@{'"
+    elif branch.startswith("/") or branch.endswith("/") or "//" in branch:
+        problem = "it has an empty path component"
+    elif branch.endswith("."):
+        problem = "it ends with '.'"
+    elif any(part.startswith(".") or part.endswith(".lock") for part in branch.split("/")):
+        problem = "a component starts with '.' or ends with '.lock'"
+    if problem:
+        raise InvalidName(f"branch name {branch!r} is refused: {problem}")
+    return branch
+
+
 def environment_for_branch(branch: str) -> str:
     """Map a git branch to the Puppet environment that deploys it.
 
     The mapping is deterministic and leaves valid environment names as they
     are, so ``production`` stays ``production``: lowercase, then every
     character Puppet does not allow becomes ``_`` (``feature/Login-2`` ->
-    ``feature_login_2``). Distinct branches can map to one name; callers that
-    hold several branches check with :func:`environments_for_branches`.
+    ``feature_login_2``). A branch that validate_branch refuses raises
+    InvalidName. Distinct branches can map to one name; callers that hold
+    several branches check with :func:`environments_for_branches`.
     """
-    if not branch:
-        raise InvalidName("branch name is empty")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in branch):
-        raise InvalidName(f"branch name {branch!r} contains control characters")
-    name = _NOT_ENVIRONMENT_CHAR.sub("_", branch.lower())
-    if len(name) > MAX_ENVIRONMENT_NAME_LENGTH:
-        raise InvalidName(
-            f"branch name {branch[:40]!r}... is {len(branch)} characters long; "
-            f"at most {MAX_ENVIRONMENT_NAME_LENGTH} are allowed"
-        )
-    return name
+    return _NOT_ENVIRONMENT_CHAR.sub("_", validate_branch(branch).lower())
 
 
 def environments_for_branches(branches: Iterable[str]) -> dict[str, str]:

@@ -6,6 +6,8 @@ command line (with its ``--config``) goes in as is.
 """
 
 import shlex
+import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,27 +19,53 @@ EXIT_MEANINGS = {
     4: "failures",
     6: "changes and failures",
 }
+SUCCESS_CODES = frozenset({0, 2})
+
+
+def enc_command(config_path: str | None) -> list[str]:
+    """The installed ``opslab-enc``, with ``--config`` when one was given."""
+    script = Path(sys.executable).with_name("opslab-enc")
+    if script.exists():
+        command = [str(script)]
+    elif found := shutil.which("opslab-enc"):
+        command = [found]
+    else:
+        command = [sys.executable, "-m", "opslab.enc"]
+    return [*command, f"--config={config_path}"] if config_path else command
 
 
 def apply_command(
     *,
-    manifest: Path,
+    manifest: Path | None,
     certname: str,
     environmentpath: Path,
     enc: Sequence[str],
+    environment: str | None = None,
     state_dir: Path | None = None,
+    report_dir: Path | None = None,
+    puppet: str = "puppet",
 ) -> list[str]:
     """The argv of ``puppet apply`` for ``certname``, classified by ``enc``.
 
     ``state_dir`` keeps all of Puppet's own files (conf, var, logs) there
-    instead of the system's, for unprivileged or throwaway runs.
+    instead of the system's, for unprivileged or throwaway runs;
+    ``report_dir`` receives this run's last_run_summary.yaml and
+    last_run_report.yaml, so that no earlier run's can be mistaken for it.
+    Without a manifest, the environment's own (``manifests/``) applies.
     """
     if any(any(char.isspace() for char in part) for part in enc):
         raise ValueError(f"Puppet splits external_nodes on whitespace: {shlex.join(enc)}")
-    command = ["puppet", "apply", "--detailed-exitcodes", "--color=false",
+    command = [puppet, "apply", "--detailed-exitcodes", "--color=false",
                f"--certname={certname}", f"--environmentpath={environmentpath}",
                "--node_terminus=exec", f"--external_nodes={' '.join(enc)}"]
+    if environment is not None:
+        command.append(f"--environment={environment}")
     if state_dir is not None:
         command += [f"--{setting}={state_dir / setting}"
                     for setting in ("confdir", "vardir", "codedir", "logdir", "rundir")]
+    if report_dir is not None:
+        command += [f"--lastrunfile={report_dir / 'last_run_summary.yaml'}",
+                    f"--lastrunreport={report_dir / 'last_run_report.yaml'}"]
+    if manifest is None:
+        return [*command, "--execute="]
     return [*command, str(manifest)]

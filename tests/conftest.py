@@ -6,12 +6,12 @@ the one server; tests that stop or freeze a server start their own.
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from opslab.puppet import enc_command
 from opslab.slapd import ThrowawaySlapd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,19 +75,13 @@ def config_file(tmp_path: Path, slapd: ThrowawaySlapd) -> Path:
 EncRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def enc_command() -> list[str]:
-    """The installed opslab-enc, as Puppet would run it."""
-    script = Path(sys.executable).with_name("opslab-enc")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "opslab.enc"]
-
-
 @pytest.fixture
 def run_enc() -> EncRunner:
     """Run opslab-enc as a separate process, exactly as Puppet does."""
 
     def run(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*enc_command(), *arguments],
+            [*enc_command(None), *arguments],
             capture_output=True,
             text=True,
             timeout=60,

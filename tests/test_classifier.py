@@ -304,3 +304,11 @@ def test_class_names_are_lowercased_and_merged(slapd: ThrowawaySlapd, config: Co
                              "puppetClass: Extra"))
     assert list(classify(config, "cased.web.example.org").classes) == [
         "role::web", "extra", "motd", "base"]
+
+
+def test_unusable_branch_is_an_error_naming_the_entry(
+    slapd: ThrowawaySlapd, config: Config
+) -> None:
+    slapd.add_ldif(host_ldif("badbranch.web.example.org", "environment: a..b"))
+    with pytest.raises(ClassificationError, match=r"dc=badbranch.*refused: it contains '\.\.'"):
+        classify(config, "badbranch.web.example.org")

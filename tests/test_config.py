@@ -75,5 +75,5 @@ def test_bad_configuration_names_the_problem(text: str, message: str) -> None:
 def test_every_key_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for section, settings in opslab_config._SECTIONS.items():
-        for field in opslab_config.dataclasses.fields(settings):
-            assert f"`{section}.{field.name}`" in readme, f"{section}.{field.name} undocumented"
+        for name in settings._fields:
+            assert f"`{section}.{name}`" in readme, f"{section}.{name} undocumented"

@@ -65,9 +65,32 @@ def test_branch_to_environment(branch: str, environment: str) -> None:
     assert environment_for_branch(branch) == environment
 
 
-@pytest.mark.parametrize("branch", ["", "bad\nname", "tab\there", "x" * 201])
-def test_unmappable_branches(branch: str) -> None:
-    with pytest.raises(InvalidName):
+@pytest.mark.parametrize(
+    ("branch", "reason"),
+    [
+        ("", "empty"),
+        ("bad\nname", "control characters"),
+        ("tab\there", "control characters"),
+        ("x" * 201, "longer than 200"),
+        ("-rf", "starts with '-'"),
+        ("--upload-pack=evil", "starts with '-'"),
+        ("a/../b", "'..'"),
+        ("..", "'..'"),
+        ("a@{1}", "'@{'"),
+        ("/abs", "empty path component"),
+        ("a//b", "empty path component"),
+        ("trailing/", "empty path component"),
+        ("a/.hidden", "starts with '.'"),
+        ("ref.lock", "ends with '.lock'"),
+        ("dot.", "ends with '.'"),
+        ("with space", "one of space"),
+        ("a:b", "one of space"),
+        ("star*", "one of space"),
+        ("back\\slash", "one of space"),
+    ],
+)
+def test_unsafe_branches_are_refused(branch: str, reason: str) -> None:
+    with pytest.raises(InvalidName, match=re.escape(reason)):
         environment_for_branch(branch)
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from opslab.puppet import apply_command
+from opslab.puppet import apply_command, enc_command
 from opslab.slapd import ThrowawaySlapd
-from tests.conftest import CONTROL_REPO, enc_command, host_ldif, write_config
+from tests.conftest import CONTROL_REPO, host_ldif, write_config
 
 NODE = "apply1.tools.example.org"
 
@@ -43,7 +43,7 @@ def applied(slapd: ThrowawaySlapd, tmp_path_factory: pytest.TempPathFactory) -> 
         manifest=environments / "feature_tools_motd" / "manifests" / "site.pp",
         certname=NODE,
         environmentpath=environments,
-        enc=[*enc_command(), f"--config={config}"],
+        enc=enc_command(str(config)),
         state_dir=work / "puppet",
     )
     result = subprocess.run(

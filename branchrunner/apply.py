@@ -1,0 +1,246 @@
+"""``opslab branch apply``: this host's Puppet run, on the branch the directory says.
+
+1. Unless disabled (``opslab branch disable``, like ``puppet agent
+   --disable``) and unless another apply runs (its own lock), ask the ENC
+   which environment this host is in.
+2. Sync the one branch that maps to it (skipped with ``--no-sync``; a
+   failed sync leaves the deployed tree in use, with a warning).
+3. Run ``puppet apply --detailed-exitcodes`` on that exact tree: the run
+   gets an environmentpath of its own whose one entry points at the tree
+   resolved before the run, so a sync during the run cannot change what
+   it reads.
+4. Build a structured result from Puppet's summary and report, write it
+   to ``STATE_DIR/last_apply.json`` and return it.
+"""
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from opslab.config import Config
+from opslab.files import write_atomic
+from opslab.lock import FileLock, LockHeld
+from opslab.names import DEFAULT_BRANCH, InvalidName, environment_for_branch, validate_certname
+from opslab.puppet import EXIT_MEANINGS, SUCCESS_CODES, apply_command, enc_command
+
+from .deployment import Deployment, Log, SyncFailed
+from .git import GitError
+from .report import read_run
+
+KILL_GRACE = 30.0
+
+
+class ApplyError(Exception):
+    """The run could not start: no classification, no environment, ..."""
+
+
+def disabled_path(config: Config) -> Path:
+    return Path(config.apply.state_dir) / "disabled.json"
+
+
+def disable(config: Config, reason: str) -> None:
+    """Stop further applies on this host until :func:`enable`, saying why."""
+    Path(config.apply.state_dir).mkdir(parents=True, exist_ok=True)
+    write_atomic(str(disabled_path(config)), json.dumps({
+        "reason": reason, "by": getpass.getuser(),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }), mode=0o644)
+
+
+def enable(config: Config) -> bool:
+    """Allow applies again; False if they were not disabled."""
+    try:
+        disabled_path(config).unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def disabled_reason(config: Config) -> str | None:
+    """Why applies are disabled on this host, or None if they are not."""
+    try:
+        flag = json.loads(disabled_path(config).read_text())
+        return f"{flag.get('reason') or 'no reason given'} (by {flag.get('by')}, {flag.get('at')})"
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "the disabled flag exists but cannot be read"
+
+
+class Apply:
+    """One apply run for this host."""
+
+    def __init__(self, config: Config, certname: str | None = None, log: Log | None = None):
+        self.config = config
+        self.settings = config.apply
+        self.certname = validate_certname(certname or self.settings.certname or socket.getfqdn())
+        self.state_dir = Path(self.settings.state_dir)
+        self.log = log or (lambda message: None)
+        if self.settings.enc:
+            self.enc = self.settings.enc.split()
+        elif config.source != "embedded defaults":
+            self.enc = enc_command(config.source)
+        else:
+            raise ApplyError("apply needs a configuration file: the ENC reads the directory "
+                             "settings from it (or set apply.enc)")
+
+    def run(self, sync: bool = True) -> dict[str, Any]:
+        """Run and return the structured result (also written to last_apply.json)."""
+        started = time.time()
+        result: dict[str, Any] = {
+            "certname": self.certname, "started_at": _iso(started),
+            "environment": None, "branch": None, "commit": None,
+        }
+        reason = disabled_reason(self.config)
+        if reason is not None:
+            return self._finish(result, started, "disabled", 1,
+                                f"applies are disabled on this host: {reason}")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.state_dir / "apply.lock"), "opslab branch apply")
+        try:
+            lock.acquire()
+        except LockHeld as error:
+            return self._finish(result, started, "locked", 1, f"another apply runs: {error}")
+        try:
+            return self._run_locked(result, started, sync)
+        except ApplyError as error:
+            return self._finish(result, started, "failed", 1, str(error))
+        finally:
+            lock.release()
+
+    def _run_locked(self, result: dict[str, Any], started: float, sync: bool) -> dict[str, Any]:
+        environment = self._classify()
+        result["environment"] = environment
+        deployment = Deployment(self.config.branches, self.log)
+        if sync:
+            self._sync(deployment, environment, result)
+        commit = deployment.environments.current(environment)
+        if commit is None:
+            raise ApplyError(f"environment {environment!r} is not deployed "
+                             f"in {deployment.environments.root}")
+        result["commit"] = commit
+        result["branch"] = result["branch"] or deployment.environments.read_record(
+            environment).get("branch")
+        tree = deployment.environments.tree_path(environment, commit)
+
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.state_dir))
+        try:
+            (run_dir / "environments").mkdir()
+            (run_dir / "environments" / environment).symlink_to(tree)
+            manifest = tree / "manifests"
+            command = apply_command(
+                manifest=manifest if manifest.exists() else None,
+                certname=self.certname,
+                environmentpath=run_dir / "environments",
+                enc=self.enc,
+                environment=environment,
+                state_dir=Path(self.settings.puppet_state_dir)
+                if self.settings.puppet_state_dir else None,
+                report_dir=run_dir,
+                puppet=self.settings.puppet,
+            )
+            exit_code, output = self._puppet(command)
+            result.update(read_run(run_dir))
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if exit_code is None:
+            return self._finish(result, started, "timeout", 1,
+                                f"puppet apply ran past apply.timeout "
+                                f"({self.settings.timeout:g} s) and was stopped", output)
+        status = {0: "unchanged", 2: "changed"}.get(exit_code, "failed")
+        return self._finish(result, started, status, exit_code, None, output)
+
+    def _classify(self) -> str:
+        """The environment the ENC gives this host (Puppet asks it again, identically)."""
+        try:
+            process = subprocess.run([*self.enc, self.certname], capture_output=True, text=True,
+                                     timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise ApplyError(f"the ENC could not run: {error}") from None
+        if process.returncode != 0:
+            raise ApplyError(f"the ENC refused {self.certname} (exit {process.returncode}): "
+                             f"{process.stderr.strip()[-1000:]}")
+        try:
+            classification = yaml.safe_load(process.stdout)
+            environment = classification.get("environment") or DEFAULT_BRANCH
+        except (yaml.YAMLError, AttributeError):
+            raise ApplyError("the ENC printed something that is not a classification") from None
+        return str(environment)
+
+    def _sync(self, deployment: Deployment, environment: str, result: dict[str, Any]) -> None:
+        try:
+            branches = deployment.mirror.remote_branches()
+        except GitError as error:
+            self._warn(result, f"cannot list the remote's branches; using what is deployed: "
+                               f"{error}")
+            return
+        matching = []
+        for branch in branches:
+            try:
+                if environment_for_branch(branch) == environment:
+                    matching.append(branch)
+            except InvalidName:
+                continue
+        if len(matching) != 1:
+            problem = (f"no branch of the remote maps to environment {environment!r}"
+                       if not matching else f"branches {matching} all map to {environment!r}")
+            self._warn(result, f"{problem}; using what is deployed")
+            return
+        result["branch"] = matching[0]
+        try:
+            for outcome in deployment.sync(matching):
+                if not outcome.ok:
+                    self._warn(result, f"sync of {outcome.branch!r} failed: {outcome.error}")
+        except (SyncFailed, LockHeld, GitError) as error:
+            self._warn(result, f"sync failed; using what is deployed: {error}")
+
+    def _warn(self, result: dict[str, Any], message: str) -> None:
+        result.setdefault("warnings", []).append(message)
+        self.log(f"warning: {message}")
+
+    def _puppet(self, command: list[str]) -> tuple[int | None, str]:
+        """Run Puppet in its own process group; (exit code or None on timeout, output)."""
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, start_new_session=True)
+        try:
+            output, _ = process.communicate(timeout=self.settings.timeout)
+            return process.returncode, output
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                output, _ = process.communicate(timeout=KILL_GRACE)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                output, _ = process.communicate()
+            return None, output
+
+    def _finish(self, result: dict[str, Any], started: float, status: str, exit_code: int,
+                error: str | None, output: str = "") -> dict[str, Any]:
+        result.update({
+            "status": status,
+            "exit_code": exit_code,
+            "meaning": EXIT_MEANINGS.get(exit_code, status),
+            "success": status in ("changed", "unchanged") and exit_code in SUCCESS_CODES,
+            "error": error,
+            "duration": round(time.time() - started, 3),
+            "output_tail": output[-4000:],
+        })
+        if self.state_dir.exists():
+            write_atomic(str(self.state_dir / "last_apply.json"),
+                         json.dumps(result, indent=2, default=str) + "\n", mode=0o644)
+        return result
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")

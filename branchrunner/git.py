@@ -1,0 +1,207 @@
+"""git as a subprocess: every call with a timeout, no prompts, no secrets in messages.
+
+The bare mirror is the only git repository opslab keeps: environments are
+built from its objects and never contain a ``.git`` of their own unless
+``branches.git_metadata`` asks for one.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from opslab.names import validate_branch
+
+# Never ask for credentials on a terminal; a timer or CI would hang forever.
+_GIT_ENVIRONMENT = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+class GitError(Exception):
+    """A git command failed or timed out."""
+
+
+def redact(text: str) -> str:
+    """``text`` with any user:password@ of a URL taken out."""
+    return _USERINFO.sub("***@", text)
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, **_GIT_ENVIRONMENT}
+
+
+class TreeEntry:
+    """One file of a commit, as ``git ls-tree -r`` lists it."""
+
+    __slots__ = ("mode", "path", "sha")
+
+    def __init__(self, mode: str, sha: str, path: str) -> None:
+        self.mode = mode
+        self.sha = sha
+        self.path = path
+
+    @property
+    def executable(self) -> bool:
+        return self.mode == "100755"
+
+    @property
+    def symlink(self) -> bool:
+        return self.mode == "120000"
+
+    @property
+    def submodule(self) -> bool:
+        return self.mode == "160000"
+
+
+class Mirror:
+    """A bare mirror of the remote's branches: ``refs/heads/*`` as they are there."""
+
+    def __init__(self, path: Path, remote: str, timeout: float) -> None:
+        if not remote or remote.startswith("-") or any(ord(char) < 0x20 for char in remote):
+            raise GitError(f"remote {redact(remote)!r} is not a usable git URL or path")
+        self.path = path
+        self.remote = remote
+        self.timeout = timeout
+
+    def _git(self, *arguments: str, timeout: float | None = None) -> bytes:
+        command = ["git", f"--git-dir={self.path}", *arguments]
+        limit = timeout or self.timeout
+        try:
+            result = subprocess.run(command, capture_output=True, timeout=limit,
+                                    env=_environment(), check=False)
+        except subprocess.TimeoutExpired:
+            raise GitError(f"git {arguments[0]} timed out after {limit:g} s") from None
+        if result.returncode != 0:
+            message = redact(result.stderr.decode(errors="replace").strip()[-1500:])
+            raise GitError(f"git {arguments[0]} failed: {message}")
+        return result.stdout
+
+    def prepare(self) -> None:
+        """Create the mirror if needed, point it at the remote, clear stale git locks.
+
+        Only called under the sync lock: a ``*.lock`` file in the mirror can
+        then only be left over from a git killed mid-fetch, and would make
+        every later fetch fail.
+        """
+        if not (self.path / "HEAD").exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".mirror-", dir=self.path.parent))
+            subprocess.run(["git", "init", "--quiet", "--bare", str(staging)], check=True,
+                           capture_output=True, timeout=self.timeout, env=_environment())
+            shutil.rmtree(self.path, ignore_errors=True)  # a half-made one from a crash
+            staging.rename(self.path)
+        for lock in self.path.rglob("*.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+        self._git("config", "remote.origin.url", self.remote)
+
+    def fetch(self, branches: Iterable[str] | None = None) -> None:
+        """Fetch all branches (pruning deleted ones), or only the named ones."""
+        if branches is None:
+            refspecs = ["--prune", "+refs/heads/*:refs/heads/*"]
+        else:
+            refspecs = [f"+refs/heads/{validate_branch(b)}:refs/heads/{b}" for b in branches]
+        self._git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "origin", *refspecs)
+
+    def branches(self) -> dict[str, str]:
+        """Every branch in the mirror and its commit."""
+        output = self._git("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
+        listing = {}
+        for line in output.decode("utf-8", errors="surrogateescape").splitlines():
+            commit, _, ref = line.partition(" ")
+            listing[ref.removeprefix("refs/heads/")] = commit
+        return listing
+
+    def remote_branches(self) -> dict[str, str]:
+        """Every branch of the remote and its commit, without fetching anything."""
+        output = self._git("ls-remote", "--heads", "origin")
+        listing = {}
+        for line in output.decode("utf-8", errors="surrogateescape").splitlines():
+            commit, _, ref = line.partition("\t")
+            listing[ref.removeprefix("refs/heads/")] = commit
+        return listing
+
+    def tree(self, commit: str) -> list[TreeEntry]:
+        """Every file, symlink and submodule of ``commit``, in git's order."""
+        output = self._git("ls-tree", "-r", "-z", "--full-tree", commit)
+        entries = []
+        for record in output.split(b"\0"):
+            if not record:
+                continue
+            meta, _, path = record.partition(b"\t")
+            mode, _, rest = meta.partition(b" ")
+            _, _, sha = rest.partition(b" ")
+            entries.append(TreeEntry(mode.decode(), sha.decode(),
+                                     path.decode("utf-8", errors="surrogateescape")))
+        return entries
+
+    def blobs(self, shas: list[str]) -> Iterator[tuple[str, bytes]]:
+        """The content of each blob, streamed from one ``git cat-file --batch``.
+
+        A watchdog kills git at the timeout, so a wedged git cannot hang a sync.
+        """
+        process = subprocess.Popen(
+            ["git", f"--git-dir={self.path}", "cat-file", "--batch"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=_environment(),
+        )
+        if process.stdin is None or process.stdout is None:
+            raise GitError("git cat-file started without pipes")
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            process.kill()
+
+        watchdog = threading.Timer(self.timeout, kill)
+        watchdog.start()
+
+        def feed(stdin: IO[bytes]) -> None:
+            with contextlib.suppress(BrokenPipeError), stdin:
+                stdin.write("".join(f"{sha}\n" for sha in shas).encode())
+
+        feeder = threading.Thread(target=feed, args=(process.stdin,), daemon=True)
+        feeder.start()
+        try:
+            for sha in shas:
+                header = process.stdout.readline().split()
+                if timed_out.is_set():
+                    raise GitError(f"git cat-file timed out after {self.timeout:g} s")
+                if len(header) != 3 or header[1] != b"blob":
+                    found = b" ".join(header).decode(errors="replace") or "git exited"
+                    raise GitError(f"git cat-file: no blob {sha} in the mirror ({found})")
+                size = int(header[2])
+                content = process.stdout.read(size)
+                process.stdout.read(1)  # the newline after each object
+                if len(content) != size:
+                    raise GitError(f"git cat-file stopped in the middle of blob {sha}"
+                                   + (f" (timed out after {self.timeout:g} s)"
+                                      if timed_out.is_set() else ""))
+                yield sha, content
+        finally:
+            watchdog.cancel()
+            process.kill()
+            process.wait()
+            feeder.join(timeout=5)
+            process.stdout.close()
+
+    def add_worktree_metadata(self, tree: Path, commit: str) -> None:
+        """Give a built tree a ``.git`` that shares the mirror's objects (git_metadata)."""
+        git_dir = tree / ".git"
+        subprocess.run(["git", "init", "--quiet", str(tree)], check=True, capture_output=True,
+                       timeout=self.timeout, env=_environment())
+        (git_dir / "objects" / "info" / "alternates").write_text(
+            f"{(self.path / 'objects').resolve()}\n")
+        (git_dir / "HEAD").write_text(f"{commit}\n")
+        for arguments in (("read-tree", commit), ("update-index", "-q", "--refresh")):
+            result = subprocess.run(
+                ["git", f"--git-dir={git_dir}", f"--work-tree={tree}", *arguments],
+                capture_output=True, timeout=self.timeout, env=_environment(), check=False)
+            if result.returncode != 0:
+                raise GitError(f"git {arguments[0]} failed: {result.stderr.decode()[-500:]}")

@@ -1,0 +1,72 @@
+"""Reading what Puppet says about a run: last_run_summary.yaml and last_run_report.yaml.
+
+The summary is plain YAML; the report is tagged for Ruby
+(``--- !ruby/object:Puppet::Transaction::Report``), so it is read with a
+safe loader that takes any ``!ruby/...`` tag for the plain node beneath it.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+ERROR_LEVELS = frozenset({"err", "alert", "emerg", "crit"})
+
+
+class _RubyTolerantLoader(_Base):  # type: ignore[valid-type,misc]
+    """A safe loader that reads Ruby-tagged nodes as plain mappings, lists, strings."""
+
+
+def _untagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)  # type: ignore[arg-type]
+
+
+_RubyTolerantLoader.add_multi_constructor("!ruby/", _untagged)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_RubyTolerantLoader)  # noqa: S506
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def read_run(report_dir: Path) -> dict[str, Any]:
+    """The facts of one run: resource counts, failed resources and their messages, errors.
+
+    Missing or unreadable files (a run that died before writing them) give
+    empty values rather than an error: the exit code still tells the story.
+    """
+    summary = _load(report_dir / "last_run_summary.yaml")
+    report = _load(report_dir / "last_run_report.yaml")
+    resources = summary.get("resources") or {}
+    failed_resources = []
+    for name, status in (report.get("resource_statuses") or {}).items():
+        if not isinstance(status, dict) or not status.get("failed"):
+            continue
+        messages = [str(event.get("message")) for event in status.get("events") or []
+                    if isinstance(event, dict) and event.get("status") == "failure"]
+        failed_resources.append({
+            "resource": str(name),
+            "file": status.get("file"),
+            "line": status.get("line"),
+            "messages": messages,
+        })
+    errors = [str(log.get("message")) for log in report.get("logs") or []
+              if isinstance(log, dict) and log.get("level") in ERROR_LEVELS]
+    return {
+        "puppet_status": report.get("status"),
+        "puppet_version": (summary.get("version") or {}).get("puppet"),
+        "configuration_version": (summary.get("version") or {}).get("config"),
+        "resources": {key: resources.get(key, 0)
+                      for key in ("total", "changed", "failed", "out_of_sync", "skipped")},
+        "failed_resources": failed_resources,
+        "errors": errors,
+        "puppet_time": (summary.get("time") or {}).get("total"),
+    }

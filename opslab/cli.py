@@ -1,0 +1,38 @@
+"""``opslab``: one command, a subcommand per component.
+
+    opslab [--config FILE] branch sync|apply|disable|enable    the branch runner
+
+Only the chosen component is imported, so each subcommand starts as fast as
+its own dependencies allow.
+"""
+
+import argparse
+import importlib
+import sys
+
+# component subcommand -> (module with main(argv, config_path), one-line help)
+COMPONENTS = {
+    "branch": ("opslab.branchrunner.cli", "project branches as Puppet environments, and apply"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``opslab``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="opslab",
+        description="Self-service Puppet infrastructure.",
+        epilog="components: " + "; ".join(f"{name}: {text}"
+                                          for name, (_, text) in COMPONENTS.items()),
+    )
+    parser.add_argument("--config", metavar="FILE", help="configuration file "
+                        "(default: $OPSLAB_CONFIG, else /etc/opslab/opslab.yaml)")
+    parser.add_argument("component", choices=sorted(COMPONENTS))
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the component's own")
+    arguments = parser.parse_args(argv)
+    module = importlib.import_module(COMPONENTS[arguments.component][0])
+    status: int = module.main(arguments.arguments, arguments.config)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
