@@ -151,7 +151,7 @@ class Apply:
                 puppet=self.settings.puppet,
             )
             exit_code, output = self._puppet(command)
-            result.update(read_run(run_dir))
+            result.update(read_run(run_dir, output))
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         if exit_code is None:
@@ -159,7 +159,8 @@ class Apply:
                                 f"puppet apply ran past apply.timeout "
                                 f"({self.settings.timeout:g} s) and was stopped", output)
         status = {0: "unchanged", 2: "changed"}.get(exit_code, "failed")
-        return self._finish(result, started, status, exit_code, None, output)
+        error = None if status != "failed" else f"puppet apply: {EXIT_MEANINGS.get(exit_code)}"
+        return self._finish(result, started, status, exit_code, error, output)
 
     def _classify(self) -> str:
         """The environment the ENC gives this host (Puppet asks it again, identically)."""

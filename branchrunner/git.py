@@ -69,9 +69,9 @@ class Mirror:
         self.remote = remote
         self.timeout = timeout
 
-    def _git(self, *arguments: str, timeout: float | None = None) -> bytes:
-        command = ["git", f"--git-dir={self.path}", *arguments]
-        limit = timeout or self.timeout
+    def _git(self, *arguments: str, in_mirror: bool = True) -> bytes:
+        command = ["git", *([f"--git-dir={self.path}"] if in_mirror else []), *arguments]
+        limit = self.timeout
         try:
             result = subprocess.run(command, capture_output=True, timeout=limit,
                                     env=_environment(), check=False)
@@ -120,7 +120,7 @@ class Mirror:
 
     def remote_branches(self) -> dict[str, str]:
         """Every branch of the remote and its commit, without fetching anything."""
-        output = self._git("ls-remote", "--heads", "origin")
+        output = self._git("ls-remote", "--heads", self.remote, in_mirror=False)
         listing = {}
         for line in output.decode("utf-8", errors="surrogateescape").splitlines():
             commit, _, ref = line.partition("\t")

@@ -37,11 +37,13 @@ def _load(path: Path) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def read_run(report_dir: Path) -> dict[str, Any]:
+def read_run(report_dir: Path, output: str) -> dict[str, Any]:
     """The facts of one run: resource counts, failed resources and their messages, errors.
 
-    Missing or unreadable files (a run that died before writing them) give
-    empty values rather than an error: the exit code still tells the story.
+    A run that fails before it has a catalog (a compilation error) writes no
+    report; its errors are then the ``Error:`` lines of its ``output``.
+    Missing or unreadable files give empty values rather than an error: the
+    exit code still tells the story.
     """
     summary = _load(report_dir / "last_run_summary.yaml")
     report = _load(report_dir / "last_run_report.yaml")
@@ -58,8 +60,12 @@ def read_run(report_dir: Path) -> dict[str, Any]:
             "line": status.get("line"),
             "messages": messages,
         })
-    errors = [str(log.get("message")) for log in report.get("logs") or []
-              if isinstance(log, dict) and log.get("level") in ERROR_LEVELS]
+    if report:
+        errors = [str(log.get("message")) for log in report.get("logs") or []
+                  if isinstance(log, dict) and log.get("level") in ERROR_LEVELS]
+    else:
+        errors = [line.removeprefix("Error: ") for line in output.splitlines()
+                  if line.startswith("Error: ")]
     return {
         "puppet_status": report.get("status"),
         "puppet_version": (summary.get("version") or {}).get("puppet"),

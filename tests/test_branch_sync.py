@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -352,11 +351,11 @@ def test_git_metadata_when_configured(tmp_path: Path, remote: Remote) -> None:
 
 
 @pytest.fixture
-def large_remote(tmp_path: Path) -> Iterator[Remote]:
+def large_remote(tmp_path: Path) -> Remote:
     remote = Remote(tmp_path / "large")
     files = {f"modules/m{i % 40}/files/f{i}.txt": f"{i}\n" * 50 for i in range(3000)}
     remote.commit("production", files, "large")
-    yield remote
+    return remote
 
 
 def test_kill_during_sync_leaves_the_environment_intact_and_is_repaired(

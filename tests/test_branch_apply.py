@@ -1,0 +1,182 @@
+"""``opslab branch apply``: real git, the real directory, real ``puppet apply``.
+
+Every run is a real Puppet run (seconds each), so the scenarios share one
+control repository, one configuration and one environments directory, and
+each scenario makes and undoes its own change to them.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ldap
+import pytest
+import yaml
+
+from opslab.lock import FileLock
+from opslab.slapd import ThrowawaySlapd
+from tests.conftest import BASE, CONTROL_REPO, HOSTS, host_ldif
+from tests.remote import Remote
+
+NODE = "agent1.tools.example.org"
+HOST_DN = f"dc={NODE},{HOSTS}"
+
+
+class Agent:
+    """One host's view: its configuration, its scratch root, and how to run apply."""
+
+    def __init__(self, work: Path, slapd: ThrowawaySlapd, remote: Remote) -> None:
+        self.work = work
+        self.slapd = slapd
+        self.remote = remote
+        self.root = work / "root"
+        self.root.mkdir()
+        self.config = self.write_config()
+
+    def write_config(self, name: str = "opslab.yaml", **apply: object) -> Path:
+        path = self.work / name
+        path.write_text(yaml.safe_dump({
+            "ldap": {"uri": self.slapd.ldapi_uri, "base": BASE},
+            "cache": {"dir": str(self.work / "enc-cache")},
+            "branches": {"remote": self.remote.url,
+                         "environments": str(self.work / "environments"),
+                         "cache": str(self.work / "git-cache")},
+            "apply": {"certname": NODE, "state_dir": str(self.work / "state"),
+                      "puppet_state_dir": str(self.work / "puppet"), **apply},
+        }))
+        return path
+
+    def opslab(self, *arguments: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "opslab.cli", f"--config={config or self.config}", "branch",
+             *arguments],
+            capture_output=True, text=True, timeout=600, check=False,
+            env={**os.environ, "FACTER_opslab_root": str(self.root)},
+        )
+
+    def apply(self, config: Path | None = None) -> tuple[int, dict[str, Any]]:
+        result = self.opslab("apply", "--json", config=config)
+        return result.returncode, json.loads(result.stdout)
+
+    def set_host(self, attribute: str, values: list[str]) -> None:
+        connection = self.slapd.connect()
+        connection.modify_s(HOST_DN, [(ldap.MOD_REPLACE, attribute,
+                                       [value.encode() for value in values] or None)])
+        connection.unbind_s()
+
+
+@pytest.fixture(scope="module")
+def agent(slapd: ThrowawaySlapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    work = tmp_path_factory.mktemp("agent")
+    remote = Remote(work / "repository")
+    shutil.copytree(CONTROL_REPO, remote.work, dirs_exist_ok=True)
+    remote.commit("production", {}, "the example control repository")
+    remote.commit("feature/Tools-MOTD", {}, "the tools project's branch", base="production")
+    slapd.add_ldif(host_ldif(NODE, "puppetClass: role::web",
+                             "puppetVar: site_name=agent.example.org"))
+    yield Agent(work, slapd, remote)
+
+
+def test_apply_follows_the_projects_branch(agent: Agent) -> None:
+    status, result = agent.apply()
+
+    assert status == 2, json.dumps(result, indent=1)
+    assert (result["status"], result["success"], result["meaning"]) == (
+        "changed", True, "changes applied")
+    assert result["environment"] == "feature_tools_motd"
+    assert result["branch"] == "feature/Tools-MOTD"
+    assert result["commit"] == agent.remote.head("feature/Tools-MOTD")
+    assert result["resources"]["changed"] >= 3
+    assert result["resources"]["failed"] == 0
+    assert result["failed_resources"] == []
+    assert result["puppet_version"].startswith("7.")
+    assert (agent.root / "base.conf").read_text().startswith("environment=feature_tools_motd\n")
+    assert (agent.root / "motd").read_text() == "Tools project, feature branch\n"
+    saved = json.loads((agent.work / "state/last_apply.json").read_text())
+    assert saved["commit"] == result["commit"]
+
+
+def test_new_commit_on_the_branch_is_applied_next_run(agent: Agent) -> None:
+    commit = agent.remote.commit("feature/Tools-MOTD", {
+        "modules/role/manifests/web.pp": (CONTROL_REPO / "modules/role/manifests/web.pp")
+        .read_text().replace("in ${::cluster}", "in ${::cluster}, version 2"),
+    })
+
+    status, result = agent.apply()
+
+    assert status == 2, result
+    assert result["commit"] == commit
+    assert (agent.root / "site").read_text() == "agent.example.org in unassigned, version 2\n"
+
+
+def test_changing_the_branch_in_the_directory_moves_the_host(agent: Agent) -> None:
+    agent.set_host("environment", ["production"])
+    try:
+        status, result = agent.apply()
+    finally:
+        agent.set_host("environment", [])
+    assert status == 2, result
+    assert (result["environment"], result["branch"]) == ("production", "production")
+    assert (agent.root / "base.conf").read_text().startswith("environment=production\n")
+
+
+def test_failed_resources_are_reported_with_their_messages(agent: Agent) -> None:
+    agent.remote.commit("broken", {
+        "modules/broken/manifests/init.pp":
+            "class broken {\n  exec { 'fails': command => '/bin/false' }\n}\n",
+    }, base="production")
+    agent.set_host("environment", ["broken"])
+    agent.set_host("puppetClass", ["role::web", "broken"])
+    try:
+        status, result = agent.apply()
+    finally:
+        agent.set_host("environment", [])
+        agent.set_host("puppetClass", ["role::web"])
+    assert status in (4, 6), result
+    assert (result["status"], result["success"]) == ("failed", False)
+    assert result["resources"]["failed"] == 1
+    [failed] = result["failed_resources"]
+    assert failed["resource"] == "Exec[fails]"
+    assert "'/bin/false' returned 1 instead of one of [0]" in failed["messages"][0]
+
+
+def test_a_run_that_fails_to_compile_is_exit_1_with_its_errors(agent: Agent) -> None:
+    agent.set_host("puppetClass", ["role::web", "no_such_class"])
+    try:
+        status, result = agent.apply()
+    finally:
+        agent.set_host("puppetClass", ["role::web"])
+    assert status == 1, result
+    assert (result["status"], result["meaning"]) == ("failed", "run failed")
+    assert any("no_such_class" in error for error in result["errors"]), json.dumps(result, indent=1)
+
+
+def test_disabled_host_does_not_run_and_says_why(agent: Agent) -> None:
+    assert agent.opslab("disable", "kernel upgrade in progress").returncode == 0
+    try:
+        status, result = agent.apply()
+    finally:
+        assert agent.opslab("enable").returncode == 0
+    assert (status, result["status"], result["success"]) == (1, "disabled", False)
+    assert "kernel upgrade in progress" in result["error"]
+    assert result["commit"] is None  # nothing was even looked up
+
+
+def test_a_second_apply_does_not_run_alongside(agent: Agent) -> None:
+    (agent.work / "state").mkdir(exist_ok=True)
+    with FileLock(str(agent.work / "state/apply.lock"), "a long puppet run"):
+        status, result = agent.apply()
+    assert (status, result["status"]) == (1, "locked")
+    assert "a long puppet run" in result["error"]
+
+
+def test_a_run_past_its_timeout_is_stopped(agent: Agent) -> None:
+    config = agent.write_config("short.yaml", timeout=0.5)
+    status, result = agent.apply(config)
+    assert (status, result["status"], result["success"]) == (1, "timeout", False)
+    assert "apply.timeout (0.5 s)" in result["error"]
