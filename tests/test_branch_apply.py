@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,9 @@ class Agent:
         }))
         return path
 
-    def opslab(self, *arguments: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def opslab(
+        self, *arguments: str, config: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "opslab.cli", f"--config={config or self.config}", "branch",
              *arguments],
@@ -71,7 +72,7 @@ class Agent:
 
 
 @pytest.fixture(scope="module")
-def agent(slapd: ThrowawaySlapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+def agent(slapd: ThrowawaySlapd, tmp_path_factory: pytest.TempPathFactory) -> Agent:
     work = tmp_path_factory.mktemp("agent")
     remote = Remote(work / "repository")
     shutil.copytree(CONTROL_REPO, remote.work, dirs_exist_ok=True)
@@ -79,7 +80,7 @@ def agent(slapd: ThrowawaySlapd, tmp_path_factory: pytest.TempPathFactory) -> It
     remote.commit("feature/Tools-MOTD", {}, "the tools project's branch", base="production")
     slapd.add_ldif(host_ldif(NODE, "puppetClass: role::web",
                              "puppetVar: site_name=agent.example.org"))
-    yield Agent(work, slapd, remote)
+    return Agent(work, slapd, remote)
 
 
 def test_apply_follows_the_projects_branch(agent: Agent) -> None:
