@@ -1,5 +1,6 @@
 # The two set-up commands for a fresh Debian machine (see README.md):
-#   make demo   throwaway directory, example data, classify a node, real puppet apply
+#   make demo   throwaway directory and example data, classify a node, deploy the
+#               example branches, real puppet apply
 #   make test   the whole test suite, lint and type checks
 # Each installs what it needs itself, system packages included.
 

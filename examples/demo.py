@@ -1,10 +1,14 @@
-"""The opslab demo: a throwaway directory, a classification, a real puppet apply.
+"""The opslab demo: directory, classification, branches as environments, a real puppet apply.
 
-Run by ``make demo``. It starts a private slapd loaded with the example
-directory, asks ``opslab-enc`` (explained, then as Puppet sees it) about
-``web1.web.example.org``, and runs ``puppet apply`` on the example control
-repository classified by it. Everything lives in a temporary directory that
-is removed at the end (``--keep`` keeps it); nothing on the machine changes.
+Run by ``make demo``. In a temporary directory it starts a private slapd
+loaded with the example directory, makes a git repository of the example
+control repository (branches ``production`` and the tools project's
+``feature/Tools-MOTD``), and then does what an instance does: asks
+``opslab-enc`` about itself (explained, then as Puppet sees it), deploys the
+branches with ``opslab branch sync`` and runs ``opslab branch apply``, a
+real ``puppet apply`` on the environment the directory names. Everything is
+removed at the end (``--keep`` keeps it); nothing on the machine changes:
+Puppet writes only below a scratch root.
 """
 
 import argparse
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from opslab.puppet import EXIT_MEANINGS, apply_command, enc_command
+from opslab.puppet import enc_command
 from opslab.slapd import ThrowawaySlapd
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -31,11 +35,29 @@ def step(message: str) -> None:
 
 
 def run(command: list[str], env: dict[str, str] | None = None) -> int:
+    shown = [Path(command[0]).name, *command[1:]]
+    print(f"$ {' '.join(shown)}")
     result = subprocess.run(command, text=True, capture_output=True, timeout=600, check=False,
                             env=env)
     sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
+    sys.stderr.write("".join(line + "\n" for line in result.stderr.splitlines()
+                             if "Facter: Permission denied" not in line))
     return result.returncode
+
+
+def make_repository(work: Path) -> Path:
+    """A bare repository of the example control repository with two branches."""
+    source = work / "control-repo"
+    shutil.copytree(EXAMPLES / "control-repo", source)
+    identity = {"GIT_AUTHOR_NAME": "demo", "GIT_AUTHOR_EMAIL": "demo@example.org",
+                "GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@example.org"}
+    for command in (["init", "--quiet", "-b", "production"], ["add", "--all"],
+                    ["commit", "--quiet", "-m", "example control repository"],
+                    ["branch", "feature/Tools-MOTD"],
+                    ["clone", "--quiet", "--bare", ".", str(work / "puppet.git")]):
+        subprocess.run(["git", *command], cwd=source, check=True, timeout=60,
+                       env={**os.environ, **identity})
+    return work / "puppet.git"
 
 
 def demo(work: Path) -> int:
@@ -45,33 +67,36 @@ def demo(work: Path) -> int:
     try:
         slapd.create_base()
         added = slapd.add_ldif((EXAMPLES / "directory.ldif").read_text(encoding="utf-8"))
-        print(f"loaded {len(added)} example entries below {BASE} ({slapd.ldapi_uri})")
+        print(f"loaded {len(added)} example entries below {BASE}")
 
+        step("a git repository of examples/control-repo: branches production, "
+             "feature/Tools-MOTD")
+        remote = make_repository(work)
         config = work / "opslab.yaml"
         config.write_text(yaml.safe_dump({
             "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
             "cache": {"dir": str(work / "enc-cache")},
+            "branches": {"remote": str(remote), "environments": str(work / "environments"),
+                         "cache": str(work / "git-cache")},
+            "apply": {"certname": NODE, "state_dir": str(work / "state"),
+                      "puppet_state_dir": str(work / "puppet")},
         }))
         enc = enc_command(str(config))
+        opslab = [sys.executable, "-m", "opslab.cli", f"--config={config}"]
 
-        step(f"opslab-enc --explain {NODE}")
-        if run([*enc, "--explain", NODE]) != 0:
-            return 1
-        step(f"opslab-enc {NODE}  (what Puppet reads)")
-        if run([*enc, NODE]) != 0:
+        step(f"what the directory says about {NODE}")
+        if run([*enc, "--explain", NODE]) != 0 or run([*enc, NODE]) != 0:
             return 1
 
-        step("puppet apply with node_terminus=exec, writing only below a scratch root")
-        environments = work / "environments"
-        shutil.copytree(EXAMPLES / "control-repo", environments / "production")
+        step("every branch deployed as an environment")
+        if run([*opslab, "branch", "sync"]) != 0:
+            return 1
+
+        step(f"{NODE} applies its environment (puppet apply, writing below a scratch root)")
         root = work / "root"
         root.mkdir()
-        command = apply_command(
-            manifest=environments / "production" / "manifests" / "site.pp",
-            certname=NODE, environmentpath=environments, enc=enc, state_dir=work / "puppet",
-        )
-        status = run(command, env={**os.environ, "FACTER_opslab_root": str(root)})
-        print(f"puppet apply exited {status} ({EXIT_MEANINGS.get(status, 'unknown')})")
+        status = run([*opslab, "branch", "apply"],
+                     env={**os.environ, "FACTER_opslab_root": str(root)})
         if status not in (0, 2):
             return 1
 
