@@ -21,7 +21,8 @@ environments. One run of this script:
    tool gets git's local-clone hard links), interleaved where both run the
    same step:
 
-   a. the first deploy of ``production`` from cold;
+   a. the first deploy of ``production`` from cold (median of 3, fresh
+      directories each time);
    b. redeploying it with nothing changed (median of 5);
    c. redeploying it after a one-line commit to production (median of 3, a
       fresh commit each time);
@@ -34,7 +35,11 @@ environments. One run of this script:
    [production]``. Every command is a whole process timed with perf_counter,
    with a timeout. Python bytecode is cached as on a real server (a temporary
    ``PYTHONPYCACHEPREFIX``, filled by an untimed warm-up), so opslab's times
-   do not include compiling itself.
+   do not include compiling itself. Before each timed command an untimed
+   ``sync`` writes back what earlier commands left dirty, so no tool pays for
+   another's writes (opslab fsyncs its records, r10k does not fsync at all).
+   CPU time (user + system of the tool and the git it waits for) is shown
+   too: it is far steadier than wall time on a shared machine.
 3. Checks what opslab deployed (r10k's result is only sanity-checked): the
    production tree against a ``git archive`` listing of the commit (paths,
    exec bits, symlink targets, sizes), the changed line after each one-line
@@ -56,6 +61,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -76,6 +82,7 @@ SEED = 20240611
 BASE_TIME = 1_717_000_000  # commit timestamps: same repository, same commit ids, every run
 IDENTITY = "Bench <bench@example.org>"
 FEATURE_BRANCHES = 40
+FIRST_RUNS = 3
 NO_CHANGE_RUNS = 5
 ONE_LINE_RUNS = 3
 
@@ -845,9 +852,15 @@ def check_opslab_link(environments: Path, environment: str) -> None:
 
 @dataclass
 class Run:
-    """One whole process: wall time and what it said; returncode None if it timed out."""
+    """One whole process: wall time, CPU time, what it said; returncode None if it timed out.
+
+    ``cpu`` is user + system time of the process and every descendant it
+    waited for (git, for both tools), from getrusage(RUSAGE_CHILDREN): far
+    less noisy than wall time on a shared machine, and blind to I/O waits.
+    """
 
     seconds: float
+    cpu: float
     returncode: int | None
     stdout: str
     stderr: str
@@ -856,6 +869,7 @@ class Run:
 def run(command: Sequence[str], timeout: float, environment: dict[str, str],
         cwd: Path) -> Run:
     """Run ``command`` to completion (its whole process group killed at ``timeout``)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=environment, cwd=cwd,
@@ -868,7 +882,9 @@ def run(command: Sequence[str], timeout: float, environment: dict[str, str],
         stdout, stderr = process.communicate(timeout=QUICK_TIMEOUT)
         returncode = None
     seconds = time.perf_counter() - started
-    return Run(seconds, returncode, stdout.decode(errors="replace"),
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(seconds, cpu, returncode, stdout.decode(errors="replace"),
                stderr.decode(errors="replace"))
 
 
@@ -976,13 +992,22 @@ class Bench:
     environment: dict[str, str]
     all_timeout: float
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    cpu: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def record(self, measure: str, tool: str, seconds: float) -> None:
-        self.samples.setdefault(measure, {}).setdefault(tool, []).append(seconds)
+    def record(self, measure: str, tool: str, result: Run) -> None:
+        self.samples.setdefault(measure, {}).setdefault(tool, []).append(result.seconds)
+        self.cpu.setdefault(measure, {}).setdefault(tool, []).append(result.cpu)
 
     def deploy(self, command: list[str], timeout: float = DEPLOY_TIMEOUT) -> Run:
-        """Run one deploy command as a measured process."""
+        """Run one deploy command as a measured process, on a settled disk.
+
+        os.sync() first, untimed: what the previous command (or the repository
+        generator) left for the kernel to write back is written now, not
+        during this command's fsync calls. A tool's own write-back still counts
+        where the tool itself waits for it.
+        """
+        os.sync()
         return run(command, timeout, self.environment, self.workdir)
 
 
@@ -996,18 +1021,24 @@ def rotated(round_number: int) -> list[str]:
 
 
 def measure_first_deploy(bench: Bench) -> dict[str, Workspace]:
-    """(a) production from cold, each tool in its own fresh directories."""
-    print("\n(a) first deploy of production, from cold")
-    spaces = {}
-    for tool in TOOLS:
-        space = make_workspace(bench.workdir, tool, "single", bench.executables[tool],
-                               bench.repository)
-        result = succeeded(bench.deploy(space.one), f"{tool} first deploy")
-        bench.record("first", tool, result.seconds)
-        print(f"  {tool:7} {result.seconds:8.2f} s")
-        if tool == "opslab":
-            check_opslab_output(result.stdout, {"production": "deployed"})
-        spaces[tool] = space
+    """(a) production from cold, in fresh directories each time, interleaved.
+
+    Returns the last round's workspaces, which (b) and (c) go on with.
+    """
+    print(f"\n(a) first deploy of production, from cold ({FIRST_RUNS} runs each)")
+    spaces: dict[str, Workspace] = {}
+    for round_number in range(FIRST_RUNS):
+        for tool in rotated(round_number):
+            if tool in spaces:
+                shutil.rmtree(spaces[tool].root)
+            space = make_workspace(bench.workdir, tool, f"first-{round_number}",
+                                   bench.executables[tool], bench.repository)
+            result = succeeded(bench.deploy(space.one), f"{tool} first deploy")
+            if tool == "opslab":
+                check_opslab_output(result.stdout, {"production": "deployed"})
+            bench.record("first", tool, result)
+            spaces[tool] = space
+    show_samples(bench, "first")
     remote = bench.repository.path
     check_opslab_link(spaces["opslab"].environments, "production")
     for tool in TOOLS:
@@ -1025,7 +1056,7 @@ def measure_no_change(bench: Bench, spaces: dict[str, Workspace]) -> None:
             result = succeeded(bench.deploy(space.one), f"{tool} no-change redeploy")
             if tool == "opslab":
                 check_opslab_output(result.stdout, {"production": "unchanged"})
-            bench.record("no_change", tool, result.seconds)
+            bench.record("no_change", tool, result)
     show_samples(bench, "no_change")
 
 
@@ -1042,7 +1073,7 @@ def measure_one_line(bench: Bench, spaces: dict[str, Workspace]) -> None:
                 check_opslab_output(result.stdout, {"production": "deployed"})
             check_content(tool, space.environments / "production" / path, expected,
                           fatal=tool == "opslab")
-            bench.record("one_line", tool, result.seconds)
+            bench.record("one_line", tool, result)
     print(f"  check: the changed line of {path} is deployed after every run")
     show_samples(bench, "one_line")
 
@@ -1058,11 +1089,12 @@ def measure_all(bench: Bench) -> None:
         timed_out = result.returncode is None
         if tool == "opslab" or not timed_out:  # r10k alone may be reported as "> N s"
             succeeded(result, f"{tool} deploy of all branches")
-        bench.record("all_wall", tool, result.seconds)
+        bench.record("all_wall", tool, result)
         kib = disk_kib(space.environments, space.cache)
         counts = count_files(space.environments, space.cache)
         bench.extra[tool] = {"all_timed_out": timed_out, "all_disk_mb": kib / 1024, **counts}
-        print(f"  {tool:7} {'>' if timed_out else ' '}{result.seconds:8.1f} s   "
+        print(f"  {tool:7} {'>' if timed_out else ' '}{result.seconds:8.1f} s "
+              f"(CPU {result.cpu:.1f} s)   "
               f"{kib / 1024:8.1f} MB on disk   {counts['files']:,} files "
               f"({counts['file_inodes']:,} distinct inodes), {counts['symlinks']:,} symlinks, "
               f"{counts['directories']:,} directories")
@@ -1104,10 +1136,12 @@ def check_all_r10k(space: Workspace, branches: list[str], timed_out: bool) -> No
 
 
 def show_samples(bench: Bench, measure: str) -> None:
+    """Each tool's median and every run, wall time and CPU time."""
     for tool in TOOLS:
-        samples = bench.samples[measure][tool]
+        samples, cpu = bench.samples[measure][tool], bench.cpu[measure][tool]
         print(f"  {tool:7} median {statistics.median(samples):8.3f} s   "
-              f"runs {' '.join(f'{s:.3f}' for s in samples)}")
+              f"runs {' '.join(f'{s:.3f}' for s in samples)}   "
+              f"(CPU median {statistics.median(cpu):.3f} s)")
 
 
 # --- the report ----------------------------------------------------------------------------
@@ -1136,7 +1170,7 @@ def build_rows(bench: Bench) -> list[Row]:
     disk_o, disk_r = bench.extra["opslab"]["all_disk_mb"], bench.extra["r10k"]["all_disk_mb"]
     late = ">" if bench.extra["r10k"]["all_timed_out"] else ""
     return [
-        Row("first deploy of production, cold", first_o, first_r, "s", "<= r10k",
+        Row(f"first deploy, cold (median of {FIRST_RUNS})", first_o, first_r, "s", "<= r10k",
             first_o <= first_r, REFERENCE_R10K["first"]),
         Row(f"redeploy, nothing changed (median of {NO_CHANGE_RUNS})", none_o, none_r, "s",
             f"< {TARGET_NO_CHANGE_S:g} s", none_o < TARGET_NO_CHANGE_S,
@@ -1168,6 +1202,11 @@ def print_report(bench: Bench, rows: list[Row], quick: bool) -> None:
               f"{format_value(row.r10k, row.unit, row.r10k_note):>12} "
               f"{row.r10k_note}{ratio:>9.1f}x  {row.target:>10} "
               f"{'PASS' if row.passed else 'FAIL':>6}  {row.reference:>23}")
+    print("CPU time (user + system, with git), medians: " + "; ".join(
+        f"{label} {statistics.median(bench.cpu[measure]['opslab']):.2f} s vs "
+        f"{statistics.median(bench.cpu[measure]['r10k']):.2f} s"
+        for measure, label in (("first", "first"), ("no_change", "nothing changed"),
+                               ("one_line", "one line"), ("all_wall", "all 41"))))
     for tool in TOOLS:
         extra = bench.extra[tool]
         print(f"all 41 branches, {tool:6}: {extra['files']:,} files, "
@@ -1184,6 +1223,7 @@ def results_document(bench: Bench, rows: list[Row], quick: bool,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), **versions},
         "repository": bench.repository.stats,
         "samples_s": bench.samples,
+        "cpu_s": bench.cpu,
         "all_branches": bench.extra,
         "targets": [{"measure": row.label, "opslab": row.opslab, "r10k": row.r10k,
                      "unit": row.unit, "target": row.target, "passed": row.passed,
