@@ -171,7 +171,8 @@ class Deployment:
     def _build(self, environment: str, branch: str, commit: str) -> None:
         entries = self.mirror.tree(commit)
         store = self.environments.store
-        missing = store.missing((e.sha, e.executable) for e in entries if not e.submodule)
+        missing = store.missing(
+            (e.sha, e.executable, e.size) for e in entries if not e.submodule)
         flags_by_sha: dict[str, list[bool]] = {}
         for sha, executable in missing:
             flags_by_sha.setdefault(sha, []).append(executable)

@@ -235,32 +235,56 @@ def materialise(entries: Sequence[TreeEntry], store: ObjectStore, destination: P
     Paths are checked as git's fsck would: no empty, ``.`` or ``..``
     component, no ``.git``, nothing below a file or symlink. Since the tree
     is built in a fresh directory, nothing can already be there to follow.
+    Every call is relative to a descriptor of the tree and of the store, so
+    the kernel walks only the path inside them.
     """
     destination.mkdir(mode=0o755)
+    tree = os.open(destination, os.O_RDONLY | os.O_DIRECTORY)
+    objects = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _materialise(entries, store, tree, objects)
+    finally:
+        os.close(tree)
+        os.close(objects)
+
+
+def _materialise(entries: Sequence[TreeEntry], store: ObjectStore, tree: int, objects: int
+                 ) -> None:
     directories = {""}
     files: set[str] = set()
     for entry in entries:
-        parts = entry.path.split("/")
+        path = entry.path
+        parts = path.split("/")
         if any(part in ("", ".", "..") or part.lower() == ".git" for part in parts):
-            raise UnsafeTree(f"refusing path {entry.path!r}")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            if parent in files:
-                raise UnsafeTree(f"refusing path {entry.path!r}: {parent!r} is not a directory")
-            if parent not in directories:
-                (destination / parent).mkdir(mode=0o755)
-                directories.add(parent)
-        target = destination / entry.path
-        if entry.path in files or entry.path in directories:
-            raise UnsafeTree(f"refusing path {entry.path!r}: listed twice")
+            raise UnsafeTree(f"refusing path {path!r}")
+        parent = path.rpartition("/")[0]
+        if parent not in directories:
+            for depth in range(1, len(parts)):
+                ancestor = "/".join(parts[:depth])
+                if ancestor in files:
+                    raise UnsafeTree(f"refusing path {path!r}: {ancestor!r} is not a directory")
+                if ancestor not in directories:
+                    os.mkdir(ancestor, 0o755, dir_fd=tree)
+                    directories.add(ancestor)
+        if path in files or path in directories:
+            raise UnsafeTree(f"refusing path {path!r}: listed twice")
         if entry.submodule:
-            target.mkdir(mode=0o755)  # as git leaves an uninitialised submodule
-            directories.add(entry.path)
+            os.mkdir(path, 0o755, dir_fd=tree)  # as git leaves an uninitialised submodule
+            directories.add(path)
             continue
         if entry.symlink:
-            os.symlink(store.path(entry.sha).read_bytes(), target)
+            with open(store.name(entry.sha), "rb", opener=_opener(objects)) as stream:
+                os.symlink(stream.read(), path, dir_fd=tree)
         elif entry.mode in ("100644", "100755", "100664"):
-            os.link(store.path(entry.sha, entry.executable), target)
+            os.link(store.name(entry.sha, entry.executable), path,
+                    src_dir_fd=objects, dst_dir_fd=tree)
         else:
-            raise UnsafeTree(f"refusing path {entry.path!r}: unknown mode {entry.mode}")
-        files.add(entry.path)
+            raise UnsafeTree(f"refusing path {path!r}: unknown mode {entry.mode}")
+        files.add(path)
+
+
+def _opener(directory: int) -> Callable[[str, int], int]:
+    def opener(path: str, flags: int) -> int:
+        return os.open(path, flags, dir_fd=directory)
+
+    return opener

@@ -39,11 +39,12 @@ def _environment() -> dict[str, str]:
 class TreeEntry:
     """One file of a commit, as ``git ls-tree -r`` lists it."""
 
-    __slots__ = ("mode", "path", "sha")
+    __slots__ = ("mode", "path", "sha", "size")
 
-    def __init__(self, mode: str, sha: str, path: str) -> None:
+    def __init__(self, mode: str, sha: str, size: int, path: str) -> None:
         self.mode = mode
         self.sha = sha
+        self.size = size
         self.path = path
 
     @property
@@ -96,10 +97,14 @@ class Mirror:
                            capture_output=True, timeout=self.timeout, env=_environment())
             shutil.rmtree(self.path, ignore_errors=True)  # a half-made one from a crash
             staging.rename(self.path)
-        for lock in self.path.rglob("*.lock"):
+        for lock in [*self.path.glob("*.lock"), *(self.path / "refs").rglob("*.lock")]:
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
-        self._git("config", "remote.origin.url", self.remote)
+        # Remember the URL we configured, to spare a git call on every sync.
+        configured = self.path / "opslab-remote-url"
+        if not configured.exists() or configured.read_text() != self.remote:
+            self._git("config", "remote.origin.url", self.remote)
+            configured.write_text(self.remote)
 
     def fetch(self, branches: Iterable[str] | None = None) -> None:
         """Fetch all branches (pruning deleted ones), or only the named ones."""
@@ -128,16 +133,16 @@ class Mirror:
         return listing
 
     def tree(self, commit: str) -> list[TreeEntry]:
-        """Every file, symlink and submodule of ``commit``, in git's order."""
-        output = self._git("ls-tree", "-r", "-z", "--full-tree", commit)
+        """Every file, symlink and submodule of ``commit`` with its size, in git's order."""
+        output = self._git("ls-tree", "-r", "-z", "-l", "--full-tree", commit)
         entries = []
         for record in output.split(b"\0"):
             if not record:
                 continue
             meta, _, path = record.partition(b"\t")
-            mode, _, rest = meta.partition(b" ")
-            _, _, sha = rest.partition(b" ")
+            mode, _, sha, size = meta.split(maxsplit=3)
             entries.append(TreeEntry(mode.decode(), sha.decode(),
+                                     int(size) if size != b"-" else 0,
                                      path.decode("utf-8", errors="surrogateescape")))
         return entries
 
