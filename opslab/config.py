@@ -85,6 +85,22 @@ class ApplySettings(NamedTuple):
     enc: str | None = None
 
 
+class ApiSettings(NamedTuple):
+    """The coordination API: its store, its directory identity, who may do what."""
+
+    database: str = "sqlite:////var/lib/opslab/api.sqlite"
+    writer_dn: str | None = None
+    writer_password_file: str | None = None
+    people_base: str = "ou=people"
+    hosts_base: str = "ou=hosts"
+    operations_project: str = "operations"
+    owners_create_projects: bool = False
+    listen: str = "127.0.0.1:8150"
+    workers: int = 2
+    max_body: int = 65536
+    public_url: str = "http://localhost:8150"
+
+
 class Config(NamedTuple):
     """The whole configuration file, one attribute per section."""
 
@@ -93,12 +109,23 @@ class Config(NamedTuple):
     cache: CacheSettings = CacheSettings()
     branches: BranchSettings = BranchSettings()
     apply: ApplySettings = ApplySettings()
+    api: ApiSettings = ApiSettings()
     source: str = "embedded defaults"
 
     @property
     def projects_base_dn(self) -> str:
         """The DN below which project entries are searched."""
         return f"{self.enc.projects_base},{self.ldap.base}"
+
+    @property
+    def hosts_base_dn(self) -> str:
+        """The DN below which the API creates host entries."""
+        return f"{self.api.hosts_base},{self.ldap.base}"
+
+    @property
+    def people_base_dn(self) -> str:
+        """The DN below which people are (uid=NAME)."""
+        return f"{self.api.people_base},{self.ldap.base}"
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -107,6 +134,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "cache": CacheSettings,
     "branches": BranchSettings,
     "apply": ApplySettings,
+    "api": ApiSettings,
 }
 _ENC_MODES = ("opslab", "terminus")
 

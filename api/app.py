@@ -1,0 +1,90 @@
+"""The application factory: ``create_app(config)`` builds one opslab API.
+
+Every answer is JSON (or YAML or Atom where asked for); every refusal is a
+4xx with ``{"error": "..."}`` that says what was wrong, and changes nothing.
+"""
+
+from typing import Any
+
+from flask import Flask, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from opslab.config import Config
+from opslab.directory import DirectoryError, DirectoryUnavailable
+
+from .audit import AuditFailed
+from .auth import Refused, authenticate
+from .directory import DirectoryAccess, WriteConflict
+from .hosts import Invalid
+from .store import engine_for, sessions
+
+
+def create_app(config: Config) -> Flask:
+    """A Flask app serving the opslab API for ``config``."""
+    app = Flask("opslab.api")
+    app.config["OPSLAB"] = config
+    app.config["MAX_CONTENT_LENGTH"] = config.api.max_body
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    engine = engine_for(config.api.database)
+    app.extensions["opslab.engine"] = engine
+    app.extensions["opslab.sessions"] = sessions(engine)
+    app.extensions["opslab.directory"] = DirectoryAccess(config)
+
+    @app.before_request
+    def identify_caller() -> None:
+        g.actor = authenticate(request)
+
+    _register_errors(app)
+    from .routes import changes, hosts, nodes, reports
+
+    for blueprint in (hosts.blueprint, nodes.blueprint, reports.blueprint, changes.blueprint):
+        app.register_blueprint(blueprint, url_prefix="/v1")
+    return app
+
+
+def _error(status: int, message: str) -> tuple[Any, int]:
+    return jsonify(error=message), status
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(Refused)
+    def refused(error: Refused) -> Any:
+        response, status = _error(error.status, error.reason)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="opslab"'
+        return response, status
+
+    @app.errorhandler(Invalid)
+    def invalid(error: Invalid) -> Any:
+        return _error(422, str(error))
+
+    @app.errorhandler(WriteConflict)
+    def conflict(error: WriteConflict) -> Any:
+        return _error(409, f"the directory refused the write: {error}")
+
+    @app.errorhandler(DirectoryUnavailable)
+    def unavailable(error: DirectoryUnavailable) -> Any:
+        return _error(503, f"the directory is unavailable: {error}")
+
+    @app.errorhandler(DirectoryError)
+    def directory_error(error: DirectoryError) -> Any:
+        return _error(502, f"the directory refused: {error}")
+
+    @app.errorhandler(AuditFailed)
+    def audit_failed(error: AuditFailed) -> Any:
+        return _error(503, str(error))
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        messages = {413: f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"}
+        return _error(error.code or 500, messages.get(error.code or 500, error.description or ""))
+
+
+def json_body() -> Any:
+    """The request's JSON body; a clear 4xx if it is missing or malformed."""
+    if not request.is_json:
+        raise Invalid("the body must be JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise Invalid("the body is not valid JSON")
+    return body

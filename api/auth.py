@@ -1,0 +1,95 @@
+"""Who is asking, and what they may do.
+
+People authenticate with HTTP Basic, checked by binding to the directory as
+themselves. Instances authenticate with their host token (``Authorization:
+Bearer TOKEN``), which only lets them report their own runs and read their
+own classification. Membership decides the rest: a project's members may
+change its hosts; members of the operations project may change anything.
+"""
+
+import base64
+import binascii
+import hmac
+import re
+from typing import NamedTuple
+
+from flask import Request, current_app
+from sqlalchemy import select
+
+from .directory import DirectoryAccess
+from .store import HostToken, token_digest
+
+UID = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
+
+
+class Actor(NamedTuple):
+    """An authenticated caller: a person (``uid``) or an instance (``host``)."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+class Refused(Exception):
+    """A request the caller may not make; the message says why (a 401 or 403)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def authenticate(request: Request) -> Actor | None:
+    """The caller of ``request``, or None for an anonymous one; Refused if credentials fail."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if not header:
+        return None
+    if scheme.lower() == "basic":
+        try:
+            uid, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Refused(401, "malformed Basic credentials") from None
+        if not UID.fullmatch(uid):
+            raise Refused(401, "invalid user name or password")
+        directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+        if not directory.check_password(uid, password):
+            raise Refused(401, "invalid user name or password")
+        return Actor("person", uid)
+    if scheme.lower() == "bearer":
+        digest = token_digest(credentials.strip())
+        with current_app.extensions["opslab.sessions"]() as session:
+            stored = session.scalars(select(HostToken).where(HostToken.digest == digest)).first()
+        if stored is None or not hmac.compare_digest(stored.digest, digest):
+            raise Refused(401, "unknown host token")
+        return Actor("host", stored.host)
+    raise Refused(401, f"unsupported authorization scheme {scheme!r}")
+
+
+def may_change_project(actor: Actor | None, project: str) -> None:
+    """Refused unless ``actor`` is a member of ``project`` or of the operations project."""
+    if actor is None:
+        raise Refused(401, "authentication required")
+    if actor.kind != "person":
+        raise Refused(403, "host tokens may only report runs and read their own classification")
+    directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+    person = directory.person_dn(actor.name).lower()
+    operations = directory.members(current_app.config["OPSLAB"].api.operations_project)
+    if operations is not None and person in operations[0]:
+        return
+    membership = directory.members(project)
+    if membership is None:
+        raise Refused(404, f"no project {project!r}")
+    if person not in membership[0]:
+        raise Refused(403, f"{actor.name} is not a member of project {project!r}")
+
+
+def may_read_host(actor: Actor | None, host: str, project: str | None) -> None:
+    """Refused unless ``actor`` is that host itself, or may change its project."""
+    if actor is not None and actor.kind == "host":
+        if actor.name != host:
+            raise Refused(403, f"this token belongs to {actor.name}, not {host}")
+        return
+    may_change_project(actor, project or "")

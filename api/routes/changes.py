@@ -1,0 +1,60 @@
+"""The audit log: every directory write, newest first, as JSON or an Atom feed."""
+
+from typing import Any
+from xml.sax.saxutils import escape
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from sqlalchemy import select
+
+from ..audit import as_json
+from ..auth import Refused
+from ..hosts import Invalid
+from ..store import Change
+
+blueprint = Blueprint("changes", __name__)
+FILTERS = ("project", "actor", "action", "target")
+
+
+def _query() -> list[Change]:
+    if g.actor is None or g.actor.kind != "person":
+        raise Refused(401 if g.actor is None else 403, "the audit log is for people")
+    unknown = sorted(set(request.args) - {*FILTERS, "limit"})
+    if unknown:
+        raise Invalid(f"unknown filters: {', '.join(unknown)}")
+    try:
+        limit = min(int(request.args.get("limit", "100")), 1000)
+    except ValueError:
+        raise Invalid("limit must be a whole number") from None
+    query = select(Change).order_by(Change.id.desc()).limit(max(limit, 1))
+    for name in FILTERS:
+        if name in request.args:
+            query = query.where(getattr(Change, name) == request.args[name])
+    with current_app.extensions["opslab.sessions"]() as session:
+        return list(session.scalars(query).all())
+
+
+@blueprint.get("/changes")
+def changes() -> Any:
+    return jsonify([as_json(change) for change in _query()])
+
+
+@blueprint.get("/changes.atom")
+def feed() -> Any:
+    """The Recent Changes of the directory, for feed readers."""
+    base = current_app.config["OPSLAB"].api.public_url.rstrip("/")
+    entries = []
+    rows = _query()
+    for change in rows:
+        title = f"{change.actor} {change.action} {change.target}"
+        entries.append(
+            f"<entry><id>{base}/v1/changes/{change.id}</id>"
+            f"<title>{escape(title)}</title><updated>{change.at.isoformat()}</updated>"
+            f"<author><name>{escape(change.actor)}</name></author>"
+            f"<content type=\"text\">{escape(title)} in project {escape(change.project or '-')}"
+            f"</content></entry>")
+    updated = rows[0].at.isoformat() if rows else "1970-01-01T00:00:00+00:00"
+    document = ('<?xml version="1.0" encoding="utf-8"?>'
+                '<feed xmlns="http://www.w3.org/2005/Atom">'
+                f"<id>{base}/v1/changes.atom</id><title>opslab recent changes</title>"
+                f"<updated>{updated}</updated>{''.join(entries)}</feed>")
+    return Response(document, mimetype="application/atom+xml")

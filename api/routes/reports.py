@@ -1,0 +1,101 @@
+"""Run reports: instances post each Puppet run; people read them per host and project."""
+
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify
+from sqlalchemy import func, select
+
+from ..app import json_body
+from ..auth import Refused, may_change_project, may_read_host
+from ..hosts import Invalid
+from ..store import RunReport
+
+blueprint = Blueprint("reports", __name__)
+
+# The fields of ``opslab branch apply``'s result, which instances post as is.
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "certname": str, "started_at": str, "environment": (str, type(None)),
+    "branch": (str, type(None)), "commit": (str, type(None)), "status": str,
+    "exit_code": int, "meaning": str, "success": bool, "error": (str, type(None)),
+    "duration": (int, float), "output_tail": str, "resources": dict,
+    "failed_resources": list, "errors": list, "warnings": list,
+    "puppet_status": (str, type(None)), "puppet_version": (str, type(None)),
+    "configuration_version": (str, int, type(None)), "puppet_time": (int, float, type(None)),
+}
+REQUIRED = ("status", "exit_code")
+STATUSES = ("changed", "unchanged", "failed", "timeout", "disabled", "locked")
+
+
+def _parse(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Invalid("the body must be a JSON object")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise Invalid(f"unknown fields: {', '.join(unknown)}")
+    for name in REQUIRED:
+        if name not in body:
+            raise Invalid(f"{name} is required")
+    for name, value in body.items():
+        if isinstance(value, bool) and FIELDS[name] is not bool:
+            raise Invalid(f"{name} has the wrong type")
+        if not isinstance(value, FIELDS[name]):
+            raise Invalid(f"{name} has the wrong type")
+    if body["status"] not in STATUSES:
+        raise Invalid(f"status must be one of {', '.join(STATUSES)}")
+    return body
+
+
+def as_json(report: RunReport) -> dict[str, Any]:
+    return {"id": report.id, "host": report.host, "project": report.project,
+            "received_at": report.received_at.isoformat(), "commit": report.commit,
+            "environment": report.environment, "status": report.status,
+            "exit_code": report.exit_code, "changed": report.changed, "failed": report.failed,
+            "failures": report.failures, "duration": report.duration}
+
+
+@blueprint.post("/hosts/<fqdn>/reports")
+def post(fqdn: str) -> Any:
+    """An instance reports one run of its own."""
+    if g.actor is None or g.actor.kind != "host":
+        raise Refused(401 if g.actor is None else 403, "only a host's own token may report runs")
+    if g.actor.name != fqdn:
+        raise Refused(403, f"this token belongs to {g.actor.name}, not {fqdn}")
+    body = _parse(json_body())
+    resources = body.get("resources") or {}
+    failures = [{"resource": str(item.get("resource")), "messages": item.get("messages", [])}
+                for item in body.get("failed_resources", []) if isinstance(item, dict)]
+    directory = current_app.extensions["opslab.directory"]
+    entry = directory.read(directory.host_dn(fqdn)) or {}
+    report = RunReport(
+        host=fqdn, project=(entry.get("opslabProject") or [None])[0], commit=body.get("commit"),
+        environment=body.get("environment"), status=body["status"],
+        exit_code=body["exit_code"], changed=int(resources.get("changed") or 0),
+        failed=int(resources.get("failed") or 0), failures=failures,
+        duration=body.get("duration"),
+    )
+    with current_app.extensions["opslab.sessions"]() as session:
+        session.add(report)
+        session.commit()
+    return jsonify(as_json(report)), 201
+
+
+@blueprint.get("/hosts/<fqdn>/reports")
+def for_host(fqdn: str) -> Any:
+    with current_app.extensions["opslab.sessions"]() as session:
+        reports = session.scalars(select(RunReport).where(RunReport.host == fqdn)
+                                  .order_by(RunReport.id.desc()).limit(50)).all()
+    project = reports[0].project if reports else None
+    may_read_host(g.actor, fqdn, project)
+    return jsonify([as_json(report) for report in reports])
+
+
+@blueprint.get("/projects/<project>/reports")
+def latest_per_host(project: str) -> Any:
+    """The latest report of every host of ``project``."""
+    may_change_project(g.actor, project)
+    with current_app.extensions["opslab.sessions"]() as session:
+        newest = (select(func.max(RunReport.id)).where(RunReport.project == project)
+                  .group_by(RunReport.host))
+        reports = session.scalars(select(RunReport).where(RunReport.id.in_(newest))
+                                  .order_by(RunReport.host)).all()
+    return jsonify([as_json(report) for report in reports])

@@ -1,0 +1,119 @@
+"""The SQL store: what the directory does not hold.
+
+SQLAlchemy 2 with Alembic migrations (``opslab api migrate``); SQLite by
+default, PostgreSQL or MariaDB/MySQL by URL. The tables:
+
+* ``changes``: the audit log, one row per write to the directory: who,
+  when, what, before and after;
+* ``server_admin_log``: the Server Admin Log, what people say they did;
+* ``run_reports``: the Puppet runs instances report;
+* ``host_tokens``: the digest of each host's token (the token itself is
+  shown once, when the host is created, and never stored).
+"""
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """The models' common base."""
+
+
+class Change(Base):
+    """One write to the directory, recorded in the same breath as the write."""
+
+    __tablename__ = "changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+    actor: Mapped[str] = mapped_column(String(255), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(512))
+    project: Mapped[str | None] = mapped_column(String(64), index=True)
+    before: Mapped[Any] = mapped_column(JSON, nullable=True)
+    after: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class LogEntry(Base):
+    """One line of the Server Admin Log."""
+
+    __tablename__ = "server_admin_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    author: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class RunReport(Base):
+    """One Puppet run as an instance reported it."""
+
+    __tablename__ = "run_reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now,
+                                                  index=True)
+    host: Mapped[str] = mapped_column(String(253), index=True)
+    project: Mapped[str | None] = mapped_column(String(64), index=True)
+    commit: Mapped[str | None] = mapped_column(String(64))
+    environment: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int] = mapped_column(Integer)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[Any] = mapped_column(JSON, default=list)
+    duration: Mapped[float | None] = mapped_column()
+
+
+class HostToken(Base):
+    """The digest of a host's token."""
+
+    __tablename__ = "host_tokens"
+    host: Mapped[str] = mapped_column(String(253), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+def token_digest(token: str) -> str:
+    """The stored form of a token. Tokens are 256 random bits, so a plain hash suffices."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets foreign keys and a busy timeout."""
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA busy_timeout = 5000")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.close()
+
+    return engine
+
+
+def sessions(engine: Engine) -> sessionmaker[Any]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema (idempotent)."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    settings = AlembicConfig()
+    settings.set_main_option("script_location", str(MIGRATIONS))
+    settings.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(settings, "head")
