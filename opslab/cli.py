@@ -1,6 +1,7 @@
 """``opslab``: one command, a subcommand per component.
 
     opslab [--config FILE] branch sync|apply|disable|enable    the branch runner
+    opslab [--config FILE] api migrate|serve                   the coordination API
 
 Only the chosen component is imported, so each subcommand starts as fast as
 its own dependencies allow.
@@ -13,6 +14,7 @@ import sys
 # component subcommand -> (module with main(argv, config_path), one-line help)
 COMPONENTS = {
     "branch": ("opslab.branchrunner.cli", "project branches as Puppet environments, and apply"),
+    "api": ("opslab.api.cli", "the coordination API: migrate its database, serve it"),
 }
 
 

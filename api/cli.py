@@ -1,0 +1,53 @@
+"""``opslab api migrate|serve``: the API's database schema, and the API behind gunicorn.
+
+``serve`` runs the production WSGI server (gunicorn) with ``api.workers``
+workers on ``api.listen``; the Flask development server is for debugging
+only and is not offered here.
+"""
+
+import argparse
+import sys
+from typing import Any
+
+from opslab.config import Config, ConfigError, load
+
+from .store import migrate
+
+
+def main(argv: list[str], config_path: str | None = None) -> int:
+    """Run ``opslab api ARGV``."""
+    parser = argparse.ArgumentParser(prog="opslab api", description="The coordination API.")
+    parser.add_argument("--config", metavar="FILE", default=config_path)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("migrate", help="create or upgrade the database schema")
+    serve = actions.add_parser("serve", help="serve the API with gunicorn")
+    serve.add_argument("--listen", help="address:port (default: api.listen)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: api.workers)")
+    arguments = parser.parse_args(argv)
+    try:
+        config = load(arguments.config)
+    except ConfigError as error:
+        sys.stderr.write(f"opslab api: error: {error}\n")
+        return 2
+    migrate(config.api.database)
+    if arguments.action == "serve":
+        _serve(config, arguments.listen or config.api.listen,
+               arguments.workers or config.api.workers)
+    return 0
+
+
+def _serve(config: Config, listen: str, workers: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    from .app import create_app
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            for key, value in {"bind": listen, "workers": workers, "timeout": 60,
+                               "graceful_timeout": 10, "accesslog": "-"}.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return create_app(config)
+
+    Server().run()

@@ -1,0 +1,361 @@
+"""The coordination API through Flask's test client, on the real slapd and a real SQLite."""
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import ldap
+import pytest
+import yaml
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from opslab.api.app import create_app
+from opslab.api.store import Change, migrate
+from opslab.config import parse
+from opslab.slapd import ThrowawaySlapd
+from tests.conftest import BASE, HOSTS, PROJECTS
+
+PEOPLE = f"ou=people,{BASE}"
+PASSWORDS = {"carol": "carol-secret", "dave": "dave-secret", "olga": "olga-secret"}
+
+
+@pytest.fixture(scope="module")
+def people(slapd: ThrowawaySlapd) -> None:
+    """carol (member of web), dave (member of nothing), olga (operations)."""
+    for uid, password in PASSWORDS.items():
+        slapd.add_ldif(f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
+                       f"cn: {uid}\nsn: {uid}\nuserPassword: {password}\n")
+    slapd.add_ldif(f"dn: cn=operations,{PROJECTS}\nobjectClass: groupOfNames\n"
+                   f"cn: operations\nmember: uid=olga,{PEOPLE}\n")
+    connection = slapd.connect()
+    connection.modify_s(f"cn=web,{PROJECTS}", [(ldap.MOD_ADD, "member",
+                                                [f"uid=carol,{PEOPLE}".encode()])])
+    connection.unbind_s()
+
+
+@pytest.fixture
+def client(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> Iterator[FlaskClient]:
+    secret = tmp_path / "writer.secret"
+    secret.write_text(slapd.root_password)
+    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
+    migrate(database)
+    config = parse(yaml.safe_dump({
+        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
+        "api": {"database": database, "writer_dn": slapd.root_dn,
+                "writer_password_file": str(secret), "max_body": 20000,
+                "public_url": "https://opslab.example.org"},
+    }), "test")
+    app = create_app(config)
+    with app.test_client() as test_client:
+        yield test_client
+
+
+def basic(uid: str) -> dict[str, str]:
+    token = base64.b64encode(f"{uid}:{PASSWORDS[uid]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def audit_rows(client: FlaskClient) -> int:
+    with client.application.extensions["opslab.sessions"]() as session:
+        return int(session.scalar(select(func.count()).select_from(Change)) or 0)
+
+
+def host_entry(slapd: ThrowawaySlapd, name: str) -> dict[str, list[bytes]] | None:
+    connection = slapd.connect()
+    try:
+        return dict(connection.search_s(f"dc={name},{HOSTS}", ldap.SCOPE_BASE)[0][1])
+    except ldap.NO_SUCH_OBJECT:
+        return None
+    finally:
+        connection.unbind_s()
+
+
+NEW_HOST = {
+    "name": "api1.web.example.org",
+    "classes": ["role::web", "ntp"],
+    "class_parameters": {"ntp": {"servers": ["a.example.org"], "burst": True}},
+    "variables": {"cluster": "esams"},
+    "branch": "feature/api",
+    "addresses": ["192.0.2.50"],
+}
+
+
+def create(client: FlaskClient, body: dict[str, Any], who: str = "carol",
+           project: str = "web") -> Any:
+    return client.post(f"/v1/projects/{project}/hosts", json=body, headers=basic(who))
+
+
+def test_member_creates_a_host_in_the_directory_with_an_audit_record(
+    client: FlaskClient, slapd: ThrowawaySlapd
+) -> None:
+    response = create(client, NEW_HOST)
+
+    assert response.status_code == 201, response.json
+    assert response.json["host"] == {**NEW_HOST, "project": "web"}
+    assert len(response.json["token"]) >= 40
+    entry = host_entry(slapd, "api1.web.example.org")
+    assert entry is not None
+    assert entry["puppetClass"] == [b"role::web", b"ntp"]
+    assert entry["environment"] == [b"feature/api"]
+    assert sorted(entry["opslabClassParameter"]) == [b"ntp::burst=true",
+                                                     b'ntp::servers=["a.example.org"]']
+    [change] = client.get("/v1/changes?target=api1.web.example.org",
+                          headers=basic("carol")).json
+    assert (change["actor"], change["action"], change["project"]) == (
+        "person:carol", "host.create", "web")
+    assert change["before"] is None
+    assert change["after"]["variables"] == {"cluster": "esams"}
+
+    # The token lets the instance read its classification (the ENC's own answer) ...
+    token = response.json["token"]
+    node = client.get("/v1/nodes/api1.web.example.org", headers=bearer(token))
+    assert node.status_code == 200, node.json
+    assert node.json["environment"] == "feature_api"
+    assert node.json["classes"]["ntp"] == {"servers": ["a.example.org"], "burst": True}
+    assert node.json["parameters"]["cluster"] == "esams"
+    as_yaml = client.get("/v1/nodes/api1.web.example.org",
+                         headers={**bearer(token), "Accept": "application/yaml"})
+    assert as_yaml.mimetype == "application/yaml"
+    assert yaml.safe_load(as_yaml.data) == node.json
+    # ... and nobody else's.
+    assert client.get("/v1/nodes/web1.web.example.org", headers=bearer(token)).status_code == 403
+    client.delete("/v1/hosts/api1.web.example.org", headers=basic("carol"))
+
+
+@pytest.mark.parametrize(
+    ("who", "project", "status"),
+    [(None, "web", 401), ("dave", "web", 403), ("carol", "tools", 403), ("olga", "tools", 201),
+     ("carol", "no-such-project", 404)],
+)
+def test_who_may_create_hosts(client: FlaskClient, who: str | None, project: str,
+                              status: int) -> None:
+    body = {**NEW_HOST, "name": f"authz-{status}.{project}.example.org"}
+    headers = basic(who) if who else {}
+    before = audit_rows(client)
+    response = client.post(f"/v1/projects/{project}/hosts", json=body, headers=headers)
+    assert response.status_code == status, response.json
+    if status == 201:
+        client.delete(f"/v1/hosts/{body['name']}", headers=basic(who or "olga"))
+    else:
+        assert response.json["error"]
+        assert audit_rows(client) == before
+
+
+def test_wrong_password_is_401(client: FlaskClient) -> None:
+    token = base64.b64encode(b"carol:wrong").decode()
+    response = client.post("/v1/projects/web/hosts", json=NEW_HOST,
+                           headers={"Authorization": f"Basic {token}"})
+    assert response.status_code == 401
+    assert response.json == {"error": "invalid user name or password"}
+    empty = base64.b64encode(b"carol:").decode()
+    assert client.get("/v1/changes", headers={"Authorization": f"Basic {empty}"}
+                      ).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({**NEW_HOST, "colour": "red"}, "unknown fields: colour"),
+        ({**NEW_HOST, "name": "*)(dc=*"}, "name: certname"),
+        ({**NEW_HOST, "name": "API.web.example.org"}, "name: certname"),
+        ({**NEW_HOST, "classes": "role::web"}, "classes must be a list"),
+        ({**NEW_HOST, "classes": ["Role::Web"]}, "not a Puppet class name"),
+        ({**NEW_HOST, "classes": ["role::web)(x"]}, "not a Puppet class name"),
+        ({**NEW_HOST, "variables": {"trusted": "x"}}, "'trusted' is reserved by Puppet"),
+        ({**NEW_HOST, "variables": {"Bad-Name": "x"}}, "not a Puppet variable name"),
+        ({**NEW_HOST, "variables": {"x": 1}}, "variables.x must be a string"),
+        ({**NEW_HOST, "variables": {"x": "two\nlines"}}, "one line of ASCII text"),
+        ({**NEW_HOST, "branch": "-rf"}, "branch: branch name '-rf' is refused"),
+        ({**NEW_HOST, "addresses": ["300.1.1.1"]}, "not an IPv4 address"),
+        ({**NEW_HOST, "class_parameters": {"ntp": ["x"]}}, "class_parameters.ntp must be an"),
+        ([NEW_HOST], "the body must be a JSON object"),
+    ],
+)
+def test_bad_input_is_refused_and_changes_nothing(
+    client: FlaskClient, slapd: ThrowawaySlapd, body: Any, message: str
+) -> None:
+    before = audit_rows(client)
+    response = create(client, body)
+    assert response.status_code == 422, response.json
+    assert message in response.json["error"]
+    assert audit_rows(client) == before
+    assert host_entry(slapd, "api1.web.example.org") is None
+
+
+def test_malformed_and_huge_bodies(client: FlaskClient) -> None:
+    malformed = client.post("/v1/projects/web/hosts", data="{not json",
+                            headers={**basic("carol"), "Content-Type": "application/json"})
+    assert (malformed.status_code, malformed.json["error"]) == (422, "the body is not valid JSON")
+    huge = create(client, {**NEW_HOST, "variables": {"x": "y" * 30000}})
+    assert huge.status_code == 413
+    assert "larger than 20000 bytes" in huge.json["error"]
+
+
+def test_duplicate_host_is_a_conflict(client: FlaskClient) -> None:
+    assert create(client, NEW_HOST).status_code == 201
+    before = audit_rows(client)
+    again = create(client, NEW_HOST)
+    assert again.status_code == 409
+    assert audit_rows(client) == before
+    client.delete("/v1/hosts/api1.web.example.org", headers=basic("carol"))
+
+
+def test_update_and_delete_are_recorded_with_before_and_after(
+    client: FlaskClient, slapd: ThrowawaySlapd
+) -> None:
+    assert create(client, NEW_HOST).status_code == 201
+    changed = client.patch("/v1/hosts/api1.web.example.org", headers=basic("carol"),
+                           json={"variables": {"cluster": "ulsfo"}, "branch": None})
+    assert changed.status_code == 200, changed.json
+    assert (changed.json["variables"], changed.json["branch"]) == ({"cluster": "ulsfo"}, None)
+    assert host_entry(slapd, "api1.web.example.org")["puppetVar"] == [b"cluster=ulsfo"]
+    assert client.patch("/v1/hosts/api1.web.example.org", headers=basic("dave"),
+                        json={"branch": "x"}).status_code == 403
+    assert client.patch("/v1/hosts/api1.web.example.org", headers=basic("carol"),
+                        json={"name": "other"}).status_code == 422
+
+    assert client.delete("/v1/hosts/api1.web.example.org", headers=basic("carol")
+                         ).status_code == 204
+    assert host_entry(slapd, "api1.web.example.org") is None
+    history = client.get("/v1/changes?target=api1.web.example.org", headers=basic("carol")).json
+    assert [c["action"] for c in history][:3] == ["host.delete", "host.update", "host.create"]
+    update = history[1]
+    assert update["before"]["variables"] == {"cluster": "esams"}
+    assert update["after"]["variables"] == {"cluster": "ulsfo"}
+
+
+def test_run_reports_from_the_hosts_own_token(client: FlaskClient) -> None:
+    token = create(client, NEW_HOST).json["token"]
+    other = create(client, {**NEW_HOST, "name": "api2.web.example.org"}).json["token"]
+    report = {"status": "changed", "exit_code": 2, "commit": "a" * 40,
+              "environment": "feature_api", "resources": {"changed": 3, "failed": 0},
+              "failed_resources": [], "duration": 4.2}
+    posted = client.post("/v1/hosts/api1.web.example.org/reports", json=report,
+                         headers=bearer(token))
+    assert posted.status_code == 201, posted.json
+    assert (posted.json["project"], posted.json["changed"]) == ("web", 3)
+    assert client.post("/v1/hosts/api1.web.example.org/reports", json=report,
+                       headers=bearer(other)).status_code == 403
+    assert client.post("/v1/hosts/api1.web.example.org/reports", json=report,
+                       headers=basic("carol")).status_code == 403
+    assert client.post("/v1/hosts/api1.web.example.org/reports", json={**report, "x": 1},
+                       headers=bearer(token)).status_code == 422
+    assert client.post("/v1/hosts/api1.web.example.org/reports", json={"status": "changed"},
+                       headers=bearer(token)).status_code == 422
+    failed = {**report, "status": "failed", "exit_code": 4,
+              "failed_resources": [{"resource": "Exec[x]", "messages": ["boom"]}]}
+    client.post("/v1/hosts/api2.web.example.org/reports", json=failed, headers=bearer(other))
+
+    latest = client.get("/v1/projects/web/reports", headers=basic("carol")).json
+    assert [(r["host"], r["status"]) for r in latest] == [
+        ("api1.web.example.org", "changed"), ("api2.web.example.org", "failed")]
+    assert latest[1]["failures"] == [{"resource": "Exec[x]", "messages": ["boom"]}]
+    assert client.get("/v1/projects/web/reports", headers=basic("dave")).status_code == 403
+    for name in ("api1", "api2"):
+        client.delete(f"/v1/hosts/{name}.web.example.org", headers=basic("carol"))
+    # A deleted host's token is gone with it.
+    assert client.post("/v1/hosts/api1.web.example.org/reports", json=report,
+                       headers=bearer(token)).status_code == 401
+
+
+def test_changes_as_an_atom_feed(client: FlaskClient) -> None:
+    assert create(client, NEW_HOST).status_code == 201
+    response = client.get("/v1/changes.atom?project=web&limit=5", headers=basic("olga"))
+    assert response.mimetype == "application/atom+xml"
+    feed = ElementTree.fromstring(response.data)
+    atom = "{http://www.w3.org/2005/Atom}"
+    titles = [entry.findtext(f"{atom}title") for entry in feed.iter(f"{atom}entry")]
+    assert titles[0] == "person:carol host.create api1.web.example.org"
+    assert client.get("/v1/changes?colour=red", headers=basic("olga")).status_code == 422
+    assert client.get("/v1/changes").status_code == 401
+    client.delete("/v1/hosts/api1.web.example.org", headers=basic("carol"))
+
+
+def test_directory_failure_records_nothing(
+    tmp_path: Path, private_slapd: ThrowawaySlapd
+) -> None:
+    secret = tmp_path / "writer.secret"
+    secret.write_text(private_slapd.root_password)
+    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
+    migrate(database)
+    private_slapd.add_ldif(f"dn: uid=olga,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: olga\n"
+                           f"cn: olga\nsn: olga\nuserPassword: {PASSWORDS['olga']}\n\n"
+                           f"dn: cn=operations,{PROJECTS}\nobjectClass: groupOfNames\n"
+                           f"cn: operations\nmember: uid=olga,{PEOPLE}\n")
+    config = parse(json.dumps({
+        "ldap": {"uri": private_slapd.ldapi_uri, "base": BASE},
+        "api": {"database": database, "writer_dn": f"cn=nobody,{BASE}",
+                "writer_password_file": str(secret)},
+    }), "test")
+    client = create_app(config).test_client()
+    response = create(client, NEW_HOST, who="olga")
+    assert response.status_code == 502  # the writer's bind is refused
+    assert audit_rows(client) == 0
+
+
+def wait_for_status(url: str, deadline: float) -> int:
+    """The HTTP status of ``url`` once something answers there (by ``deadline``)."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_served_by_gunicorn(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> None:
+    """The same API through ``opslab api serve`` (gunicorn) on a loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = tmp_path / "writer.secret"
+    secret.write_text(slapd.root_password)
+    config = tmp_path / "opslab.yaml"
+    config.write_text(yaml.safe_dump({
+        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
+        "api": {"database": f"sqlite:///{tmp_path / 'api.sqlite'}", "writer_dn": slapd.root_dn,
+                "writer_password_file": str(secret), "listen": f"127.0.0.1:{port}",
+                "workers": 2},
+    }))
+    server = subprocess.Popen([sys.executable, "-m", "opslab.cli", f"--config={config}", "api",
+                               "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env={**os.environ})
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        assert wait_for_status(f"{url}/changes", deadline=time.monotonic() + 30) == 401
+        request = urllib.request.Request(
+            f"{url}/projects/web/hosts", method="POST",
+            data=json.dumps({**NEW_HOST, "name": "served.web.example.org"}).encode(),
+            headers={**basic("carol"), "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            token = json.load(response)["token"]
+        node = urllib.request.Request(f"{url}/nodes/served.web.example.org",
+                                      headers=bearer(token))
+        with urllib.request.urlopen(node, timeout=10) as response:
+            assert json.load(response)["environment"] == "feature_api"
+        remove = urllib.request.Request(f"{url}/hosts/served.web.example.org", method="DELETE",
+                                        headers=basic("carol"))
+        with urllib.request.urlopen(remove, timeout=10) as response:
+            assert response.status == 204
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
