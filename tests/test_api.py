@@ -359,3 +359,46 @@ def test_served_by_gunicorn(tmp_path: Path, slapd: ThrowawaySlapd, people: None)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_server_admin_log_per_project_combined_and_from_chat(client: FlaskClient) -> None:
+    first = client.post("/v1/projects/web/log", json={"message": "restarted apache on web1"},
+                        headers=basic("carol"))
+    assert first.status_code == 201, first.json
+    chat = client.post("/v1/log/chat", json={"line": "!log tools rebuilt the builder  "},
+                       headers=basic("olga"))
+    assert chat.status_code == 201, chat.json
+    assert (chat.json["project"], chat.json["author"], chat.json["message"]) == (
+        "tools", "olga", "rebuilt the builder")
+
+    web = client.get("/v1/projects/web/log").json  # public: no credentials needed
+    assert web[0]["message"] == "restarted apache on web1"
+    assert all(entry["project"] == "web" for entry in web)
+    combined = client.get("/v1/log?limit=2").json
+    assert [entry["message"] for entry in combined] == [
+        "rebuilt the builder", "restarted apache on web1"]
+    feed = ElementTree.fromstring(client.get("/v1/log.atom").data)
+    atom = "{http://www.w3.org/2005/Atom}"
+    assert feed.findtext(f"{atom}entry/{atom}title") == "tools: rebuilt the builder"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "who", "status", "message"),
+    [
+        ("/v1/projects/web/log", {"message": "x"}, "dave", 403, "not a member"),
+        ("/v1/projects/web/log", {"message": "x"}, None, 401, "authentication required"),
+        ("/v1/projects/web/log", {"message": ""}, "carol", 422, "non-empty"),
+        ("/v1/projects/web/log", {"message": "a\nb"}, "carol", 422, "one line"),
+        ("/v1/projects/web/log", {"message": "x", "extra": 1}, "carol", 422, "exactly"),
+        ("/v1/log/chat", {"line": "log web forgot the bang"}, "carol", 422, "!log PROJECT"),
+        ("/v1/log/chat", {"line": "!log web"}, "carol", 422, "!log PROJECT"),
+        ("/v1/log/chat", {"line": "!log tools sneaky"}, "carol", 403, "not a member"),
+    ],
+)
+def test_server_admin_log_refusals(client: FlaskClient, path: str, body: Any,
+                                   who: str | None, status: int, message: str) -> None:
+    before = len(client.get("/v1/log?limit=1000").json)
+    response = client.post(path, json=body, headers=basic(who) if who else {})
+    assert response.status_code == status, response.json
+    assert message in response.json["error"]
+    assert len(client.get("/v1/log?limit=1000").json) == before

@@ -1,13 +1,13 @@
 """The audit log: every directory write, newest first, as JSON or an Atom feed."""
 
 from typing import Any
-from xml.sax.saxutils import escape
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 
 from ..audit import as_json
 from ..auth import Refused
+from ..feeds import FeedEntry, atom
 from ..hosts import Invalid
 from ..store import Change
 
@@ -42,19 +42,10 @@ def changes() -> Any:
 def feed() -> Any:
     """The Recent Changes of the directory, for feed readers."""
     base = current_app.config["OPSLAB"].api.public_url.rstrip("/")
-    entries = []
-    rows = _query()
-    for change in rows:
-        title = f"{change.actor} {change.action} {change.target}"
-        entries.append(
-            f"<entry><id>{base}/v1/changes/{change.id}</id>"
-            f"<title>{escape(title)}</title><updated>{change.at.isoformat()}</updated>"
-            f"<author><name>{escape(change.actor)}</name></author>"
-            f"<content type=\"text\">{escape(title)} in project {escape(change.project or '-')}"
-            f"</content></entry>")
-    updated = rows[0].at.isoformat() if rows else "1970-01-01T00:00:00+00:00"
-    document = ('<?xml version="1.0" encoding="utf-8"?>'
-                '<feed xmlns="http://www.w3.org/2005/Atom">'
-                f"<id>{base}/v1/changes.atom</id><title>opslab recent changes</title>"
-                f"<updated>{updated}</updated>{''.join(entries)}</feed>")
-    return Response(document, mimetype="application/atom+xml")
+    entries = [
+        FeedEntry(f"{base}/v1/changes/{change.id}",
+                  f"{change.actor} {change.action} {change.target}", change.at, change.actor,
+                  f"{change.action} {change.target} in project {change.project or '-'}")
+        for change in _query()
+    ]
+    return atom(f"{base}/v1/changes.atom", "opslab recent changes", entries)
