@@ -137,12 +137,11 @@ class DirectoryAccess:
     def delete(self, dn: str) -> None:
         self._run(lambda connection: connection.delete_s(dn))
 
-    def search_hosts(self, filter: str) -> list[tuple[str, Attributes]]:
-        """Host entries below the hosts base matching ``filter`` (already escaped)."""
+    def search(self, base: str, filter: str) -> list[tuple[str, Attributes]]:
+        """Entries directly below ``base`` matching ``filter`` (values already escaped)."""
         def search(connection: Any) -> list[tuple[str, Attributes]]:
             try:
-                found = connection.search_s(self.config.hosts_base_dn, ldap.SCOPE_ONELEVEL,
-                                            filter)
+                found = connection.search_s(base, ldap.SCOPE_ONELEVEL, filter)
             except ldap.NO_SUCH_OBJECT:
                 return []
             return [(dn, {name: [v.decode() for v in values] for name, values in raw.items()})

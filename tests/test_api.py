@@ -402,3 +402,43 @@ def test_server_admin_log_refusals(client: FlaskClient, path: str, body: Any,
     assert response.status_code == status, response.json
     assert message in response.json["error"]
     assert len(client.get("/v1/log?limit=1000").json) == before
+
+
+def test_projects_and_host_queries(client: FlaskClient) -> None:
+    assert create(client, NEW_HOST).status_code == 201
+    assert create(client, {**NEW_HOST, "name": "api2.web.example.org", "classes": ["db"],
+                           "variables": {"cluster": "eqiad"}}).status_code == 201
+    client.post("/v1/projects/web/log", json={"message": "added api1 and api2"},
+                headers=basic("carol"))
+    try:
+        names = [project["name"] for project in client.get("/v1/projects",
+                                                            headers=basic("dave")).json]
+        assert {"web", "tools", "operations"} <= set(names)
+        web = client.get("/v1/projects/web", headers=basic("dave")).json
+        assert (web["branch"], web["description"]) == ("production",
+                                                       "The community's public web site")
+        assert {"alice", "bob", "carol"} <= set(web["members"])
+        assert web["owners"] == ["alice"]
+        assert web["classes"] == ["role::web", "motd"]
+        assert web["variables"]["cluster"] == "eqiad"
+        assert web["class_parameters"] == {"motd": {"message": "Welcome to the web project"}}
+        assert web["hosts"] == ["api1.web.example.org", "api2.web.example.org"]
+        assert web["recent_log"][0]["message"] == "added api1 and api2"
+        assert client.get("/v1/projects/nope", headers=basic("dave")).status_code == 404
+
+        def names_for(query: str) -> list[str]:
+            response = client.get(f"/v1/hosts?{query}", headers=basic("dave"))
+            assert response.status_code == 200, response.json
+            return [host["name"] for host in response.json]
+
+        assert names_for("project=web") == ["api1.web.example.org", "api2.web.example.org"]
+        assert names_for("class=role::web&project=web") == ["api1.web.example.org"]
+        assert names_for("var=cluster=eqiad") == ["api2.web.example.org"]
+        assert names_for("class=*") == []  # a literal '*', never a wildcard
+        assert names_for("var=cluster=*)(objectClass=*") == []
+        assert client.get("/v1/hosts?colour=red", headers=basic("dave")).status_code == 422
+        assert client.get("/v1/hosts?var=cluster", headers=basic("dave")).status_code == 422
+        assert client.get("/v1/hosts").status_code == 401
+    finally:
+        for name in ("api1", "api2"):
+            client.delete(f"/v1/hosts/{name}.web.example.org", headers=basic("carol"))
