@@ -18,13 +18,14 @@ import ldap
 import pytest
 import yaml
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from opslab.api.app import create_app
-from opslab.api.store import Change, migrate
+from opslab.api.store import Change, engine_for, migrate
 from opslab.config import parse
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, HOSTS, PROJECTS
+from tests.postgres import ThrowawayPostgres
 
 PEOPLE = f"ou=people,{BASE}"
 PASSWORDS = {"carol": "carol-secret", "dave": "dave-secret", "olga": "olga-secret"}
@@ -44,12 +45,35 @@ def people(slapd: ThrowawaySlapd) -> None:
     connection.unbind_s()
 
 
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    server = ThrowawayPostgres()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated database: SQLite, and a real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'api.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres").url
+    migrate(url)
+    yield url
+    if request.param == "postgresql":
+        engine = engine_for(url)
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+
+
 @pytest.fixture
-def client(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> Iterator[FlaskClient]:
+def client(tmp_path: Path, slapd: ThrowawaySlapd, people: None,
+           database: str) -> Iterator[FlaskClient]:
     secret = tmp_path / "writer.secret"
     secret.write_text(slapd.root_password)
-    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
-    migrate(database)
     config = parse(yaml.safe_dump({
         "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
         "api": {"database": database, "writer_dn": slapd.root_dn,
