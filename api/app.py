@@ -35,10 +35,10 @@ def create_app(config: Config) -> Flask:
         g.actor = authenticate(request)
 
     _register_errors(app)
-    from .routes import changes, hosts, log, nodes, projects, reports
+    from .routes import changes, document, hosts, log, nodes, projects, reports
 
     for blueprint in (hosts.blueprint, nodes.blueprint, reports.blueprint, changes.blueprint,
-                      log.blueprint, projects.blueprint):
+                      log.blueprint, projects.blueprint, document.blueprint):
         app.register_blueprint(blueprint, url_prefix="/v1")
     return app
 

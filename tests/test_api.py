@@ -466,3 +466,18 @@ def test_projects_and_host_queries(client: FlaskClient) -> None:
     finally:
         for name in ("api1", "api2"):
             client.delete(f"/v1/hosts/{name}.web.example.org", headers=basic("carol"))
+
+
+def test_openapi_document_describes_every_route(client: FlaskClient) -> None:
+    response = client.get("/v1/openapi.yaml")
+    assert response.mimetype == "application/yaml"
+    document = yaml.safe_load(response.data)
+    documented = {(path, method.upper()) for path, item in document["paths"].items()
+                  for method in item if method != "parameters"}
+    served = set()
+    for rule in client.application.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = str(rule).replace("<", "{").replace(">", "}")
+        served |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert served == documented
