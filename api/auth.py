@@ -20,6 +20,7 @@ from .directory import DirectoryAccess
 from .store import HostToken, token_digest
 
 UID = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
+PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class Actor(NamedTuple):
@@ -75,13 +76,13 @@ def may_change_project(actor: Actor | None, project: str) -> None:
     if actor.kind != "person":
         raise Refused(403, "host tokens may only report runs and read their own classification")
     directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+    membership = directory.members(project) if PROJECT_NAME.fullmatch(project) else None
+    if membership is None:
+        raise Refused(404, f"no project {project!r}")
     person = directory.person_dn(actor.name).lower()
     operations = directory.members(current_app.config["OPSLAB"].api.operations_project)
     if operations is not None and person in operations[0]:
         return
-    membership = directory.members(project)
-    if membership is None:
-        raise Refused(404, f"no project {project!r}")
     if person not in membership[0]:
         raise Refused(403, f"{actor.name} is not a member of project {project!r}")
 

@@ -164,7 +164,8 @@ def from_entry(entry: Attributes) -> dict[str, Any]:
         class_parameters.setdefault(class_name, {})[name] = json.loads(encoded)
     variables = dict(value.partition("=")[::2] for value in values("puppetVar"))
     return {
-        "name": (values("associatedDomain") or values("dc"))[0],
+        # Entries written for Puppet's old terminus are named by cn only.
+        "name": (values("associatedDomain") or values("dc") or values("cn") or [""])[0],
         "project": next(iter(values("opslabProject")), None),
         "classes": values("puppetClass"),
         "class_parameters": class_parameters,

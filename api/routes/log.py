@@ -13,14 +13,14 @@ from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 
 from ..app import json_body
-from ..auth import may_change_project
+from ..auth import PROJECT_NAME, may_change_project
 from ..feeds import FeedEntry, atom
 from ..hosts import Invalid
 from ..store import LogEntry
 
 blueprint = Blueprint("log", __name__)
 MAX_MESSAGE = 2000
-CHAT_LINE = re.compile(r"!log\s+(?P<project>[a-z0-9][a-z0-9-]{0,62})\s+(?P<message>\S.*)",
+CHAT_LINE = re.compile(rf"!log\s+(?P<project>{PROJECT_NAME.pattern})\s+(?P<message>\S.*)",
                        re.DOTALL)
 
 

@@ -1,19 +1,17 @@
 """Projects (read side) and the host query monitoring systems build their checks from."""
 
-import re
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 
-from ..auth import Refused
+from ..auth import PROJECT_NAME, Refused
 from ..directory import Attributes, DirectoryAccess, escape
 from ..hosts import Invalid, from_entry
 from ..store import LogEntry
 
 blueprint = Blueprint("projects", __name__)
 QUERY_FILTERS = ("project", "class", "var")
-PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 def _people_only() -> None:
