@@ -4,15 +4,24 @@ Tests add the entries they need under names of their own, so they can share
 the one server; tests that stop or freeze a server start their own.
 """
 
+import base64
 import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import ldap
 import pytest
+import yaml
+from flask.testing import FlaskClient
+from sqlalchemy import text
 
+from opslab.api.app import create_app
+from opslab.api.store import engine_for, migrate
+from opslab.config import parse
 from opslab.puppet import enc_command
 from opslab.slapd import ThrowawaySlapd
+from tests.postgres import ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = sorted((REPO / "schema").glob("*.ldif"))
@@ -54,8 +63,6 @@ def private_slapd() -> Iterator[ThrowawaySlapd]:
 
 def write_config(path: Path, slapd: ThrowawaySlapd, **sections: dict[str, object]) -> Path:
     """An opslab.yaml for ``slapd``; ``sections`` add or override keys."""
-    import yaml
-
     document: dict[str, dict[str, object]] = {
         "ldap": {"uri": slapd.ldapi_uri, "base": BASE, "timeout": 2, "deadline": 5},
         "cache": {"dir": str(path.parent / "cache")},
@@ -116,3 +123,71 @@ def project_ldif(name: str, *lines: str) -> str:
         f"objectClass: opslabNode\ncn: {name}\nmember: uid=alice,ou=people,{BASE}\n{extra}"
     )
 
+
+# The coordination API: people with passwords, SQL databases, a test client.
+
+PEOPLE = f"ou=people,{BASE}"
+PASSWORDS = {"carol": "carol-secret", "dave": "dave-secret", "olga": "olga-secret"}
+
+
+@pytest.fixture(scope="session")
+def people(slapd: ThrowawaySlapd) -> None:
+    """carol (member of web), dave (member of nothing), olga (operations)."""
+    for uid, password in PASSWORDS.items():
+        slapd.add_ldif(f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
+                       f"cn: {uid}\nsn: {uid}\nuserPassword: {password}\n")
+    slapd.add_ldif(f"dn: cn=operations,{PROJECTS}\nobjectClass: groupOfNames\n"
+                   f"cn: operations\nmember: uid=olga,{PEOPLE}\n")
+    connection = slapd.connect()
+    connection.modify_s(f"cn=web,{PROJECTS}", [(ldap.MOD_ADD, "member",
+                                                [f"uid=carol,{PEOPLE}".encode()])])
+    connection.unbind_s()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayPostgres]:
+    server = ThrowawayPostgres()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated database: SQLite, and a real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'api.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres").url
+    migrate(url)
+    yield url
+    if request.param == "postgresql":
+        engine = engine_for(url)
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+
+
+@pytest.fixture
+def client(tmp_path: Path, slapd: ThrowawaySlapd, people: None,
+           database: str) -> Iterator[FlaskClient]:
+    secret = tmp_path / "writer.secret"
+    secret.write_text(slapd.root_password)
+    config = parse(yaml.safe_dump({
+        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
+        "api": {"database": database, "writer_dn": slapd.root_dn,
+                "writer_password_file": str(secret), "max_body": 20000,
+                "public_url": "https://opslab.example.org"},
+    }), "test")
+    app = create_app(config)
+    with app.test_client() as test_client:
+        yield test_client
+
+
+def basic(uid: str) -> dict[str, str]:
+    token = base64.b64encode(f"{uid}:{PASSWORDS[uid]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -9,7 +9,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -18,80 +17,13 @@ import ldap
 import pytest
 import yaml
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from opslab.api.app import create_app
-from opslab.api.store import Change, engine_for, migrate
+from opslab.api.store import Change, migrate
 from opslab.config import parse
 from opslab.slapd import ThrowawaySlapd
-from tests.conftest import BASE, HOSTS, PROJECTS
-from tests.postgres import ThrowawayPostgres
-
-PEOPLE = f"ou=people,{BASE}"
-PASSWORDS = {"carol": "carol-secret", "dave": "dave-secret", "olga": "olga-secret"}
-
-
-@pytest.fixture(scope="module")
-def people(slapd: ThrowawaySlapd) -> None:
-    """carol (member of web), dave (member of nothing), olga (operations)."""
-    for uid, password in PASSWORDS.items():
-        slapd.add_ldif(f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
-                       f"cn: {uid}\nsn: {uid}\nuserPassword: {password}\n")
-    slapd.add_ldif(f"dn: cn=operations,{PROJECTS}\nobjectClass: groupOfNames\n"
-                   f"cn: operations\nmember: uid=olga,{PEOPLE}\n")
-    connection = slapd.connect()
-    connection.modify_s(f"cn=web,{PROJECTS}", [(ldap.MOD_ADD, "member",
-                                                [f"uid=carol,{PEOPLE}".encode()])])
-    connection.unbind_s()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[ThrowawayPostgres]:
-    server = ThrowawayPostgres()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty, migrated database: SQLite, and a real PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'api.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres").url
-    migrate(url)
-    yield url
-    if request.param == "postgresql":
-        engine = engine_for(url)
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        engine.dispose()
-
-
-@pytest.fixture
-def client(tmp_path: Path, slapd: ThrowawaySlapd, people: None,
-           database: str) -> Iterator[FlaskClient]:
-    secret = tmp_path / "writer.secret"
-    secret.write_text(slapd.root_password)
-    config = parse(yaml.safe_dump({
-        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-        "api": {"database": database, "writer_dn": slapd.root_dn,
-                "writer_password_file": str(secret), "max_body": 20000,
-                "public_url": "https://opslab.example.org"},
-    }), "test")
-    app = create_app(config)
-    with app.test_client() as test_client:
-        yield test_client
-
-
-def basic(uid: str) -> dict[str, str]:
-    token = base64.b64encode(f"{uid}:{PASSWORDS[uid]}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from tests.conftest import BASE, HOSTS, PASSWORDS, PEOPLE, PROJECTS, basic, bearer
 
 
 def audit_rows(client: FlaskClient) -> int:
