@@ -32,6 +32,9 @@ def create_app(config: Config) -> Flask:
 
     @app.before_request
     def identify_caller() -> None:
+        for name, value in request.args.items(multi=True):
+            if any(ord(char) < 0x20 for char in name + value):
+                raise Invalid(f"query parameter {name[:40]!r} contains control characters")
         g.actor = authenticate(request)
 
     _register_errors(app)

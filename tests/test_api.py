@@ -413,3 +413,11 @@ def test_openapi_document_describes_every_route(client: FlaskClient) -> None:
         path = str(rule).replace("<", "{").replace(">", "}")
         served |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert served == documented
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/changes?action=%00", "/v1/log?limit=%01", "/v1/hosts?class=a%0Ab"])
+def test_control_characters_in_queries_are_refused(client: FlaskClient, path: str) -> None:
+    response = client.get(path, headers=basic("olga"))
+    assert response.status_code == 422
+    assert "contains control characters" in response.json["error"]

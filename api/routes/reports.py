@@ -1,5 +1,6 @@
 """Run reports: instances post each Puppet run; people read them per host and project."""
 
+import re
 from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify
@@ -23,6 +24,8 @@ FIELDS: dict[str, type | tuple[type, ...]] = {
     "configuration_version": (str, int, type(None)), "puppet_time": (int, float, type(None)),
 }
 REQUIRED = ("status", "exit_code")
+COMMIT = re.compile(r"[0-9a-f]{4,64}")
+ENVIRONMENT = re.compile(r"[a-z0-9_]{1,200}")
 STATUSES = ("changed", "unchanged", "failed", "timeout", "disabled", "locked")
 
 
@@ -42,6 +45,10 @@ def _parse(body: Any) -> dict[str, Any]:
             raise Invalid(f"{name} has the wrong type")
     if body["status"] not in STATUSES:
         raise Invalid(f"status must be one of {', '.join(STATUSES)}")
+    if body.get("commit") is not None and not COMMIT.fullmatch(body["commit"]):
+        raise Invalid("commit must be a git commit id (hexadecimal)")
+    if body.get("environment") is not None and not ENVIRONMENT.fullmatch(body["environment"]):
+        raise Invalid("environment must be a Puppet environment name")
     return body
 
 
