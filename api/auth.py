@@ -16,7 +16,7 @@ from typing import NamedTuple
 from flask import Request, current_app
 from sqlalchemy import select
 
-from .directory import DirectoryAccess
+from .directory import DirectoryAccess, Membership
 from .store import HostToken, token_digest
 
 UID = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
@@ -69,22 +69,47 @@ def authenticate(request: Request) -> Actor | None:
     raise Refused(401, f"unsupported authorization scheme {scheme!r}")
 
 
-def may_change_project(actor: Actor | None, project: str) -> None:
-    """Refused unless ``actor`` is a member of ``project`` or of the operations project."""
+def person(actor: Actor | None) -> str:
+    """The directory DN of a person actor; Refused for anonymous callers and hosts."""
     if actor is None:
         raise Refused(401, "authentication required")
     if actor.kind != "person":
         raise Refused(403, "host tokens may only report runs and read their own classification")
     directory: DirectoryAccess = current_app.extensions["opslab.directory"]
-    membership = directory.members(project) if PROJECT_NAME.fullmatch(project) else None
+    return directory.person_dn(actor.name).lower()
+
+
+def is_operator(dn: str) -> bool:
+    """True if ``dn`` is a member of the operations project."""
+    directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+    operations = directory.membership(current_app.config["OPSLAB"].api.operations_project)
+    return operations is not None and dn in operations.members
+
+
+def project_membership(project: str) -> Membership:
+    """The membership of an existing project; Refused (404) otherwise."""
+    directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+    membership = directory.membership(project) if PROJECT_NAME.fullmatch(project) else None
     if membership is None:
         raise Refused(404, f"no project {project!r}")
-    person = directory.person_dn(actor.name).lower()
-    operations = directory.members(current_app.config["OPSLAB"].api.operations_project)
-    if operations is not None and person in operations[0]:
-        return
-    if person not in membership[0]:
-        raise Refused(403, f"{actor.name} is not a member of project {project!r}")
+    return membership
+
+
+def may_change_project(actor: Actor | None, project: str) -> Membership:
+    """Refused unless ``actor`` may change ``project`` and its hosts.
+
+    Members may, operations may; in a global project only operations may.
+    """
+    dn = person(actor)
+    membership = project_membership(project)
+    if is_operator(dn):
+        return membership
+    if membership.is_global:
+        raise Refused(403, f"project {project!r} is global: only operations may change it")
+    if dn not in membership.members:
+        raise Refused(403, f"{actor.name if actor else ''} is not a member of project "
+                           f"{project!r}")
+    return membership
 
 
 def may_read_host(actor: Actor | None, host: str, project: str | None) -> None:

@@ -7,7 +7,7 @@ opslab, compares password hashes). Every operation has the timeouts of
 built from validated names with ``ldap.dn.escape_dn_chars``.
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import ldap
 import ldap.modlist
@@ -19,6 +19,14 @@ from opslab.directory import DirectoryError, DirectoryUnavailable
 
 _TRANSPORT = (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR, ldap.UNAVAILABLE, ldap.BUSY)
 Attributes = dict[str, list[str]]
+
+
+class Membership(NamedTuple):
+    """A project's members and owners (lowercased DNs), and whether it is global."""
+
+    members: set[str]
+    owners: set[str]
+    is_global: bool
 
 
 class WriteConflict(Exception):
@@ -113,13 +121,14 @@ class DirectoryAccess:
         result: Attributes | None = self._run(search)
         return result
 
-    def members(self, project: str) -> tuple[set[str], set[str]] | None:
-        """(member DNs, owner DNs) of ``project``, or None if it does not exist."""
+    def membership(self, project: str) -> "Membership | None":
+        """Who belongs to ``project``, or None if it does not exist."""
         entry = self.read(self.project_dn(project))
         if entry is None:
             return None
-        return ({dn.lower() for dn in _get(entry, "member")},
-                {dn.lower() for dn in _get(entry, "owner")})
+        return Membership({dn.lower() for dn in _get(entry, "member")},
+                          {dn.lower() for dn in _get(entry, "owner")},
+                          _get(entry, "opslabGlobal") == ["TRUE"])
 
     def add(self, dn: str, attributes: Attributes) -> None:
         encoded = {name: [value.encode() for value in values]

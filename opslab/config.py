@@ -94,6 +94,7 @@ class ApiSettings(NamedTuple):
     people_base: str = "ou=people"
     hosts_base: str = "ou=hosts"
     operations_project: str = "operations"
+    owners_create_projects: bool = False
     listen: str = "127.0.0.1:8150"
     workers: int = 2
     max_body: int = 65536

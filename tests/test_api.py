@@ -421,3 +421,80 @@ def test_control_characters_in_queries_are_refused(client: FlaskClient, path: st
     response = client.get(path, headers=basic("olga"))
     assert response.status_code == 422
     assert "contains control characters" in response.json["error"]
+
+
+def test_projects_are_created_by_operations_and_run_by_their_members(
+    client: FlaskClient, slapd: ThrowawaySlapd
+) -> None:
+    body = {"name": "mail", "description": "Mail relays", "branch": "feature/mail",
+            "classes": ["role::mail"], "variables": {"relay": "smtp.example.org"}}
+    assert client.post("/v1/projects", json=body, headers=basic("carol")).status_code == 403
+    created = client.post("/v1/projects", json=body, headers=basic("olga"))
+    assert created.status_code == 201, created.json
+    assert (created.json["members"], created.json["owners"]) == (["olga"], ["olga"])
+    try:
+        assert client.post("/v1/projects", json=body, headers=basic("olga")).status_code == 409
+        # Members: anyone in the project may add members; only owners add owners.
+        added = client.post("/v1/projects/mail/members", json={"uid": "carol"},
+                            headers=basic("olga"))
+        assert added.status_code == 200, added.json
+        assert client.post("/v1/projects/mail/members", json={"uid": "dave", "owner": True},
+                           headers=basic("carol")).status_code == 403
+        assert client.post("/v1/projects/mail/members", json={"uid": "dave"},
+                           headers=basic("carol")).status_code == 200
+        assert client.post("/v1/projects/mail/members", json={"uid": "nobody"},
+                           headers=basic("carol")).status_code == 404
+        # A member changes the project's branch and settings; the ENC follows.
+        changed = client.patch("/v1/projects/mail", json={"branch": "production",
+                                                          "variables": {"relay": "mx"}},
+                               headers=basic("dave"))
+        assert changed.status_code == 200, changed.json
+        assert (changed.json["branch"], changed.json["variables"]) == (
+            "production", {"relay": "mx"})
+        assert client.patch("/v1/projects/mail", json={"global": True},
+                            headers=basic("dave")).status_code == 403
+        # Global: only operations may change it or its hosts from now on.
+        assert client.patch("/v1/projects/mail", json={"global": True},
+                            headers=basic("olga")).status_code == 200
+        assert client.patch("/v1/projects/mail", json={"branch": "x"},
+                            headers=basic("dave")).status_code == 403
+        host = {"name": "mx1.mail.example.org", "classes": ["postfix"]}
+        assert client.post("/v1/projects/mail/hosts", json=host,
+                           headers=basic("dave")).status_code == 403
+        assert client.post("/v1/projects/mail/hosts", json=host,
+                           headers=basic("olga")).status_code == 201
+        client.delete("/v1/hosts/mx1.mail.example.org", headers=basic("olga"))
+        # Leaving, removing, and the last member.
+        assert client.delete("/v1/projects/mail/members/dave",
+                             headers=basic("dave")).status_code == 200
+        assert client.delete("/v1/projects/mail/members/olga",
+                             headers=basic("carol")).status_code == 403
+        assert client.delete("/v1/projects/mail/members/carol",
+                             headers=basic("olga")).status_code == 200
+        last = client.delete("/v1/projects/mail/members/olga", headers=basic("olga"))
+        assert last.status_code == 409
+        actions = [c["action"] for c in client.get("/v1/changes?project=mail",
+                                                  headers=basic("olga")).json]
+        assert actions[-1] == "project.create"
+        assert actions.count("project.member.add") == 2
+        assert actions.count("project.update") == 2
+    finally:
+        connection = slapd.connect()
+        connection.delete_s(f"cn=mail,{PROJECTS}")
+        connection.unbind_s()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [({"name": "Bad Name"}, "name must be a project name"),
+     ({"name": "ok", "colour": 1}, "unknown fields: colour"),
+     ({"name": "ok", "global": "yes"}, "global must be true or false"),
+     ({"name": "ok", "classes": ["Bad"]}, "not a Puppet class name"),
+     ({"name": "ok", "description": "two\nlines"}, "one line")],
+)
+def test_bad_project_documents(client: FlaskClient, body: Any, message: str) -> None:
+    before = audit_rows(client)
+    response = client.post("/v1/projects", json=body, headers=basic("olga"))
+    assert response.status_code == 422, response.json
+    assert message in response.json["error"]
+    assert audit_rows(client) == before
