@@ -17,7 +17,7 @@ import argparse
 import sys
 import traceback
 
-from opslab.config import ConfigError, load
+from opslab.config import Config, ConfigError, load
 from opslab.directory import Directory, DirectoryError, DirectoryUnavailable
 from opslab.names import InvalidName, validate_certname
 
@@ -68,6 +68,8 @@ def _classify(arguments: argparse.Namespace) -> int:
         _say(f"error: {error}")
         return EXIT_USAGE
     cache = ClassificationCache(config.cache.dir, config.cache.max_age)
+    if config.enc.api_url:
+        return _classify_through_api(config, cache, certname, arguments.explain)
 
     try:
         with Directory(config.ldap) as directory:
@@ -89,6 +91,33 @@ def _classify(arguments: argparse.Namespace) -> int:
         sys.stdout.write(explain(classification))
         return 0
     output = to_yaml(classification)
+    try:
+        cache.store(certname, output)
+    except OSError as error:
+        _say(f"warning: cannot update the cache in {config.cache.dir}: {error.strerror}")
+    sys.stdout.write(output)
+    return 0
+
+
+def _classify_through_api(config: Config, cache: ClassificationCache, certname: str,
+                          explaining: bool) -> int:
+    """The same contract, with the API (enc.api_url) in place of the directory."""
+    from .api_source import fetch
+
+    if explaining:
+        _say("error: --explain reads the directory; it is not available through enc.api_url")
+        return EXIT_USAGE
+    try:
+        output = fetch(config.enc, certname)
+    except UnknownNode as error:
+        cache.forget(certname)
+        _say(f"unknown node {certname}: {error}")
+        return EXIT_UNKNOWN_NODE
+    except (ClassificationError, DirectoryError) as error:
+        _say(f"error: cannot classify {certname}: {error}")
+        return EXIT_UNCLASSIFIABLE
+    except DirectoryUnavailable as error:
+        return _serve_cached(cache, certname, str(error), explaining=False)
     try:
         cache.store(certname, output)
     except OSError as error:

@@ -50,6 +50,9 @@ class EncSettings(NamedTuple):
     parent_attribute: str = "parentNode"
     # None: the mode's default ("none" for opslab, "all" for terminus).
     attribute_parameters: tuple[str, ...] | str | None = None
+    api_url: str | None = None
+    api_token_file: str | None = None
+    api_timeout: float = 10.0
 
 
 class CacheSettings(NamedTuple):

@@ -2,13 +2,6 @@
 
 import base64
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -24,6 +17,7 @@ from opslab.api.store import Change, migrate
 from opslab.config import parse
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, HOSTS, PASSWORDS, PEOPLE, PROJECTS, basic, bearer
+from tests.served_api import ServedApi
 
 
 def audit_rows(client: FlaskClient) -> int:
@@ -264,57 +258,23 @@ def test_directory_failure_records_nothing(
     assert audit_rows(client) == 0
 
 
-def wait_for_status(url: str, deadline: float) -> int:
-    """The HTTP status of ``url`` once something answers there (by ``deadline``)."""
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as error:
-            return error.code
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def test_served_by_gunicorn(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> None:
     """The same API through ``opslab api serve`` (gunicorn) on a loopback port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    secret = tmp_path / "writer.secret"
-    secret.write_text(slapd.root_password)
-    config = tmp_path / "opslab.yaml"
-    config.write_text(yaml.safe_dump({
-        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-        "api": {"database": f"sqlite:///{tmp_path / 'api.sqlite'}", "writer_dn": slapd.root_dn,
-                "writer_password_file": str(secret), "listen": f"127.0.0.1:{port}",
-                "workers": 2},
-    }))
-    server = subprocess.Popen([sys.executable, "-m", "opslab.cli", f"--config={config}", "api",
-                               "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env={**os.environ})
-    url = f"http://127.0.0.1:{port}/v1"
+    api = ServedApi(tmp_path, slapd, BASE)
+    api.start()
     try:
-        assert wait_for_status(f"{url}/changes", deadline=time.monotonic() + 30) == 401
-        request = urllib.request.Request(
-            f"{url}/projects/web/hosts", method="POST",
-            data=json.dumps({**NEW_HOST, "name": "served.web.example.org"}).encode(),
-            headers={**basic("carol"), "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            token = json.load(response)["token"]
-        node = urllib.request.Request(f"{url}/nodes/served.web.example.org",
-                                      headers=bearer(token))
-        with urllib.request.urlopen(node, timeout=10) as response:
-            assert json.load(response)["environment"] == "feature_api"
-        remove = urllib.request.Request(f"{url}/hosts/served.web.example.org", method="DELETE",
-                                        headers=basic("carol"))
-        with urllib.request.urlopen(remove, timeout=10) as response:
-            assert response.status == 204
+        assert api.request("GET", "/v1/changes")[0] == 401
+        status, body = api.request("POST", "/v1/projects/web/hosts", headers=basic("carol"),
+                                   body={**NEW_HOST, "name": "served.web.example.org"})
+        assert status == 201, body
+        token = json.loads(body)["token"]
+        status, body = api.request("GET", "/v1/nodes/served.web.example.org",
+                                   headers=bearer(token))
+        assert (status, json.loads(body)["environment"]) == (200, "feature_api")
+        assert api.request("DELETE", "/v1/hosts/served.web.example.org",
+                           headers=basic("carol"))[0] == 204
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        api.stop()
 
 
 def test_server_admin_log_per_project_combined_and_from_chat(client: FlaskClient) -> None:

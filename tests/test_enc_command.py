@@ -17,7 +17,8 @@ import yaml
 
 from opslab.enc.cli import main
 from opslab.slapd import ThrowawaySlapd
-from tests.conftest import HOSTS, EncRunner, host_ldif, write_config
+from tests.conftest import BASE, HOSTS, EncRunner, basic, host_ldif, write_config
+from tests.served_api import ServedApi
 
 WEB1 = "web1.web.example.org"
 
@@ -297,3 +298,57 @@ def test_internal_error_is_not_mistaken_for_an_unknown_node(
     assert captured.out == ""
     assert "internal error" in captured.err
     assert "KeyError: 'a bug'" in captured.err
+
+
+# Classifying through the API instead of LDAP.
+
+
+def test_classification_through_the_api_with_the_same_cache_rules(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None, run_enc: EncRunner
+) -> None:
+    api = ServedApi(tmp_path, slapd, BASE)
+    api.start()
+    name = "viaapi.web.example.org"
+    try:
+        status, body = api.request("POST", "/v1/projects/web/hosts", headers=basic("carol"),
+                                   body={"name": name, "variables": {"cluster": "esams"}})
+        assert status == 201, body
+        token_file = tmp_path / "host.token"
+        token_file.write_text(json.loads(body)["token"] + "\n")
+        config = tmp_path / "enc.yaml"
+        config.write_text(yaml.safe_dump({
+            "enc": {"api_url": api.url, "api_token_file": str(token_file), "api_timeout": 3},
+            "cache": {"dir": str(tmp_path / "cache"), "max_age": 600}}))
+
+        through_api = run_enc("--config", str(config), name)
+        assert through_api.returncode == 0, through_api.stderr
+        from_ldap = run_enc("--config", str(write_config(tmp_path / "ldap.yaml", slapd)), name)
+        assert through_api.stdout == from_ldap.stdout  # exactly what opslab-enc prints
+
+        # Another host's classification is refused (not an outage: no cache).
+        other = run_enc("--config", str(config), WEB1)
+        assert (other.returncode, other.stdout) == (4, "")
+        assert "not" in other.stderr and WEB1 in other.stderr
+
+        api.stop()  # the API is down: the cached answer stands in
+        served = run_enc("--config", str(config), name)
+        assert (served.returncode, served.stdout) == (0, through_api.stdout)
+        assert "serving the cached classification" in served.stderr
+
+        api.start()
+        # The entry vanishes from the directory (not through the API, so the token
+        # stays): the API says "unknown node", and the cache goes with it.
+        connection = slapd.connect()
+        connection.delete_s(f"dc={name},{HOSTS}")
+        connection.unbind_s()
+        unknown = run_enc("--config", str(config), name)
+        assert (unknown.returncode, unknown.stdout) == (1, "")
+        assert not (tmp_path / "cache" / f"{name}.json").exists()
+
+        # A token the API does not know is refused (exit 4), not covered by a cache.
+        token_file.write_text("not-a-token")
+        refused = run_enc("--config", str(config), name)
+        assert (refused.returncode, refused.stdout) == (4, "")
+        assert "unknown host token" in refused.stderr
+    finally:
+        api.stop()

@@ -1,0 +1,863 @@
+"""How many requests per second does the opslab API serve, and how fast, behind gunicorn?
+
+Every instance asks the API for its classification (``GET /v1/nodes/FQDN``)
+and posts a report after every Puppet run (``POST /v1/hosts/FQDN/reports``),
+both with its own host token. With thousands of instances on a 30-minute run
+interval, those two requests are the API's steady load, so they are what this
+benchmark measures, end to end, on a real slapd, a real SQLite database and
+the real ``opslab api serve`` (gunicorn). One run of this script:
+
+1. Generates a directory of 10,000 hosts in 500 projects (plus people and the
+   ``default`` entry) below ``dc=example,dc=org``, as ``enc_benchmark.py``
+   does, each host naming its project in ``opslabProject``; bulk-loads it with
+   slapadd into a throwaway slapd (:class:`opslab.slapd.ThrowawaySlapd`).
+2. Creates a SQLite database in a temporary directory (``opslab.api.store.migrate``)
+   holding a token digest for every host, writes an opslab configuration
+   file (the directory's ldapi socket, the root DN as the API's writer, two
+   gunicorn workers on a free loopback port) and starts ``opslab --config
+   FILE api serve``, waiting (with a deadline) until it answers.
+3. Checks the answers before measuring anything: classifications of sample
+   hosts against the generated data, a report's project, a foreign token
+   refused.
+4. Loads each scenario from separate client processes (this same file run
+   with ``--client``, so the client's CPU is not the server's): several
+   threads, each with its own ``http.client`` connection (keep-alive asked
+   for, and reconnecting when the server closes), random hosts, each
+   request with a timeout. A few seconds of warm-up are not counted; then a
+   fixed measuring window (and a cap on the request count). Closed loop: each
+   connection sends its next request as soon as it has the answer, so the
+   throughput is the most the server gives at that concurrency, and by
+   Little's law the mean latency is connections / throughput. Scenarios:
+
+   * ``floor``: an unauthenticated request for a route that does not exist
+     (a 404 from the API's own error handler): gunicorn plus Flask, no LDAP,
+     no SQL; the most any route can reach on this machine;
+   * ``classify``: ``GET /v1/nodes/FQDN`` with the host's token (expects 200);
+   * ``report``: ``POST /v1/hosts/FQDN/reports`` with the host's token and a
+     run report (expects 201); afterwards the number of stored reports is
+     checked against the 201s the clients saw.
+
+   Any other status and any failed request (timeout, reset) counts as an
+   error and is reported. For each scenario: requests/s, median, p90 and p99
+   latency in ms, errors, connections opened, and the CPU spent per request
+   by the gunicorn workers, slapd and the client, read from /proc: the
+   machine's 2 cores are shared by all three, and those figures say who is
+   the bottleneck.
+5. Prints PASS/FAIL against the targets: classification at least 500
+   requests/s with p99 under 50 ms; run reports at least 300 per second.
+   Benchmarks report; they do not fail: the exit status is 0 whatever the
+   numbers, non-zero only if the benchmark itself cannot run (a server does
+   not start, or answers wrongly before the load).
+
+gunicorn, slapd and the client processes are always stopped and the
+temporary directories removed.
+
+Usage: ``python benchmarks/api_benchmark.py [--seconds N] [--warmup N] [--connections N]
+[--client-processes N] [--json FILE]``
+"""
+
+import argparse
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import platform
+import random
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SUFFIX = "dc=example,dc=org"
+DOMAIN = "example.org"
+PROJECTS = 500
+HOSTS_PER_PROJECT = 20
+PEOPLE = 25
+SEED = 20240601
+WORKERS = 2
+SAMPLE_HOSTS = 20  # checked before the load
+
+SERVER_START_DEADLINE = 60.0  # seconds until gunicorn must answer
+SERVER_STOP_DEADLINE = 20.0
+REQUEST_TIMEOUT = 5.0  # seconds, for every request
+CLIENT_START_MARGIN = 3.0  # seconds between launching the clients and their first request
+MAX_REQUESTS = 200_000  # per scenario, over all client processes, warm-up included
+
+CLASSIFY_RPS_TARGET = 500.0
+CLASSIFY_P99_TARGET_MS = 50.0
+REPORT_RPS_TARGET = 300.0
+
+HOST_CLASSES = (
+    "role::app", "role::db", "role::cache", "role::queue", "role::proxy",
+    "profile::backup", "profile::monitoring", "profile::firewall", "profile::logging",
+)
+PROJECT_CLASSES = ("motd", "profile::base", "profile::users", "profile::ssh", "profile::ntp")
+DEFAULT_CLASS = "base"
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark itself could not run, or the API answered wrongly before the load."""
+
+
+@dataclass(frozen=True)
+class ExpectedNode:
+    """What the API must answer for one generated host."""
+
+    project: str
+    classes: frozenset[str]
+    environment: str
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One kind of request to load the API with."""
+
+    name: str
+    method: str
+    path: str  # with {host}
+    expect: int
+    authenticated: bool
+    description: str
+
+
+SCENARIOS = (
+    Scenario("floor", "GET", "/v1/no-such-route/{host}", 404, False,
+             "unauthenticated 404: gunicorn + Flask, no LDAP, no SQL"),
+    Scenario("classify", "GET", "/v1/nodes/{host}", 200, True,
+             "GET /v1/nodes/FQDN with the host's token"),
+    Scenario("report", "POST", "/v1/hosts/{host}/reports", 201, True,
+             "POST /v1/hosts/FQDN/reports with the host's token"),
+)
+
+
+# --- the directory -------------------------------------------------------------------------
+
+
+def seeded_random() -> random.Random:
+    """The same pseudo-random sequence every run: same directory, same sample hosts."""
+    return random.Random(SEED)  # noqa: S311 - reproducible test data, not secrets
+
+
+def _entry(dn: str, *lines: str) -> str:
+    return "\n".join((f"dn: {dn}", *lines)) + "\n"
+
+
+def generate_ldif(rng: random.Random) -> tuple[str, dict[str, ExpectedNode]]:
+    """The benchmark directory as LDIF (parents first), and each host's expected answer."""
+    from opslab.names import environment_for_branch
+
+    top = SUFFIX.split(",")[0].partition("=")[2]
+    entries = [
+        _entry(SUFFIX, "objectClass: dcObject", "objectClass: organization",
+               f"dc: {top}", f"o: {top}"),
+        *(_entry(f"ou={ou},{SUFFIX}", "objectClass: organizationalUnit", f"ou: {ou}")
+          for ou in ("people", "projects", "hosts")),
+    ]
+    people = [f"uid=user{number:02d},ou=people,{SUFFIX}" for number in range(PEOPLE)]
+    for number, dn in enumerate(people):
+        entries.append(_entry(
+            dn, "objectClass: inetOrgPerson", f"uid: user{number:02d}",
+            f"cn: User {number}", "sn: Example",
+        ))
+    entries.append(_entry(
+        f"dc=default,ou=hosts,{SUFFIX}",
+        "objectClass: dNSDomain", "objectClass: domainRelatedObject",
+        "objectClass: puppetClient", "objectClass: opslabNode",
+        "dc: default", "associatedDomain: default", f"puppetClass: {DEFAULT_CLASS}",
+        f"puppetVar: ntp_server=ntp.{DOMAIN}", "puppetVar: cluster=unassigned",
+        "puppetVar: monitored=true",
+    ))
+
+    expected: dict[str, ExpectedNode] = {}
+    host_number = 0
+    for project_number in range(PROJECTS):
+        project = f"proj{project_number:03d}"
+        branch = "production" if project_number % 5 else f"feature/{project}-Rollout"
+        project_classes = rng.sample(PROJECT_CLASSES, 2)
+        members = rng.sample(people, rng.randint(1, 3))
+        entries.append(_entry(
+            f"cn={project},ou=projects,{SUFFIX}",
+            "objectClass: groupOfNames", "objectClass: puppetClient",
+            "objectClass: opslabNode", f"cn: {project}",
+            f"description: Benchmark project {project}",
+            *(f"member: {member}" for member in members),
+            f"owner: {members[0]}",
+            f"environment: {branch}",
+            *(f"puppetClass: {name}" for name in project_classes),
+            f"puppetVar: cluster=cluster{project_number % 7}",
+            f"puppetVar: project_name={project}",
+            f'opslabClassParameter: motd::message="Welcome to {project}"',
+        ))
+        for _ in range(HOSTS_PER_PROJECT):
+            host = f"h{host_number:05d}.{project}.{DOMAIN}"
+            host_number += 1
+            host_classes = rng.sample(HOST_CLASSES, rng.randint(1, 2))
+            variables = [f"rack=r{rng.randint(1, 40)}", f"serial=SN{rng.randrange(10**8):08d}"]
+            if rng.random() < 0.5:
+                variables.append(f"monitored={rng.choice(('true', 'false'))}")
+            entries.append(_entry(
+                f"dc={host},ou=hosts,{SUFFIX}",
+                "objectClass: dNSDomain", "objectClass: domainRelatedObject",
+                "objectClass: puppetClient", "objectClass: opslabNode",
+                f"dc: {host}", f"associatedDomain: {host}", f"opslabProject: {project}",
+                *(f"puppetClass: {name}" for name in host_classes),
+                *(f"puppetVar: {variable}" for variable in variables),
+                f"opslabClassParameter: {host_classes[0]}::workers={rng.randint(1, 32)}",
+            ))
+            expected[host] = ExpectedNode(
+                project=project,
+                classes=frozenset([*host_classes, *project_classes, DEFAULT_CLASS]),
+                environment=environment_for_branch(branch),
+            )
+    return "\n".join(entries), expected
+
+
+def load_directory(slapd: Any, workdir: Path) -> dict[str, ExpectedNode]:
+    """Generate the directory, bulk-load it and start slapd; prints the timings."""
+    started = time.perf_counter()
+    ldif, expected = generate_ldif(seeded_random())
+    ldif_path = workdir / "directory.ldif"
+    ldif_path.write_text(ldif, encoding="utf-8")
+    generated = time.perf_counter()
+    slapd.preload([ldif_path])
+    loaded = time.perf_counter()
+    slapd.start()
+    running = time.perf_counter()
+    print(f"directory: {len(expected):,} hosts in {PROJECTS} projects, "
+          f"{ldif.count('dn: '):,} entries; generate {generated - started:.2f} s, "
+          f"slapadd {loaded - generated:.2f} s, slapd start {running - loaded:.2f} s")
+    return expected
+
+
+# --- the database and the configuration ----------------------------------------------------
+
+
+def create_database(url: str, hosts: Sequence[str]) -> dict[str, str]:
+    """Migrate the database at ``url`` and store a token digest for each host; the tokens."""
+    from sqlalchemy import insert
+
+    from opslab.api.store import HostToken, engine_for, migrate, sessions, token_digest
+
+    started = time.perf_counter()
+    migrate(url)
+    tokens = {host: secrets.token_urlsafe(32) for host in hosts}
+    engine = engine_for(url)
+    try:
+        with sessions(engine)() as session:
+            session.execute(insert(HostToken), [
+                {"host": host, "digest": token_digest(token)} for host, token in tokens.items()
+            ])
+            session.commit()
+    finally:
+        engine.dispose()
+    print(f"database: {url.rpartition('/')[2]} (SQLite), {len(tokens):,} host tokens, "
+          f"{time.perf_counter() - started:.2f} s")
+    return tokens
+
+
+def count_reports(url: str) -> int:
+    """How many run reports the database holds."""
+    from sqlalchemy import func, select
+
+    from opslab.api.store import RunReport, engine_for, sessions
+
+    engine = engine_for(url)
+    try:
+        with sessions(engine)() as session:
+            return int(session.scalar(select(func.count()).select_from(RunReport)) or 0)
+    finally:
+        engine.dispose()
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def write_config(slapd: Any, workdir: Path, database: str, port: int) -> Path:
+    """The opslab configuration for the API under test."""
+    secret = workdir / "writer.secret"
+    secret.write_text(slapd.root_password, encoding="utf-8")
+    secret.chmod(0o600)
+    path = workdir / "opslab.yaml"
+    document = {
+        "ldap": {"uri": slapd.ldapi_uri, "base": SUFFIX},
+        "api": {
+            "database": database,
+            "writer_dn": slapd.root_dn,
+            "writer_password_file": str(secret),
+            "listen": f"127.0.0.1:{port}",
+            "workers": WORKERS,
+            "public_url": f"http://127.0.0.1:{port}",
+        },
+    }
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+def find_opslab() -> str:
+    """The installed ``opslab`` console script of this interpreter's environment."""
+    beside = Path(sys.executable).parent / "opslab"
+    if beside.exists():
+        return str(beside)
+    path = shutil.which("opslab")
+    if path is None:
+        raise BenchmarkError("opslab not installed: pip install -e . into this environment")
+    return path
+
+
+def request_once(
+    port: int, method: str, path: str, headers: dict[str, str] | None = None,
+    body: bytes | None = None, timeout: float = REQUEST_TIMEOUT,
+) -> tuple[int, bytes]:
+    """One request on a fresh connection: its status and body."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+class ApiServer:
+    """``opslab --config FILE api serve`` as a child process, its output in a log file."""
+
+    def __init__(self, config_path: Path, port: int, workdir: Path) -> None:
+        self.config_path = config_path
+        self.port = port
+        self.workdir = workdir
+        self.log_path = workdir / "gunicorn.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start gunicorn and wait until it answers HTTP, within SERVER_START_DEADLINE."""
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [find_opslab(), "--config", str(self.config_path), "api", "serve"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+            )
+        started = time.monotonic()
+        while True:
+            if self.process.poll() is not None:
+                raise BenchmarkError(f"opslab api serve exited with {self.process.returncode}:"
+                                     f"\n{self.log_tail()}")
+            try:
+                request_once(self.port, "GET", "/v1/no-such-route", timeout=2.0)
+            except OSError:
+                if time.monotonic() - started > SERVER_START_DEADLINE:
+                    raise BenchmarkError(
+                        f"opslab api serve did not answer within {SERVER_START_DEADLINE:g} s:"
+                        f"\n{self.log_tail()}") from None
+                time.sleep(0.2)
+                continue
+            workers = self.worker_pids()
+            print(f"gunicorn: answering on 127.0.0.1:{self.port} after "
+                  f"{time.monotonic() - started:.1f} s, master {self.process.pid}, "
+                  f"{len(workers)} workers")
+            return
+
+    def worker_pids(self) -> list[int]:
+        """The master's child processes (the workers), from /proc."""
+        if self.process is None:
+            return []
+        return children_of(self.process.pid)
+
+    def stop(self) -> None:
+        """SIGTERM (gunicorn's graceful stop); SIGKILL master and workers after the deadline."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        workers = children_of(process.pid)
+        process.terminate()
+        try:
+            process.wait(timeout=SERVER_STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=SERVER_STOP_DEADLINE)
+        for pid in workers:  # gone with a graceful stop; not after a SIGKILL of the master
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines gunicorn wrote."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+# --- CPU accounting from /proc -------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
+        text = stream.read()
+    return text[text.rindex(")") + 2:].split()  # fields from the 3rd (state) on
+
+
+def children_of(parent: int) -> list[int]:
+    """Process ids whose parent is ``parent``."""
+    children = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(_stat_fields(int(name))[1]) == parent:
+                children.append(int(name))
+    return children
+
+
+def process_cpu_seconds(pids: Sequence[int]) -> float:
+    """User plus system CPU seconds of ``pids`` (processes that are gone count 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = _stat_fields(pid)
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as stream:
+        values = [int(value) for value in stream.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already in user
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds used so far by each party, and by the machine."""
+
+    workers: float
+    master: float
+    slapd: float
+    machine_busy: float
+    machine_total: float
+
+    @classmethod
+    def take(cls, server: ApiServer, slapd_pid: int) -> "CpuSample":
+        assert server.process is not None
+        busy, total = machine_busy_seconds()
+        return cls(
+            workers=process_cpu_seconds(server.worker_pids()),
+            master=process_cpu_seconds([server.process.pid]),
+            slapd=process_cpu_seconds([slapd_pid]),
+            machine_busy=busy,
+            machine_total=total,
+        )
+
+
+# --- the load-generating client (a separate process) ---------------------------------------
+
+
+def run_client(spec_path: str) -> int:
+    """``--client SPEC``: load the API as SPEC (JSON) says; write the results as JSON."""
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    tokens: dict[str, str] = json.loads(Path(spec["tokens"]).read_text(encoding="utf-8"))
+    hosts = sorted(tokens)
+    scenario = next(s for s in SCENARIOS if s.name == spec["scenario"])
+    port: int = spec["port"]
+    start_at, warm_end, end_at = spec["start_at"], spec["warm_end"], spec["end_at"]
+    budget = itertools.count()  # next() is atomic under the GIL
+    max_requests: int = spec["max_requests"]
+    lock = threading.Lock()
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()  # measured requests, by status or exception name
+    all_expected = 0  # expected answers, warm-up included
+    opened = 0  # connections opened during the measuring window
+    last_done = warm_end
+
+    def worker(index: int) -> None:
+        nonlocal all_expected, opened, last_done
+        rng = random.Random(f"{spec['seed']}-{index}")  # noqa: S311 - load pattern, not secrets
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+        my_latencies: list[float] = []
+        my_statuses: Counter[str] = Counter()
+        my_expected = my_opened = 0
+        my_last = warm_end
+        while time.time() < start_at:
+            time.sleep(0.01)
+        try:
+            while time.time() < end_at and next(budget) < max_requests:
+                host = rng.choice(hosts)
+                headers = {"Host": f"127.0.0.1:{port}", "Accept": "application/json",
+                           "Connection": "keep-alive"}
+                if scenario.authenticated:
+                    headers["Authorization"] = f"Bearer {tokens[host]}"
+                body = None
+                if scenario.method == "POST":
+                    headers["Content-Type"] = "application/json"
+                    body = json.dumps({
+                        "status": "changed", "exit_code": 2,
+                        "commit": f"{rng.getrandbits(160):040x}", "environment": "production",
+                        "resources": {"changed": 3, "failed": 0}, "failed_resources": [],
+                        "duration": round(rng.uniform(1, 60), 1),
+                    }).encode()
+                measured = time.time() >= warm_end
+                reconnect = connection.sock is None
+                started = time.perf_counter()
+                try:
+                    connection.request(scenario.method, scenario.path.format(host=host),
+                                       body=body, headers=headers)
+                    response = connection.getresponse()
+                    response.read()
+                    outcome = str(response.status)
+                    if response.status == scenario.expect:
+                        my_expected += 1
+                except (OSError, http.client.HTTPException) as error:
+                    outcome = type(error).__name__
+                    connection.close()
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                if measured:
+                    my_latencies.append(elapsed_ms)
+                    my_statuses[outcome] += 1
+                    my_opened += reconnect
+                    my_last = time.time()
+        finally:
+            connection.close()
+        with lock:
+            latencies.extend(my_latencies)
+            statuses.update(my_statuses)
+            all_expected += my_expected
+            opened += my_opened
+            last_done = max(last_done, my_last)
+
+    threads = [threading.Thread(target=worker, args=(index,), daemon=True)
+               for index in range(spec["connections"])]
+    for thread in threads:
+        thread.start()
+    while time.time() < warm_end:
+        time.sleep(0.01)
+    usage_start = resource.getrusage(resource.RUSAGE_SELF)
+    deadline = end_at + REQUEST_TIMEOUT + 5
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.time()))
+    usage_end = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage_end.ru_utime + usage_end.ru_stime) - (usage_start.ru_utime + usage_start.ru_stime)
+    with lock:
+        result = {
+            "latencies_ms": latencies, "statuses": dict(statuses), "all_expected": all_expected,
+            "connections_opened": opened, "window_s": max(last_done - warm_end, 1e-3),
+            "cpu_s": cpu, "stuck_threads": sum(thread.is_alive() for thread in threads),
+        }
+    Path(spec["out"]).write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+
+def percentile(samples: Sequence[float], percent: int) -> float:
+    """The ``percent``-th percentile (inclusive method, interpolated)."""
+    if len(samples) < 2:
+        return samples[0]
+    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1]
+
+
+# --- one scenario --------------------------------------------------------------------------
+
+
+def run_scenario(
+    scenario: Scenario, arguments: argparse.Namespace, server: ApiServer, slapd_pid: int,
+    workdir: Path, tokens_path: Path,
+) -> dict[str, Any]:
+    """Load the server with ``scenario`` from the client processes; the merged results."""
+    processes = arguments.client_processes
+    per_process = [arguments.connections // processes + (i < arguments.connections % processes)
+                   for i in range(processes)]
+    start_at = time.time() + CLIENT_START_MARGIN
+    warm_end = start_at + arguments.warmup
+    end_at = warm_end + arguments.seconds
+    clients: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for number, connections in enumerate(per_process):
+            spec_path = workdir / f"client-{scenario.name}-{number}.json"
+            out_path = workdir / f"result-{scenario.name}-{number}.json"
+            spec_path.write_text(json.dumps({
+                "scenario": scenario.name, "port": server.port, "tokens": str(tokens_path),
+                "connections": connections, "seed": f"{SEED}-{scenario.name}-{number}",
+                "start_at": start_at, "warm_end": warm_end, "end_at": end_at,
+                "max_requests": MAX_REQUESTS // processes, "out": str(out_path),
+            }), encoding="utf-8")
+            process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).resolve()), "--client", str(spec_path)],
+                stdin=subprocess.DEVNULL, cwd=workdir,
+            )
+            clients.append((process, out_path))
+        time.sleep(max(0.0, warm_end - time.time()))
+        before = CpuSample.take(server, slapd_pid)
+        time.sleep(max(0.0, end_at - time.time()))
+        after = CpuSample.take(server, slapd_pid)
+        results = []
+        for process, out_path in clients:
+            try:
+                status = process.wait(timeout=max(1.0, end_at + REQUEST_TIMEOUT + 30
+                                                  - time.time()))
+            except subprocess.TimeoutExpired:
+                raise BenchmarkError(f"client {process.pid} did not finish") from None
+            if status != 0 or not out_path.exists():
+                raise BenchmarkError(f"client {process.pid} exited with {status}")
+            results.append(json.loads(out_path.read_text(encoding="utf-8")))
+    finally:
+        for process, _ in clients:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return merge_results(scenario, results, before, after, arguments.seconds)
+
+
+def merge_results(
+    scenario: Scenario, results: Sequence[dict[str, Any]], before: CpuSample,
+    after: CpuSample, seconds: float,
+) -> dict[str, Any]:
+    """One scenario's figures from its client processes' results and the CPU samples."""
+    latencies = [ms for result in results for ms in result["latencies_ms"]]
+    statuses: Counter[str] = Counter()
+    for result in results:
+        statuses.update(result["statuses"])
+    if not latencies:
+        raise BenchmarkError(f"{scenario.name}: no request completed in the measuring window")
+    window = max(result["window_s"] for result in results)
+    errors = sum(count for outcome, count in statuses.items() if outcome != str(scenario.expect))
+    count = len(latencies)
+    cpu_ms = {
+        "workers": (after.workers - before.workers) * 1000 / count,
+        "master": (after.master - before.master) * 1000 / count,
+        "slapd": (after.slapd - before.slapd) * 1000 / count,
+        "client": sum(result["cpu_s"] for result in results) * 1000 / count,
+    }
+    busy = after.machine_busy - before.machine_busy
+    total = after.machine_total - before.machine_total
+    return {
+        "description": scenario.description,
+        "expected_status": scenario.expect,
+        "requests": count,
+        "window_s": window,
+        "requests_per_s": count / window,
+        "median_ms": statistics.median(latencies),
+        "p90_ms": percentile(latencies, 90),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+        "errors": errors,
+        "statuses": dict(statuses),
+        "connections_opened": sum(result["connections_opened"] for result in results),
+        "all_expected": sum(result["all_expected"] for result in results),
+        "cpu_ms_per_request": cpu_ms,
+        "client_cpu_share": sum(result["cpu_s"] for result in results) / seconds,
+        "machine_busy_share": busy / total if total else 0.0,
+        "stuck_threads": sum(result["stuck_threads"] for result in results),
+    }
+
+
+def print_scenario(name: str, row: dict[str, Any], cores: int) -> None:
+    """One scenario's figures."""
+    print(f"{name:<9} {row['requests_per_s']:8.1f} req/s  median {row['median_ms']:6.1f}  "
+          f"p90 {row['p90_ms']:6.1f}  p99 {row['p99_ms']:6.1f}  max {row['max_ms']:6.1f} ms  "
+          f"errors {row['errors']}")
+    cpu = row["cpu_ms_per_request"]
+    print(f"          {row['requests']:,} requests in {row['window_s']:.1f} s; "
+          f"{row['connections_opened']:,} connections opened; "
+          f"statuses {json.dumps(row['statuses'], sort_keys=True)}")
+    print(f"          CPU per request: workers {cpu['workers']:.2f} ms, slapd "
+          f"{cpu['slapd']:.2f} ms, client {cpu['client']:.2f} ms, master {cpu['master']:.2f} ms;"
+          f" machine busy {row['machine_busy_share'] * 100:.0f}% of {cores} cores, "
+          f"client {row['client_cpu_share'] * 100:.0f}% of one core")
+    if row["stuck_threads"]:
+        print(f"          {row['stuck_threads']} client threads did not finish in time")
+
+
+# --- checks before the load ----------------------------------------------------------------
+
+
+def check_answers(
+    port: int, tokens: dict[str, str], expected: dict[str, ExpectedNode], rng: random.Random,
+) -> int:
+    """Fail unless sample answers are right; returns the number of reports it posted."""
+    sample = rng.sample(sorted(expected), SAMPLE_HOSTS)
+    for host in sample:
+        status, body = request_once(port, "GET", f"/v1/nodes/{host}",
+                                    {"Authorization": f"Bearer {tokens[host]}"})
+        if status != 200:
+            raise BenchmarkError(f"GET /v1/nodes/{host}: {status} {body[:300]!r}")
+        answer = json.loads(body)
+        got = frozenset(answer.get("classes") or [])  # a list, or class -> parameters
+        want = expected[host]
+        if got != want.classes or answer.get("environment") != want.environment:
+            raise BenchmarkError(
+                f"GET /v1/nodes/{host}: classes {sorted(got)}, environment "
+                f"{answer.get('environment')!r}; expected {sorted(want.classes)}, "
+                f"{want.environment!r}")
+    host, other = sample[0], sample[1]
+    status, _ = request_once(port, "GET", f"/v1/nodes/{host}",
+                             {"Authorization": f"Bearer {tokens[other]}"})
+    if status != 403:
+        raise BenchmarkError(f"GET /v1/nodes/{host} with {other}'s token: {status}, not 403")
+    report = {"status": "changed", "exit_code": 2, "commit": "a" * 40,
+              "environment": "production", "resources": {"changed": 3, "failed": 0},
+              "failed_resources": [], "duration": 4.2}
+    status, body = request_once(
+        port, "POST", f"/v1/hosts/{host}/reports",
+        {"Authorization": f"Bearer {tokens[host]}", "Content-Type": "application/json"},
+        json.dumps(report).encode())
+    if status != 201 or json.loads(body).get("project") != expected[host].project:
+        raise BenchmarkError(f"POST /v1/hosts/{host}/reports: {status} {body[:300]!r}")
+    status, _ = request_once(port, "GET", "/v1/no-such-route")
+    if status != 404:
+        raise BenchmarkError(f"GET /v1/no-such-route: {status}, not 404")
+    print(f"checked: {SAMPLE_HOSTS} classifications match the generated data, a foreign "
+          "token is refused (403), a report is stored with its project (201)")
+    return 1
+
+
+# --- reporting -----------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    """PASS or FAIL."""
+    return "PASS" if ok else "FAIL"
+
+
+def print_environment() -> None:
+    """One line on the machine: noisy numbers need their context."""
+    load_1, _, _ = os.getloadavg()
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
+          f"load average {load_1:.2f}")
+
+
+def print_summary(scenarios: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Print PASS/FAIL per target; returns them for the JSON."""
+    classify, report = scenarios["classify"], scenarios["report"]
+    targets = {
+        f"classification at least {CLASSIFY_RPS_TARGET:g} requests/s": (
+            classify["requests_per_s"] >= CLASSIFY_RPS_TARGET,
+            f"{classify['requests_per_s']:.1f} req/s"),
+        f"classification p99 under {CLASSIFY_P99_TARGET_MS:g} ms": (
+            classify["p99_ms"] < CLASSIFY_P99_TARGET_MS, f"{classify['p99_ms']:.1f} ms"),
+        f"run reports at least {REPORT_RPS_TARGET:g} per second": (
+            report["requests_per_s"] >= REPORT_RPS_TARGET,
+            f"{report['requests_per_s']:.1f} req/s"),
+    }
+    print("\n== summary ==")
+    print_environment()
+    for name, (ok, value) in targets.items():
+        print(f"{verdict(ok)}  {name}: {value}")
+    errors = {name: row["errors"] for name, row in scenarios.items() if row["errors"]}
+    print(f"errors (status other than expected, or failed requests): "
+          f"{json.dumps(errors) if errors else 'none'}")
+    return {name: {"pass": ok, "value": value} for name, (ok, value) in targets.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every scenario once and print the report; 0 whatever the numbers."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="measuring window per scenario (default 10)")
+    parser.add_argument("--warmup", type=float, default=3.0,
+                        help="warm-up per scenario, not counted (default 3)")
+    parser.add_argument("--connections", type=int, default=8,
+                        help="concurrent connections, over all client processes (default 8)")
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="client processes sharing the connections (default 1)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--client", metavar="SPEC", help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    if arguments.client:
+        return run_client(arguments.client)
+    if arguments.seconds <= 0 or arguments.warmup < 0:
+        parser.error("--seconds must be positive and --warmup not negative")
+    if not 1 <= arguments.client_processes <= arguments.connections:
+        parser.error("--client-processes must be between 1 and --connections")
+
+    from opslab.slapd import ThrowawaySlapd
+
+    print_environment()
+    cores = os.cpu_count() or 1
+    schemas = sorted((REPO / "schema").glob("*.ldif"))
+    results: dict[str, Any] = {
+        "seconds": arguments.seconds, "warmup": arguments.warmup,
+        "connections": arguments.connections, "client_processes": arguments.client_processes,
+        "workers": WORKERS,
+    }
+    with tempfile.TemporaryDirectory(prefix="opslab-api-bench-") as scratch:
+        workdir = Path(scratch)
+        slapd = ThrowawaySlapd(SUFFIX, schemas)
+        server: ApiServer | None = None
+        try:
+            print("\n== 1. directory, database, server ==")
+            expected = load_directory(slapd, workdir)
+            database = f"sqlite:///{workdir / 'api.sqlite'}"
+            tokens = create_database(database, sorted(expected))
+            tokens_path = workdir / "tokens.json"
+            tokens_path.write_text(json.dumps(tokens), encoding="utf-8")
+            tokens_path.chmod(0o600)
+            port = free_port()
+            server = ApiServer(write_config(slapd, workdir, database, port), port, workdir)
+            server.start()
+            posted = check_answers(port, tokens, expected, seeded_random())
+
+            print(f"\n== 2. load: {arguments.connections} connections from "
+                  f"{arguments.client_processes} client process(es), {arguments.warmup:g} s "
+                  f"warm-up, then {arguments.seconds:g} s measured, per scenario; "
+                  f"{WORKERS} gunicorn workers ==")
+            scenarios: dict[str, dict[str, Any]] = {}
+            for scenario in SCENARIOS:
+                print(f"-- {scenario.name}: {scenario.description} (expects {scenario.expect})",
+                      flush=True)
+                row = run_scenario(scenario, arguments, server, slapd.pid, workdir,
+                                   tokens_path)
+                scenarios[scenario.name] = row
+                print_scenario(scenario.name, row, cores)
+                if scenario.name == "report":
+                    posted += row["all_expected"]
+                    stored = count_reports(database)
+                    row["stored_reports"] = stored
+                    print(f"          reports stored {stored:,}, 201s seen by the clients "
+                          f"{posted:,}: {'consistent' if stored == posted else 'MISMATCH'}")
+            results["scenarios"] = scenarios
+        finally:
+            if server is not None:
+                server.stop()
+            slapd.destroy()
+    results["targets"] = print_summary(results["scenarios"])
+    print(f"(closed loop: mean latency = {arguments.connections} connections / throughput; "
+          "the server, slapd and the client share the machine's cores)")
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"results written to {arguments.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchmarkError as error:
+        sys.exit(f"api_benchmark: {error}")
