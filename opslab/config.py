@@ -268,6 +268,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: enc.attribute_parameters must be 'all', 'none' or a list of attributes"
         )
+    if enc.api_url is not None and not enc.api_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: enc.api_url must be an http:// or https:// URL")
     for section, key in (("ldap", "connect_timeout"), ("ldap", "timeout"), ("ldap", "deadline"),
                          ("branches", "git_timeout"), ("apply", "timeout")):
         if getattr(getattr(config, section), key) <= 0:

@@ -63,6 +63,7 @@ def test_named_file_must_exist(tmp_path: Path) -> None:
         ("enc:\n  class_attributes: [1]\n", "enc.class_attributes must be a list of strings"),
         ("enc:\n  attribute_parameters: some\n", "enc.attribute_parameters must be 'all'"),
         ("cache:\n  max_age: '1d'\n", "cache.max_age must be a number"),
+        ("enc:\n  api_url: file:///etc/passwd\n", "enc.api_url must be an http:// or https://"),
     ],
 )
 def test_bad_configuration_names_the_problem(text: str, message: str) -> None:

@@ -328,7 +328,7 @@ def test_classification_through_the_api_with_the_same_cache_rules(
         # Another host's classification is refused (not an outage: no cache).
         other = run_enc("--config", str(config), WEB1)
         assert (other.returncode, other.stdout) == (4, "")
-        assert "not" in other.stderr and WEB1 in other.stderr
+        assert f"not {WEB1}" in other.stderr
 
         api.stop()  # the API is down: the cached answer stands in
         served = run_enc("--config", str(config), name)
