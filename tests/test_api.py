@@ -2,6 +2,7 @@
 
 import base64
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -10,13 +11,14 @@ import ldap
 import pytest
 import yaml
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from opslab.api.app import create_app
-from opslab.api.store import Change, migrate
+from opslab.api.store import Change, engine_for, migrate
 from opslab.config import parse
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, HOSTS, PASSWORDS, PEOPLE, PROJECTS, basic, bearer
+from tests.postgres import ThrowawayPostgres
 from tests.served_api import ServedApi
 
 
@@ -458,3 +460,110 @@ def test_bad_project_documents(client: FlaskClient, body: Any, message: str) -> 
     assert response.status_code == 422, response.json
     assert message in response.json["error"]
     assert audit_rows(client) == before
+
+
+def test_failed_audit_commit_undoes_the_directory_write(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None, postgres: ThrowawayPostgres
+) -> None:
+    """The database refuses the audit record at COMMIT, after the directory write."""
+    migrate(postgres.url)
+    engine = engine_for(postgres.url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "CREATE FUNCTION refuse_undo_me() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.target LIKE 'undo-me%' THEN RAISE EXCEPTION 'refused at commit'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"))
+        connection.execute(text(
+            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON changes "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_undo_me()"))
+    secret = tmp_path / "writer.secret"
+    secret.write_text(slapd.root_password)
+    app = create_app(parse(yaml.safe_dump({
+        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
+        "api": {"database": postgres.url, "writer_dn": slapd.root_dn,
+                "writer_password_file": str(secret)}}), "test"))
+    try:
+        response = app.test_client().post(
+            "/v1/projects/web/hosts", headers=basic("carol"),
+            json={"name": "undo-me.web.example.org", "classes": ["base"]})
+        assert response.status_code == 503
+        assert "the change was undone" in response.json["error"]
+        assert host_entry(slapd, "undo-me.web.example.org") is None  # written, then undone
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT count(*) FROM changes")).scalar() == 0
+    finally:
+        app.extensions["opslab.engine"].dispose()
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+
+
+# Who may do what, endpoint by endpoint.
+
+MATRIX_HOST = "matrix.web.example.org"
+
+
+@pytest.fixture
+def matrix(client: FlaskClient, slapd: ThrowawaySlapd) -> Iterator[dict[str, dict[str, str]]]:
+    """Credentials of every kind of caller, with a host in project web and one elsewhere."""
+    own = create(client, {"name": MATRIX_HOST}).json["token"]
+    other = create(client, {"name": "elsewhere.tools.example.org"}, who="olga",
+                   project="tools").json["token"]
+    connection = slapd.connect()  # alice owns web in the example directory
+    connection.modify_s(f"uid=alice,{PEOPLE}", [(ldap.MOD_ADD, "userPassword", [b"alice-pw"])])
+    connection.unbind_s()
+    PASSWORDS["alice"] = "alice-pw"
+    yield {"anonymous": {}, "non-member": basic("dave"), "member": basic("carol"),
+           "owner": basic("alice"), "operations": basic("olga"),
+           "own host token": bearer(own), "other host token": bearer(other)}
+    del PASSWORDS["alice"]
+    connection = slapd.connect()
+    connection.modify_s(f"uid=alice,{PEOPLE}", [(ldap.MOD_DELETE, "userPassword", None)])
+    connection.unbind_s()
+    for name, who in ((MATRIX_HOST, "olga"), ("elsewhere.tools.example.org", "olga")):
+        client.delete(f"/v1/hosts/{name}", headers=basic(who))
+
+
+REPORT = {"status": "unchanged", "exit_code": 0}
+MATRIX = [
+    # (method, path, body, {caller: expected status})
+    ("GET", f"/v1/nodes/{MATRIX_HOST}", None,
+     {"anonymous": 401, "non-member": 403, "member": 200, "owner": 200, "operations": 200,
+      "own host token": 200, "other host token": 403}),
+    ("GET", f"/v1/hosts/{MATRIX_HOST}", None,
+     {"anonymous": 401, "non-member": 403, "member": 200, "owner": 200, "operations": 200,
+      "own host token": 200, "other host token": 403}),
+    ("PATCH", f"/v1/hosts/{MATRIX_HOST}", {"variables": {"x": "1"}},
+     {"anonymous": 401, "non-member": 403, "member": 200, "owner": 200, "operations": 200,
+      "own host token": 403, "other host token": 403}),
+    ("POST", f"/v1/hosts/{MATRIX_HOST}/reports", REPORT,
+     {"anonymous": 401, "non-member": 403, "member": 403, "owner": 403, "operations": 403,
+      "own host token": 201, "other host token": 403}),
+    ("POST", "/v1/projects/web/log", {"message": "matrix"},
+     {"anonymous": 401, "non-member": 403, "member": 201, "owner": 201, "operations": 201,
+      "own host token": 403, "other host token": 403}),
+    ("GET", "/v1/changes", None,
+     {"anonymous": 401, "non-member": 200, "member": 200, "owner": 200, "operations": 200,
+      "own host token": 403, "other host token": 403}),
+    ("POST", "/v1/projects", {"name": "matrix-created"},
+     {"anonymous": 401, "non-member": 403, "member": 403, "owner": 403, "operations": 201,
+      "own host token": 403, "other host token": 403}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "expected"), MATRIX,
+                         ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
+def test_authorization_matrix(client: FlaskClient, slapd: ThrowawaySlapd,
+                              matrix: dict[str, dict[str, str]], method: str, path: str,
+                              body: Any, expected: dict[str, int]) -> None:
+    seen = {}
+    for caller, headers in matrix.items():
+        response = client.open(path, method=method, json=body, headers=headers)
+        seen[caller] = response.status_code
+        if response.status_code >= 400:
+            assert response.json["error"], (caller, response.json)
+        if path == "/v1/projects" and response.status_code == 201:
+            connection = slapd.connect()
+            connection.delete_s(f"cn=matrix-created,{PROJECTS}")
+            connection.unbind_s()
+    assert seen == expected
