@@ -19,10 +19,11 @@ from .classifier import ClassificationError, UnknownNode
 
 
 def fetch(settings: EncSettings, certname: str) -> str:
-    """The YAML classification of ``certname`` from the API."""
+    """The YAML classification of ``certname`` from the API (``settings.api_url``)."""
+    url = (settings.api_url or "").rstrip("/")
     token = _token(settings.api_token_file)
     request = urllib.request.Request(  # noqa: S310 (the config allows http and https only)
-        f"{settings.api_url.rstrip('/')}/v1/nodes/{certname}",
+        f"{url}/v1/nodes/{certname}",
         headers={"Accept": "application/yaml", "Authorization": f"Bearer {token}"},
     )
     try:
@@ -37,9 +38,10 @@ def fetch(settings: EncSettings, certname: str) -> str:
         if error.code == 409:
             raise ClassificationError(f"the API says: {reason}") from None
         raise DirectoryError(f"{settings.api_url} refused (HTTP {error.code}): {reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise DirectoryUnavailable(f"{settings.api_url}: {reason}") from None
+    except urllib.error.URLError as error:
+        raise DirectoryUnavailable(f"{settings.api_url}: {error.reason}") from None
+    except OSError as error:  # timeouts and resets while reading
+        raise DirectoryUnavailable(f"{settings.api_url}: {error}") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError:
