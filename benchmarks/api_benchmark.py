@@ -657,6 +657,8 @@ def merge_results(
     }
     busy = after.machine_busy - before.machine_busy
     total = after.machine_total - before.machine_total
+    accounted = (after.workers - before.workers + after.master - before.master
+                 + after.slapd - before.slapd + sum(result["cpu_s"] for result in results))
     return {
         "description": scenario.description,
         "expected_status": scenario.expect,
@@ -674,6 +676,7 @@ def merge_results(
         "cpu_ms_per_request": cpu_ms,
         "client_cpu_share": sum(result["cpu_s"] for result in results) / seconds,
         "machine_busy_share": busy / total if total else 0.0,
+        "other_busy_share": max(busy - accounted, 0.0) / total if total else 0.0,
         "stuck_threads": sum(result["stuck_threads"] for result in results),
     }
 
@@ -689,8 +692,9 @@ def print_scenario(name: str, row: dict[str, Any], cores: int) -> None:
           f"statuses {json.dumps(row['statuses'], sort_keys=True)}")
     print(f"          CPU per request: workers {cpu['workers']:.2f} ms, slapd "
           f"{cpu['slapd']:.2f} ms, client {cpu['client']:.2f} ms, master {cpu['master']:.2f} ms;"
-          f" machine busy {row['machine_busy_share'] * 100:.0f}% of {cores} cores, "
-          f"client {row['client_cpu_share'] * 100:.0f}% of one core")
+          f" machine busy {row['machine_busy_share'] * 100:.0f}% of {cores} cores "
+          f"(of which {row['other_busy_share'] * 100:.0f}% neither server, slapd nor client: "
+          f"kernel, other processes), client {row['client_cpu_share'] * 100:.0f}% of one core")
     if row["stuck_threads"]:
         print(f"          {row['stuck_threads']} client threads did not finish in time")
 

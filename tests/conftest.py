@@ -21,6 +21,7 @@ from opslab.api.store import engine_for, migrate
 from opslab.config import parse
 from opslab.puppet import enc_command
 from opslab.slapd import ThrowawaySlapd
+from tests.mariadb import ThrowawayMariaDB
 from tests.postgres import ThrowawayPostgres
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,13 +153,21 @@ def postgres() -> Iterator[ThrowawayPostgres]:
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[ThrowawayMariaDB]:
+    server = ThrowawayMariaDB()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty, migrated database: SQLite, and a real PostgreSQL."""
+    """An empty, migrated database: SQLite, a real PostgreSQL and a real MariaDB."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'api.sqlite'}"
     else:
-        url = request.getfixturevalue("postgres").url
+        url = request.getfixturevalue(request.param).url
     migrate(url)
     yield url
     if request.param == "postgresql":
@@ -166,6 +175,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with engine.begin() as connection:
             connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         engine.dispose()
+    elif request.param == "mariadb":
+        request.getfixturevalue("mariadb").reset()
 
 
 @pytest.fixture

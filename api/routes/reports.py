@@ -6,6 +6,8 @@ from typing import Any
 from flask import Blueprint, current_app, g, jsonify
 from sqlalchemy import func, select
 
+from opslab.names import InvalidName, validate_certname
+
 from ..app import json_body
 from ..auth import Refused, may_change_project, may_read_host
 from ..hosts import Invalid
@@ -88,6 +90,10 @@ def post(fqdn: str) -> Any:
 
 @blueprint.get("/hosts/<fqdn>/reports")
 def for_host(fqdn: str) -> Any:
+    try:
+        validate_certname(fqdn)
+    except InvalidName as error:
+        raise Refused(404, f"no host {fqdn!r}: {error}") from None
     with current_app.extensions["opslab.sessions"]() as session:
         reports = session.scalars(select(RunReport).where(RunReport.host == fqdn)
                                   .order_by(RunReport.id.desc()).limit(50)).all()
