@@ -161,7 +161,7 @@ def mariadb() -> Iterator[ThrowawayMariaDB]:
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+@pytest.fixture(params=["sqlite", "postgres", "mariadb"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty, migrated database: SQLite, a real PostgreSQL and a real MariaDB."""
     if request.param == "sqlite":
@@ -170,7 +170,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         url = request.getfixturevalue(request.param).url
     migrate(url)
     yield url
-    if request.param == "postgresql":
+    if request.param == "postgres":
         engine = engine_for(url)
         with engine.begin() as connection:
             connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
