@@ -42,7 +42,9 @@ the real ``opslab api serve`` (gunicorn). One run of this script:
    latency in ms, errors, connections opened, and the CPU spent per request
    by the gunicorn workers, slapd and the client, read from /proc: the
    machine's 2 cores are shared by all three, and those figures say who is
-   the bottleneck.
+   the bottleneck. The share of the machine's CPU that went to none of them
+   (the kernel, or some other process disturbing the measurement) is shown
+   too: a large one means the run should be repeated on a quiet machine.
 5. Prints PASS/FAIL against the targets: classification at least 500
    requests/s with p99 under 50 ms; run reports at least 300 per second.
    Benchmarks report; they do not fail: the exit status is 0 whatever the
