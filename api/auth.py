@@ -24,10 +24,14 @@ PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class Actor(NamedTuple):
-    """An authenticated caller: a person (``uid``) or an instance (``host``)."""
+    """An authenticated caller: a person (``uid``) or an instance (``host``).
+
+    A host's project comes with its token, so its reports need no directory read.
+    """
 
     kind: str
     name: str
+    project: str | None = None
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
@@ -61,11 +65,14 @@ def authenticate(request: Request) -> Actor | None:
         return Actor("person", uid)
     if scheme.lower() == "bearer":
         digest = token_digest(credentials.strip())
-        with current_app.extensions["opslab.sessions"]() as session:
-            stored = session.scalars(select(HostToken).where(HostToken.digest == digest)).first()
+        # A Core statement, not an ORM session: this runs on every instance request.
+        with current_app.extensions["opslab.engine"].connect() as connection:
+            stored = connection.execute(
+                select(HostToken.host, HostToken.project, HostToken.digest)
+                .where(HostToken.digest == digest)).first()
         if stored is None or not hmac.compare_digest(stored.digest, digest):
             raise Refused(401, "unknown host token")
-        return Actor("host", stored.host)
+        return Actor("host", stored.host, stored.project)
     raise Refused(401, f"unsupported authorization scheme {scheme!r}")
 
 

@@ -80,6 +80,7 @@ class HostToken(Base):
 
     __tablename__ = "host_tokens"
     host: Mapped[str] = mapped_column(String(253), primary_key=True)
+    project: Mapped[str | None] = mapped_column(String(64))
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
@@ -99,6 +100,9 @@ def engine_for(url: str) -> Engine:
             cursor = connection.cursor()
             cursor.execute("PRAGMA busy_timeout = 5000")
             cursor.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL is crash-safe; a power cut may lose the last
+            # commits (run reports), never corrupt the database.
+            cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.close()
 
     return engine

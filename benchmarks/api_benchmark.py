@@ -250,8 +250,9 @@ def load_directory(slapd: Any, workdir: Path) -> dict[str, ExpectedNode]:
 # --- the database and the configuration ----------------------------------------------------
 
 
-def create_database(url: str, hosts: Sequence[str]) -> dict[str, str]:
-    """Migrate the database at ``url`` and store a token digest for each host; the tokens."""
+def create_database(url: str, hosts: dict[str, str]) -> dict[str, str]:
+    """Migrate the database at ``url`` and store a token digest for each host (with its
+    project, as host creation through the API does); returns the tokens."""
     from sqlalchemy import insert
 
     from opslab.api.store import HostToken, engine_for, migrate, sessions, token_digest
@@ -263,7 +264,8 @@ def create_database(url: str, hosts: Sequence[str]) -> dict[str, str]:
     try:
         with sessions(engine)() as session:
             session.execute(insert(HostToken), [
-                {"host": host, "digest": token_digest(token)} for host, token in tokens.items()
+                {"host": host, "project": hosts[host], "digest": token_digest(token)}
+                for host, token in tokens.items()
             ])
             session.commit()
     finally:
@@ -821,7 +823,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n== 1. directory, database, server ==")
             expected = load_directory(slapd, workdir)
             database = f"sqlite:///{workdir / 'api.sqlite'}"
-            tokens = create_database(database, sorted(expected))
+            tokens = create_database(database, {host: expected[host].project
+                                                for host in sorted(expected)})
             tokens_path = workdir / "tokens.json"
             tokens_path.write_text(json.dumps(tokens), encoding="utf-8")
             tokens_path.chmod(0o600)

@@ -123,8 +123,9 @@ class Directory:
     """A connection to the directory that never waits without a limit.
 
     ``connect_timeout`` bounds the TCP/ldapi connect, ``timeout`` every single
-    operation, and the :class:`Deadline` the whole task: one Directory serves
-    one task (one classification), so long-lived callers make one per task.
+    operation, and the :class:`Deadline` the whole task. A long-lived caller
+    (the API) keeps one Directory and its connection, and calls
+    :meth:`begin_task` before each task to give it a deadline of its own.
     """
 
     def __init__(self, settings: LdapSettings, deadline: Deadline | None = None) -> None:
@@ -139,6 +140,10 @@ class Directory:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def begin_task(self) -> None:
+        """Start a new task: a fresh overall deadline, the same connection."""
+        self.deadline = Deadline(self.settings.deadline)
 
     def close(self) -> None:
         """Drop the connection; a later search reconnects."""
@@ -202,8 +207,18 @@ class Directory:
         """Run several subtree searches at once; one result list per search.
 
         The searches are pipelined on one connection, so the cost is one
-        round trip rather than one per search.
+        round trip rather than one per search. A kept connection that turns out
+        to be dead (the server restarted) gets one fresh try.
         """
+        reused = self._connection is not None
+        try:
+            return self._search(searches)
+        except DirectoryUnavailable:
+            if not reused:
+                raise
+            return self._search(searches)
+
+    def _search(self, searches: Sequence[Search]) -> list[list[Entry]]:
         connection = self._connect()
         try:
             message_ids = [

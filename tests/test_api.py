@@ -1,6 +1,7 @@
 """The coordination API through Flask's test client, on the real slapd and a real SQLite."""
 
 import base64
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -567,3 +568,36 @@ def test_authorization_matrix(client: FlaskClient, slapd: ThrowawaySlapd,
             connection.delete_s(f"cn=matrix-created,{PROJECTS}")
             connection.unbind_s()
     assert seen == expected
+
+
+def test_owners_may_create_projects_when_configured(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None
+) -> None:
+    secret = tmp_path / "writer.secret"
+    secret.write_text(slapd.root_password)
+    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
+    migrate(database)
+    connection = slapd.connect()  # dave owns a project of his own
+    connection.add_s(f"cn=daves,{PROJECTS}", [
+        ("objectClass", [b"groupOfNames"]), ("cn", [b"daves"]),
+        ("member", [f"uid=dave,{PEOPLE}".encode()]), ("owner", [f"uid=dave,{PEOPLE}".encode()])])
+    connection.unbind_s()
+    try:
+        for allowed, expected in ((False, 403), (True, 201)):
+            app = create_app(parse(yaml.safe_dump({
+                "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
+                "api": {"database": database, "writer_dn": slapd.root_dn,
+                        "writer_password_file": str(secret),
+                        "owners_create_projects": allowed}}), "test"))
+            response = app.test_client().post("/v1/projects", json={"name": "daves-second"},
+                                              headers=basic("dave"))
+            assert response.status_code == expected, response.json
+        # carol is a member of web but owns nothing: still refused.
+        assert app.test_client().post("/v1/projects", json={"name": "carols"},
+                                      headers=basic("carol")).status_code == 403
+    finally:
+        connection = slapd.connect()
+        for name in ("daves", "daves-second"):
+            with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+                connection.delete_s(f"cn={name},{PROJECTS}")
+        connection.unbind_s()

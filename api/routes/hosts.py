@@ -49,7 +49,8 @@ def create(project: str) -> Any:
     entry = to_entry(host)
     token = secrets.token_urlsafe(32)
     with current_app.extensions["opslab.sessions"]() as session:
-        session.merge(HostToken(host=host["name"], digest=token_digest(token)))
+        session.merge(HostToken(host=host["name"], project=project,
+                                digest=token_digest(token)))
         change = Change(actor=str(g.actor), action="host.create", target=host["name"],
                         project=project, before=None, after=from_entry(entry))
         recorded_write(session, change, write=lambda: directory.add(dn, entry),

@@ -1,9 +1,11 @@
 """``GET /v1/nodes/FQDN``: exactly what ``opslab-enc FQDN`` prints, for instances without LDAP."""
 
+import threading
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from opslab.config import Config
 from opslab.directory import Directory
 from opslab.enc.classifier import ClassificationError, Classifier, UnknownNode
 from opslab.enc.render import to_yaml
@@ -15,6 +17,16 @@ from ..hosts import from_entry
 
 blueprint = Blueprint("nodes", __name__)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+_readers = threading.local()
+
+
+def _reader(config: Config) -> Directory:
+    """This thread's kept connection for classifications (a new one per request costs more
+    than the classification itself)."""
+    reader: Directory | None = getattr(_readers, "directory", None)
+    if reader is None or reader.settings is not config.ldap:
+        reader = _readers.directory = Directory(config.ldap)
+    return reader
 
 
 @blueprint.get("/nodes/<fqdn>")
@@ -23,14 +35,20 @@ def classify(fqdn: str) -> Any:
         certname = validate_certname(fqdn)
     except InvalidName as error:
         raise Refused(404, f"no node {fqdn!r}: {error}") from None
-    directory: DirectoryAccess = current_app.extensions["opslab.directory"]
-    entry = directory.read(directory.host_dn(certname))
-    project = from_entry(entry)["project"] if entry else project_label(certname)
+    if g.actor is None or g.actor.kind != "host":
+        # People need the host's project to be authorized; a host's own token
+        # needs nothing but its name, so instances cost no extra directory read.
+        directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+        entry = directory.read(directory.host_dn(certname))
+        project = from_entry(entry)["project"] if entry else project_label(certname)
+    else:
+        project = None
     may_read_host(g.actor, certname, project)
     config = current_app.config["OPSLAB"]
+    reader = _reader(config)
+    reader.begin_task()
     try:
-        with Directory(config.ldap) as reader:
-            classification = Classifier(reader, config).classify(certname)
+        classification = Classifier(reader, config).classify(certname)
     except UnknownNode:
         raise Refused(404, f"unknown node {certname}") from None
     except ClassificationError as error:

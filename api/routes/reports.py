@@ -73,10 +73,8 @@ def post(fqdn: str) -> Any:
     resources = body.get("resources") or {}
     failures = [{"resource": str(item.get("resource")), "messages": item.get("messages", [])}
                 for item in body.get("failed_resources", []) if isinstance(item, dict)]
-    directory = current_app.extensions["opslab.directory"]
-    entry = directory.read(directory.host_dn(fqdn)) or {}
     report = RunReport(
-        host=fqdn, project=(entry.get("opslabProject") or [None])[0], commit=body.get("commit"),
+        host=fqdn, project=g.actor.project, commit=body.get("commit"),
         environment=body.get("environment"), status=body["status"],
         exit_code=body["exit_code"], changed=int(resources.get("changed") or 0),
         failed=int(resources.get("failed") or 0), failures=failures,
