@@ -64,13 +64,10 @@ import http.client
 import itertools
 import json
 import os
-import platform
 import random
 import resource
 import secrets
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -84,14 +81,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import (
+    SCHEMAS,
+    SEED,
+    SUFFIX,
+    BenchmarkError,
+    ExpectedNode,
+    find_script,
+    load_directory,
+    percentile,
+    print_environment,
+    seeded_random,
+    verdict,
+)
 
-REPO = Path(__file__).resolve().parent.parent
-SUFFIX = "dc=example,dc=org"
-DOMAIN = "example.org"
-PROJECTS = 500
-HOSTS_PER_PROJECT = 20
-PEOPLE = 25
-SEED = 20240601
 WORKERS = 2
 SAMPLE_HOSTS = 20  # checked before the load
 
@@ -105,25 +108,6 @@ CLASSIFY_RPS_TARGET = 500.0
 CLASSIFY_P99_TARGET_MS = 50.0
 REPORT_RPS_TARGET = 300.0
 
-HOST_CLASSES = (
-    "role::app", "role::db", "role::cache", "role::queue", "role::proxy",
-    "profile::backup", "profile::monitoring", "profile::firewall", "profile::logging",
-)
-PROJECT_CLASSES = ("motd", "profile::base", "profile::users", "profile::ssh", "profile::ntp")
-DEFAULT_CLASS = "base"
-
-
-class BenchmarkError(RuntimeError):
-    """The benchmark itself could not run, or the API answered wrongly before the load."""
-
-
-@dataclass(frozen=True)
-class ExpectedNode:
-    """What the API must answer for one generated host."""
-
-    project: str
-    classes: frozenset[str]
-    environment: str
 
 
 @dataclass(frozen=True)
@@ -146,105 +130,6 @@ SCENARIOS = (
     Scenario("report", "POST", "/v1/hosts/{host}/reports", 201, True,
              "POST /v1/hosts/FQDN/reports with the host's token"),
 )
-
-
-# --- the directory -------------------------------------------------------------------------
-
-
-def seeded_random() -> random.Random:
-    """The same pseudo-random sequence every run: same directory, same sample hosts."""
-    return random.Random(SEED)  # noqa: S311 - reproducible test data, not secrets
-
-
-def _entry(dn: str, *lines: str) -> str:
-    return "\n".join((f"dn: {dn}", *lines)) + "\n"
-
-
-def generate_ldif(rng: random.Random) -> tuple[str, dict[str, ExpectedNode]]:
-    """The benchmark directory as LDIF (parents first), and each host's expected answer."""
-    from opslab.names import environment_for_branch
-
-    top = SUFFIX.split(",")[0].partition("=")[2]
-    entries = [
-        _entry(SUFFIX, "objectClass: dcObject", "objectClass: organization",
-               f"dc: {top}", f"o: {top}"),
-        *(_entry(f"ou={ou},{SUFFIX}", "objectClass: organizationalUnit", f"ou: {ou}")
-          for ou in ("people", "projects", "hosts")),
-    ]
-    people = [f"uid=user{number:02d},ou=people,{SUFFIX}" for number in range(PEOPLE)]
-    for number, dn in enumerate(people):
-        entries.append(_entry(
-            dn, "objectClass: inetOrgPerson", f"uid: user{number:02d}",
-            f"cn: User {number}", "sn: Example",
-        ))
-    entries.append(_entry(
-        f"dc=default,ou=hosts,{SUFFIX}",
-        "objectClass: dNSDomain", "objectClass: domainRelatedObject",
-        "objectClass: puppetClient", "objectClass: opslabNode",
-        "dc: default", "associatedDomain: default", f"puppetClass: {DEFAULT_CLASS}",
-        f"puppetVar: ntp_server=ntp.{DOMAIN}", "puppetVar: cluster=unassigned",
-        "puppetVar: monitored=true",
-    ))
-
-    expected: dict[str, ExpectedNode] = {}
-    host_number = 0
-    for project_number in range(PROJECTS):
-        project = f"proj{project_number:03d}"
-        branch = "production" if project_number % 5 else f"feature/{project}-Rollout"
-        project_classes = rng.sample(PROJECT_CLASSES, 2)
-        members = rng.sample(people, rng.randint(1, 3))
-        entries.append(_entry(
-            f"cn={project},ou=projects,{SUFFIX}",
-            "objectClass: groupOfNames", "objectClass: puppetClient",
-            "objectClass: opslabNode", f"cn: {project}",
-            f"description: Benchmark project {project}",
-            *(f"member: {member}" for member in members),
-            f"owner: {members[0]}",
-            f"environment: {branch}",
-            *(f"puppetClass: {name}" for name in project_classes),
-            f"puppetVar: cluster=cluster{project_number % 7}",
-            f"puppetVar: project_name={project}",
-            f'opslabClassParameter: motd::message="Welcome to {project}"',
-        ))
-        for _ in range(HOSTS_PER_PROJECT):
-            host = f"h{host_number:05d}.{project}.{DOMAIN}"
-            host_number += 1
-            host_classes = rng.sample(HOST_CLASSES, rng.randint(1, 2))
-            variables = [f"rack=r{rng.randint(1, 40)}", f"serial=SN{rng.randrange(10**8):08d}"]
-            if rng.random() < 0.5:
-                variables.append(f"monitored={rng.choice(('true', 'false'))}")
-            entries.append(_entry(
-                f"dc={host},ou=hosts,{SUFFIX}",
-                "objectClass: dNSDomain", "objectClass: domainRelatedObject",
-                "objectClass: puppetClient", "objectClass: opslabNode",
-                f"dc: {host}", f"associatedDomain: {host}", f"opslabProject: {project}",
-                *(f"puppetClass: {name}" for name in host_classes),
-                *(f"puppetVar: {variable}" for variable in variables),
-                f"opslabClassParameter: {host_classes[0]}::workers={rng.randint(1, 32)}",
-            ))
-            expected[host] = ExpectedNode(
-                project=project,
-                classes=frozenset([*host_classes, *project_classes, DEFAULT_CLASS]),
-                environment=environment_for_branch(branch),
-            )
-    return "\n".join(entries), expected
-
-
-def load_directory(slapd: Any, workdir: Path) -> dict[str, ExpectedNode]:
-    """Generate the directory, bulk-load it and start slapd; prints the timings."""
-    started = time.perf_counter()
-    ldif, expected = generate_ldif(seeded_random())
-    ldif_path = workdir / "directory.ldif"
-    ldif_path.write_text(ldif, encoding="utf-8")
-    generated = time.perf_counter()
-    slapd.preload([ldif_path])
-    loaded = time.perf_counter()
-    slapd.start()
-    running = time.perf_counter()
-    print(f"directory: {len(expected):,} hosts in {PROJECTS} projects, "
-          f"{ldif.count('dn: '):,} entries; generate {generated - started:.2f} s, "
-          f"slapadd {loaded - generated:.2f} s, slapd start {running - loaded:.2f} s")
-    return expected
 
 
 # --- the database and the configuration ----------------------------------------------------
@@ -289,14 +174,6 @@ def count_reports(url: str) -> int:
         engine.dispose()
 
 
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def write_config(slapd: Any, workdir: Path, database: str, port: int) -> Path:
     """The opslab configuration for the API under test."""
     secret = workdir / "writer.secret"
@@ -319,17 +196,6 @@ def write_config(slapd: Any, workdir: Path, database: str, port: int) -> Path:
 
 
 # --- the server ----------------------------------------------------------------------------
-
-
-def find_opslab() -> str:
-    """The installed ``opslab`` console script of this interpreter's environment."""
-    beside = Path(sys.executable).parent / "opslab"
-    if beside.exists():
-        return str(beside)
-    path = shutil.which("opslab")
-    if path is None:
-        raise BenchmarkError("opslab not installed: pip install -e . into this environment")
-    return path
 
 
 def request_once(
@@ -360,7 +226,7 @@ class ApiServer:
         """Start gunicorn and wait until it answers HTTP, within SERVER_START_DEADLINE."""
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [find_opslab(), "--config", str(self.config_path), "api", "serve"],
+                [find_script("opslab"), "--config", str(self.config_path), "api", "serve"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.workdir,
             )
@@ -577,16 +443,6 @@ def run_client(spec_path: str) -> int:
     return 0
 
 
-# --- statistics ----------------------------------------------------------------------------
-
-
-def percentile(samples: Sequence[float], percent: int) -> float:
-    """The ``percent``-th percentile (inclusive method, interpolated)."""
-    if len(samples) < 2:
-        return samples[0]
-    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1]
-
-
 # --- one scenario --------------------------------------------------------------------------
 
 
@@ -749,18 +605,6 @@ def check_answers(
 # --- reporting -----------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    """PASS or FAIL."""
-    return "PASS" if ok else "FAIL"
-
-
-def print_environment() -> None:
-    """One line on the machine: noisy numbers need their context."""
-    load_1, _, _ = os.getloadavg()
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"load average {load_1:.2f}")
-
-
 def print_summary(scenarios: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Print PASS/FAIL per target; returns them for the JSON."""
     classify, report = scenarios["classify"], scenarios["report"]
@@ -805,11 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= arguments.client_processes <= arguments.connections:
         parser.error("--client-processes must be between 1 and --connections")
 
-    from opslab.slapd import ThrowawaySlapd
+    from opslab.slapd import ThrowawaySlapd, free_port
 
     print_environment()
     cores = os.cpu_count() or 1
-    schemas = sorted((REPO / "schema").glob("*.ldif"))
     results: dict[str, Any] = {
         "seconds": arguments.seconds, "warmup": arguments.warmup,
         "connections": arguments.connections, "client_processes": arguments.client_processes,
@@ -817,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="opslab-api-bench-") as scratch:
         workdir = Path(scratch)
-        slapd = ThrowawaySlapd(SUFFIX, schemas)
+        slapd = ThrowawaySlapd(SUFFIX, SCHEMAS)
         server: ApiServer | None = None
         try:
             print("\n== 1. directory, database, server ==")

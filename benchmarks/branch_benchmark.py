@@ -75,6 +75,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import BenchmarkError, bytecode_environment, find_script
+
 from opslab.names import environment_for_branch
 
 MB = 1024 * 1024
@@ -110,10 +112,6 @@ GIT_REPOSITORY_VARIABLES = (
     "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
     "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_COMMON_DIR",
 )
-
-
-class BenchmarkError(RuntimeError):
-    """The benchmark itself could not run."""
 
 
 class WrongResult(BenchmarkError):
@@ -897,28 +895,6 @@ def succeeded(result: Run, what: str) -> Run:
     return result
 
 
-def child_environment(pycache: Path) -> dict[str, str]:
-    """The measured processes' environment: bytecode cached, no stray config or git dir."""
-    environment = dict(os.environ)
-    environment.pop("PYTHONDONTWRITEBYTECODE", None)
-    environment.pop("OPSLAB_CONFIG", None)
-    for variable in GIT_REPOSITORY_VARIABLES:
-        environment.pop(variable, None)
-    environment["PYTHONPYCACHEPREFIX"] = str(pycache)
-    return environment
-
-
-def find_opslab() -> str:
-    """The opslab console script of this interpreter's environment."""
-    beside = Path(sys.executable).parent / "opslab"
-    if beside.exists():
-        return str(beside)
-    path = shutil.which("opslab")
-    if path is None:
-        raise BenchmarkError("opslab not installed: pip install -e . into this environment")
-    return path
-
-
 def find_r10k() -> str:
     path = shutil.which("r10k")
     if path is None:
@@ -1248,8 +1224,10 @@ def versions_and_warm_up(executables: dict[str, str], environment: dict[str, str
 
 
 def benchmark(arguments: argparse.Namespace, workdir: Path) -> int:
-    executables = {"opslab": find_opslab(), "r10k": find_r10k()}
-    environment = child_environment(workdir / "pycache")
+    executables = {"opslab": find_script("opslab"), "r10k": find_r10k()}
+    # No stray opslab configuration or git repository variables in the tools' way.
+    environment = bytecode_environment(workdir / "pycache",
+                                       drop=("OPSLAB_CONFIG", *GIT_REPOSITORY_VARIABLES))
     versions = versions_and_warm_up(executables, environment, workdir)
     print(f"machine: {os.cpu_count()} CPUs, {platform.platform()}; Python "
           f"{versions['python']}, {versions['git']}, {versions['r10k']}")

@@ -39,8 +39,6 @@ Usage: ``python benchmarks/enc_benchmark.py [--runs N] [--classify-runs N] [--js
 
 import argparse
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -49,26 +47,30 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from common import (
+    SCHEMAS,
+    SUFFIX,
+    BenchmarkError,
+    ExpectedNode,
+    bytecode_environment,
+    find_script,
+    load_directory,
+    percentile,
+    print_environment,
+    seeded_random,
+    verdict,
+)
 
 from opslab.config import Config, load
 from opslab.directory import Deadline, Directory
 from opslab.enc.classifier import Classifier
 from opslab.enc.render import to_yaml
-from opslab.names import environment_for_branch
 from opslab.slapd import ThrowawaySlapd
 
-REPO = Path(__file__).resolve().parent.parent
-SUFFIX = "dc=example,dc=org"
-DOMAIN = "example.org"
-PROJECTS = 500
-HOSTS_PER_PROJECT = 20
-PEOPLE = 25
-SEED = 20240601
 TARGET_HOSTS = 40
 NODE_FILTER = "(&(objectClass=puppetClient)(|(cn={host})(associatedDomain={host})))"
 COMMAND_TIMEOUT = 60.0  # seconds, for any one timed process
@@ -79,13 +81,6 @@ FORBIDDEN_IMPORTS = ("flask", "openstack", "jenkins", "git")
 ENC_MODULE = "opslab.enc.cli"
 FLOOR_IMPORTS = "import ldap, yaml, ldap.filter"
 IMPORT_REPEATS = 5
-
-HOST_CLASSES = (
-    "role::app", "role::db", "role::cache", "role::queue", "role::proxy",
-    "profile::backup", "profile::monitoring", "profile::firewall", "profile::logging",
-)
-PROJECT_CLASSES = ("motd", "profile::base", "profile::users", "profile::ssh", "profile::ntp")
-DEFAULT_CLASS = "base"
 
 # The least a Python ENC could do: same libraries, same search, YAML out.
 FLOOR_SCRIPT = '''\
@@ -115,115 +110,6 @@ sys.stdout.write(yaml.safe_dump({
 '''
 
 
-class BenchmarkError(RuntimeError):
-    """The benchmark itself could not run, or a measured command misbehaved."""
-
-
-@dataclass(frozen=True)
-class ExpectedNode:
-    """What the ENC must answer for one generated host."""
-
-    classes: frozenset[str]
-    environment: str
-
-
-# --- the directory -------------------------------------------------------------------------
-
-
-def seeded_random() -> random.Random:
-    """The same pseudo-random sequence every run: same directory, same target hosts."""
-    return random.Random(SEED)  # noqa: S311 - reproducible test data, not secrets
-
-
-def _entry(dn: str, *lines: str) -> str:
-    return "\n".join((f"dn: {dn}", *lines)) + "\n"
-
-
-def generate_ldif(rng: random.Random) -> tuple[str, dict[str, ExpectedNode]]:
-    """The benchmark directory as LDIF (parents first), and each host's expected answer."""
-    top = SUFFIX.split(",")[0].partition("=")[2]
-    entries = [
-        _entry(SUFFIX, "objectClass: dcObject", "objectClass: organization",
-               f"dc: {top}", f"o: {top}"),
-        *(_entry(f"ou={ou},{SUFFIX}", "objectClass: organizationalUnit", f"ou: {ou}")
-          for ou in ("people", "projects", "hosts")),
-    ]
-    people = [f"uid=user{number:02d},ou=people,{SUFFIX}" for number in range(PEOPLE)]
-    for number, dn in enumerate(people):
-        entries.append(_entry(
-            dn, "objectClass: inetOrgPerson", f"uid: user{number:02d}",
-            f"cn: User {number}", "sn: Example",
-        ))
-    entries.append(_entry(
-        f"dc=default,ou=hosts,{SUFFIX}",
-        "objectClass: dNSDomain", "objectClass: domainRelatedObject",
-        "objectClass: puppetClient", "objectClass: opslabNode",
-        "dc: default", "associatedDomain: default", f"puppetClass: {DEFAULT_CLASS}",
-        f"puppetVar: ntp_server=ntp.{DOMAIN}", "puppetVar: cluster=unassigned",
-        "puppetVar: monitored=true",
-    ))
-
-    expected: dict[str, ExpectedNode] = {}
-    host_number = 0
-    for project_number in range(PROJECTS):
-        project = f"proj{project_number:03d}"
-        branch = "production" if project_number % 5 else f"feature/{project}-Rollout"
-        project_classes = rng.sample(PROJECT_CLASSES, 2)
-        members = rng.sample(people, rng.randint(1, 3))
-        entries.append(_entry(
-            f"cn={project},ou=projects,{SUFFIX}",
-            "objectClass: groupOfNames", "objectClass: puppetClient",
-            "objectClass: opslabNode", f"cn: {project}",
-            f"description: Benchmark project {project}",
-            *(f"member: {member}" for member in members),
-            f"owner: {members[0]}",
-            f"environment: {branch}",
-            *(f"puppetClass: {name}" for name in project_classes),
-            f"puppetVar: cluster=cluster{project_number % 7}",
-            f"puppetVar: project_name={project}",
-            f'opslabClassParameter: motd::message="Welcome to {project}"',
-        ))
-        for _ in range(HOSTS_PER_PROJECT):
-            host = f"h{host_number:05d}.{project}.{DOMAIN}"
-            host_number += 1
-            host_classes = rng.sample(HOST_CLASSES, rng.randint(1, 2))
-            variables = [f"rack=r{rng.randint(1, 40)}", f"serial=SN{rng.randrange(10**8):08d}"]
-            if rng.random() < 0.5:
-                variables.append(f"monitored={rng.choice(('true', 'false'))}")
-            entries.append(_entry(
-                f"dc={host},ou=hosts,{SUFFIX}",
-                "objectClass: dNSDomain", "objectClass: domainRelatedObject",
-                "objectClass: puppetClient", "objectClass: opslabNode",
-                f"dc: {host}", f"associatedDomain: {host}",
-                *(f"puppetClass: {name}" for name in host_classes),
-                *(f"puppetVar: {variable}" for variable in variables),
-                f"opslabClassParameter: {host_classes[0]}::workers={rng.randint(1, 32)}",
-            ))
-            expected[host] = ExpectedNode(
-                classes=frozenset([*host_classes, *project_classes, DEFAULT_CLASS]),
-                environment=environment_for_branch(branch),
-            )
-    return "\n".join(entries), expected
-
-
-def load_directory(slapd: ThrowawaySlapd, workdir: Path) -> dict[str, ExpectedNode]:
-    """Generate the directory, bulk-load it and start slapd; prints the timings."""
-    started = time.perf_counter()
-    ldif, expected = generate_ldif(seeded_random())
-    ldif_path = workdir / "directory.ldif"
-    ldif_path.write_text(ldif, encoding="utf-8")
-    generated = time.perf_counter()
-    slapd.preload([ldif_path])
-    loaded = time.perf_counter()
-    slapd.start()
-    running = time.perf_counter()
-    print(f"directory: {len(expected):,} hosts in {PROJECTS} projects, "
-          f"{ldif.count('dn: '):,} entries, {len(ldif) / 1e6:.1f} MB of LDIF")
-    print(f"  generate {generated - started:6.2f} s   slapadd {loaded - generated:6.2f} s   "
-          f"generate+load {loaded - started:6.2f} s   slapd start {running - loaded:5.2f} s")
-    return expected
-
-
 def write_config(slapd: ThrowawaySlapd, workdir: Path) -> Path:
     """An opslab configuration file for the throwaway slapd, with its own cache dir."""
     path = workdir / "opslab.yaml"
@@ -238,13 +124,6 @@ def write_config(slapd: ThrowawaySlapd, workdir: Path) -> Path:
 # --- statistics ----------------------------------------------------------------------------
 
 
-def percentile(samples: Sequence[float], percent: int) -> float:
-    """The ``percent``-th percentile (inclusive method, interpolated)."""
-    if len(samples) < 2:
-        return samples[0]
-    return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1]
-
-
 def summarize(samples: Sequence[float]) -> dict[str, float]:
     """Median, p90 and p99 of a list of milliseconds."""
     return {
@@ -257,14 +136,6 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
 
 
 # --- whole processes -----------------------------------------------------------------------
-
-
-def bytecode_environment(pycache: Path) -> dict[str, str]:
-    """The environment for measured Python processes: bytecode cached below ``pycache``."""
-    environment = dict(os.environ)
-    environment.pop("PYTHONDONTWRITEBYTECODE", None)
-    environment["PYTHONPYCACHEPREFIX"] = str(pycache)
-    return environment
 
 
 def run_command(command: Sequence[str], environment: dict[str, str]) -> tuple[float, str]:
@@ -306,17 +177,6 @@ def find_ldapsearch() -> str:
     path = shutil.which("ldapsearch")
     if path is None:
         raise BenchmarkError("ldapsearch not found (Debian: apt-get install ldap-utils)")
-    return path
-
-
-def find_enc() -> str:
-    """The installed opslab-enc console script of this interpreter's environment."""
-    beside = Path(sys.executable).parent / "opslab-enc"
-    if beside.exists():
-        return str(beside)
-    path = shutil.which("opslab-enc")
-    if path is None:
-        raise BenchmarkError("opslab-enc not installed: pip install -e . into this environment")
     return path
 
 
@@ -437,11 +297,6 @@ def measure_imports(environment: dict[str, str]) -> dict[str, Any]:
 # --- reporting -----------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    """PASS or FAIL."""
-    return "PASS" if ok else "FAIL"
-
-
 def print_import_report(imports: dict[str, Any]) -> None:
     """Print what the ENC imports beyond the floor, and any forbidden package."""
     print(f"(bytecode cached; per module the median of {IMPORT_REPEATS} runs; totals include "
@@ -498,13 +353,6 @@ def print_process_report(timings: dict[str, list[float]]) -> dict[str, Any]:
     return {"stats": stats, **ratios}
 
 
-def print_environment() -> None:
-    """One line on the machine: noisy numbers need their context."""
-    load_1, _, _ = os.getloadavg()
-    print(f"python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, load average {load_1:.2f}")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run every measurement once and print the report; 0 whatever the numbers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -517,14 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.runs < 2 or arguments.classify_runs < 2:
         parser.error("--runs and --classify-runs must be at least 2")
 
-    ldapsearch, enc = find_ldapsearch(), find_enc()
+    ldapsearch, enc = find_ldapsearch(), find_script("opslab-enc")
     print_environment()
-    schemas = sorted((REPO / "schema").glob("*.ldif"))
     results: dict[str, Any] = {"runs": arguments.runs, "classify_runs": arguments.classify_runs}
     with tempfile.TemporaryDirectory(prefix="opslab-bench-") as scratch:
         workdir = Path(scratch)
         environment = bytecode_environment(workdir / "pycache")
-        slapd = ThrowawaySlapd(SUFFIX, schemas)
+        slapd = ThrowawaySlapd(SUFFIX, SCHEMAS)
         try:
             print("\n== 1. directory ==")
             expected = load_directory(slapd, workdir)

@@ -46,7 +46,8 @@ class SlapdError(RuntimeError):
     """The throwaway slapd could not be configured, started or loaded."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on (for throwaway servers)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -75,7 +76,7 @@ class ThrowawaySlapd:
         self.root_password = secrets.token_urlsafe(24)
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="opslab-slapd-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.ldap_uri = f"ldap://127.0.0.1:{self.port}"
         socket_path = str(self.workdir / "ldapi")
         self.ldapi_uri = "ldapi://" + urllib.parse.quote(socket_path, safe="")

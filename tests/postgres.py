@@ -7,10 +7,11 @@ runs as the ``postgres`` system user that Debian's package creates.
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from opslab.slapd import free_port
 
 
 def _binary(name: str) -> str:
@@ -25,9 +26,7 @@ class ThrowawayPostgres:
 
     def __init__(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="opslab-postgres-"))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.url = f"postgresql+psycopg://opslab@127.0.0.1:{self.port}/postgres"
         self._as_user: list[str] = []
         if os.geteuid() == 0:

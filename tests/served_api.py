@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from opslab.slapd import ThrowawaySlapd
+from opslab.slapd import ThrowawaySlapd, free_port
 
 START_DEADLINE = 30.0
 
@@ -22,9 +21,7 @@ class ServedApi:
     """A gunicorn serving the API for ``slapd``, with its own SQLite database."""
 
     def __init__(self, work: Path, slapd: ThrowawaySlapd, base: str) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         secret = work / "writer.secret"
         secret.write_text(slapd.root_password)
