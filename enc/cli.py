@@ -67,13 +67,18 @@ def _classify(arguments: argparse.Namespace) -> int:
     except (InvalidName, ConfigError) as error:
         _say(f"error: {error}")
         return EXIT_USAGE
+    if arguments.explain and config.enc.api_url:
+        _say("error: --explain reads the directory; it is not available through enc.api_url")
+        return EXIT_USAGE
     cache = ClassificationCache(config.cache.dir, config.cache.max_age)
-    if config.enc.api_url:
-        return _classify_through_api(config, cache, certname, arguments.explain)
 
     try:
-        with Directory(config.ldap) as directory:
-            classification = Classifier(directory, config).classify(certname)
+        if config.enc.api_url:
+            from .api_source import fetch
+
+            output = fetch(config.enc, certname)
+        else:
+            output = _from_directory(config, certname, arguments.explain)
     except UnknownNode as error:
         # The directory said so: a cached answer must never outlive the node.
         cache.forget(certname)
@@ -85,45 +90,22 @@ def _classify(arguments: argparse.Namespace) -> int:
     except DirectoryUnavailable as error:
         return _serve_cached(cache, certname, str(error), arguments.explain)
 
+    if not arguments.explain:
+        try:
+            cache.store(certname, output)
+        except OSError as error:
+            _say(f"warning: cannot update the cache in {config.cache.dir}: {error.strerror}")
+    sys.stdout.write(output)
+    return 0
+
+
+def _from_directory(config: Config, certname: str, explaining: bool) -> str:
+    """The classification read from LDAP: YAML for Puppet, or the explanation for people."""
+    with Directory(config.ldap) as directory:
+        classification = Classifier(directory, config).classify(certname)
     for warning in classification.warnings:
         _say(f"warning: {warning}")
-    if arguments.explain:
-        sys.stdout.write(explain(classification))
-        return 0
-    output = to_yaml(classification)
-    try:
-        cache.store(certname, output)
-    except OSError as error:
-        _say(f"warning: cannot update the cache in {config.cache.dir}: {error.strerror}")
-    sys.stdout.write(output)
-    return 0
-
-
-def _classify_through_api(config: Config, cache: ClassificationCache, certname: str,
-                          explaining: bool) -> int:
-    """The same contract, with the API (enc.api_url) in place of the directory."""
-    from .api_source import fetch
-
-    if explaining:
-        _say("error: --explain reads the directory; it is not available through enc.api_url")
-        return EXIT_USAGE
-    try:
-        output = fetch(config.enc, certname)
-    except UnknownNode as error:
-        cache.forget(certname)
-        _say(f"unknown node {certname}: {error}")
-        return EXIT_UNKNOWN_NODE
-    except (ClassificationError, DirectoryError) as error:
-        _say(f"error: cannot classify {certname}: {error}")
-        return EXIT_UNCLASSIFIABLE
-    except DirectoryUnavailable as error:
-        return _serve_cached(cache, certname, str(error), explaining=False)
-    try:
-        cache.store(certname, output)
-    except OSError as error:
-        _say(f"warning: cannot update the cache in {config.cache.dir}: {error.strerror}")
-    sys.stdout.write(output)
-    return 0
+    return explain(classification) if explaining else to_yaml(classification)
 
 
 def _serve_cached(cache: ClassificationCache, certname: str, reason: str, explaining: bool) -> int:
