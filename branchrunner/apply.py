@@ -31,7 +31,7 @@ import yaml
 from opslab.config import Config
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
-from opslab.names import DEFAULT_BRANCH, InvalidName, environment_for_branch, validate_certname
+from opslab.names import DEFAULT_BRANCH, branches_by_environment, validate_certname
 from opslab.puppet import EXIT_MEANINGS, SUCCESS_CODES, apply_command, enc_command
 
 from .deployment import Deployment, Log, SyncFailed
@@ -186,13 +186,7 @@ class Apply:
             self._warn(result, f"cannot list the remote's branches; using what is deployed: "
                                f"{error}")
             return
-        matching = []
-        for branch in branches:
-            try:
-                if environment_for_branch(branch) == environment:
-                    matching.append(branch)
-            except InvalidName:
-                continue
+        matching = branches_by_environment(branches)[0].get(environment, [])
         if len(matching) != 1:
             problem = (f"no branch of the remote maps to environment {environment!r}"
                        if not matching else f"branches {matching} all map to {environment!r}")

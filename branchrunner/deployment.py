@@ -16,7 +16,7 @@ from typing import Any
 
 from opslab.config import BranchSettings
 from opslab.lock import FileLock
-from opslab.names import InvalidName, environment_for_branch, validate_branch
+from opslab.names import branches_by_environment, validate_branch
 
 from .environments import EnvironmentConflict, EnvironmentsDirectory, UnsafeTree
 from .git import GitError, Mirror
@@ -113,13 +113,8 @@ class Deployment:
 
     def _deploy_all(self, wanted: dict[str, str], full: bool) -> list[Outcome]:
         """Deploy each wanted branch, unless it shares its environment name with another."""
-        outcomes: list[Outcome] = []
-        claimants: dict[str, list[str]] = {}
-        for branch in sorted(wanted):
-            try:
-                claimants.setdefault(environment_for_branch(branch), []).append(branch)
-            except InvalidName as error:
-                outcomes.append(self._refuse(None, branch, str(error)))
+        claimants, unusable = branches_by_environment(wanted)
+        outcomes = [self._refuse(None, branch, reason) for branch, reason in unusable.items()]
         for environment, names in sorted(claimants.items()):
             # A deployed environment belongs to the branch it was deployed
             # from, for as long as that branch exists.
@@ -187,12 +182,7 @@ class Deployment:
 
     def _purge(self, kept_branches: set[str]) -> list[Outcome]:
         outcomes = []
-        live = set()
-        for branch in kept_branches:
-            try:
-                live.add(environment_for_branch(branch))
-            except InvalidName:
-                continue
+        live = set(branches_by_environment(kept_branches)[0])
         for environment in sorted(set(self.environments.deployed()) - live):
             record = self.environments.read_record(environment)
             outcome = Outcome(environment, record.get("branch", ""))

@@ -33,10 +33,6 @@ class ObjectStore:
         """The blob's path relative to the store (executables get their own copy)."""
         return f"{sha[:2]}/{sha[2:]}.x" if executable else f"{sha[:2]}/{sha[2:]}"
 
-    def path(self, sha: str, executable: bool = False) -> Path:
-        """Where the blob ``sha`` lives."""
-        return self.root / self.name(sha, executable)
-
     def missing(self, wanted: Iterable[tuple[str, bool, int]]) -> list[tuple[str, bool]]:
         """The (sha, executable) of each (sha, executable, size) not stored intact yet.
 

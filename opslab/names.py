@@ -32,10 +32,6 @@ class InvalidName(ValueError):
     """A name that is not acceptable where it was given."""
 
 
-class EnvironmentNameCollision(ValueError):
-    """Two branches would be deployed as the same Puppet environment."""
-
-
 def validate_certname(name: str) -> str:
     """Return ``name`` if it is a valid node certname, else raise InvalidName.
 
@@ -116,25 +112,25 @@ def environment_for_branch(branch: str) -> str:
     character Puppet does not allow becomes ``_`` (``feature/Login-2`` ->
     ``feature_login_2``). A branch that validate_branch refuses raises
     InvalidName. Distinct branches can map to one name; callers that hold
-    several branches check with :func:`environments_for_branches`.
+    several branches group them with :func:`branches_by_environment`.
     """
     return _NOT_ENVIRONMENT_CHAR.sub("_", validate_branch(branch).lower())
 
 
-def environments_for_branches(branches: Iterable[str]) -> dict[str, str]:
-    """Map each branch to its environment name, refusing any collision.
+def branches_by_environment(
+    branches: Iterable[str],
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Group branches by the environment each maps to.
 
-    Returns ``{environment: branch}``. Two branches that map to one name
-    raise EnvironmentNameCollision naming both; nothing is ever silently
-    overwritten.
+    Returns ``({environment: [branches]}, {refused branch: reason})``. An
+    environment with more than one branch is a collision: the caller refuses
+    it rather than deploy one over the other.
     """
-    environments: dict[str, str] = {}
-    for branch in branches:
-        environment = environment_for_branch(branch)
-        other = environments.setdefault(environment, branch)
-        if other != branch:
-            raise EnvironmentNameCollision(
-                f"branches {other!r} and {branch!r} both map to environment {environment!r}"
-            )
-    return environments
-
+    groups: dict[str, list[str]] = {}
+    refused: dict[str, str] = {}
+    for branch in sorted(branches):
+        try:
+            groups.setdefault(environment_for_branch(branch), []).append(branch)
+        except InvalidName as error:
+            refused[branch] = str(error)
+    return groups, refused

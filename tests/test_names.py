@@ -7,10 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from opslab.names import (
-    EnvironmentNameCollision,
     InvalidName,
+    branches_by_environment,
     environment_for_branch,
-    environments_for_branches,
     validate_certname,
 )
 
@@ -94,16 +93,11 @@ def test_unsafe_branches_are_refused(branch: str, reason: str) -> None:
         environment_for_branch(branch)
 
 
-def test_colliding_branches_are_refused() -> None:
-    with pytest.raises(EnvironmentNameCollision, match="'feature/x' and 'feature_x'"):
-        environments_for_branches(["production", "feature/x", "feature_x"])
-
-
-def test_distinct_branches_map_one_to_one() -> None:
-    assert environments_for_branches(["production", "feature/x"]) == {
-        "production": "production",
-        "feature_x": "feature/x",
-    }
+def test_branches_grouped_by_environment_show_collisions_and_refusals() -> None:
+    groups, refused = branches_by_environment(["production", "feature/x", "feature_x", "-rf"])
+    assert groups == {"production": ["production"], "feature_x": ["feature/x", "feature_x"]}
+    assert list(refused) == ["-rf"]
+    assert "starts with '-'" in refused["-rf"]
 
 
 @given(st.text(min_size=1, max_size=200))
