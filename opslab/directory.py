@@ -31,6 +31,10 @@ class DirectoryUnavailable(Exception):
     """The directory did not answer in time, or could not be reached."""
 
 
+class _ConnectionLost(DirectoryUnavailable):
+    """The server dropped the connection (not a timeout): a new one may well work."""
+
+
 class DirectoryError(Exception):
     """The directory answered, but the answer or the request is unusable."""
 
@@ -213,9 +217,10 @@ class Directory:
         reused = self._connection is not None
         try:
             return self._search(searches)
-        except DirectoryUnavailable:
+        except _ConnectionLost:
             if not reused:
                 raise
+            # Not after a timeout: a hung server would only make us wait twice.
             return self._search(searches)
 
     def _search(self, searches: Sequence[Search]) -> list[list[Entry]]:
@@ -245,7 +250,8 @@ class Directory:
             return results
         except _TRANSPORT_ERRORS as error:
             self.close()
-            raise DirectoryUnavailable(f"{self.settings.uri}: {_describe(error)}") from None
+            kind = _ConnectionLost if isinstance(error, ldap.SERVER_DOWN) else DirectoryUnavailable
+            raise kind(f"{self.settings.uri}: {_describe(error)}") from None
         except ldap.LDAPError as error:
             raise DirectoryError(f"{self.settings.uri}: {_describe(error)}") from None
 
