@@ -13,10 +13,11 @@ import hmac
 import re
 from typing import NamedTuple
 
-from flask import Request, current_app
+from flask import Request
 from sqlalchemy import select
 
-from .directory import DirectoryAccess, Membership
+from . import context
+from .directory import Membership
 from .store import HostToken, token_digest
 
 UID = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
@@ -59,14 +60,14 @@ def authenticate(request: Request) -> Actor | None:
             raise Refused(401, "malformed Basic credentials") from None
         if not UID.fullmatch(uid):
             raise Refused(401, "invalid user name or password")
-        directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+        directory = context.directory()
         if not directory.check_password(uid, password):
             raise Refused(401, "invalid user name or password")
         return Actor("person", uid)
     if scheme.lower() == "bearer":
         digest = token_digest(credentials.strip())
         # A Core statement, not an ORM session: this runs on every instance request.
-        with current_app.extensions["opslab.engine"].connect() as connection:
+        with context.engine().connect() as connection:
             stored = connection.execute(
                 select(HostToken.host, HostToken.project, HostToken.digest)
                 .where(HostToken.digest == digest)).first()
@@ -82,20 +83,20 @@ def person(actor: Actor | None) -> str:
         raise Refused(401, "authentication required")
     if actor.kind != "person":
         raise Refused(403, "host tokens may only report runs and read their own classification")
-    directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+    directory = context.directory()
     return directory.person_dn(actor.name).lower()
 
 
 def is_operator(dn: str) -> bool:
     """True if ``dn`` is a member of the operations project."""
-    directory: DirectoryAccess = current_app.extensions["opslab.directory"]
-    operations = directory.membership(current_app.config["OPSLAB"].api.operations_project)
+    directory = context.directory()
+    operations = directory.membership(context.config().api.operations_project)
     return operations is not None and dn in operations.members
 
 
 def project_membership(project: str) -> Membership:
     """The membership of an existing project; Refused (404) otherwise."""
-    directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+    directory = context.directory()
     membership = directory.membership(project) if PROJECT_NAME.fullmatch(project) else None
     if membership is None:
         raise Refused(404, f"no project {project!r}")

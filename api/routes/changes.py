@@ -2,9 +2,10 @@
 
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
+from .. import context
 from ..audit import as_json
 from ..auth import Refused
 from ..feeds import FeedEntry, atom
@@ -29,7 +30,7 @@ def _query() -> list[Change]:
     for name in FILTERS:
         if name in request.args:
             query = query.where(getattr(Change, name) == request.args[name])
-    with current_app.extensions["opslab.sessions"]() as session:
+    with context.session() as session:
         return list(session.scalars(query).all())
 
 
@@ -41,7 +42,7 @@ def changes() -> Any:
 @blueprint.get("/changes.atom")
 def feed() -> Any:
     """The Recent Changes of the directory, for feed readers."""
-    base = current_app.config["OPSLAB"].api.public_url.rstrip("/")
+    base = context.config().api.public_url.rstrip("/")
     entries = [
         FeedEntry(f"{base}/v1/changes/{change.id}",
                   f"{change.actor} {change.action} {change.target}", change.at, change.actor,

@@ -3,23 +3,18 @@
 import secrets
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, g, jsonify
 
 from opslab.names import InvalidName, validate_certname
 
+from .. import context
 from ..app import json_body
 from ..audit import recorded_write
 from ..auth import Refused, may_change_project, may_read_host
-from ..directory import DirectoryAccess
 from ..hosts import from_entry, parse, to_entry
 from ..store import Change, HostToken, token_digest
 
 blueprint = Blueprint("hosts", __name__)
-
-
-def _directory() -> DirectoryAccess:
-    directory: DirectoryAccess = current_app.extensions["opslab.directory"]
-    return directory
 
 
 def _name(fqdn: str) -> str:
@@ -30,7 +25,7 @@ def _name(fqdn: str) -> str:
 
 
 def _existing(fqdn: str) -> tuple[str, dict[str, list[str]], dict[str, Any]]:
-    directory = _directory()
+    directory = context.directory()
     dn = directory.host_dn(_name(fqdn))
     entry = directory.read(dn)
     if entry is None:
@@ -44,11 +39,11 @@ def create(project: str) -> Any:
     may_change_project(g.actor, project)
     host = parse(json_body(), creating=True)
     host["project"] = project
-    directory = _directory()
+    directory = context.directory()
     dn = directory.host_dn(host["name"])
     entry = to_entry(host)
     token = secrets.token_urlsafe(32)
-    with current_app.extensions["opslab.sessions"]() as session:
+    with context.session() as session:
         session.merge(HostToken(host=host["name"], project=project,
                                 digest=token_digest(token)))
         change = Change(actor=str(g.actor), action="host.create", target=host["name"],
@@ -73,8 +68,8 @@ def update(fqdn: str) -> Any:
     changes = parse(json_body(), creating=False)
     after = {**before, **changes}
     after_entry = to_entry(after)
-    directory = _directory()
-    with current_app.extensions["opslab.sessions"]() as session:
+    directory = context.directory()
+    with context.session() as session:
         change = Change(actor=str(g.actor), action="host.update", target=before["name"],
                         project=before["project"], before=before, after=from_entry(after_entry))
         recorded_write(session, change,
@@ -87,8 +82,8 @@ def update(fqdn: str) -> Any:
 def delete(fqdn: str) -> Any:
     dn, before_entry, before = _existing(fqdn)
     may_change_project(g.actor, before["project"] or "")
-    directory = _directory()
-    with current_app.extensions["opslab.sessions"]() as session:
+    directory = context.directory()
+    with context.session() as session:
         token = session.get(HostToken, before["name"])
         if token is not None:
             session.delete(token)

@@ -9,9 +9,10 @@ is the infrastructure's public record.
 import re
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
+from .. import context
 from ..app import json_body
 from ..auth import PROJECT_NAME, may_change_project
 from ..feeds import FeedEntry, atom
@@ -49,7 +50,7 @@ def _fields(body: Any, allowed: str) -> Any:
 def _record(project: str, message: str) -> Any:
     may_change_project(g.actor, project)
     entry = LogEntry(project=project, author=g.actor.name, message=_message(message))
-    with current_app.extensions["opslab.sessions"]() as session:
+    with context.session() as session:
         session.add(entry)
         session.commit()
     return jsonify(_as_json(entry)), 201
@@ -68,7 +69,7 @@ def _entries(project: str | None) -> list[LogEntry]:
     query = select(LogEntry).order_by(LogEntry.id.desc()).limit(limit)
     if project is not None:
         query = query.where(LogEntry.project == project)
-    with current_app.extensions["opslab.sessions"]() as session:
+    with context.session() as session:
         return list(session.scalars(query).all())
 
 
@@ -94,7 +95,7 @@ def combined() -> Any:
 
 
 def _feed(project: str | None) -> Any:
-    base = current_app.config["OPSLAB"].api.public_url.rstrip("/")
+    base = context.config().api.public_url.rstrip("/")
     path = f"/v1/projects/{project}/log.atom" if project else "/v1/log.atom"
     entries = [FeedEntry(f"{base}/v1/log/{entry.id}", f"{entry.project}: {entry.message}",
                          entry.at, entry.author, entry.message)

@@ -3,7 +3,7 @@
 import threading
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from opslab.config import Config
 from opslab.directory import Directory
@@ -11,8 +11,8 @@ from opslab.enc.classifier import ClassificationError, Classifier, UnknownNode
 from opslab.enc.render import to_yaml
 from opslab.names import InvalidName, project_label, validate_certname
 
+from .. import context
 from ..auth import Refused, may_read_host
-from ..directory import DirectoryAccess
 from ..hosts import from_entry
 
 blueprint = Blueprint("nodes", __name__)
@@ -38,13 +38,13 @@ def classify(fqdn: str) -> Any:
     if g.actor is None or g.actor.kind != "host":
         # People need the host's project to be authorized; a host's own token
         # needs nothing but its name, so instances cost no extra directory read.
-        directory: DirectoryAccess = current_app.extensions["opslab.directory"]
+        directory = context.directory()
         entry = directory.read(directory.host_dn(certname))
         project = from_entry(entry)["project"] if entry else project_label(certname)
     else:
         project = None
     may_read_host(g.actor, certname, project)
-    config = current_app.config["OPSLAB"]
+    config = context.config()
     reader = _reader(config)
     reader.begin_task()
     try:

@@ -2,9 +2,10 @@
 
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
+from .. import context
 from ..app import json_body
 from ..audit import recorded_write
 from ..auth import (
@@ -16,7 +17,7 @@ from ..auth import (
     person,
     project_membership,
 )
-from ..directory import Attributes, DirectoryAccess, escape
+from ..directory import Attributes, escape
 from ..hosts import Invalid, from_entry, parse, to_entry
 from ..store import Change, LogEntry
 
@@ -27,11 +28,6 @@ QUERY_FILTERS = ("project", "class", "var")
 def _people_only() -> None:
     if g.actor is None or g.actor.kind != "person":
         raise Refused(401 if g.actor is None else 403, "this is for people")
-
-
-def _directory() -> DirectoryAccess:
-    directory: DirectoryAccess = current_app.extensions["opslab.directory"]
-    return directory
 
 
 def _values(entry: Attributes, name: str) -> list[str]:
@@ -51,8 +47,8 @@ def _summary(entry: Attributes) -> dict[str, Any]:
 @blueprint.get("/projects")
 def list_projects() -> Any:
     _people_only()
-    config = current_app.config["OPSLAB"]
-    found = _directory().search(config.projects_base_dn, "(objectClass=groupOfNames)")
+    config = context.config()
+    found = context.directory().search(config.projects_base_dn, "(objectClass=groupOfNames)")
     return jsonify(sorted((_summary(entry) for _, entry in found), key=lambda p: p["name"]))
 
 
@@ -60,16 +56,16 @@ def list_projects() -> Any:
 def show(project: str) -> Any:
     """A project: members, owners, branch, project-wide classes and variables, hosts, log."""
     _people_only()
-    directory = _directory()
+    directory = context.directory()
     entry = directory.read(directory.project_dn(project)) if PROJECT_NAME.fullmatch(
         project) else None
     if entry is None:
         raise Refused(404, f"no project {project!r}")
     settings = from_entry({**entry, "associatedDomain": [project]})
-    config = current_app.config["OPSLAB"]
+    config = context.config()
     hosts = directory.search(config.hosts_base_dn,
                              f"(&(objectClass=puppetClient)(opslabProject={escape(project)}))")
-    with current_app.extensions["opslab.sessions"]() as session:
+    with context.session() as session:
         log = session.scalars(select(LogEntry).where(LogEntry.project == project)
                               .order_by(LogEntry.id.desc()).limit(10)).all()
     return jsonify({
@@ -102,8 +98,8 @@ def query() -> Any:
         if "=" not in assignment:
             raise Invalid(f"var must be NAME=VALUE, got {assignment!r}")
         parts.append(f"(puppetVar={escape(assignment)})")
-    config = current_app.config["OPSLAB"]
-    found = _directory().search(config.hosts_base_dn, f"(&{''.join(parts)})")
+    config = context.config()
+    found = context.directory().search(config.hosts_base_dn, f"(&{''.join(parts)})")
     return jsonify(sorted((from_entry(entry) for _, entry in found), key=lambda h: h["name"]))
 
 
@@ -169,7 +165,7 @@ def _settings(entry: Attributes) -> dict[str, Any]:
 
 def _write(action: str, project: str, dn: str, before: Attributes | None,
            after: Attributes | None) -> None:
-    directory = _directory()
+    directory = context.directory()
     if before is None and after is not None:
         write, undo = (lambda: directory.add(dn, after)), (lambda: directory.delete(dn))
     elif before is not None and after is not None:
@@ -177,7 +173,7 @@ def _write(action: str, project: str, dn: str, before: Attributes | None,
         undo = lambda: directory.replace(dn, after, before)  # noqa: E731
     else:
         raise ValueError("a project write needs an after state")
-    with current_app.extensions["opslab.sessions"]() as session:
+    with context.session() as session:
         change = Change(actor=str(g.actor), action=action, target=project, project=project,
                         before=_document(before), after=_document(after))
         recorded_write(session, change, write=write, undo=undo)
@@ -194,11 +190,11 @@ def _document(entry: Attributes | None) -> dict[str, Any] | None:
 def create_project() -> Any:
     """Create a project; the creator becomes its first member and owner."""
     dn = person(g.actor)
-    config = current_app.config["OPSLAB"]
+    config = context.config()
     if not is_operator(dn):
         owns_one = config.api.owners_create_projects and any(
             dn in {owner.lower() for owner in _values(entry, "owner")}
-            for _, entry in _directory().search(config.projects_base_dn,
+            for _, entry in context.directory().search(config.projects_base_dn,
                                                 "(objectClass=groupOfNames)"))
         if not owns_one:
             raise Refused(403, "only operations may create projects"
@@ -208,9 +204,9 @@ def create_project() -> Any:
     name = changes.pop("name")
     if changes.get("global") and not is_operator(dn):
         raise Refused(403, "only operations may create a global project")
-    creator = _directory().person_dn(g.actor.name)
+    creator = context.directory().person_dn(g.actor.name)
     entry = _project_entry(name, changes, [creator], [creator])
-    _write("project.create", name, _directory().project_dn(name), None, entry)
+    _write("project.create", name, context.directory().project_dn(name), None, entry)
     return jsonify(_document(entry)), 201
 
 
@@ -221,8 +217,8 @@ def update_project(project: str) -> Any:
     changes = _project_changes(json_body(), creating=False)
     if "global" in changes and not is_operator(person(g.actor)):
         raise Refused(403, "only operations may mark a project global or not")
-    dn = _directory().project_dn(project)
-    before = _directory().read(dn)
+    dn = context.directory().project_dn(project)
+    before = context.directory().read(dn)
     if before is None:
         raise Refused(404, f"no project {project!r}")
     after = _project_entry(project, {**_settings(before), **changes},
@@ -249,7 +245,7 @@ def add_member(project: str) -> Any:
         raise Refused(403, f"{g.actor.name} is not a member of project {project!r}")
     if owner and not operator and dn not in membership.owners:
         raise Refused(403, f"only owners of {project!r} may add owners")
-    directory = _directory()
+    directory = context.directory()
     new = directory.person_dn(uid)
     if directory.read(new) is None:
         raise Refused(404, f"no person {uid!r}")
@@ -268,7 +264,7 @@ def remove_member(project: str, uid: str) -> Any:
     """Remove a member (owners and operations may; anyone may leave)."""
     dn = person(g.actor)
     membership = project_membership(project)
-    directory = _directory()
+    directory = context.directory()
     gone = directory.person_dn(uid).lower() if UID.fullmatch(uid) else ""
     if gone not in membership.members:
         raise Refused(404, f"{uid!r} is not a member of project {project!r}")

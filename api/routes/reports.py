@@ -3,11 +3,12 @@
 import re
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, g, jsonify
 from sqlalchemy import func, select
 
 from opslab.names import InvalidName, validate_certname
 
+from .. import context
 from ..app import json_body
 from ..auth import Refused, may_change_project, may_read_host
 from ..hosts import Invalid
@@ -80,7 +81,7 @@ def post(fqdn: str) -> Any:
         failed=int(resources.get("failed") or 0), failures=failures,
         duration=body.get("duration"),
     )
-    with current_app.extensions["opslab.sessions"]() as session:
+    with context.session() as session:
         session.add(report)
         session.commit()
     return jsonify(as_json(report)), 201
@@ -92,7 +93,7 @@ def for_host(fqdn: str) -> Any:
         validate_certname(fqdn)
     except InvalidName as error:
         raise Refused(404, f"no host {fqdn!r}: {error}") from None
-    with current_app.extensions["opslab.sessions"]() as session:
+    with context.session() as session:
         reports = session.scalars(select(RunReport).where(RunReport.host == fqdn)
                                   .order_by(RunReport.id.desc()).limit(50)).all()
     project = reports[0].project if reports else None
@@ -104,7 +105,7 @@ def for_host(fqdn: str) -> Any:
 def latest_per_host(project: str) -> Any:
     """The latest report of every host of ``project``."""
     may_change_project(g.actor, project)
-    with current_app.extensions["opslab.sessions"]() as session:
+    with context.session() as session:
         newest = (select(func.max(RunReport.id)).where(RunReport.project == project)
                   .group_by(RunReport.host))
         reports = session.scalars(select(RunReport).where(RunReport.id.in_(newest))

@@ -1,0 +1,33 @@
+"""What a request handler reaches through the current app, in one place."""
+
+from flask import current_app
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from opslab.config import Config
+
+from .directory import DirectoryAccess
+
+
+def config() -> Config:
+    """The opslab configuration the app was created with."""
+    settings: Config = current_app.config["OPSLAB"]
+    return settings
+
+
+def directory() -> DirectoryAccess:
+    """The API's access to the directory."""
+    access: DirectoryAccess = current_app.extensions["opslab.directory"]
+    return access
+
+
+def engine() -> Engine:
+    """The SQL store's engine (for the few statements that need no ORM session)."""
+    store: Engine = current_app.extensions["opslab.engine"]
+    return store
+
+
+def session() -> Session:
+    """A new ORM session on the SQL store; use it as a context manager."""
+    new: Session = current_app.extensions["opslab.sessions"]()
+    return new
