@@ -61,7 +61,6 @@ def show(project: str) -> Any:
         project) else None
     if entry is None:
         raise Refused(404, f"no project {project!r}")
-    settings = from_entry({**entry, "associatedDomain": [project]})
     config = context.config()
     hosts = directory.search(config.hosts_base_dn,
                              f"(&(objectClass=puppetClient)(opslabProject={escape(project)}))")
@@ -69,12 +68,8 @@ def show(project: str) -> Any:
         log = session.scalars(select(LogEntry).where(LogEntry.project == project)
                               .order_by(LogEntry.id.desc()).limit(10)).all()
     return jsonify({
-        **_summary(entry),
-        "members": _uids(_values(entry, "member")),
-        "owners": _uids(_values(entry, "owner")),
-        "classes": settings["classes"],
-        "class_parameters": settings["class_parameters"],
-        "variables": settings["variables"],
+        **_document(entry),
+        **_summary(entry),  # the branch as followed: production when none is set
         "hosts": sorted(from_entry(host)["name"] for _, host in hosts),
         "recent_log": [{"at": item.at.isoformat(), "author": item.author,
                         "message": item.message} for item in log],
@@ -156,7 +151,7 @@ def _project_entry(name: str, settings: dict[str, Any], members: list[str],
 
 
 def _settings(entry: Attributes) -> dict[str, Any]:
-    puppet = from_entry({**entry, "associatedDomain": ["-"]})
+    puppet = from_entry(entry)
     return {"description": next(iter(_values(entry, "description")), None),
             "branch": puppet["branch"], "classes": puppet["classes"],
             "class_parameters": puppet["class_parameters"], "variables": puppet["variables"],
@@ -164,15 +159,22 @@ def _settings(entry: Attributes) -> dict[str, Any]:
 
 
 def _write(action: str, project: str, dn: str, before: Attributes | None,
-           after: Attributes | None) -> None:
+           after: Attributes) -> None:
+    """Create (no ``before``) or change a project entry, with its audit record."""
     directory = context.directory()
-    if before is None and after is not None:
-        write, undo = (lambda: directory.add(dn, after)), (lambda: directory.delete(dn))
-    elif before is not None and after is not None:
-        write = lambda: directory.replace(dn, before, after)  # noqa: E731
-        undo = lambda: directory.replace(dn, after, before)  # noqa: E731
-    else:
-        raise ValueError("a project write needs an after state")
+
+    def write() -> None:
+        if before is None:
+            directory.add(dn, after)
+        else:
+            directory.replace(dn, before, after)
+
+    def undo() -> None:
+        if before is None:
+            directory.delete(dn)
+        else:
+            directory.replace(dn, after, before)
+
     with context.session() as session:
         change = Change(actor=str(g.actor), action=action, target=project, project=project,
                         before=_document(before), after=_document(after))
