@@ -177,13 +177,12 @@ def _write(action: str, project: str, dn: str, before: Attributes | None,
 
     with context.session() as session:
         change = Change(actor=str(g.actor), action=action, target=project, project=project,
-                        before=_document(before), after=_document(after))
+                        before=_document(before) if before is not None else None,
+                        after=_document(after))
         recorded_write(session, change, write=write, undo=undo)
 
 
-def _document(entry: Attributes | None) -> dict[str, Any] | None:
-    if entry is None:
-        return None
+def _document(entry: Attributes) -> dict[str, Any]:
     return {**_settings(entry), "members": _uids(_values(entry, "member")),
             "owners": _uids(_values(entry, "owner"))}
 
