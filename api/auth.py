@@ -17,10 +17,11 @@ from flask import Request
 from sqlalchemy import select
 
 from . import context
+from opslab.names import InvalidName, validate_user_name
+
 from .directory import Membership
 from .store import HostToken, token_digest
 
-UID = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
@@ -58,8 +59,10 @@ def authenticate(request: Request) -> Actor | None:
             uid, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Refused(401, "malformed Basic credentials") from None
-        if not UID.fullmatch(uid):
-            raise Refused(401, "invalid user name or password")
+        try:
+            validate_user_name(uid)
+        except InvalidName:
+            raise Refused(401, "invalid user name or password") from None
         directory = context.directory()
         if not directory.check_password(uid, password):
             raise Refused(401, "invalid user name or password")

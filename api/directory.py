@@ -10,6 +10,7 @@ built from validated names with ``ldap.dn.escape_dn_chars``.
 from typing import Any, NamedTuple
 
 import ldap
+import ldap.dn
 import ldap.modlist
 from ldap.dn import escape_dn_chars
 from ldap.filter import escape_filter_chars
@@ -61,6 +62,20 @@ class DirectoryAccess:
 
     def host_dn(self, fqdn: str) -> str:
         return f"dc={escape_dn_chars(fqdn)},{self.config.hosts_base_dn}"
+
+    def uids(self, dns: list[str]) -> list[str]:
+        """The sorted user names of the people among ``dns`` (members that are not people,
+        such as nested groups, are left out)."""
+        people = ldap.dn.str2dn(self.config.people_base_dn.lower())
+        names = []
+        for dn in dns:
+            try:
+                rdn, *parent = ldap.dn.str2dn(dn.lower())
+            except ldap.DECODING_ERROR:
+                continue
+            if parent == people and len(rdn) == 1 and rdn[0][0] == "uid":
+                names.append(rdn[0][1])
+        return sorted(names)
 
     def check_password(self, uid: str, password: str) -> bool:
         """True if ``password`` is ``uid``'s, by binding as them."""

@@ -102,6 +102,23 @@ class ApiSettings(NamedTuple):
     workers: int = 2
     max_body: int = 65536
     public_url: str = "http://localhost:8150"
+    heads_ttl: float = 30.0
+
+
+class AgentSettings(NamedTuple):
+    """The instance agent: how often it checks, applies, and whom it lets in.
+
+    It talks to the API named by ``enc.api_url`` with the token in
+    ``enc.api_token_file``, the same the ENC uses on an instance.
+    """
+
+    check_interval: float = 60.0
+    apply_interval: float = 1800.0
+    splay: float = 60.0
+    retry_interval: float = 300.0
+    sudoers_file: str | None = "/etc/sudoers.d/opslab-project"
+    visudo: str = "visudo"
+    ssh_keys_timeout: float = 3.0
 
 
 class Config(NamedTuple):
@@ -113,6 +130,7 @@ class Config(NamedTuple):
     branches: BranchSettings = BranchSettings()
     apply: ApplySettings = ApplySettings()
     api: ApiSettings = ApiSettings()
+    agent: AgentSettings = AgentSettings()
     source: str = "embedded defaults"
 
     @property
@@ -138,6 +156,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "branches": BranchSettings,
     "apply": ApplySettings,
     "api": ApiSettings,
+    "agent": AgentSettings,
 }
 _ENC_MODES = ("opslab", "terminus")
 
@@ -271,7 +290,9 @@ def _check(config: Config, source: str) -> None:
     if enc.api_url is not None and not enc.api_url.startswith(("http://", "https://")):
         raise ConfigError(f"{source}: enc.api_url must be an http:// or https:// URL")
     for section, key in (("ldap", "connect_timeout"), ("ldap", "timeout"), ("ldap", "deadline"),
-                         ("branches", "git_timeout"), ("apply", "timeout")):
+                         ("branches", "git_timeout"), ("apply", "timeout"),
+                         ("agent", "check_interval"), ("agent", "apply_interval"),
+                         ("agent", "retry_interval"), ("agent", "ssh_keys_timeout")):
         if getattr(getattr(config, section), key) <= 0:
             raise ConfigError(f"{source}: {section}.{key} must be greater than 0")
 

@@ -55,6 +55,20 @@ def validate_certname(name: str) -> str:
     return name
 
 
+# Portable login names (Debian's adduser default, without the Samba "$"), at
+# most 32 characters: the name reaches LDAP filters, DNs and sudoers files, so
+# anything else is refused rather than escaped three different ways.
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def validate_user_name(name: str) -> str:
+    """Return ``name`` if it is a valid login name (``uid``), else raise InvalidName."""
+    if not _USER_NAME.fullmatch(name):
+        raise InvalidName(f"user name {name[:40]!r} is not a login name "
+                          "(a-z or _ first, then a-z, 0-9, _ or -, at most 32 characters)")
+    return name
+
+
 def short_name(certname: str) -> str | None:
     """The first label of a dotted certname, or None for a single label."""
     head, dot, _ = certname.partition(".")

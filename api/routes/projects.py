@@ -5,12 +5,13 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
+from opslab.names import InvalidName, validate_user_name
+
 from .. import context
 from ..app import json_body
 from ..audit import recorded_write
 from ..auth import (
     PROJECT_NAME,
-    UID,
     Refused,
     is_operator,
     may_change_project,
@@ -32,10 +33,6 @@ def _people_only() -> None:
 
 def _values(entry: Attributes, name: str) -> list[str]:
     return next((v for k, v in entry.items() if k.lower() == name.lower()), [])
-
-
-def _uids(dns: list[str]) -> list[str]:
-    return sorted(dn.split(",", 1)[0].partition("=")[2] for dn in dns)
 
 
 def _summary(entry: Attributes) -> dict[str, Any]:
@@ -183,8 +180,8 @@ def _write(action: str, project: str, dn: str, before: Attributes | None,
 
 
 def _document(entry: Attributes) -> dict[str, Any]:
-    return {**_settings(entry), "members": _uids(_values(entry, "member")),
-            "owners": _uids(_values(entry, "owner"))}
+    return {**_settings(entry), "members": context.directory().uids(_values(entry, "member")),
+            "owners": context.directory().uids(_values(entry, "owner"))}
 
 
 @blueprint.post("/projects")
@@ -237,8 +234,12 @@ def add_member(project: str) -> Any:
     if not isinstance(body, dict) or not set(body) <= {"uid", "owner"} or "uid" not in body:
         raise Invalid("the body must be {\"uid\": NAME} with an optional \"owner\": true")
     uid, owner = body["uid"], body.get("owner", False)
-    if not isinstance(uid, str) or not UID.fullmatch(uid) or not isinstance(owner, bool):
+    if not isinstance(uid, str) or not isinstance(owner, bool):
         raise Invalid("uid must be a user name and owner true or false")
+    try:
+        validate_user_name(uid)
+    except InvalidName as error:
+        raise Invalid(f"uid: {error}") from None
     operator = is_operator(dn)
     if membership.is_global and not operator:
         raise Refused(403, f"project {project!r} is global: only operations may change it")
@@ -266,7 +267,10 @@ def remove_member(project: str, uid: str) -> Any:
     dn = person(g.actor)
     membership = project_membership(project)
     directory = context.directory()
-    gone = directory.person_dn(uid).lower() if UID.fullmatch(uid) else ""
+    try:
+        gone = directory.person_dn(validate_user_name(uid)).lower()
+    except InvalidName:
+        gone = ""
     if gone not in membership.members:
         raise Refused(404, f"{uid!r} is not a member of project {project!r}")
     if not (gone == dn or dn in membership.owners or is_operator(dn)):
