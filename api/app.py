@@ -15,6 +15,7 @@ from opslab.directory import DirectoryError, DirectoryUnavailable
 from .audit import AuditFailed
 from .auth import Refused, authenticate
 from .directory import DirectoryAccess, WriteConflict
+from .heads import BranchHeads
 from .hosts import Invalid
 from .store import engine_for, sessions
 
@@ -29,6 +30,8 @@ def create_app(config: Config) -> Flask:
     app.extensions["opslab.engine"] = engine
     app.extensions["opslab.sessions"] = sessions(engine)
     app.extensions["opslab.directory"] = DirectoryAccess(config)
+    app.extensions["opslab.heads"] = BranchHeads(config.branches.remote, config.api.heads_ttl,
+                                                 config.branches.git_timeout)
 
     @app.before_request
     def identify_caller() -> None:
@@ -38,10 +41,10 @@ def create_app(config: Config) -> Flask:
         g.actor = authenticate(request)
 
     _register_errors(app)
-    from .routes import changes, document, hosts, log, nodes, projects, reports
+    from .routes import agents, changes, document, hosts, log, nodes, projects, reports
 
     for blueprint in (hosts.blueprint, nodes.blueprint, reports.blueprint, changes.blueprint,
-                      log.blueprint, projects.blueprint, document.blueprint):
+                      log.blueprint, projects.blueprint, agents.blueprint, document.blueprint):
         app.register_blueprint(blueprint, url_prefix="/v1")
     return app
 

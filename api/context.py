@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from opslab.config import Config
 
 from .directory import DirectoryAccess
+from .heads import BranchHeads
 
 
 def config() -> Config:
@@ -31,3 +32,9 @@ def session() -> Session:
     """A new ORM session on the SQL store; use it as a context manager."""
     new: Session = current_app.extensions["opslab.sessions"]()
     return new
+
+
+def heads() -> BranchHeads:
+    """The control repository's branch heads, as instances are told them."""
+    known: BranchHeads = current_app.extensions["opslab.heads"]
+    return known

@@ -7,6 +7,8 @@ default, PostgreSQL or MariaDB/MySQL by URL. The tables:
   when, what, before and after;
 * ``server_admin_log``: the Server Admin Log, what people say they did;
 * ``run_reports``: the Puppet runs instances report;
+* ``agent_states``: what each instance's agent last said about itself
+  (version, disabled and why);
 * ``host_tokens``: the digest of each host's token (the token itself is
   shown once, when the host is created, and never stored).
 """
@@ -16,7 +18,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -60,6 +72,8 @@ class RunReport(Base):
     """One Puppet run as an instance reported it."""
 
     __tablename__ = "run_reports"
+    __table_args__ = (UniqueConstraint("host", "idempotency_key",
+                                       name="uq_run_reports_host_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now,
                                                   index=True)
@@ -73,6 +87,24 @@ class RunReport(Base):
     failed: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[Any] = mapped_column(JSON, default=list)
     duration: Mapped[float | None] = mapped_column()
+    idempotency_key: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    trigger: Mapped[str | None] = mapped_column(String(32))
+    errors: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class AgentState(Base):
+    """What a host's agent last said about itself."""
+
+    __tablename__ = "agent_states"
+    host: Mapped[str] = mapped_column(String(253), primary_key=True)
+    project: Mapped[str | None] = mapped_column(String(64), index=True)
+    version: Mapped[str | None] = mapped_column(String(64))
+    disabled: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
 class HostToken(Base):

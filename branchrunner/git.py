@@ -36,6 +36,36 @@ def _environment() -> dict[str, str]:
     return {**os.environ, **_GIT_ENVIRONMENT}
 
 
+def _checked_remote(remote: str) -> str:
+    if not remote or remote.startswith("-") or any(ord(char) < 0x20 for char in remote):
+        raise GitError(f"remote {redact(remote)!r} is not a usable git URL or path")
+    return remote
+
+
+def _git(arguments: list[str], timeout: float) -> bytes:
+    """Run ``git ARGUMENTS``; its output, or GitError with a redacted message."""
+    name = next(argument for argument in arguments if not argument.startswith("--git-dir"))
+    try:
+        result = subprocess.run(["git", *arguments], capture_output=True, timeout=timeout,
+                                env=_environment(), check=False)
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {name} timed out after {timeout:g} s") from None
+    if result.returncode != 0:
+        message = redact(result.stderr.decode(errors="replace").strip()[-1500:])
+        raise GitError(f"git {name} failed: {message}")
+    return result.stdout
+
+
+def remote_heads(remote: str, timeout: float) -> dict[str, str]:
+    """Every branch of ``remote`` and its commit (``git ls-remote --heads``), fetching nothing."""
+    output = _git(["ls-remote", "--heads", _checked_remote(remote)], timeout)
+    listing = {}
+    for line in output.decode("utf-8", errors="surrogateescape").splitlines():
+        commit, _, ref = line.partition("\t")
+        listing[ref.removeprefix("refs/heads/")] = commit
+    return listing
+
+
 class TreeEntry:
     """One file of a commit, as ``git ls-tree -r`` lists it."""
 
@@ -64,24 +94,12 @@ class Mirror:
     """A bare mirror of the remote's branches: ``refs/heads/*`` as they are there."""
 
     def __init__(self, path: Path, remote: str, timeout: float) -> None:
-        if not remote or remote.startswith("-") or any(ord(char) < 0x20 for char in remote):
-            raise GitError(f"remote {redact(remote)!r} is not a usable git URL or path")
         self.path = path
-        self.remote = remote
+        self.remote = _checked_remote(remote)
         self.timeout = timeout
 
-    def _git(self, *arguments: str, in_mirror: bool = True) -> bytes:
-        command = ["git", *([f"--git-dir={self.path}"] if in_mirror else []), *arguments]
-        limit = self.timeout
-        try:
-            result = subprocess.run(command, capture_output=True, timeout=limit,
-                                    env=_environment(), check=False)
-        except subprocess.TimeoutExpired:
-            raise GitError(f"git {arguments[0]} timed out after {limit:g} s") from None
-        if result.returncode != 0:
-            message = redact(result.stderr.decode(errors="replace").strip()[-1500:])
-            raise GitError(f"git {arguments[0]} failed: {message}")
-        return result.stdout
+    def _git(self, *arguments: str) -> bytes:
+        return _git([f"--git-dir={self.path}", *arguments], self.timeout)
 
     def prepare(self) -> None:
         """Create the mirror if needed, point it at the remote, clear stale git locks.
@@ -125,12 +143,7 @@ class Mirror:
 
     def remote_branches(self) -> dict[str, str]:
         """Every branch of the remote and its commit, without fetching anything."""
-        output = self._git("ls-remote", "--heads", self.remote, in_mirror=False)
-        listing = {}
-        for line in output.decode("utf-8", errors="surrogateescape").splitlines():
-            commit, _, ref = line.partition("\t")
-            listing[ref.removeprefix("refs/heads/")] = commit
-        return listing
+        return remote_heads(self.remote, self.timeout)
 
     def tree(self, commit: str) -> list[TreeEntry]:
         """Every file, symlink and submodule of ``commit`` with its size, in git's order."""

@@ -67,6 +67,7 @@ class Classification:
         self.unused_class_parameters: dict[str, dict[str, Value]] = {}
         self.overridden: list[tuple[str, Value, str]] = []  # (name, loser, winner DN)
         self.layers: list[tuple[str, str]] = []  # (role, DN), most specific first
+        self.project: Entry | None = None  # the project's entry, in opslab mode
         self.warnings: list[str] = []
 
     def to_enc(self) -> dict[str, Any]:
@@ -216,6 +217,8 @@ class Classifier:
         result = Classification(certname)
         for role, entry in layers:
             result.layers.append((role, entry.dn))
+            if role == "project":
+                result.project = entry
             for name in self._classes_of(entry):
                 result.classes.setdefault(name, []).append(entry.dn)
             for name, value in self._parameters_of(entry, result.warnings).items():

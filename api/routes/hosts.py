@@ -13,6 +13,7 @@ from ..audit import recorded_write
 from ..auth import Refused, may_change_project, may_read_host
 from ..hosts import from_entry, parse, to_entry
 from ..store import Change, HostToken, token_digest
+from . import agents, reports
 
 blueprint = Blueprint("hosts", __name__)
 
@@ -55,9 +56,11 @@ def create(project: str) -> Any:
 
 @blueprint.get("/hosts/<fqdn>")
 def show(fqdn: str) -> Any:
+    """The host as the directory has it, with what its agent last said and its last run."""
     _, _, host = _existing(fqdn)
     may_read_host(g.actor, host["name"], host["project"])
-    return jsonify(host)
+    return jsonify({**host, "agent": agents.state_of(host["name"]),
+                    "last_run": reports.latest(host["name"])})
 
 
 @blueprint.patch("/hosts/<fqdn>")

@@ -1,5 +1,16 @@
-"""``GET /v1/nodes/FQDN``: exactly what ``opslab-enc FQDN`` prints, for instances without LDAP."""
+"""What a node should be: its classification, and the target its agent polls.
 
+``GET /v1/nodes/FQDN`` is exactly what ``opslab-enc FQDN`` prints, for
+instances without LDAP. ``GET /v1/nodes/FQDN/target`` is what the agent
+asks every minute: the commit its branch is at, a digest of its
+classification and who gets sudo on it, with an ETag. An agent sends the
+ETag of the target it last acted on in ``If-None-Match``; nothing changed is
+then a 304 with no body, which costs the API one classification and the
+git remote nothing (see :mod:`opslab.api.heads`).
+"""
+
+import hashlib
+import json
 import threading
 from typing import Any
 
@@ -7,7 +18,7 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from opslab.config import Config
 from opslab.directory import Directory
-from opslab.enc.classifier import ClassificationError, Classifier, UnknownNode
+from opslab.enc.classifier import Classification, ClassificationError, Classifier, UnknownNode
 from opslab.enc.render import to_yaml
 from opslab.names import InvalidName, project_label, validate_certname
 
@@ -29,8 +40,8 @@ def _reader(config: Config) -> Directory:
     return reader
 
 
-@blueprint.get("/nodes/<fqdn>")
-def classify(fqdn: str) -> Any:
+def _classification(fqdn: str) -> Classification:
+    """The classification of ``fqdn``, if the caller may read it."""
     try:
         certname = validate_certname(fqdn)
     except InvalidName as error:
@@ -48,12 +59,54 @@ def classify(fqdn: str) -> Any:
     reader = _reader(config)
     reader.begin_task()
     try:
-        classification = Classifier(reader, config).classify(certname)
+        return Classifier(reader, config).classify(certname)
     except UnknownNode:
         raise Refused(404, f"unknown node {certname}") from None
     except ClassificationError as error:
         raise Refused(409, f"cannot classify {certname}: {error}") from None
+
+
+@blueprint.get("/nodes/<fqdn>")
+def classify(fqdn: str) -> Any:
+    classification = _classification(fqdn)
     wanted = request.accept_mimetypes.best_match(["application/json", *YAML_TYPES])
     if wanted in YAML_TYPES:
         return Response(to_yaml(classification), mimetype="application/yaml")
     return jsonify(classification.to_enc())
+
+
+@blueprint.get("/nodes/<fqdn>/target")
+def target(fqdn: str) -> Any:
+    """What the node's agent should converge to; 304 if it has it (If-None-Match)."""
+    classification = _classification(fqdn)
+    document = target_of(classification)
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    response = jsonify(document)
+    response.set_etag(hashlib.sha256(canonical.encode()).hexdigest()[:40])
+    # Caches must ask every time: the point of the answer is to be current.
+    response.cache_control.no_cache = True
+    return response.make_conditional(request)
+
+
+def target_of(classification: Classification) -> dict[str, Any]:
+    """The agent's target: project, branch, environment, commit, classification digest, sudo.
+
+    Members of a project get sudo on its instances, except in a global
+    project: everyone may log in to those, so membership grants no root.
+    """
+    project = classification.project
+    is_global = project is not None and project.first("opslabGlobal") == "TRUE"
+    sudo = ([] if project is None or is_global
+            else context.directory().uids(project.values("member")))
+    environment = classification.environment
+    enc = json.dumps(classification.to_enc(), sort_keys=True, separators=(",", ":"))
+    return {
+        "certname": classification.node,
+        "project": project.first("cn") if project is not None else None,
+        "branch": classification.branch,
+        "environment": environment,
+        "commit": context.heads().commit(environment) if environment else None,
+        "classification": hashlib.sha256(enc.encode()).hexdigest(),
+        "global": is_global,
+        "sudo": sudo,
+    }

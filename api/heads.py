@@ -1,0 +1,74 @@
+"""The commit each environment's branch points at, as the API tells instances.
+
+Thousands of instances ask "has anything changed?" every minute. If each of
+them asked the git remote, the remote would carry the whole fleet's
+polling; instead each API worker lists the remote's branches (``git
+ls-remote``, one round trip for all of them) at most once per
+``api.heads_ttl`` seconds and answers every instance from that list. A
+worker that finds the list stale refreshes it while the others keep
+answering from the old one; a failed refresh keeps the old list and is
+retried after another ``heads_ttl``. So an instance learns of a push within
+``heads_ttl`` plus its own check interval.
+"""
+
+import logging
+import threading
+import time
+
+from opslab.branchrunner.git import GitError, remote_heads
+from opslab.names import branches_by_environment
+
+# A request waits at most this long on the remote; the git remote's own
+# branches.git_timeout is sized for fetches, not for a request.
+LIST_TIMEOUT = 10.0
+
+log = logging.getLogger(__name__)
+
+
+class BranchHeads:
+    """The remote's branches grouped by environment, listed at most once per ``ttl``."""
+
+    def __init__(self, remote: str, ttl: float, timeout: float) -> None:
+        self.remote = remote
+        self.ttl = ttl
+        self.timeout = min(timeout, LIST_TIMEOUT)
+        self._commits: dict[str, str] | None = None
+        self._listed_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def commit(self, environment: str) -> str | None:
+        """The commit of the one branch that deploys ``environment``; None when unknown.
+
+        None when no remote is configured, when it was never listed, or when
+        no branch or more than one (a collision the branch runner refuses)
+        maps to the environment.
+        """
+        if not self.remote:
+            return None
+        commits = self._current()
+        return commits.get(environment) if commits is not None else None
+
+    def _current(self) -> dict[str, str] | None:
+        if time.monotonic() - self._listed_at < self.ttl:
+            return self._commits
+        # The first listing is waited for; later ones are done by one request
+        # while the others answer from the stale list.
+        if not self._lock.acquire(blocking=self._commits is None):
+            return self._commits
+        try:
+            if time.monotonic() - self._listed_at >= self.ttl:
+                self._refresh()
+            return self._commits
+        finally:
+            self._lock.release()
+
+    def _refresh(self) -> None:
+        try:
+            heads = remote_heads(self.remote, self.timeout)
+        except GitError as error:
+            log.warning("cannot list the branches of the control repository: %s", error)
+        else:
+            groups, _ = branches_by_environment(heads)
+            self._commits = {environment: heads[branches[0]]
+                             for environment, branches in groups.items() if len(branches) == 1}
+        self._listed_at = time.monotonic()
