@@ -1,0 +1,414 @@
+"""``opslab agent bootstrap``: turn a Debian instance into one the agent manages.
+
+::
+
+    opslab agent bootstrap --api-url URL --ldap-uri URI --ldap-base DN --remote GIT_URL
+        [--certname FQDN] (--token-file FILE | --token-stdin) [--root DIR --no-start]
+
+It writes the host token (``/etc/opslab/host-token``, 0600), the configuration
+file (``/etc/opslab/opslab.yaml``), the agent's systemd units (into
+``/etc/systemd/system``) and an sshd drop-in that asks ``opslab-ssh-keys`` for
+users' keys; then, unless ``--no-start``, reloads systemd, runs the agent once,
+enables ``opslab-agent.service`` and reloads sshd. ``--root DIR`` writes the
+same files below DIR and touches nothing of the running system (tests, images).
+
+Every value is checked, the configuration is parsed by ``opslab.config`` and
+the unit files are read before the first write, so bad input changes nothing.
+Each file is written atomically, and only when its content or mode differs: a
+re-bootstrap with the same arguments changes nothing, one with new arguments
+updates the files in place. The token is never taken from the command line
+(every local user can read a process's arguments) and never printed.
+
+Exit status: 0 done; 1 a step failed (the message names it); 2 bad usage or input.
+"""
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from opslab.config import DEFAULT_PATH, ConfigError, parse
+from opslab.files import write_atomic
+from opslab.names import InvalidName, validate_certname
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+TOKEN_PATH = "/etc/opslab/host-token"  # noqa: S105 (a path, not a token)
+UNIT_DIRECTORY = "/etc/systemd/system"
+SSHD_DROP_IN = "/etc/ssh/sshd_config.d/opslab.conf"
+UNITS = ("opslab-agent.service", "opslab-agent-once.service", "opslab-agent.timer")
+SERVICE = "opslab-agent.service"
+# The unit files name the installation bootstrap.sh makes; the installed copies
+# name the one bootstrap runs from, the same one the sshd drop-in names.
+PACKAGED_BIN = "/opt/opslab/bin/"
+# Where an instance keeps its state, mirror and cached classifications.
+INSTANCE_PATHS = {
+    "apply": {"state_dir": "/var/lib/opslab"},
+    "branches": {"environments": "/var/lib/opslab/environments",
+                 "cache": "/var/cache/opslab/branches"},
+    "cache": {"dir": "/var/cache/opslab/enc"},
+}
+# A token is one HTTP header value: printable ASCII, no spaces.
+_TOKEN = re.compile(r"[!-~]+")
+MAX_TOKEN_LENGTH = 4096
+# Paths that go into unit files and sshd_config unquoted: no whitespace, no
+# quotes, no % (a specifier to both) and no $ (a variable to systemd).
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./+-]*")
+SYSTEMCTL_TIMEOUT = 120.0
+
+
+class _BadInput(Exception):
+    """A value given to bootstrap is unusable (exit 2)."""
+
+
+class _StepFailed(Exception):
+    """A step of the bootstrap failed (exit 1); the message names the step."""
+
+
+class _File(NamedTuple):
+    """One file to install: where (without --root), what, with which mode."""
+
+    path: str
+    text: str
+    mode: int
+
+
+class _Plan(NamedTuple):
+    """Everything bootstrap will write and run, worked out before the first write."""
+
+    root: str | None
+    files: list[_File]  # in writing order, the sshd drop-in last
+    config_path: str
+    bin_directory: str
+    start: bool
+
+
+class _NoTokenOnCommandLine(argparse.Action):
+    """``--token``: refused without echoing its value, which argparse would do."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        parser.error("the host token is never taken from the command line (every local user "
+                     "can read it there): use --token-file FILE or --token-stdin")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``opslab agent bootstrap`` to ``parser``."""
+    parser.add_argument("--api-url", required=True, metavar="URL",
+                        help="the coordination API (http:// or https://)")
+    parser.add_argument("--ldap-uri", required=True, metavar="URI",
+                        help="the directory, for SSH keys (ldap://, ldaps:// or ldapi://)")
+    parser.add_argument("--ldap-base", required=True, metavar="DN", help="the directory's base DN")
+    parser.add_argument("--remote", required=True, metavar="GIT_URL",
+                        help="git URL or path of the Puppet repository")
+    parser.add_argument("--certname", metavar="FQDN",
+                        help="this instance's certname (default: its FQDN at every run)")
+    token = parser.add_mutually_exclusive_group(required=True)
+    token.add_argument("--token-file", metavar="FILE",
+                       help="read this host's API token from FILE")
+    token.add_argument("--token-stdin", action="store_true",
+                       help="read this host's API token from standard input")
+    parser.add_argument("--token", nargs="?", action=_NoTokenOnCommandLine, help=argparse.SUPPRESS)
+    parser.add_argument("--root", metavar="DIR",
+                        help="write the files below DIR instead of / (needs --no-start)")
+    parser.add_argument("--no-start", action="store_true",
+                        help="write the files only: no systemctl, no first run, no sshd reload")
+
+
+def run(arguments: argparse.Namespace, config_path: str | None) -> int:
+    """Bootstrap this instance as ``arguments`` say; ``config_path`` is ``opslab --config``.
+
+    Returns the exit status: 0, 1 (a step failed) or 2 (bad input, nothing changed).
+    """
+    try:
+        plan = _plan(arguments, config_path)
+    except _BadInput as error:
+        _say(f"error: {error}; nothing was changed")
+        return EXIT_USAGE
+    except _StepFailed as error:
+        _say(f"error: {error}; nothing was changed")
+        return EXIT_FAILED
+    try:
+        for file in plan.files:
+            _install(plan, file)
+        if plan.start:
+            return _start(plan)
+    except _StepFailed as error:
+        _say(f"error: {error}")
+        return EXIT_FAILED
+    print("bootstrapped; not started (--no-start)")
+    return 0
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"opslab agent bootstrap: {message}\n")
+
+
+def _plan(arguments: argparse.Namespace, config_path: str | None) -> _Plan:
+    """Check every input and build every file, writing nothing."""
+    if config_path not in (None, DEFAULT_PATH):
+        # The installed units and the sshd drop-in name no configuration file, so
+        # the agent and opslab-ssh-keys read the default one: bootstrap writes that.
+        raise _BadInput(f"the agent and opslab-ssh-keys read {DEFAULT_PATH}, so bootstrap "
+                        f"writes that file; it cannot write the configuration to {config_path}")
+    if arguments.root is not None and not arguments.no_start:
+        raise _BadInput("--root writes files for another root, so nothing can be started: "
+                        "add --no-start")
+    if arguments.root is not None and not os.path.isdir(arguments.root):
+        raise _BadInput(f"--root {arguments.root} is not a directory")
+    bin_directory = os.path.dirname(sys.executable)
+    config_text = _config_text(arguments)
+    token = _read_token(arguments)
+    units = _units(bin_directory)
+    files = [
+        _File(TOKEN_PATH, token + "\n", 0o600),
+        # World-readable: sshd runs opslab-ssh-keys as nobody, and it reads this.
+        _File(DEFAULT_PATH, config_text, 0o644),
+        *(_File(f"{UNIT_DIRECTORY}/{name}", text, 0o644) for name, text in units),
+        _File(SSHD_DROP_IN, _sshd_drop_in(bin_directory), 0o644),
+    ]
+    return _Plan(arguments.root, files, DEFAULT_PATH, bin_directory, not arguments.no_start)
+
+
+def _config_text(arguments: argparse.Namespace) -> str:
+    """The configuration file, checked by ``opslab.config.parse`` as the agent will read it."""
+    import yaml
+
+    api_url = _checked_api_url(arguments.api_url)
+    ldap_uri = _checked_ldap_uri(arguments.ldap_uri)
+    ldap_base = _checked_ldap_base(arguments.ldap_base)
+    remote = _checked_remote(arguments.remote)
+    document: dict[str, dict[str, str]] = {
+        "ldap": {"uri": ldap_uri, "base": ldap_base},
+        "enc": {"api_url": api_url, "api_token_file": TOKEN_PATH},
+        "branches": {"remote": remote, **INSTANCE_PATHS["branches"]},
+        "apply": {**INSTANCE_PATHS["apply"]},
+        "cache": {**INSTANCE_PATHS["cache"]},
+    }
+    if arguments.certname is not None:
+        try:
+            document["apply"]["certname"] = validate_certname(arguments.certname)
+        except InvalidName as error:
+            raise _BadInput(f"--certname: {error}") from None
+    text = ("# Written by `opslab agent bootstrap`; a re-bootstrap rewrites it. Keys not\n"
+            "# named here have the defaults listed in opslab's README.\n"
+            + yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
+    try:
+        parse(text, "the generated configuration")
+    except ConfigError as error:
+        raise _BadInput(str(error)) from None
+    return text
+
+
+def _checked_api_url(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or _has_space(url):
+        raise _BadInput(f"--api-url {_shown(url)} is not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise _BadInput("--api-url must not carry a user or password: the host token "
+                        "authenticates this instance")
+    return url
+
+
+def _checked_ldap_uri(uri: str) -> str:
+    if not uri.startswith(("ldap://", "ldaps://", "ldapi://")) or _has_space(uri):
+        raise _BadInput(f"--ldap-uri {_shown(uri)} is not an ldap://, ldaps:// or ldapi:// URI")
+    return uri
+
+
+def _checked_ldap_base(base: str) -> str:
+    import ldap.dn
+
+    if not base or _has_control(base) or not ldap.dn.is_dn(base):
+        raise _BadInput(f"--ldap-base {_shown(base)} is not a distinguished name "
+                        "(such as dc=example,dc=org)")
+    return base
+
+
+def _checked_remote(remote: str) -> str:
+    from opslab.branchrunner.git import redact
+
+    # The branch runner's own rule for a remote (branchrunner/git.py): it reaches
+    # git as an argument, so a leading '-' would be read as an option.
+    if not remote or remote.startswith("-") or _has_control(remote):
+        raise _BadInput(f"--remote {redact(_shown(remote))} is not a usable git URL or path")
+    return remote
+
+
+def _has_space(text: str) -> bool:
+    return any(char.isspace() for char in text) or _has_control(text)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted for a message, cut short: input, not necessarily printable."""
+    return repr(value[:200])
+
+
+def _read_token(arguments: argparse.Namespace) -> str:
+    """The host token from --token-file or stdin, checked; never put into a message."""
+    source = "standard input" if arguments.token_stdin else f"--token-file {arguments.token_file}"
+    try:
+        if arguments.token_stdin:
+            text = sys.stdin.read(MAX_TOKEN_LENGTH + 1)
+        else:
+            with open(arguments.token_file, encoding="utf-8") as stream:
+                text = stream.read(MAX_TOKEN_LENGTH + 1)
+    except OSError as error:
+        raise _BadInput(f"cannot read {source}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise _BadInput(f"the host token from {source} is not text") from None
+    # Checked before stripping: a cut-off token must never pass as a whole one.
+    if len(text) > MAX_TOKEN_LENGTH:
+        raise _BadInput(f"the host token from {source} is longer than {MAX_TOKEN_LENGTH} "
+                        "characters")
+    # Surrounding whitespace is ignored, as the ENC ignores it when reading the token.
+    token = text.strip()
+    if not token:
+        raise _BadInput(f"the host token from {source} is empty")
+    if not _TOKEN.fullmatch(token):
+        raise _BadInput(f"the host token from {source} contains spaces, line breaks or "
+                        "characters other than printable ASCII")
+    return token
+
+
+def _units(bin_directory: str) -> list[tuple[str, str]]:
+    """The packaged unit files, naming the commands of this installation."""
+    _check_command_directory(bin_directory)
+    directory = Path(__file__).parent / "systemd"
+    units = []
+    for name in UNITS:
+        try:
+            text = (directory / name).read_text(encoding="utf-8")
+        except OSError as error:
+            raise _StepFailed(f"cannot read the packaged unit file {name}: "
+                              f"{error.strerror}") from None
+        units.append((name, text.replace(PACKAGED_BIN, f"{bin_directory}/")))
+    return units
+
+
+def _sshd_drop_in(bin_directory: str) -> str:
+    return ("# Written by `opslab agent bootstrap`: users' SSH keys come from the directory.\n"
+            f"AuthorizedKeysCommand {bin_directory}/opslab-ssh-keys %u\n"
+            "AuthorizedKeysCommandUser nobody\n")
+
+
+def _check_command_directory(bin_directory: str) -> None:
+    """The commands the units and sshd will run exist, under a path they can name."""
+    if not _PLAIN_PATH.fullmatch(bin_directory):
+        raise _StepFailed(f"opslab is installed in {bin_directory!r}, a path that systemd "
+                          "units and sshd_config cannot name unquoted")
+    for command in ("opslab", "opslab-ssh-keys"):
+        if not os.access(f"{bin_directory}/{command}", os.X_OK):
+            raise _StepFailed(f"{bin_directory}/{command} is missing: is opslab installed "
+                              "in this Python's environment?")
+
+
+def _target(plan: _Plan, path: str) -> str:
+    """Where ``path`` of the instance is on this machine (below --root if given)."""
+    return os.path.join(plan.root, path.lstrip("/")) if plan.root is not None else path
+
+
+def _install(plan: _Plan, file: _File) -> None:
+    """Write ``file`` if it differs; the sshd drop-in only if ``sshd -t`` accepts it."""
+    target = _target(plan, file.path)
+    previous = _current(target)
+    changed = previous != (file.text, file.mode)
+    try:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        if changed:
+            write_atomic(target, file.text, file.mode)
+    except OSError as error:
+        raise _StepFailed(f"writing {target} failed: {error.strerror}") from None
+    print(f"{'wrote' if changed else 'unchanged'} {target}")
+    if file.path == SSHD_DROP_IN and plan.root is None:
+        _validate_sshd(target, changed, previous)
+
+
+def _current(path: str) -> tuple[str, int] | None:
+    """The text and mode of ``path``, or None if it does not exist or cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read(), os.fstat(stream.fileno()).st_mode & 0o7777
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _sshd() -> str | None:
+    """The sshd binary, if this machine has one."""
+    return shutil.which("sshd", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+
+
+def _validate_sshd(target: str, changed: bool, previous: tuple[str, int] | None) -> None:
+    """Run ``sshd -t`` if this machine has sshd; on failure put back what the drop-in replaced.
+
+    ``previous`` is the replaced text and mode, None if there was no file.
+    """
+    sshd = _sshd()
+    if sshd is None:
+        return
+    try:
+        result = subprocess.run([sshd, "-t"], capture_output=True, text=True,
+                                timeout=SYSTEMCTL_TIMEOUT, check=False)
+        problem = result.stderr.strip() if result.returncode != 0 else None
+    except (OSError, subprocess.TimeoutExpired) as error:
+        problem = str(error)
+    if problem is None:
+        return
+    if not changed:
+        raise _StepFailed(f"sshd -t rejects the configuration: {problem}")
+    try:
+        if previous is not None:
+            write_atomic(target, *previous)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target)
+    except OSError as error:
+        raise _StepFailed(f"sshd -t rejects the configuration with {target} ({problem}), "
+                          f"and putting back the old one failed: {error.strerror}") from None
+    raise _StepFailed(f"sshd -t rejects the configuration with {target}, so it was put back "
+                      f"as it was: {problem}")
+
+
+def _start(plan: _Plan) -> int:
+    """Reload systemd, run the agent once, enable it, reload sshd; the exit status."""
+    opslab = f"{plan.bin_directory}/opslab"
+    _step("systemctl daemon-reload", ["systemctl", "daemon-reload"], SYSTEMCTL_TIMEOUT)
+    # No timeout of ours: the agent bounds its git calls and puppet apply itself.
+    first_run = _step("the first run", [opslab, "--config", plan.config_path, "agent", "run",
+                                        "--once"], None, fatal=False)
+    _step(f"enabling {SERVICE}", ["systemctl", "enable", "--now", SERVICE], SYSTEMCTL_TIMEOUT)
+    if _sshd() is not None:
+        _step("reloading sshd", ["systemctl", "reload", "ssh"], SYSTEMCTL_TIMEOUT)
+    if not first_run:
+        # The service is enabled regardless: it retries, and the API may come later.
+        _say(f"error: the first run failed (see above); {SERVICE} is enabled and will retry")
+        return EXIT_FAILED
+    print(f"bootstrapped; {SERVICE} is running")
+    return 0
+
+
+def _step(name: str, command: Sequence[str], timeout: float | None, fatal: bool = True) -> bool:
+    """Run one step, its output going to ours; raise _StepFailed if it fails and is fatal."""
+    print(f"{name}: {' '.join(command)}", flush=True)
+    try:
+        status = subprocess.run(command, timeout=timeout, check=False).returncode
+        problem = f"exit status {status}" if status != 0 else None
+    except (OSError, subprocess.TimeoutExpired) as error:
+        problem = str(error)
+    if problem is not None and fatal:
+        raise _StepFailed(f"{name} failed: {problem}")
+    if problem is not None:
+        _say(f"{name} failed: {problem}")
+    return problem is None
