@@ -16,9 +16,9 @@ from typing import NamedTuple
 from flask import Request
 from sqlalchemy import select
 
-from . import context
 from opslab.names import InvalidName, validate_user_name
 
+from . import context
 from .directory import Membership
 from .store import HostToken, token_digest
 

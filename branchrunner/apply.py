@@ -4,7 +4,8 @@
    --disable``) and unless another apply runs (its own lock), ask the ENC
    which environment this host is in.
 2. Sync the one branch that maps to it (skipped with ``--no-sync``; a
-   failed sync leaves the deployed tree in use, with a warning).
+   failed sync leaves the deployed tree in use, with a warning and the
+   reason in ``sync_error``).
 3. Run ``puppet apply --detailed-exitcodes`` on that exact tree: the run
    gets an environmentpath of its own whose one entry points at the tree
    resolved before the run, so a sync during the run cannot change what
@@ -183,22 +184,28 @@ class Apply:
         try:
             branches = deployment.mirror.remote_branches()
         except GitError as error:
-            self._warn(result, f"cannot list the remote's branches; using what is deployed: "
-                               f"{error}")
+            self._sync_failed(result, f"cannot list the remote's branches; "
+                                      f"using what is deployed: {error}")
             return
         matching = branches_by_environment(branches)[0].get(environment, [])
         if len(matching) != 1:
             problem = (f"no branch of the remote maps to environment {environment!r}"
                        if not matching else f"branches {matching} all map to {environment!r}")
-            self._warn(result, f"{problem}; using what is deployed")
+            self._sync_failed(result, f"{problem}; using what is deployed")
             return
         result["branch"] = matching[0]
         try:
             for outcome in deployment.sync(matching):
                 if not outcome.ok:
-                    self._warn(result, f"sync of {outcome.branch!r} failed: {outcome.error}")
+                    self._sync_failed(result,
+                                      f"sync of {outcome.branch!r} failed: {outcome.error}")
         except (SyncFailed, LockHeld, GitError) as error:
-            self._warn(result, f"sync failed; using what is deployed: {error}")
+            self._sync_failed(result, f"sync failed; using what is deployed: {error}")
+
+    def _sync_failed(self, result: dict[str, Any], message: str) -> None:
+        """The branch could not be brought up to date: the run uses what is deployed."""
+        result.setdefault("sync_error", message)
+        self._warn(result, message)
 
     def _warn(self, result: dict[str, Any], message: str) -> None:
         result.setdefault("warnings", []).append(message)

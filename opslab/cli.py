@@ -2,6 +2,7 @@
 
     opslab [--config FILE] branch sync|apply|disable|enable    the branch runner
     opslab [--config FILE] api migrate|serve                   the coordination API
+    opslab [--config FILE] agent run|disable|enable|status|bootstrap   the instance agent
 
 Only the chosen component is imported, so each subcommand starts as fast as
 its own dependencies allow.
@@ -15,6 +16,7 @@ import sys
 COMPONENTS = {
     "branch": ("opslab.branchrunner.cli", "project branches as Puppet environments, and apply"),
     "api": ("opslab.api.cli", "the coordination API: migrate its database, serve it"),
+    "agent": ("opslab.agent.cli", "the instance agent: keep this instance on its branch"),
 }
 
 

@@ -20,18 +20,23 @@ START_DEADLINE = 30.0
 class ServedApi:
     """A gunicorn serving the API for ``slapd``, with its own SQLite database."""
 
-    def __init__(self, work: Path, slapd: ThrowawaySlapd, base: str) -> None:
+    def __init__(self, work: Path, slapd: ThrowawaySlapd, base: str,
+                 settings: dict[str, dict[str, Any]] | None = None) -> None:
+        """``settings``: more configuration, by section (``{"api": {"heads_ttl": 0}}``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         secret = work / "writer.secret"
         secret.write_text(slapd.root_password)
         self.config = work / "api.yaml"
-        self.config.write_text(yaml.safe_dump({
+        config: dict[str, dict[str, Any]] = {
             "ldap": {"uri": slapd.ldapi_uri, "base": base},
             "api": {"database": f"sqlite:///{work / 'api.sqlite'}",
                     "writer_dn": slapd.root_dn, "writer_password_file": str(secret),
                     "listen": f"127.0.0.1:{self.port}", "workers": 2},
-        }))
+        }
+        for section, values in (settings or {}).items():
+            config[section] = {**config.get(section, {}), **values}
+        self.config.write_text(yaml.safe_dump(config))
         self._server: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -1,0 +1,257 @@
+"""One agent check, and the loop that repeats it.
+
+A check costs one HTTP request when nothing changed: the agent sends the
+ETag of the target it last acted on, and the API answers 304. Only when the
+target changed (a new commit on the branch, a new classification) does the
+agent sync and apply; it also applies every ``agent.apply_interval`` to
+correct drift, and retries a failed run after ``agent.retry_interval``.
+Who gets sudo follows the target on every check, even while Puppet runs
+are disabled: taking someone out of a project must take effect everywhere.
+
+What the agent acted on lives in ``STATE_DIR/agent/state.json``, written
+atomically; reports and state changes go through the spool
+(:mod:`opslab.agent.spool`).
+"""
+
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from opslab.branchrunner.apply import Apply, disable, disabled_reason, enable
+from opslab.config import Config
+from opslab.files import write_atomic
+from opslab.lock import FileLock, LockHeld
+from opslab.names import validate_certname
+
+from . import sudoers
+from .client import ApiClient, ApiRefused, ApiUnavailable, Target
+from .spool import Delivery, Item, Spool
+
+Log = Callable[[str], None]
+
+
+class Check(NamedTuple):
+    """What one check did: ``outcome`` is one of OUTCOMES; ``report`` when it applied."""
+
+    outcome: str
+    detail: str = ""
+    report: dict[str, Any] | None = None
+
+
+OUTCOMES = ("unchanged", "applied", "disabled", "waiting", "unreachable", "refused", "busy")
+
+
+class Agent:
+    """The agent of this instance, for one configuration."""
+
+    def __init__(self, config: Config, version: str, log: Log | None = None) -> None:
+        self.config = config
+        self.settings = config.agent
+        self.version = version
+        self.log = log or (lambda message: None)
+        self.certname = validate_certname(config.apply.certname or socket.getfqdn())
+        self.directory = Path(config.apply.state_dir) / "agent"
+        self.spool = Spool(self.directory / "spool")
+        self.client = ApiClient(config.enc)
+
+    # -- the check -------------------------------------------------------
+
+    def check(self, now: float | None = None) -> Check:
+        """One check: deliver the spool, fetch the target, keep sudo and Puppet on it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.directory / "agent.lock"), "opslab agent check")
+        try:
+            lock.acquire()
+        except LockHeld as error:
+            return Check("busy", str(error))
+        try:
+            return self._check(time.time() if now is None else now)
+        finally:
+            lock.release()
+
+    def _check(self, now: float) -> Check:
+        state = self._load_state()
+        self.deliver()
+        fresh: Target | None = None
+        try:
+            fresh = self.client.target(self.certname, state.get("etag"))
+        except ApiRefused as error:
+            self.log(f"the API refused to give this host's target: {error}")
+            return Check("refused", str(error))
+        except ApiUnavailable as error:
+            self.log(f"the API is unreachable ({error}); Puppet runs on the drift interval, "
+                     "with the ENC's cached classification")
+            trigger = self._trigger(state, None, now)
+            if trigger is None:
+                return Check("unreachable", str(error))
+            return self._apply(state, trigger, None, now)
+        target = fresh.document if fresh is not None else state.get("target")
+        if target is not None:
+            self._keep_sudo(target)
+        if fresh is not None and _puppet_part(fresh.document) == _puppet_part(state.get("target")):
+            # Only who gets sudo changed, and that is done: nothing left to act on.
+            state.update(target=fresh.document, etag=fresh.etag)
+            self._save_state(state)
+        trigger = self._trigger(state, fresh, now)
+        if trigger is None:
+            return Check("waiting" if state.get("failed") else "unchanged")
+        return self._apply(state, trigger, fresh, now)
+
+    def _trigger(self, state: dict[str, Any], fresh: Target | None, now: float) -> str | None:
+        """Why to apply now, or None: first run, a changed target, a retry, drift."""
+        if state.get("applied_at") is None:
+            return "first"
+        failed = state.get("failed")
+        if fresh is not None and _puppet_part(fresh.document) != _puppet_part(state.get("target")):
+            if failed is None or failed.get("etag") != fresh.etag or now >= failed["retry_at"]:
+                return "change"
+        elif failed is not None and now >= failed["retry_at"]:
+            return "retry"
+        if now - state["applied_at"] >= self.settings.apply_interval:
+            return "drift"
+        return None
+
+    def _apply(self, state: dict[str, Any], trigger: str, fresh: Target | None,
+               now: float) -> Check:
+        reason = disabled_reason(self.config)
+        if reason is not None:
+            self.log(f"a Puppet run is due ({trigger}) but runs are disabled: {reason}")
+            return Check("disabled", reason)
+        self.log(f"applying ({trigger})")
+        result = Apply(self.config, self.certname, self.log).run()
+        report = self._report(result, trigger)
+        self.spool.add("report", self.certname, report)
+        self.deliver()
+        synced = not result.get("sync_error")
+        if fresh is not None and synced:
+            state.update(target=fresh.document, etag=fresh.etag)
+        state["applied_at"] = now
+        state["failed"] = None if report["success"] else {
+            "etag": fresh.etag if fresh is not None else state.get("etag"),
+            "retry_at": now + self.settings.retry_interval,
+        }
+        self._save_state(state)
+        self.log(f"run {report['status']} at commit {report.get('commit')}"
+                 + (f": {report['error']}" if report.get("error") else ""))
+        return Check("applied", report["status"], report)
+
+    def _report(self, result: dict[str, Any], trigger: str) -> dict[str, Any]:
+        """The run report: the branch runner's result, with what the agent knows."""
+        report = {**result, "agent_version": self.version, "trigger": trigger}
+        if result.get("sync_error"):
+            # Puppet ran what was deployed; the host is not at its branch's commit.
+            report.update(status="failed", success=False,
+                          error=result.get("error") or f"the branch could not be updated, so "
+                          f"the deployed commit {result.get('commit')} was applied instead: "
+                          f"{result['sync_error']}")
+        return report
+
+    def _keep_sudo(self, target: dict[str, Any]) -> None:
+        if self.settings.sudoers_file is None:
+            return
+        path = Path(self.settings.sudoers_file)
+        try:
+            wanted = sudoers.render(target.get("project") or "", list(target.get("sudo") or []))
+            if sudoers.installed(path) != wanted:
+                sudoers.install(path, wanted, self.settings.visudo)
+                who = ", ".join(target.get("sudo") or []) or "nobody"
+                self.log(f"sudo on this host now for: {who}")
+        except sudoers.SudoersError as error:
+            self.log(f"sudo access left as it was: {error}")
+
+    # -- telling the API -------------------------------------------------
+
+    def deliver(self) -> Delivery:
+        """Deliver what is spooled, oldest first, as far as the API takes it now."""
+        def send(item: Item) -> None:
+            if item.kind == "report":
+                self.client.post_report(item.certname, item.body, item.key)
+            else:
+                self.client.put_state(item.certname, item.body)
+
+        delivery = self.spool.deliver(send)
+        if delivery.delivered or delivery.rejected:
+            self.log(f"delivered {delivery.delivered} spooled message(s)"
+                     + (f", set aside {delivery.rejected} the API refused"
+                        if delivery.rejected else ""))
+        if delivery.error:
+            self.log(f"{delivery.pending} message(s) stay spooled: {delivery.error}")
+        return delivery
+
+    def set_disabled(self, reason: str | None) -> Delivery:
+        """Disable Puppet runs with ``reason`` (None enables them), and tell the API."""
+        if reason is None:
+            enable(self.config)
+        else:
+            disable(self.config, reason)
+        self.spool.add("state", self.certname, {
+            "disabled": reason is not None, "reason": reason, "version": self.version,
+            "changed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        })
+        return self.deliver()
+
+    # -- state -----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What the agent knows: disabled or not, what it acted on, what is spooled."""
+        state = self._load_state()
+        return {
+            "certname": self.certname,
+            "disabled": disabled_reason(self.config),
+            "target": state.get("target"),
+            "applied_at": _iso(state.get("applied_at")),
+            "retry_at": _iso((state.get("failed") or {}).get("retry_at")),
+            "spooled": len(self.spool.pending()),
+            "rejected": len(list(self.spool.rejected.glob("*[0-9].json")))
+            if self.spool.rejected.exists() else 0,
+        }
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads((self.directory / "state.json").read_text(encoding="utf-8"))
+            return state if isinstance(state, dict) else {}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            self.log("state.json is unreadable; starting afresh (the next check applies)")
+            return {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        write_atomic(str(self.directory / "state.json"), json.dumps(state, indent=1) + "\n",
+                     mode=0o644)
+
+    # -- the long-running mode ------------------------------------------
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Check every ``check_interval`` until ``stop`` is set, after a random splay.
+
+        The splay spreads a fleet's checks over the interval, so a push to a
+        branch reaches the remote and the API from a trickle of instances at
+        a time rather than all in the same second. A stop during a check
+        lets the check (and its Puppet run) finish.
+        """
+        # Not for security: any spread will do.
+        stop.wait(random.uniform(0, self.settings.splay))  # noqa: S311
+        while not stop.is_set():
+            started = time.monotonic()
+            self.check()
+            stop.wait(max(0.0, self.settings.check_interval - (time.monotonic() - started)))
+
+
+def _puppet_part(target: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What a Puppet run depends on: the branch's commit and the classification."""
+    if target is None:
+        return None
+    return (target.get("environment"), target.get("commit"), target.get("classification"))
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")

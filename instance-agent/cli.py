@@ -1,0 +1,121 @@
+"""``opslab agent ...``: the agent on every instance.
+
+    opslab agent run            check every agent.check_interval, apply on change (systemd)
+    opslab agent run --once     one check (a timer's unit, or by hand)
+    opslab agent disable REASON stop Puppet runs here, saying why (shown in the API)
+    opslab agent enable         allow them again
+    opslab agent status         what the agent acted on, what is spooled
+    opslab agent bootstrap ...  make this instance a managed one (see the README)
+
+Exit status of ``run --once``: 0 nothing to do, or the run succeeded; 1 the
+Puppet run failed; 3 the API could not be asked or refused (nothing was
+applied, unless the drift interval was due); 2 bad usage or configuration.
+"""
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from opslab.config import ConfigError, load
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+def _say(message: str) -> None:
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    sys.stderr.write(f"{stamp} opslab agent: {message}\n")
+    sys.stderr.flush()
+
+
+def agent_version() -> str:
+    """This agent's version, as its reports carry it."""
+    try:
+        return version("opslab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: list[str], config_path: str | None = None) -> int:
+    """Run ``opslab agent ARGV``; ``config_path`` is ``opslab --config``."""
+    from . import bootstrap
+
+    parser = argparse.ArgumentParser(prog="opslab agent",
+                                     description="The agent on every managed instance.")
+    parser.add_argument("--config", metavar="FILE", default=config_path,
+                        help="configuration file (default: $OPSLAB_CONFIG, "
+                        "else /etc/opslab/opslab.yaml)")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = actions.add_parser("run", help="check and apply, every agent.check_interval")
+    run.add_argument("--once", action="store_true", help="one check, then exit")
+    off = actions.add_parser("disable", help="stop Puppet runs here, saying why")
+    off.add_argument("reason", help="why (shown in the API's host view)")
+    actions.add_parser("enable", help="allow Puppet runs again")
+    status = actions.add_parser("status", help="what the agent acted on, what is spooled")
+    status.add_argument("--json", action="store_true", help="print it as JSON")
+    setup = actions.add_parser("bootstrap", help="make this instance a managed one")
+    bootstrap.add_arguments(setup)
+    arguments = parser.parse_args(argv)
+
+    if arguments.action == "bootstrap":
+        return bootstrap.run(arguments, arguments.config)
+    from .agent import Agent
+
+    try:
+        config = load(arguments.config)
+        agent = Agent(config, agent_version(), _say)
+    except (ConfigError, ValueError) as error:
+        _say(str(error))
+        return EXIT_USAGE
+    if arguments.action == "run":
+        return _run(agent, arguments.once)
+    if arguments.action == "disable":
+        if not arguments.reason.strip():
+            _say("say why: the reason is shown to the project's members")
+            return EXIT_USAGE
+        agent.set_disabled(arguments.reason.strip())
+        _say(f"Puppet runs are disabled on {agent.certname}")
+        return 0
+    if arguments.action == "enable":
+        agent.set_disabled(None)
+        _say(f"Puppet runs are enabled on {agent.certname}")
+        return 0
+    report = agent.status()
+    if arguments.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key}: {json.dumps(value) if isinstance(value, dict) else value}")
+    return 0
+
+
+def _run(agent: "Agent", once: bool) -> int:
+    if once:
+        check = agent.check()
+        if check.outcome in ("unreachable", "refused"):
+            return EXIT_UNREACHABLE
+        if check.report is not None and not check.report["success"]:
+            return EXIT_FAILED
+        return 0
+    stop = threading.Event()
+
+    def request_stop(number: int, frame: FrameType | None) -> None:
+        _say(f"stopping on {signal.Signals(number).name} (a run under way finishes first)")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    _say(f"checking {agent.certname} every {agent.settings.check_interval:g} s, applying "
+         f"at least every {agent.settings.apply_interval:g} s")
+    agent.run_forever(stop)
+    return 0

@@ -1,0 +1,124 @@
+"""The agent's outbox: run reports and state changes, kept on disk until the API has them.
+
+Everything the agent tells the API goes through here, in order: written to
+the spool first (atomically, with an idempotency key of its own), then
+delivered oldest first. A crash after writing loses nothing; a crash after
+the API stored an item but before it was removed here sends it again, and
+the API recognises the key and does not store it twice.
+
+Delivery stops at the first item the API cannot take now (unreachable, a
+5xx, the token refused), so later items never overtake earlier ones. An
+item the API refuses as invalid (any other 4xx) would block the queue
+forever; it is moved to ``rejected/`` with the reason, where an operator
+can read it, never deleted.
+"""
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from opslab.files import write_atomic
+from opslab.lock import FileLock
+
+from .client import ApiRefused, ApiUnavailable
+
+# 401 and 403 say the token is wrong, not the item: keep it for a fixed token.
+_RETRY_LATER = (401, 403)
+LOCK_TIMEOUT = 30.0
+KINDS = ("report", "state")
+
+
+class Item(NamedTuple):
+    """One spooled message: ``kind`` is "report" or "state"."""
+
+    path: Path
+    key: str
+    kind: str
+    certname: str
+    body: dict[str, Any]
+
+
+class Delivery(NamedTuple):
+    """What one delivery round did."""
+
+    delivered: int
+    rejected: int
+    pending: int
+    error: str | None
+
+
+class Spool:
+    """The spool directory: ``NNNNNNNNNNNN.json`` files, delivered in name order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.rejected = directory / "rejected"
+
+    def add(self, kind: str, certname: str, body: dict[str, Any]) -> str:
+        """Spool one message; returns its idempotency key."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        key = uuid.uuid4().hex
+        envelope = {"key": key, "kind": kind, "certname": certname, "body": body,
+                    "spooled_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        with self._lock():
+            sequence = max((int(path.stem) for path in self._files()), default=0) + 1
+            write_atomic(str(self.directory / f"{sequence:012d}.json"),
+                         json.dumps(envelope, default=str))
+        return key
+
+    def pending(self) -> list[Item]:
+        """The spooled messages, oldest first."""
+        items = []
+        for path in self._files():
+            try:
+                envelope = json.loads(path.read_text(encoding="utf-8"))
+                if envelope["kind"] not in KINDS:
+                    raise ValueError(f"unknown kind {envelope['kind']!r}")
+                items.append(Item(path, envelope["key"], envelope["kind"],
+                                  envelope["certname"], envelope["body"]))
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+                # Written atomically, so only a damaged disk gets here; keep it in sight.
+                self._set_aside(path, f"unreadable: {error}")
+        return items
+
+    def deliver(self, send: Callable[[Item], None]) -> Delivery:
+        """Send pending messages oldest first with ``send``, until one cannot go now."""
+        if not self.directory.exists():
+            return Delivery(0, 0, 0, None)
+        delivered = rejected = 0
+        with self._lock():
+            items = self.pending()
+            for index, item in enumerate(items):
+                try:
+                    send(item)
+                except ApiUnavailable as error:
+                    return Delivery(delivered, rejected, len(items) - index, str(error))
+                except ApiRefused as error:
+                    if error.status in _RETRY_LATER:
+                        return Delivery(delivered, rejected, len(items) - index, str(error))
+                    self._set_aside(item.path, str(error))
+                    rejected += 1
+                    continue
+                item.path.unlink()
+                delivered += 1
+        return Delivery(delivered, rejected, 0, None)
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        self.rejected.mkdir(exist_ok=True)
+        note = {"rejected_at": datetime.now(UTC).isoformat(timespec="seconds"), "reason": reason}
+        write_atomic(str(self.rejected / f"{path.stem}.reason.json"), json.dumps(note))
+        os.replace(path, self.rejected / path.name)
+
+    def _files(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        return sorted(path for path in self.directory.glob("*.json") if path.stem.isdigit())
+
+    def _lock(self) -> FileLock:
+        return FileLock(str(self.directory / ".lock"), "the agent's spool", LOCK_TIMEOUT)

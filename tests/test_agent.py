@@ -1,0 +1,366 @@
+"""The instance agent end to end: real slapd, real git, the real API behind gunicorn on a
+loopback port, real ``puppet apply``.
+
+Every Puppet run takes seconds, so the scenarios below share one fleet (one
+project, one host, one control repository, one API) and run in file order,
+each starting from where the previous one left the host: first run, a
+classification change, a branch change, the API down during a run, the
+remote down, a disabled agent. Cheaper properties (spool order and
+idempotency, sudo, the target's ETag) have tests of their own that need no
+Puppet run.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from opslab.agent.agent import Agent
+from opslab.agent.client import ApiClient, ApiUnavailable
+from opslab.agent.spool import Spool
+from opslab.agent.sudoers import SudoersError, install, render
+from opslab.config import load
+from opslab.slapd import ThrowawaySlapd
+from tests.conftest import BASE, CONTROL_REPO, basic, bearer
+from tests.remote import Remote
+from tests.served_api import ServedApi
+
+PROJECT = "fleet"
+NODE = f"agent1.{PROJECT}.example.org"
+MOTD = "modules/motd/manifests/init.pp"
+
+
+class Fleet:
+    """The API, the control repository and one instance's agent, sharing a scratch dir."""
+
+    def __init__(self, work: Path, slapd: ThrowawaySlapd) -> None:
+        self.work = work
+        self.remote = Remote(work / "repository")
+        shutil.copytree(CONTROL_REPO, self.remote.work, dirs_exist_ok=True)
+        self.remote.commit("production", {}, "the example control repository")
+        # The agent reaches the repository through a link that tests can break,
+        # while the API still reaches it: "the remote is down" for the instance.
+        self.agent_remote = work / "agent-remote.git"
+        self.agent_remote.symlink_to(self.remote.bare)
+        (work / "api").mkdir()
+        self.api = ServedApi(work / "api", slapd, BASE, {
+            "branches": {"remote": self.remote.url},
+            "api": {"heads_ttl": 0},
+        })
+        self.root = work / "root"
+        self.root.mkdir()
+        self.config_path = work / "agent.yaml"
+
+    def create(self) -> None:
+        """The project (olga of operations creates it, carol joins) and the host."""
+        self.call("POST", "/v1/projects", "olga", {"name": PROJECT, "branch": "production"})
+        self.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": "carol"})
+        host = self.call("POST", f"/v1/projects/{PROJECT}/hosts", "carol", {
+            "name": NODE, "classes": ["motd"],
+            "class_parameters": {"motd": {"message": "first message"}}})
+        token = self.work / "host-token"
+        token.write_text(host["token"])
+        token.chmod(0o600)
+        self.config_path.write_text(yaml.safe_dump({
+            "enc": {"api_url": self.api.url, "api_token_file": str(token), "api_timeout": 5},
+            "cache": {"dir": str(self.work / "enc-cache")},
+            "branches": {"remote": str(self.agent_remote),
+                         "environments": str(self.work / "environments"),
+                         "cache": str(self.work / "git-cache")},
+            "apply": {"certname": NODE, "state_dir": str(self.work / "state"),
+                      "puppet_state_dir": str(self.work / "puppet")},
+            "agent": {"sudoers_file": str(self.work / "sudoers.d" / "opslab-project"),
+                      "retry_interval": 300, "apply_interval": 1800},
+        }))
+        (self.work / "sudoers.d").mkdir()
+
+    def agent(self) -> Agent:
+        return Agent(load(str(self.config_path)), "0.1.0-test")
+
+    def call(self, method: str, path: str, uid: str, body: Any = None) -> Any:
+        status, answer = self.api.request(method, path, body, basic(uid))
+        assert status < 300, (status, answer)
+        return json.loads(answer) if answer else None
+
+    def reports(self) -> list[dict[str, Any]]:
+        """The host's reports as the API has them, oldest first."""
+        return list(reversed(self.call("GET", f"/v1/hosts/{NODE}/reports", "carol")))
+
+    def motd(self) -> str:
+        return (self.root / "motd").read_text()
+
+
+@pytest.fixture(scope="module")
+def fleet(slapd: ThrowawaySlapd, people: None,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path_factory.mktemp("fleet"), slapd)
+    fleet.api.start()
+    previous = os.environ.get("FACTER_opslab_root")
+    os.environ["FACTER_opslab_root"] = str(fleet.root)
+    try:
+        fleet.create()
+        yield fleet
+    finally:
+        fleet.api.stop()
+        if previous is None:
+            os.environ.pop("FACTER_opslab_root", None)
+        else:
+            os.environ["FACTER_opslab_root"] = previous
+
+
+def test_first_run_applies_reports_and_grants_sudo(fleet: Fleet) -> None:
+    """The real command, as a timer would start it."""
+    process = subprocess.run(
+        [sys.executable, "-m", "opslab.cli", f"--config={fleet.config_path}", "agent", "run",
+         "--once"], capture_output=True, text=True, timeout=600, check=False)
+
+    assert process.returncode == 0, process.stderr
+    assert fleet.motd() == "first message\n"
+    [report] = fleet.reports()
+    assert (report["status"], report["trigger"], report["agent_version"]) == (
+        "changed", "first", process_version())
+    assert report["commit"] == fleet.remote.head("production")
+    assert report["changed"] >= 1 and report["failed"] == 0
+    assert "applying (first)" in process.stderr
+    sudoers = (fleet.work / "sudoers.d" / "opslab-project").read_text()
+    assert sudoers.splitlines()[2:] == ["carol ALL=(ALL:ALL) NOPASSWD: ALL",
+                                        "olga ALL=(ALL:ALL) NOPASSWD: ALL"]
+    assert oct((fleet.work / "sudoers.d" / "opslab-project").stat().st_mode & 0o777) == "0o440"
+
+
+def process_version() -> str:
+    from opslab.agent.cli import agent_version
+    return agent_version()
+
+
+def test_nothing_changed_means_no_run(fleet: Fleet) -> None:
+    check = fleet.agent().check()
+
+    assert check.outcome == "unchanged"
+    assert len(fleet.reports()) == 1
+
+
+def test_a_classification_change_converges(fleet: Fleet) -> None:
+    fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol",
+               {"class_parameters": {"motd": {"message": "second message"}}})
+
+    check = fleet.agent().check()
+
+    assert check.outcome == "applied", check
+    assert fleet.motd() == "second message\n"
+    report = fleet.reports()[-1]
+    assert (report["status"], report["trigger"]) == ("changed", "change")
+    assert fleet.agent().check().outcome == "unchanged"
+
+
+def test_a_new_commit_on_the_branch_converges(fleet: Fleet) -> None:
+    manifest = (CONTROL_REPO / MOTD).read_text()
+    commit = fleet.remote.commit("production", {
+        MOTD: manifest.replace('"${message}\\n"', '"${message}\\n-- opslab\\n"')})
+
+    check = fleet.agent().check()
+
+    assert check.outcome == "applied", check
+    assert fleet.motd() == "second message\n-- opslab\n"
+    report = fleet.reports()[-1]
+    assert (report["commit"], report["status"], report["trigger"]) == (commit, "changed",
+                                                                       "change")
+
+
+def test_api_down_during_a_run_spools_the_report_and_delivers_it_once(fleet: Fleet) -> None:
+    agent = fleet.agent()
+    before = len(fleet.reports())
+    (fleet.root / "motd").write_text("drifted\n")
+    fleet.api.stop()
+    try:
+        # Due for a drift run while the API is away: Puppet runs on the ENC's
+        # cached classification, and the report waits in the spool.
+        check = agent.check(now=_later(agent, agent.settings.apply_interval + 1))
+        assert check.outcome == "applied", check
+        assert fleet.motd() == "second message\n-- opslab\n"
+        [spooled] = agent.spool.pending()
+        assert spooled.kind == "report" and spooled.body["trigger"] == "drift"
+    finally:
+        fleet.api.start()
+
+    delivery = agent.deliver()
+    again = agent.deliver()
+
+    assert (delivery.delivered, delivery.pending, again.delivered) == (1, 0, 0)
+    reports = fleet.reports()
+    assert len(reports) == before + 1
+    assert (reports[-1]["trigger"], reports[-1]["status"]) == ("drift", "changed")
+    assert agent.spool.pending() == []
+
+
+def test_remote_down_changes_nothing_and_reports_the_failure(fleet: Fleet) -> None:
+    agent = fleet.agent()
+    manifest = (fleet.remote.work / MOTD).read_text()
+    commit = fleet.remote.commit("production", {MOTD: manifest.replace("-- opslab", "-- v3")})
+    fleet.agent_remote.unlink()
+    try:
+        check = agent.check()
+        assert check.outcome == "applied", check
+        assert fleet.motd() == "second message\n-- opslab\n"
+        report = fleet.reports()[-1]
+        assert report["status"] == "failed"
+        assert report["commit"] != commit
+        assert any("could not be updated" in message for message in report["errors"])
+        # The failed target is retried after agent.retry_interval, not on every check.
+        assert agent.check().outcome == "waiting"
+    finally:
+        fleet.agent_remote.symlink_to(fleet.remote.bare)
+
+    check = agent.check(now=_later(agent, agent.settings.retry_interval + 1))
+
+    assert check.outcome == "applied", check
+    assert fleet.motd() == "second message\n-- v3\n"
+    assert fleet.reports()[-1]["commit"] == commit
+
+
+def test_a_disabled_agent_does_not_apply_and_the_api_shows_why(fleet: Fleet) -> None:
+    agent = fleet.agent()
+    agent.set_disabled("upgrading the database by hand")
+    host = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")
+    assert host["agent"]["disabled"] is True
+    assert host["agent"]["reason"] == "upgrading the database by hand"
+    count = len(fleet.reports())
+    fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol",
+               {"class_parameters": {"motd": {"message": "third message"}}})
+
+    check = agent.check()
+
+    assert check.outcome == "disabled"
+    assert "upgrading the database by hand" in check.detail
+    assert fleet.motd() == "second message\n-- v3\n"
+    assert len(fleet.reports()) == count
+
+    agent.set_disabled(None)
+    assert fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["agent"]["disabled"] is False
+    assert agent.check().outcome == "applied"
+    assert fleet.motd() == "third message\n-- v3\n"
+
+
+def test_a_membership_change_updates_sudo_without_a_puppet_run(fleet: Fleet) -> None:
+    agent = fleet.agent()
+    count = len(fleet.reports())
+    fleet.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": "dave"})
+    try:
+        assert agent.check().outcome == "unchanged"
+        sudoers = (fleet.work / "sudoers.d" / "opslab-project").read_text()
+        assert "dave ALL=(ALL:ALL) NOPASSWD: ALL" in sudoers
+    finally:
+        fleet.call("DELETE", f"/v1/projects/{PROJECT}/members/dave", "olga")
+    assert agent.check().outcome == "unchanged"
+    assert "dave" not in (fleet.work / "sudoers.d" / "opslab-project").read_text()
+    assert len(fleet.reports()) == count
+
+
+def test_members_of_a_global_project_get_no_sudo(fleet: Fleet) -> None:
+    agent = fleet.agent()
+    sudoers = fleet.work / "sudoers.d" / "opslab-project"
+    fleet.call("PATCH", f"/v1/projects/{PROJECT}", "olga", {"global": True})
+    try:
+        assert agent.check().outcome == "unchanged"
+        assert not sudoers.exists()
+    finally:
+        fleet.call("PATCH", f"/v1/projects/{PROJECT}", "olga", {"global": False})
+    assert agent.check().outcome == "unchanged"
+    assert "carol ALL=" in sudoers.read_text()
+
+
+def test_the_target_is_a_304_until_something_changes(fleet: Fleet) -> None:
+    client = ApiClient(load(str(fleet.config_path)).enc)
+    target = client.target(NODE, None)
+    assert target is not None
+    assert target.document["commit"] == fleet.remote.head("production")
+    assert target.document["sudo"] == ["carol", "olga"]
+
+    assert client.target(NODE, target.etag) is None
+    fleet.remote.commit("production", {"README": "a new commit\n"})
+    changed = client.target(NODE, target.etag)
+    assert changed is not None and changed.etag != target.etag
+    assert changed.document["commit"] == fleet.remote.head("production")
+
+
+def test_a_host_token_reads_only_its_own_target(fleet: Fleet) -> None:
+    token = (fleet.work / "host-token").read_text()
+    status, _ = fleet.api.request("GET", "/v1/nodes/web1.web.example.org/target",
+                                  headers=bearer(token))
+    assert status == 403
+
+
+def test_a_report_delivered_twice_is_stored_once(fleet: Fleet) -> None:
+    client = ApiClient(load(str(fleet.config_path)).enc)
+    count = len(fleet.reports())
+    report = {"status": "unchanged", "exit_code": 0, "trigger": "drift"}
+
+    client.post_report(NODE, report, "retried-after-a-lost-answer")
+    client.post_report(NODE, report, "retried-after-a-lost-answer")
+
+    assert len(fleet.reports()) == count + 1
+
+
+def test_the_spool_delivers_in_order_and_keeps_what_the_api_cannot_take(
+        tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    keys = [spool.add("report", NODE, {"n": n}) for n in range(3)]
+    sent: list[int] = []
+    refusals = [ApiUnavailable("connection refused")]
+
+    def flaky(item: Any) -> None:
+        if item.body["n"] == 1 and refusals:
+            raise refusals.pop()
+        sent.append(item.body["n"])
+
+    first = spool.deliver(flaky)
+    assert (first.delivered, first.pending, sent) == (1, 2, [0])
+    assert [item.key for item in spool.pending()] == keys[1:]
+    second = spool.deliver(flaky)
+    assert (second.delivered, second.pending, sent) == (2, 0, [0, 1, 2])
+
+
+def test_a_report_the_api_refuses_is_set_aside_not_lost(fleet: Fleet, tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    client = ApiClient(load(str(fleet.config_path)).enc)
+    spool.add("report", NODE, {"status": "no such status", "exit_code": 0})
+    spool.add("report", NODE, {"status": "unchanged", "exit_code": 0})
+
+    delivery = spool.deliver(lambda item: client.post_report(item.certname, item.body, item.key))
+
+    assert (delivery.delivered, delivery.rejected, delivery.pending) == (1, 1, 0)
+    [kept] = [path for path in spool.rejected.iterdir() if not path.name.endswith(".reason.json")]
+    assert json.loads(kept.read_text())["body"]["status"] == "no such status"
+    reason = json.loads(next(spool.rejected.glob("*.reason.json")).read_text())["reason"]
+    assert "status must be one of" in reason
+
+
+def test_an_invalid_sudoers_file_is_never_installed(tmp_path: Path) -> None:
+    target = tmp_path / "opslab-project"
+    install(target, render(PROJECT, ["carol"]))
+    good = target.read_text()
+
+    with pytest.raises(SudoersError, match="visudo refused"):
+        install(target, "carol ALL=(ALL:ALL NOPASSWD: ALL\n")
+
+    assert target.read_text() == good
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["opslab-project"]
+
+
+@pytest.mark.parametrize("user", ["root ALL=(ALL) ALL #", "carol,dave", "%admin", "", "Carol"])
+def test_sudo_is_never_granted_to_a_name_that_is_not_a_login(user: str) -> None:
+    with pytest.raises(SudoersError, match="refusing to grant sudo"):
+        render(PROJECT, ["carol", user])
+
+
+def _later(agent: Agent, seconds: float) -> float:
+    """A moment ``seconds`` after the agent's last run."""
+    state = json.loads((agent.directory / "state.json").read_text())
+    return float(state["applied_at"]) + seconds
