@@ -36,8 +36,13 @@ def _environment() -> dict[str, str]:
     return {**os.environ, **_GIT_ENVIRONMENT}
 
 
-def _checked_remote(remote: str) -> str:
-    if not remote or remote.startswith("-") or any(ord(char) < 0x20 for char in remote):
+def checked_remote(remote: str) -> str:
+    """``remote`` if git can be given it as a URL or path, else GitError.
+
+    It reaches git as an argument, so a leading '-' would read as an option.
+    """
+    if not remote or remote.startswith("-") or any(ord(char) < 0x20 or ord(char) == 0x7F
+                                                   for char in remote):
         raise GitError(f"remote {redact(remote)!r} is not a usable git URL or path")
     return remote
 
@@ -58,7 +63,7 @@ def _git(arguments: list[str], timeout: float) -> bytes:
 
 def remote_heads(remote: str, timeout: float) -> dict[str, str]:
     """Every branch of ``remote`` and its commit (``git ls-remote --heads``), fetching nothing."""
-    output = _git(["ls-remote", "--heads", _checked_remote(remote)], timeout)
+    output = _git(["ls-remote", "--heads", checked_remote(remote)], timeout)
     listing = {}
     for line in output.decode("utf-8", errors="surrogateescape").splitlines():
         commit, _, ref = line.partition("\t")
@@ -95,7 +100,7 @@ class Mirror:
 
     def __init__(self, path: Path, remote: str, timeout: float) -> None:
         self.path = path
-        self.remote = _checked_remote(remote)
+        self.remote = checked_remote(remote)
         self.timeout = timeout
 
     def _git(self, *arguments: str) -> bytes:

@@ -234,13 +234,12 @@ def _checked_ldap_base(base: str) -> str:
 
 
 def _checked_remote(remote: str) -> str:
-    from opslab.branchrunner.git import redact
+    from opslab.branchrunner.git import GitError, checked_remote
 
-    # The branch runner's own rule for a remote (branchrunner/git.py): it reaches
-    # git as an argument, so a leading '-' would be read as an option.
-    if not remote or remote.startswith("-") or _has_control(remote):
-        raise _BadInput(f"--remote {redact(_shown(remote))} is not a usable git URL or path")
-    return remote
+    try:
+        return checked_remote(remote)
+    except GitError as error:
+        raise _BadInput(f"--remote: {error}") from None
 
 
 def _has_space(text: str) -> bool:
