@@ -1,112 +1,272 @@
-"""The opslab demo: directory, classification, branches as environments, a real puppet apply.
+"""The opslab demo: a project's instance converging on its own to what its members change.
 
-Run by ``make demo``. In a temporary directory it starts a private slapd
-loaded with the example directory, makes a git repository of the example
-control repository (branches ``production`` and the tools project's
-``feature/Tools-MOTD``), and then does what an instance does: asks
-``opslab-enc`` about itself (explained, then as Puppet sees it), deploys the
-branches with ``opslab branch sync`` and runs ``opslab branch apply``, a
-real ``puppet apply`` on the environment the directory names. Everything is
-removed at the end (``--keep`` keeps it); nothing on the machine changes:
-Puppet writes only below a scratch root.
+Run by ``make demo``. In a temporary directory it starts a throwaway slapd
+loaded with the example directory and the coordination API (gunicorn, SQLite,
+otherwise the embedded defaults), and makes a git repository of the example
+control repository. Then, as people and an instance would:
+
+1. olga (operations) creates the project ``demo`` and adds vera to it;
+2. vera creates the host ``app1.demo.example.org`` with the classes ``motd``
+   and ``greeter`` (a small web service on a loopback port), and gets its token;
+3. the host's agent (``opslab agent run --once``) applies its branch: a real
+   ``puppet apply`` that writes below a scratch root and starts the service;
+4. vera changes a class parameter through the API; the agent converges;
+5. a new commit lands on the project's branch; the agent converges;
+6. the run reports and the audit log, as the API has them.
+
+Everything it started is stopped and everything it wrote is removed at the
+end (``--keep`` keeps the files); nothing outside the temporary directory
+changes.
 """
 
 import argparse
+import base64
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from opslab.puppet import enc_command
-from opslab.slapd import ThrowawaySlapd
+from opslab.slapd import ThrowawaySlapd, free_port
 
 EXAMPLES = Path(__file__).resolve().parent
 REPO = EXAMPLES.parent
 BASE = "dc=example,dc=org"
-NODE = "web1.web.example.org"
+PROJECT = "demo"
+NODE = f"app1.{PROJECT}.example.org"
+PEOPLE = {"olga": "operations", "vera": "a volunteer"}
+API_START_DEADLINE = 60.0
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "vera", "GIT_AUTHOR_EMAIL": "vera@example.org",
+                "GIT_COMMITTER_NAME": "vera", "GIT_COMMITTER_EMAIL": "vera@example.org"}
 
 
 def step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def run(command: list[str], env: dict[str, str] | None = None) -> int:
-    shown = [Path(command[0]).name, *command[1:]]
-    print(f"$ {' '.join(shown)}")
-    result = subprocess.run(command, text=True, capture_output=True, timeout=600, check=False,
-                            env=env)
-    sys.stdout.write(result.stdout)
-    sys.stderr.write("".join(line + "\n" for line in result.stderr.splitlines()
-                             if "Facter: Permission denied" not in line))
-    return result.returncode
+class Demo:
+    """The demo's servers, files and people, all below ``work``."""
 
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.root = work / "root"  # where the instance's Puppet writes
+        self.passwords = {uid: base64.b32encode(os.urandom(10)).decode() for uid in PEOPLE}
+        self.slapd = ThrowawaySlapd(BASE, sorted((REPO / "schema").glob("*.ldif")),
+                                    workdir=work / "slapd")
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}"
+        self.api: subprocess.Popen[bytes] | None = None
+        self.greeter_port = free_port()
 
-def make_repository(work: Path) -> Path:
-    """A bare repository of the example control repository with two branches."""
-    source = work / "control-repo"
-    shutil.copytree(EXAMPLES / "control-repo", source)
-    identity = {"GIT_AUTHOR_NAME": "demo", "GIT_AUTHOR_EMAIL": "demo@example.org",
-                "GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@example.org"}
-    for command in (["init", "--quiet", "-b", "production"], ["add", "--all"],
-                    ["commit", "--quiet", "-m", "example control repository"],
-                    ["branch", "feature/Tools-MOTD"],
-                    ["clone", "--quiet", "--bare", ".", str(work / "puppet.git")]):
-        subprocess.run(["git", *command], cwd=source, check=True, timeout=60,
-                       env={**os.environ, **identity})
-    return work / "puppet.git"
+    # -- the servers ----------------------------------------------------
+
+    def start_directory(self) -> None:
+        step("a throwaway slapd with the puppet, openssh-lpk and opslab schemas")
+        self.slapd.start()
+        self.slapd.create_base()
+        added = self.slapd.add_ldif((EXAMPLES / "directory.ldif").read_text(encoding="utf-8"))
+        for uid, who in PEOPLE.items():
+            self.slapd.add_ldif(f"dn: uid={uid},ou=people,{BASE}\nobjectClass: inetOrgPerson\n"
+                                f"uid: {uid}\ncn: {uid}\nsn: {who}\n"
+                                f"userPassword: {self.passwords[uid]}\n")
+        self.slapd.add_ldif(f"dn: cn=operations,ou=projects,{BASE}\nobjectClass: groupOfNames\n"
+                            f"cn: operations\nmember: uid=olga,ou=people,{BASE}\n")
+        print(f"loaded {len(added)} example entries, and people olga (operations) and vera")
+
+    def start_api(self) -> None:
+        step(f"the coordination API on {self.api_url} (gunicorn, SQLite)")
+        secret = self.work / "writer.secret"
+        secret.write_text(self.slapd.root_password)
+        secret.chmod(0o600)
+        config = self.work / "api.yaml"
+        config.write_text(yaml.safe_dump({
+            "ldap": {"uri": self.slapd.ldapi_uri, "base": BASE},
+            "branches": {"remote": str(self.work / "puppet.git")},
+            "api": {"database": f"sqlite:///{self.work / 'api.sqlite'}",
+                    "writer_dn": self.slapd.root_dn, "writer_password_file": str(secret),
+                    "listen": f"127.0.0.1:{self.port}", "public_url": self.api_url,
+                    # Production lists the branches every 30 s; the demo wants
+                    # a push seen by the very next check.
+                    "heads_ttl": 0},
+        }))
+        log = (self.work / "api.log").open("wb")
+        self.api = subprocess.Popen(
+            [sys.executable, "-m", "opslab.cli", f"--config={config}", "api", "serve"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + API_START_DEADLINE
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.api_url}/v1/openapi.yaml", timeout=2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.api.poll() is not None:
+                    raise RuntimeError("the API did not start; see api.log") from None
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        """Stop everything the demo started: the greeter service, the API, slapd."""
+        pid_file = self.root / "greeter" / "pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
+        if self.api is not None:
+            os.killpg(self.api.pid, signal.SIGTERM)
+            self.api.wait(timeout=30)
+        self.slapd.stop()
+
+    # -- the control repository ------------------------------------------
+
+    def make_repository(self) -> None:
+        step("a git repository of examples/control-repo (branch production)")
+        self.clone = self.work / "control-repo"
+        shutil.copytree(EXAMPLES / "control-repo", self.clone)
+        self.git("init", "--quiet", "-b", "production")
+        self.git("add", "--all")
+        self.git("commit", "--quiet", "-m", "example control repository")
+        self.git("clone", "--quiet", "--bare", ".", str(self.work / "puppet.git"))
+        self.git("remote", "add", "origin", str(self.work / "puppet.git"))
+        print(f"production is at {self.git('rev-parse', '--short', 'HEAD')}")
+
+    def git(self, *arguments: str) -> str:
+        result = subprocess.run(["git", *arguments], cwd=self.clone, capture_output=True,
+                                text=True, timeout=60, check=True,
+                                env={**os.environ, **GIT_IDENTITY})
+        return result.stdout.strip()
+
+    # -- people and the instance -----------------------------------------
+
+    def call(self, method: str, path: str, uid: str, body: Any = None) -> Any:
+        """One API request as ``uid``; prints it like a terminal session would."""
+        print(f"{uid}: {method} {path}" + (f" {json.dumps(body)}" if body is not None else ""))
+        credentials = base64.b64encode(f"{uid}:{self.passwords[uid]}".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.api_url}{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Basic {credentials}",
+                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"{method} {path}: HTTP {error.code}: "
+                               f"{error.read().decode(errors='replace')}") from None
+
+    def create_project_and_host(self) -> None:
+        step(f"olga creates the project {PROJECT!r} and adds vera; vera creates {NODE}")
+        self.call("POST", "/v1/projects", "olga",
+                  {"name": PROJECT, "description": "the demo", "branch": "production"})
+        self.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": "vera"})
+        created = self.call("POST", f"/v1/projects/{PROJECT}/hosts", "vera", {
+            "name": NODE, "classes": ["motd", "greeter"],
+            "class_parameters": {
+                "motd": {"message": f"{NODE}, a host of project {PROJECT}"},
+                "greeter": {"greeting": "Hello from the first run", "port": self.greeter_port},
+            }})
+        token = self.work / "host-token"
+        token.write_text(created["token"])
+        token.chmod(0o600)
+        print(f"the host's token is in {token.name} (shown once by the API, never stored)")
+        self.root.mkdir()
+        self.agent_config = self.work / "agent.yaml"
+        self.agent_config.write_text(yaml.safe_dump({
+            "enc": {"api_url": self.api_url, "api_token_file": str(token)},
+            "cache": {"dir": str(self.work / "enc-cache")},
+            "branches": {"remote": str(self.work / "puppet.git"),
+                         "environments": str(self.work / "environments"),
+                         "cache": str(self.work / "git-cache")},
+            "apply": {"certname": NODE, "state_dir": str(self.work / "state"),
+                      "puppet_state_dir": str(self.work / "puppet")},
+            "agent": {"sudoers_file": str(self.work / "sudoers.d-opslab-project")},
+        }))
+
+    def agent_run(self) -> int:
+        """``opslab agent run --once`` on the instance; returns its exit status."""
+        print("$ opslab agent run --once")
+        result = subprocess.run(
+            [sys.executable, "-m", "opslab.cli", f"--config={self.agent_config}", "agent", "run",
+             "--once"], capture_output=True, text=True, timeout=900, check=False,
+            env={**os.environ, "FACTER_opslab_root": str(self.root)})
+        for line in result.stderr.splitlines():
+            if "opslab agent:" in line:
+                print("  " + line.partition("opslab agent: ")[2])
+        return result.returncode
+
+    def show_instance(self) -> None:
+        """What the instance now serves and says."""
+        url = f"http://127.0.0.1:{self.greeter_port}/"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                page = response.read().decode().strip()
+        except OSError as error:
+            page = f"(not answering: {error})"
+        print(f"the greeter on {url} says: {page}")
+        print(f"motd: {(self.root / 'motd').read_text().strip()}")
+
+    def change_parameter(self) -> None:
+        step("vera changes the greeter's greeting through the API; the instance converges")
+        self.call("PATCH", f"/v1/hosts/{NODE}", "vera", {"class_parameters": {
+            "motd": {"message": f"{NODE}, a host of project {PROJECT}"},
+            "greeter": {"greeting": "Hello, changed through the API",
+                        "port": self.greeter_port}}})
+
+    def change_branch(self) -> None:
+        step("a new commit on the project's branch; the instance converges")
+        manifest = self.clone / "modules/greeter/manifests/init.pp"
+        manifest.write_text(manifest.read_text().replace(
+            'content => "${greeting}\\n"', 'content => "${greeting} (served by opslab)\\n"'))
+        self.git("commit", "--quiet", "-am", "greeter: say who serves the page")
+        self.git("push", "--quiet", "origin", "production")
+        print(f"pushed production at {self.git('rev-parse', '--short', 'HEAD')}")
+
+    def print_history(self) -> None:
+        step(f"the run reports of {NODE}, as the API has them")
+        for report in reversed(self.call("GET", f"/v1/hosts/{NODE}/reports", "vera")):
+            print(f"  {report['started_at']}  {report['trigger']:<7} {report['status']:<9} "
+                  f"commit {(report['commit'] or '')[:8]}  changed {report['changed']}  "
+                  f"failed {report['failed']}  {report['duration']:.1f} s")
+        step(f"the audit log of project {PROJECT!r}")
+        for change in reversed(self.call("GET", f"/v1/changes?project={PROJECT}", "vera")):
+            print(f"  {change['at']}  {change['actor']:<12} {change['action']:<20} "
+                  f"{change['target']}")
 
 
 def demo(work: Path) -> int:
-    step("starting a throwaway slapd with the puppet, openssh-lpk and opslab schemas")
-    slapd = ThrowawaySlapd(BASE, sorted((REPO / "schema").glob("*.ldif")), workdir=work / "slapd")
-    slapd.start()
+    demo = Demo(work)
     try:
-        slapd.create_base()
-        added = slapd.add_ldif((EXAMPLES / "directory.ldif").read_text(encoding="utf-8"))
-        print(f"loaded {len(added)} example entries below {BASE}")
-
-        step("a git repository of examples/control-repo: branches production, "
-             "feature/Tools-MOTD")
-        remote = make_repository(work)
-        config = work / "opslab.yaml"
-        config.write_text(yaml.safe_dump({
-            "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-            "cache": {"dir": str(work / "enc-cache")},
-            "branches": {"remote": str(remote), "environments": str(work / "environments"),
-                         "cache": str(work / "git-cache")},
-            "apply": {"certname": NODE, "state_dir": str(work / "state"),
-                      "puppet_state_dir": str(work / "puppet")},
-        }))
-        enc = enc_command(str(config))
-        opslab = [sys.executable, "-m", "opslab.cli", f"--config={config}"]
-
-        step(f"what the directory says about {NODE}")
-        if run([*enc, "--explain", NODE]) != 0 or run([*enc, NODE]) != 0:
+        demo.start_directory()
+        demo.make_repository()
+        demo.start_api()
+        demo.create_project_and_host()
+        step(f"{NODE}'s agent: the first run (puppet apply below a scratch root)")
+        if demo.agent_run() != 0:
             return 1
-
-        step("every branch deployed as an environment")
-        if run([*opslab, "branch", "sync"]) != 0:
+        demo.show_instance()
+        demo.change_parameter()
+        if demo.agent_run() != 0:
             return 1
-
-        step(f"{NODE} applies its environment (puppet apply, writing below a scratch root)")
-        root = work / "root"
-        root.mkdir()
-        status = run([*opslab, "branch", "apply"],
-                     env={**os.environ, "FACTER_opslab_root": str(root)})
-        if status not in (0, 2):
+        demo.show_instance()
+        demo.change_branch()
+        if demo.agent_run() != 0:
             return 1
-
-        step(f"what the directory made Puppet write in {root}")
-        for path in sorted(root.iterdir()):
-            print(f"--- {path.name}")
-            print(path.read_text(), end="")
+        demo.show_instance()
+        step("one more check: nothing changed, so nothing runs")
+        if demo.agent_run() != 0:
+            return 1
+        demo.print_history()
         return 0
     finally:
-        slapd.stop()
+        demo.stop()
 
 
 def main() -> int:
@@ -114,6 +274,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     keep = parser.parse_args().keep
     work = Path(tempfile.mkdtemp(prefix="opslab-demo-"))
+    started = time.monotonic()
     try:
         status = demo(work)
     finally:
@@ -121,7 +282,8 @@ def main() -> int:
             print(f"\nkept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print("\ndemo " + ("finished" if status == 0 else "FAILED"))
+    print(f"\ndemo {'finished' if status == 0 else 'FAILED'} "
+          f"in {time.monotonic() - started:.0f} s")
     return status
 
 

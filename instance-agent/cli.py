@@ -102,6 +102,8 @@ def main(argv: list[str], config_path: str | None = None) -> int:
 def _run(agent: "Agent", once: bool) -> int:
     if once:
         check = agent.check()
+        if check.outcome != "applied":
+            _say(f"check: {check.outcome}" + (f" ({check.detail})" if check.detail else ""))
         if check.outcome in ("unreachable", "refused"):
             return EXIT_UNREACHABLE
         if check.report is not None and not check.report["success"]:
