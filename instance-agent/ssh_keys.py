@@ -1,0 +1,209 @@
+"""``opslab-ssh-keys USER``: the command sshd's ``AuthorizedKeysCommand`` runs.
+
+On every public-key login sshd asks which keys may log in as USER. The answer
+comes from the directory, so that joining or leaving a project takes effect
+on the next login without touching the instance: USER's ``sshPublicKey``
+values, but only if USER is a member of this instance's project (or that
+project is global) and the account is not locked. Any doubt is an empty
+answer: access is denied, never granted from a guess or a cache.
+
+Contract with sshd: the keys on stdout, one per line, and exit 0; anything
+else is a non-zero exit with nothing on stdout (sshd ignores the output of a
+failed command, and discards its stderr, but logs the exit status). Exit codes:
+
+  0  keys printed
+  1  nothing granted: unknown user, locked account, not a member of this
+     instance's project, no usable keys, or no host entry for this instance
+  2  bad usage or an invalid user name (refused before any directory query)
+  3  the directory could not be asked: unreachable, too slow, refusing the
+     bind, or misconfigured (configuration, this instance's certname, a base DN)
+ 70  an internal error (a bug): the traceback is on stderr
+
+sshd waits for this command on every login, so the whole directory
+conversation is bounded by ``agent.ssh_keys_timeout`` and kept to two
+searches: the person and this host together, then the membership check.
+"""
+
+import argparse
+import socket
+import sys
+import time
+import traceback
+
+from ldap.filter import filter_format
+
+from opslab.config import Config, ConfigError, LdapSettings, load
+from opslab.directory import (
+    Directory,
+    DirectoryError,
+    DirectoryUnavailable,
+    Entry,
+    Search,
+    fill_filter,
+)
+from opslab.names import InvalidName, validate_certname, validate_user_name
+
+EXIT_NOT_GRANTED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERNAL_ERROR = 70  # sysexits.h EX_SOFTWARE
+
+PERSON_FILTER = "(&(objectClass=ldapPublicKey)(uid=%s))"
+HOST_FILTER = "(&(objectClass=opslabNode)(associatedDomain=%s))"
+# Membership is decided by the server: only the project's cn comes back, so a
+# long member list never travels on a login.
+GRANT_FILTER = "(&(objectClass=groupOfNames)(cn=%s)(|(member=%s)(opslabGlobal=TRUE)))"
+
+KEY_ATTRIBUTE = "sshPublicKey"
+EXPIRE_ATTRIBUTE = "shadowExpire"
+# Operational (ppolicy), so returned only when asked for by name; a directory
+# without ppolicy does not know it and simply leaves it out.
+LOCKED_ATTRIBUTE = "pwdAccountLockedTime"
+PROJECT_ATTRIBUTE = "opslabProject"
+
+# shadowExpire counts days since 1970-01-01 (UTC); -1 means "never", as in
+# /etc/shadow for pam_unix and shadow-utils.
+_SECONDS_PER_DAY = 86400
+_NEVER_EXPIRES = -1
+
+
+class NotGranted(Exception):
+    """The directory answered, and its answer grants no key."""
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"opslab-ssh-keys: {message}\n")
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="opslab-ssh-keys",
+        description="sshd AuthorizedKeysCommand: print USER's SSH keys from the opslab "
+        "directory if USER may log in to this instance.",
+    )
+    parser.add_argument("user", help="the login name, as sshd passes it (%%u)")
+    parser.add_argument("--config", metavar="FILE", help="configuration file "
+                        "(default: $OPSLAB_CONFIG, else /etc/opslab/opslab.yaml)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the process exit status."""
+    arguments = _arguments(argv)
+    try:
+        return _serve(arguments)
+    except Exception:
+        # Not exit 1, which would read as an ordinary "not granted".
+        _say("internal error, please report:\n" + traceback.format_exc())
+        return EXIT_INTERNAL_ERROR
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    # Before anything else: a hostile name must never reach a filter, or the network.
+    try:
+        user = validate_user_name(arguments.user)
+    except InvalidName as error:
+        _say(f"error: {error}")
+        return EXIT_USAGE
+    try:
+        config = load(arguments.config)
+        certname = _this_certname(config)
+    except (ConfigError, InvalidName) as error:
+        _say(f"error: access denied for {user}: {error}")
+        return EXIT_UNAVAILABLE
+
+    try:
+        keys = authorized_keys(config, certname, user)
+    except NotGranted as error:
+        _say(f"no keys for {user}: {error}")
+        return EXIT_NOT_GRANTED
+    except (DirectoryUnavailable, DirectoryError) as error:
+        _say(f"error: access denied for {user}, the directory could not be asked: {error}")
+        return EXIT_UNAVAILABLE
+    sys.stdout.write("".join(f"{key}\n" for key in keys))
+    return 0
+
+
+def _this_certname(config: Config) -> str:
+    """This instance's certname: ``apply.certname``, else the FQDN; raises InvalidName."""
+    if config.apply.certname is not None:
+        return validate_certname(config.apply.certname)
+    # Lowercased as Puppet derives its default certname, which names the host entry.
+    return validate_certname(socket.getfqdn().lower())
+
+
+def _capped_settings(config: Config) -> LdapSettings:
+    """``config.ldap`` with no timeout longer than ``agent.ssh_keys_timeout``."""
+    budget = config.agent.ssh_keys_timeout
+    return config.ldap._replace(
+        connect_timeout=min(config.ldap.connect_timeout, budget),
+        timeout=min(config.ldap.timeout, budget),
+        deadline=budget,
+    )
+
+
+def authorized_keys(config: Config, certname: str, user: str) -> list[str]:
+    """The key lines that may log in as ``user`` on the instance ``certname``.
+
+    Raises NotGranted with the reason when there are none, and
+    DirectoryUnavailable or DirectoryError when the directory cannot be asked.
+    ``user`` and ``certname`` must be validated names.
+    """
+    with Directory(_capped_settings(config)) as directory:
+        people, hosts = directory.search([
+            Search(config.people_base_dn, fill_filter(PERSON_FILTER, user),
+                   [KEY_ATTRIBUTE, EXPIRE_ATTRIBUTE, LOCKED_ATTRIBUTE]),
+            Search(config.hosts_base_dn, fill_filter(HOST_FILTER, certname), [PROJECT_ATTRIBUTE]),
+        ])
+        host = _single(hosts, f"host entry for this instance ({certname})")
+        project = host.first(PROJECT_ATTRIBUTE)
+        if project is None:
+            raise NotGranted(f"{host.dn} names no {PROJECT_ATTRIBUTE}")
+        person = _single(people, f"person uid={user} with objectClass ldapPublicKey")
+        locked = _locked(person)
+        if locked:
+            raise NotGranted(f"{person.dn} is locked: {locked}")
+        keys = [key for key in person.values(KEY_ATTRIBUTE) if _usable(key)]
+        if not keys:
+            raise NotGranted(f"{person.dn} has no usable {KEY_ATTRIBUTE}")
+        # Asked only now, so that the denials above cost one round trip.
+        # filter_format escapes each value, as fill_filter does for one.
+        granted = directory.search([
+            Search(config.projects_base_dn, filter_format(GRANT_FILTER, [project, person.dn]),
+                   ["cn"]),
+        ])[0]
+    if not granted:
+        raise NotGranted(
+            f"{person.dn} is not a member of project {project!r}, and it is not global "
+            "(or has no entry)"
+        )
+    return keys
+
+
+def _single(entries: list[Entry], what: str) -> Entry:
+    if not entries:
+        raise NotGranted(f"no {what}")
+    if len(entries) > 1:
+        # Whichever one we picked could be the wrong one.
+        raise NotGranted(f"{len(entries)} entries match the {what}")
+    return entries[0]
+
+
+def _locked(person: Entry) -> str | None:
+    """Why the person's account is locked, or None if it is not."""
+    if person.values(LOCKED_ATTRIBUTE):
+        return f"{LOCKED_ATTRIBUTE} is set"
+    expire = person.first(EXPIRE_ATTRIBUTE)
+    if expire is None:
+        return None
+    day = int(expire)  # the schema's INTEGER syntax: slapd stores nothing else
+    today = int(time.time() // _SECONDS_PER_DAY)
+    if day != _NEVER_EXPIRES and day <= today:
+        return f"{EXPIRE_ATTRIBUTE} is day {day}, today is day {today}"
+    return None
+
+
+def _usable(key: str) -> bool:
+    # One value must stay one line of sshd's input: a line break inside it
+    # would smuggle in a line of its own (another key, other options).
+    return bool(key.strip()) and key.splitlines() == [key]

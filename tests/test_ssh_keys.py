@@ -1,0 +1,397 @@
+"""opslab-ssh-keys as sshd runs it: keys for members only, nothing on any doubt.
+
+Against the real slapd, with entries of this module's own (people ``sk-*``,
+projects and hosts named ``sshkeys*``); the tests that stop or freeze the
+directory, or load a module into it, get a server of their own.
+"""
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import ldap
+import pytest
+
+from opslab.agent.ssh_keys import main
+from opslab.config import LdapSettings
+from opslab.directory import Directory, Search
+from opslab.slapd import ThrowawaySlapd, free_port
+from tests.conftest import BASE, PEOPLE, PROJECTS, host_ldif, project_ldif, write_config
+
+COMMAND = Path(sys.executable).with_name("opslab-ssh-keys")
+
+PROJECT = "sshkeys"
+GLOBAL_PROJECT = "sshkeys-global"
+MEMBER_HOST = "member.sshkeys.example.org"  # in PROJECT
+GLOBAL_HOST = "shared.sshkeys.example.org"  # in GLOBAL_PROJECT
+LOOSE_HOST = "loose.sshkeys.example.org"  # names no project
+ORPHAN_HOST = "orphan.sshkeys.example.org"  # names a project without an entry
+WILD_HOST = "wild.sshkeys.example.org"  # names "sshkey*": a wildcard, were it not escaped
+NO_HOST = "absent.sshkeys.example.org"  # has no entry at all
+
+
+def key(owner: str) -> str:
+    token = base64.b64encode(owner.encode()).decode()
+    return f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{token} {owner}@example"
+
+
+MEMBER_KEYS = [key("sk-member-laptop"), f'from="192.0.2.0/24" {key("sk-member-desktop")}']
+# Stored between the good ones: values that must never reach sshd.
+UNUSABLE_KEYS = ["", "   ", f'{key("sk-member-a")}\ncommand="/bin/sh" {key("sk-member-b")}',
+                 f"{key('sk-member-c')}\r{key('sk-member-d')}"]
+OUTSIDER_KEYS = [key("sk-outsider")]
+
+
+def person_ldif(uid: str, keys: Sequence[str], *lines: str) -> str:
+    """LDIF for a person with SSH keys (base64, so any value survives LDIF)."""
+    values = "".join(f"sshPublicKey:: {base64.b64encode(k.encode()).decode()}\n" for k in keys)
+    extra = "".join(f"{line}\n" for line in lines)
+    return (f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nobjectClass: ldapPublicKey\n"
+            f"uid: {uid}\ncn: {uid}\nsn: {uid}\n{values}{extra}")
+
+
+def add_member(server: ThrowawaySlapd, project: str, uid: str) -> None:
+    connection = server.connect()
+    connection.modify_s(f"cn={project},{PROJECTS}",
+                        [(ldap.MOD_ADD, "member", [f"uid={uid},{PEOPLE}".encode()])])
+    connection.unbind_s()
+
+
+def populate(server: ThrowawaySlapd) -> ThrowawaySlapd:
+    """This module's people, projects and hosts."""
+    server.add_ldif("\n".join([
+        person_ldif("sk-member", [MEMBER_KEYS[0], *UNUSABLE_KEYS, MEMBER_KEYS[1]]),
+        person_ldif("sk-outsider", OUTSIDER_KEYS),
+        person_ldif("sk-keyless", []),
+        project_ldif(PROJECT, f"member: uid=sk-member,{PEOPLE}",
+                     f"member: uid=sk-keyless,{PEOPLE}"),
+        project_ldif(GLOBAL_PROJECT, "opslabGlobal: TRUE"),
+        host_ldif(MEMBER_HOST, f"opslabProject: {PROJECT}"),
+        host_ldif(GLOBAL_HOST, f"opslabProject: {GLOBAL_PROJECT}"),
+        host_ldif(LOOSE_HOST),
+        host_ldif(ORPHAN_HOST, "opslabProject: sshkeys-vanished"),
+        host_ldif(WILD_HOST, "opslabProject: sshkey*"),
+    ]))
+    return server
+
+
+@pytest.fixture(scope="module")
+def directory(slapd: ThrowawaySlapd) -> ThrowawaySlapd:
+    """The session's slapd with this module's entries."""
+    return populate(slapd)
+
+
+ConfigFor = Callable[..., Path]
+
+
+@pytest.fixture
+def config_for(tmp_path: Path, directory: ThrowawaySlapd) -> ConfigFor:
+    """A configuration file for the instance ``certname``; keywords add sections."""
+
+    def write(certname: str, **sections: dict[str, object]) -> Path:
+        merged: dict[str, dict[str, object]] = {"apply": {"certname": certname}, **sections}
+        return write_config(tmp_path / "opslab.yaml", directory, **merged)
+
+    return write
+
+
+def run(capsys: pytest.CaptureFixture[str], *arguments: str) -> tuple[object, str, str]:
+    """main() in this process: (exit status, stdout, stderr)."""
+    try:
+        status: object = main(list(arguments))
+    except SystemExit as exit:  # argparse refusing the command line
+        status = exit.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def run_installed(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """The installed command, with an environment as bare as the one sshd gives it."""
+    assert COMMAND.exists(), "opslab-ssh-keys is not installed: pip install -e ."
+    return subprocess.run([str(COMMAND), *arguments], capture_output=True, text=True,
+                          timeout=60, env={"PATH": os.defpath}, check=False)
+
+
+def lines(keys: Sequence[str]) -> str:
+    return "".join(f"{k}\n" for k in keys)
+
+
+# Who gets keys where.
+
+
+def test_member_gets_their_keys_from_the_installed_command(config_for: ConfigFor) -> None:
+    result = run_installed("--config", str(config_for(MEMBER_HOST)), "sk-member")
+    assert (result.returncode, result.stderr) == (0, "")
+    # As stored, in order; empty values and values with line breaks left out.
+    assert result.stdout == lines(MEMBER_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("user", "host", "keys"),
+    [("sk-member", MEMBER_HOST, MEMBER_KEYS),
+     ("sk-member", GLOBAL_HOST, MEMBER_KEYS),  # a global project lets every person in
+     ("sk-outsider", GLOBAL_HOST, OUTSIDER_KEYS)],
+)
+def test_granted(config_for: ConfigFor, capsys: pytest.CaptureFixture[str],
+                 user: str, host: str, keys: list[str]) -> None:
+    assert run(capsys, "--config", str(config_for(host)), user) == (0, lines(keys), "")
+
+
+@pytest.mark.parametrize(
+    ("user", "host", "reason"),
+    [("sk-outsider", MEMBER_HOST, f"is not a member of project '{PROJECT}', and it is not global"),
+     ("sk-nobody", MEMBER_HOST, "no person uid=sk-nobody"),
+     ("sk-nobody", GLOBAL_HOST, "no person uid=sk-nobody"),  # global: people only
+     ("sk-keyless", MEMBER_HOST, "has no usable sshPublicKey"),
+     ("sk-member", NO_HOST, f"no host entry for this instance ({NO_HOST})"),
+     ("sk-member", LOOSE_HOST, "names no opslabProject"),
+     ("sk-member", ORPHAN_HOST, "is not a member of project 'sshkeys-vanished'"),
+     ("sk-member", WILD_HOST, "is not a member of project 'sshkey*'")],
+)
+def test_not_granted(config_for: ConfigFor, capsys: pytest.CaptureFixture[str],
+                     user: str, host: str, reason: str) -> None:
+    status, out, err = run(capsys, "--config", str(config_for(host)), user)
+    assert (status, out) == (1, "")
+    assert reason in err
+    assert err.count("\n") == 1
+
+
+def test_certname_defaults_to_the_lowercased_fqdn(
+    tmp_path: Path, directory: ThrowawaySlapd, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("socket.getfqdn", lambda: MEMBER_HOST.upper())
+    config = write_config(tmp_path / "opslab.yaml", directory)
+    assert run(capsys, "--config", str(config), "sk-member") == (0, lines(MEMBER_KEYS), "")
+
+
+def test_one_round_trip_then_a_membership_check_for_cn_only(
+    config_for: ConfigFor, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rounds: list[list[Search]] = []
+    search = Directory.search
+
+    def recording(self: Directory, searches: Sequence[Search]) -> object:
+        rounds.append(list(searches))
+        return search(self, searches)
+
+    monkeypatch.setattr(Directory, "search", recording)
+    assert run(capsys, "--config", str(config_for(MEMBER_HOST)), "sk-member")[0] == 0
+    assert [len(searches) for searches in rounds] == [2, 1]
+    assert rounds[1][0].attributes == ["cn"]
+    assert rounds[1][0].filter == (f"(&(objectClass=groupOfNames)(cn={PROJECT})"
+                                   f"(|(member=uid=sk-member,{PEOPLE})(opslabGlobal=TRUE)))")
+
+    rounds.clear()  # denied before the membership check: one round trip in all
+    assert run(capsys, "--config", str(config_for(MEMBER_HOST)), "sk-nobody")[0] == 1
+    assert [len(searches) for searches in rounds] == [2]
+
+
+# Locked accounts.
+
+
+@pytest.mark.parametrize(
+    ("label", "days_from_today", "granted"),
+    [("long-ago", -400, False), ("yesterday", -1, False), ("today", 0, False),
+     ("tomorrow", 1, True), ("next-decade", 3650, True), ("never", None, True)],
+)
+def test_shadow_expire(directory: ThrowawaySlapd, config_for: ConfigFor,
+                       capsys: pytest.CaptureFixture[str],
+                       label: str, days_from_today: int | None, granted: bool) -> None:
+    today = int(time.time() // 86400)
+    expire = -1 if days_from_today is None else today + days_from_today  # -1: never, as in shadow
+    uid = f"sk-expire-{label}"
+    directory.add_ldif(person_ldif(uid, [key(uid)], "objectClass: shadowAccount",
+                                   f"shadowExpire: {expire}"))
+    add_member(directory, PROJECT, uid)
+    status, out, err = run(capsys, "--config", str(config_for(MEMBER_HOST)), uid)
+    if granted:
+        assert (status, out, err) == (0, lines([key(uid)]), "")
+    else:
+        assert (status, out) == (1, "")
+        assert f"is locked: shadowExpire is day {expire}" in err
+
+
+def test_password_policy_lock(tmp_path: Path, private_slapd: ThrowawaySlapd,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    server = populate(private_slapd)
+    # Loading ppolicy is enough for slapd to know pwdAccountLockedTime.
+    admin = ldap.initialize(server.ldapi_uri)
+    admin.sasl_external_bind_s()
+    admin.modify_s("cn=module{0},cn=config", [(ldap.MOD_ADD, "olcModuleLoad", [b"ppolicy"])])
+    admin.unbind_s()
+    config = write_config(tmp_path / "opslab.yaml", server, apply={"certname": MEMBER_HOST})
+    assert run(capsys, "--config", str(config), "sk-member")[0] == 0
+
+    dn = f"uid=sk-member,{PEOPLE}"
+    connection = server.connect()
+    connection.modify_s(dn, [(ldap.MOD_ADD, "pwdAccountLockedTime", [b"000001010000Z"])])
+    # Operational: left out unless asked for by name.
+    assert "pwdAccountLockedTime" not in connection.search_s(dn, ldap.SCOPE_BASE)[0][1]
+    connection.unbind_s()
+    status, out, err = run(capsys, "--config", str(config), "sk-member")
+    assert (status, out) == (1, "")
+    assert "is locked: pwdAccountLockedTime is set" in err
+
+
+# Names that must never reach the directory.
+
+
+@pytest.fixture
+def unreachable_config(tmp_path: Path) -> Path:
+    """A configuration whose directory nobody serves: any query would exit 3."""
+    path = tmp_path / "opslab.yaml"
+    path.write_text(f"ldap:\n  uri: ldap://127.0.0.1:{free_port()}\n  base: {BASE}\n"
+                    f"apply:\n  certname: {MEMBER_HOST}\n", encoding="utf-8")
+    return path
+
+
+def test_a_valid_name_with_the_unreachable_config_does_query(
+    unreachable_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, "--config", str(unreachable_config), "sk-member")
+    assert (status, out) == (3, "")
+    assert "the directory could not be asked" in err
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["*", "alice)(uid=*", "../etc/passwd", "alice\n", "Alice", "-o", "", "a" * 40,
+     "alice bob", "al\u00efce", "alice\x00", "\\2a"],
+)
+def test_hostile_names_are_refused_before_any_query(
+    unreachable_config: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    status, out, err = run(capsys, "--config", str(unreachable_config), name)
+    assert (status, out) == (2, "")
+    assert "error" in err
+    assert "directory" not in err
+
+
+def test_hostile_name_refused_by_the_installed_command(unreachable_config: Path) -> None:
+    result = run_installed("--config", str(unreachable_config), "alice)(uid=*")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "is not a login name" in result.stderr
+
+
+# The directory cannot be asked: access denied.
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [({"ldap": {"base": "dc=nowhere,dc=org"}}, "does not exist"),
+     ({"ldap": {"base": ""}}, "ldap.base is not set"),
+     ({"apply": {"certname": "Member.sshkeys.example.org"}}, "not a lowercase DNS name"),
+     ({"ldap": {"tiemout": 1}}, "unknown keys: ldap.tiemout")],
+)
+def test_misconfiguration_denies(config_for: ConfigFor, capsys: pytest.CaptureFixture[str],
+                                 settings: dict[str, dict[str, object]], reason: str) -> None:
+    status, out, err = run(capsys, "--config", str(config_for(MEMBER_HOST, **settings)),
+                           "sk-member")
+    assert (status, out) == (3, "")
+    assert reason in err
+
+
+def test_missing_config_file_denies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "--config", str(tmp_path / "absent.yaml"), "sk-member")
+    assert (status, out) == (3, "")
+    assert "cannot read configuration file" in err
+
+
+def test_refused_bind_denies_without_showing_the_password(
+    tmp_path: Path, directory: ThrowawaySlapd, config_for: ConfigFor,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = tmp_path / "bind.secret"
+    secret.write_text(directory.root_password)
+    ldap_settings = {"uri": directory.ldap_uri, "bind_dn": directory.root_dn,
+                     "bind_password_file": str(secret)}
+    config = config_for(MEMBER_HOST, ldap=ldap_settings)
+    assert run(capsys, "--config", str(config), "sk-member")[0] == 0
+
+    secret.write_text("wrong-password-value")
+    status, out, err = run(capsys, "--config", str(config), "sk-member")
+    assert (status, out) == (3, "")
+    assert "invalid credentials" in err
+    assert "wrong-password-value" not in err
+
+
+def test_stopped_directory_denies(tmp_path: Path, private_slapd: ThrowawaySlapd,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "opslab.yaml", populate(private_slapd),
+                          apply={"certname": MEMBER_HOST})
+    assert run(capsys, "--config", str(config), "sk-member")[0] == 0
+    private_slapd.stop()
+    status, out, err = run(capsys, "--config", str(config), "sk-member")
+    assert (status, out) == (3, "")
+    assert "the directory could not be asked" in err
+
+
+BUDGET = 2  # agent.ssh_keys_timeout in the frozen tests
+MARGIN = 8  # process start-up on a busy machine; far below the uncapped ldap.* timeouts
+
+
+@pytest.mark.parametrize("transport", ["ldapi", "tcp with bind"])
+def test_frozen_directory_denies_within_the_deadline(
+    tmp_path: Path, private_slapd: ThrowawaySlapd, capsys: pytest.CaptureFixture[str],
+    transport: str,
+) -> None:
+    """A frozen slapd accepts connections but never answers: the capped timeouts must fire."""
+    # ldap.* alone would wait 30 s per operation: only the cap keeps sshd's wait short.
+    ldap_settings: dict[str, object] = {"connect_timeout": 30, "timeout": 30, "deadline": 60}
+    if transport == "tcp with bind":
+        secret = tmp_path / "bind.secret"
+        secret.write_text(private_slapd.root_password)
+        ldap_settings |= {"uri": private_slapd.ldap_uri, "bind_dn": private_slapd.root_dn,
+                          "bind_password_file": str(secret)}
+    config = write_config(tmp_path / "opslab.yaml", populate(private_slapd),
+                          ldap=ldap_settings, apply={"certname": MEMBER_HOST},
+                          agent={"ssh_keys_timeout": BUDGET})
+    assert run(capsys, "--config", str(config), "sk-member")[0] == 0
+
+    os.kill(private_slapd.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = run_installed("--config", str(config), "sk-member")
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(private_slapd.pid, signal.SIGCONT)
+    assert (result.returncode, result.stdout) == (3, "")
+    assert "the directory could not be asked" in result.stderr
+    assert elapsed < BUDGET + MARGIN
+
+
+def test_every_ldap_timeout_is_capped_to_the_ssh_keys_timeout(
+    config_for: ConfigFor, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    used: list[LdapSettings] = []
+    search = Directory.search
+
+    def recording(self: Directory, searches: Sequence[Search]) -> object:
+        used.append(self.settings)
+        return search(self, searches)
+
+    monkeypatch.setattr(Directory, "search", recording)
+    config = config_for(MEMBER_HOST, ldap={"connect_timeout": 0.5, "timeout": 30, "deadline": 60},
+                        agent={"ssh_keys_timeout": 1.5})
+    assert run(capsys, "--config", str(config), "sk-member")[0] == 0
+    # The shorter connect timeout stays; the longer ones come down to the budget.
+    assert {(s.connect_timeout, s.timeout, s.deadline) for s in used} == {(0.5, 1.5, 1.5)}
+
+
+def test_internal_error_is_not_mistaken_for_a_denial(
+    config_for: ConfigFor, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: Directory, searches: Sequence[Search]) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(Directory, "search", broken)
+    status, out, err = run(capsys, "--config", str(config_for(MEMBER_HOST)), "sk-member")
+    assert (status, out) == (70, "")
+    assert "internal error" in err
+    assert "KeyError: 'a bug'" in err
