@@ -21,6 +21,7 @@ changes.
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -105,7 +106,8 @@ class Demo:
         deadline = time.monotonic() + API_START_DEADLINE
         while True:
             try:
-                urllib.request.urlopen(f"{self.api_url}/v1/openapi.yaml", timeout=2).close()
+                urllib.request.urlopen(f"{self.api_url}/v1/openapi.yaml",
+                                       timeout=2).close()
                 return
             except OSError:
                 if time.monotonic() > deadline or self.api.poll() is not None:
@@ -116,10 +118,8 @@ class Demo:
         """Stop everything the demo started: the greeter service, the API, slapd."""
         pid_file = self.root / "greeter" / "pid"
         if pid_file.exists():
-            try:
+            with contextlib.suppress(ValueError, ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGTERM)
-            except (ValueError, ProcessLookupError):
-                pass
         if self.api is not None:
             os.killpg(self.api.pid, signal.SIGTERM)
             self.api.wait(timeout=30)

@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from opslab.files import write_atomic
-from opslab.lock import FileLock
+from opslab.lock import FileLock, LockHeld
 
 from .client import ApiRefused, ApiUnavailable
 
 # 401 and 403 say the token is wrong, not the item: keep it for a fixed token.
 _RETRY_LATER = (401, 403)
-LOCK_TIMEOUT = 30.0
+# Adding holds its lock for a rename; delivering holds its own across requests,
+# so `opslab agent disable` never waits on a slow API to spool its state.
+ADD_LOCK_TIMEOUT = 10.0
 KINDS = ("report", "state")
 
 
@@ -66,7 +68,10 @@ class Spool:
         key = uuid.uuid4().hex
         envelope = {"key": key, "kind": kind, "certname": certname, "body": body,
                     "spooled_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        with self._lock():
+        with FileLock(str(self.directory / ".add.lock"), "adding to the agent's spool",
+                      ADD_LOCK_TIMEOUT):
+            # Numbers only grow while items are pending: delivery removes the
+            # oldest, so a new item always sorts after every one still here.
             sequence = max((int(path.stem) for path in self._files()), default=0) + 1
             write_atomic(str(self.directory / f"{sequence:012d}.json"),
                          json.dumps(envelope, default=str))
@@ -88,11 +93,19 @@ class Spool:
         return items
 
     def deliver(self, send: Callable[[Item], None]) -> Delivery:
-        """Send pending messages oldest first with ``send``, until one cannot go now."""
+        """Send pending messages oldest first with ``send``, until one cannot go now.
+
+        When another process is delivering, this one leaves it to that one.
+        """
         if not self.directory.exists():
             return Delivery(0, 0, 0, None)
         delivered = rejected = 0
-        with self._lock():
+        lock = FileLock(str(self.directory / ".deliver.lock"), "delivering the agent's spool")
+        try:
+            lock.acquire()
+        except LockHeld as error:
+            return Delivery(0, 0, len(self._files()), f"another delivery is under way: {error}")
+        try:
             items = self.pending()
             for index, item in enumerate(items):
                 try:
@@ -107,6 +120,8 @@ class Spool:
                     continue
                 item.path.unlink()
                 delivered += 1
+        finally:
+            lock.release()
         return Delivery(delivered, rejected, 0, None)
 
     def _set_aside(self, path: Path, reason: str) -> None:
@@ -119,6 +134,3 @@ class Spool:
         if not self.directory.exists():
             return []
         return sorted(path for path in self.directory.glob("*.json") if path.stem.isdigit())
-
-    def _lock(self) -> FileLock:
-        return FileLock(str(self.directory / ".lock"), "the agent's spool", LOCK_TIMEOUT)

@@ -11,7 +11,6 @@ Puppet run.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -102,17 +101,14 @@ def fleet(slapd: ThrowawaySlapd, people: None,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet = Fleet(tmp_path_factory.mktemp("fleet"), slapd)
     fleet.api.start()
-    previous = os.environ.get("FACTER_opslab_root")
-    os.environ["FACTER_opslab_root"] = str(fleet.root)
     try:
-        fleet.create()
-        yield fleet
+        with pytest.MonkeyPatch.context() as patch:
+            # Puppet writes below this fact's directory (examples/control-repo).
+            patch.setenv("FACTER_opslab_root", str(fleet.root))
+            fleet.create()
+            yield fleet
     finally:
         fleet.api.stop()
-        if previous is None:
-            os.environ.pop("FACTER_opslab_root", None)
-        else:
-            os.environ["FACTER_opslab_root"] = previous
 
 
 def test_first_run_applies_reports_and_grants_sudo(fleet: Fleet) -> None:
@@ -127,7 +123,8 @@ def test_first_run_applies_reports_and_grants_sudo(fleet: Fleet) -> None:
     assert (report["status"], report["trigger"], report["agent_version"]) == (
         "changed", "first", process_version())
     assert report["commit"] == fleet.remote.head("production")
-    assert report["changed"] >= 1 and report["failed"] == 0
+    assert report["changed"] >= 1
+    assert report["failed"] == 0
     assert "applying (first)" in process.stderr
     sudoers = (fleet.work / "sudoers.d" / "opslab-project").read_text()
     assert sudoers.splitlines()[2:] == ["carol ALL=(ALL:ALL) NOPASSWD: ALL",
@@ -186,7 +183,8 @@ def test_api_down_during_a_run_spools_the_report_and_delivers_it_once(fleet: Fle
         assert check.outcome == "applied", check
         assert fleet.motd() == "second message\n-- opslab\n"
         [spooled] = agent.spool.pending()
-        assert spooled.kind == "report" and spooled.body["trigger"] == "drift"
+        assert spooled.kind == "report"
+        assert spooled.body["trigger"] == "drift"
     finally:
         fleet.api.start()
 
@@ -286,7 +284,8 @@ def test_the_target_is_a_304_until_something_changes(fleet: Fleet) -> None:
     assert client.target(NODE, target.etag) is None
     fleet.remote.commit("production", {"README": "a new commit\n"})
     changed = client.target(NODE, target.etag)
-    assert changed is not None and changed.etag != target.etag
+    assert changed is not None
+    assert changed.etag != target.etag
     assert changed.document["commit"] == fleet.remote.head("production")
 
 
@@ -325,6 +324,24 @@ def test_the_spool_delivers_in_order_and_keeps_what_the_api_cannot_take(
     assert [item.key for item in spool.pending()] == keys[1:]
     second = spool.deliver(flaky)
     assert (second.delivered, second.pending, sent) == (2, 0, [0, 1, 2])
+
+
+def test_spooling_never_waits_for_a_delivery_under_way(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.add("report", NODE, {"n": 0})
+    during: list[Any] = []
+
+    def slow_api(item: Any) -> None:
+        # `opslab agent disable` while the agent is delivering: it spools at
+        # once, and leaves the delivery to the one under way.
+        during.append(spool.add("state", NODE, {"n": 1}))
+        during.append(spool.deliver(lambda other: None))
+
+    outer = spool.deliver(slow_api)
+
+    assert outer.delivered == 1
+    assert "another delivery is under way" in (during[1].error or "")
+    assert [item.body for item in spool.pending()] == [{"n": 1}]
 
 
 def test_a_report_the_api_refuses_is_set_aside_not_lost(fleet: Fleet, tmp_path: Path) -> None:
