@@ -123,6 +123,15 @@ def may_change_project(actor: Actor | None, project: str) -> Membership:
     return membership
 
 
+def must_be_host(actor: Actor | None, host: str, what: str) -> Actor:
+    """Refused unless ``actor`` is ``host``'s own token; ``what`` says what only it may do."""
+    if actor is None or actor.kind != "host":
+        raise Refused(401 if actor is None else 403, f"only a host's own token may {what}")
+    if actor.name != host:
+        raise Refused(403, f"this token belongs to {actor.name}, not {host}")
+    return actor
+
+
 def may_read_host(actor: Actor | None, host: str, project: str | None) -> None:
     """Refused unless ``actor`` is that host itself, or may change its project."""
     if actor is not None and actor.kind == "host":

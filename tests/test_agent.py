@@ -296,6 +296,27 @@ def test_a_host_token_reads_only_its_own_target(fleet: Fleet) -> None:
     assert status == 403
 
 
+def test_only_the_hosts_own_token_sets_its_agent_state_and_older_states_lose(
+        fleet: Fleet) -> None:
+    token = (fleet.work / "host-token").read_text()
+    path = f"/v1/hosts/{NODE}/agent"
+    newer = {"disabled": False, "reason": None, "changed_at": "2030-01-02T00:00:00+00:00"}
+    older = {"disabled": True, "reason": "stale", "changed_at": "2030-01-01T00:00:00+00:00"}
+
+    assert fleet.api.request("PUT", path, newer, bearer(token))[0] == 200
+    status, body = fleet.api.request("PUT", path, older, bearer(token))
+
+    assert status == 200
+    assert json.loads(body)["disabled"] is False
+    assert fleet.api.request("PUT", path, newer, basic("carol"))[0] == 403
+    assert fleet.api.request("PUT", "/v1/hosts/web1.web.example.org/agent", newer,
+                             bearer(token))[0] == 403
+    for bad in ({**newer, "disabled": "no"}, {**newer, "changed_at": "yesterday"},
+                {**newer, "reason": "x" * 1001}, {**newer, "extra": 1}):
+        status, body = fleet.api.request("PUT", path, bad, bearer(token))
+        assert status == 422, (bad, body)
+
+
 def test_a_report_delivered_twice_is_stored_once(fleet: Fleet) -> None:
     client = ApiClient(load(str(fleet.config_path)).enc)
     count = len(fleet.reports())

@@ -14,7 +14,7 @@ from flask import Blueprint, g, jsonify
 
 from .. import context
 from ..app import json_body
-from ..auth import Refused
+from ..auth import must_be_host
 from ..hosts import Invalid
 from ..store import AgentState, now
 from .reports import SHORT
@@ -39,10 +39,7 @@ def state_of(host: str) -> dict[str, Any] | None:
 @blueprint.put("/hosts/<fqdn>/agent")
 def put(fqdn: str) -> Any:
     """An instance's agent says whether it is disabled, why and since when."""
-    if g.actor is None or g.actor.kind != "host":
-        raise Refused(401 if g.actor is None else 403, "only a host's own token may do this")
-    if g.actor.name != fqdn:
-        raise Refused(403, f"this token belongs to {g.actor.name}, not {fqdn}")
+    actor = must_be_host(g.actor, fqdn, "say what its agent does")
     body = json_body()
     if not isinstance(body, dict) or set(body) - {"disabled", "reason", "changed_at", "version"}:
         raise Invalid("the body must be an object of disabled, reason, changed_at and version")
@@ -61,7 +58,7 @@ def put(fqdn: str) -> Any:
     with context.session() as session:
         state = session.get(AgentState, fqdn)
         if state is None:
-            state = AgentState(host=fqdn, project=g.actor.project)
+            state = AgentState(host=fqdn, project=actor.project)
             session.add(state)
         elif _aware(state.changed_at) > changed_at:
             return jsonify(as_json(state))

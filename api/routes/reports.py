@@ -19,7 +19,7 @@ from opslab.names import InvalidName, validate_certname
 
 from .. import context
 from ..app import json_body
-from ..auth import Refused, may_change_project, may_read_host
+from ..auth import Refused, may_change_project, may_read_host, must_be_host
 from ..hosts import Invalid
 from ..store import RunReport
 
@@ -114,17 +114,14 @@ def as_json(report: RunReport) -> dict[str, Any]:
 @blueprint.post("/hosts/<fqdn>/reports")
 def post(fqdn: str) -> Any:
     """An instance reports one run of its own."""
-    if g.actor is None or g.actor.kind != "host":
-        raise Refused(401 if g.actor is None else 403, "only a host's own token may report runs")
-    if g.actor.name != fqdn:
-        raise Refused(403, f"this token belongs to {g.actor.name}, not {fqdn}")
+    actor = must_be_host(g.actor, fqdn, "report runs")
     body = _parse(json_body())
     key = _idempotency_key()
     resources = body.get("resources") or {}
     failures = [{"resource": str(item.get("resource")), "messages": item.get("messages", [])}
                 for item in body.get("failed_resources", []) if isinstance(item, dict)]
     report = RunReport(
-        host=fqdn, project=g.actor.project, commit=body.get("commit"),
+        host=fqdn, project=actor.project, commit=body.get("commit"),
         environment=body.get("environment"), status=body["status"],
         exit_code=body["exit_code"], changed=int(resources.get("changed") or 0),
         failed=int(resources.get("failed") or 0), failures=failures,
