@@ -59,18 +59,12 @@ Usage: ``python benchmarks/api_benchmark.py [--seconds N] [--warmup N] [--connec
 """
 
 import argparse
-import contextlib
 import http.client
 import itertools
 import json
 import os
 import random
 import resource
-import secrets
-import signal
-import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -80,34 +74,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from common import (
+    CLIENT_START_MARGIN,
+    REQUEST_TIMEOUT,
     SCHEMAS,
     SEED,
     SUFFIX,
+    ApiServer,
     BenchmarkError,
+    ClientProcesses,
+    CpuSample,
     ExpectedNode,
-    find_script,
+    create_database,
+    latency_summary,
     load_directory,
-    percentile,
     print_environment,
+    read_client_spec,
+    request_once,
+    run_script,
     seeded_random,
+    sleep_until,
     verdict,
+    write_api_config,
+    write_client_result,
+    write_results,
 )
 
 WORKERS = 2
 SAMPLE_HOSTS = 20  # checked before the load
 
-SERVER_START_DEADLINE = 60.0  # seconds until gunicorn must answer
-SERVER_STOP_DEADLINE = 20.0
-REQUEST_TIMEOUT = 5.0  # seconds, for every request
-CLIENT_START_MARGIN = 3.0  # seconds between launching the clients and their first request
 MAX_REQUESTS = 200_000  # per scenario, over all client processes, warm-up included
 
 CLASSIFY_RPS_TARGET = 500.0
 CLASSIFY_P99_TARGET_MS = 50.0
 REPORT_RPS_TARGET = 300.0
-
 
 
 @dataclass(frozen=True)
@@ -132,32 +132,7 @@ SCENARIOS = (
 )
 
 
-# --- the database and the configuration ----------------------------------------------------
-
-
-def create_database(url: str, hosts: dict[str, str]) -> dict[str, str]:
-    """Migrate the database at ``url`` and store a token digest for each host (with its
-    project, as host creation through the API does); returns the tokens."""
-    from sqlalchemy import insert
-
-    from opslab.api.store import HostToken, engine_for, migrate, sessions, token_digest
-
-    started = time.perf_counter()
-    migrate(url)
-    tokens = {host: secrets.token_urlsafe(32) for host in hosts}
-    engine = engine_for(url)
-    try:
-        with sessions(engine)() as session:
-            session.execute(insert(HostToken), [
-                {"host": host, "project": hosts[host], "digest": token_digest(token)}
-                for host, token in tokens.items()
-            ])
-            session.commit()
-    finally:
-        engine.dispose()
-    print(f"database: {url.rpartition('/')[2]} (SQLite), {len(tokens):,} host tokens, "
-          f"{time.perf_counter() - started:.2f} s")
-    return tokens
+# --- the database --------------------------------------------------------------------------
 
 
 def count_reports(url: str) -> int:
@@ -174,184 +149,12 @@ def count_reports(url: str) -> int:
         engine.dispose()
 
 
-def write_config(slapd: Any, workdir: Path, database: str, port: int) -> Path:
-    """The opslab configuration for the API under test."""
-    secret = workdir / "writer.secret"
-    secret.write_text(slapd.root_password, encoding="utf-8")
-    secret.chmod(0o600)
-    path = workdir / "opslab.yaml"
-    document = {
-        "ldap": {"uri": slapd.ldapi_uri, "base": SUFFIX},
-        "api": {
-            "database": database,
-            "writer_dn": slapd.root_dn,
-            "writer_password_file": str(secret),
-            "listen": f"127.0.0.1:{port}",
-            "workers": WORKERS,
-            "public_url": f"http://127.0.0.1:{port}",
-        },
-    }
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return path
-
-
-# --- the server ----------------------------------------------------------------------------
-
-
-def request_once(
-    port: int, method: str, path: str, headers: dict[str, str] | None = None,
-    body: bytes | None = None, timeout: float = REQUEST_TIMEOUT,
-) -> tuple[int, bytes]:
-    """One request on a fresh connection: its status and body."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-class ApiServer:
-    """``opslab --config FILE api serve`` as a child process, its output in a log file."""
-
-    def __init__(self, config_path: Path, port: int, workdir: Path) -> None:
-        self.config_path = config_path
-        self.port = port
-        self.workdir = workdir
-        self.log_path = workdir / "gunicorn.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start gunicorn and wait until it answers HTTP, within SERVER_START_DEADLINE."""
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [find_script("opslab"), "--config", str(self.config_path), "api", "serve"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-            )
-        started = time.monotonic()
-        while True:
-            if self.process.poll() is not None:
-                raise BenchmarkError(f"opslab api serve exited with {self.process.returncode}:"
-                                     f"\n{self.log_tail()}")
-            try:
-                request_once(self.port, "GET", "/v1/no-such-route", timeout=2.0)
-            except OSError:
-                if time.monotonic() - started > SERVER_START_DEADLINE:
-                    raise BenchmarkError(
-                        f"opslab api serve did not answer within {SERVER_START_DEADLINE:g} s:"
-                        f"\n{self.log_tail()}") from None
-                time.sleep(0.2)
-                continue
-            workers = self.worker_pids()
-            print(f"gunicorn: answering on 127.0.0.1:{self.port} after "
-                  f"{time.monotonic() - started:.1f} s, master {self.process.pid}, "
-                  f"{len(workers)} workers")
-            return
-
-    def worker_pids(self) -> list[int]:
-        """The master's child processes (the workers), from /proc."""
-        if self.process is None:
-            return []
-        return children_of(self.process.pid)
-
-    def stop(self) -> None:
-        """SIGTERM (gunicorn's graceful stop); SIGKILL master and workers after the deadline."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        workers = children_of(process.pid)
-        process.terminate()
-        try:
-            process.wait(timeout=SERVER_STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=SERVER_STOP_DEADLINE)
-        for pid in workers:  # gone with a graceful stop; not after a SIGKILL of the master
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines gunicorn wrote."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-# --- CPU accounting from /proc -------------------------------------------------------------
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
-        text = stream.read()
-    return text[text.rindex(")") + 2:].split()  # fields from the 3rd (state) on
-
-
-def children_of(parent: int) -> list[int]:
-    """Process ids whose parent is ``parent``."""
-    children = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(_stat_fields(int(name))[1]) == parent:
-                children.append(int(name))
-    return children
-
-
-def process_cpu_seconds(pids: Sequence[int]) -> float:
-    """User plus system CPU seconds of ``pids`` (processes that are gone count 0)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = _stat_fields(pid)
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
-
-
-def machine_busy_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    with open("/proc/stat", encoding="ascii") as stream:
-        values = [int(value) for value in stream.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    total = sum(values[:8])  # guest time is already in user
-    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
-
-
-@dataclass
-class CpuSample:
-    """CPU seconds used so far by each party, and by the machine."""
-
-    workers: float
-    master: float
-    slapd: float
-    machine_busy: float
-    machine_total: float
-
-    @classmethod
-    def take(cls, server: ApiServer, slapd_pid: int) -> "CpuSample":
-        assert server.process is not None
-        busy, total = machine_busy_seconds()
-        return cls(
-            workers=process_cpu_seconds(server.worker_pids()),
-            master=process_cpu_seconds([server.process.pid]),
-            slapd=process_cpu_seconds([slapd_pid]),
-            machine_busy=busy,
-            machine_total=total,
-        )
-
-
 # --- the load-generating client (a separate process) ---------------------------------------
 
 
 def run_client(spec_path: str) -> int:
     """``--client SPEC``: load the API as SPEC (JSON) says; write the results as JSON."""
-    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    spec = read_client_spec(spec_path)
     tokens: dict[str, str] = json.loads(Path(spec["tokens"]).read_text(encoding="utf-8"))
     hosts = sorted(tokens)
     scenario = next(s for s in SCENARIOS if s.name == spec["scenario"])
@@ -374,8 +177,7 @@ def run_client(spec_path: str) -> int:
         my_statuses: Counter[str] = Counter()
         my_expected = my_opened = 0
         my_last = warm_end
-        while time.time() < start_at:
-            time.sleep(0.01)
+        sleep_until(start_at)
         try:
             while time.time() < end_at and next(budget) < max_requests:
                 host = rng.choice(hosts)
@@ -425,8 +227,7 @@ def run_client(spec_path: str) -> int:
                for index in range(spec["connections"])]
     for thread in threads:
         thread.start()
-    while time.time() < warm_end:
-        time.sleep(0.01)
+    sleep_until(warm_end)
     usage_start = resource.getrusage(resource.RUSAGE_SELF)
     deadline = end_at + REQUEST_TIMEOUT + 5
     for thread in threads:
@@ -439,7 +240,7 @@ def run_client(spec_path: str) -> int:
             "connections_opened": opened, "window_s": max(last_done - warm_end, 1e-3),
             "cpu_s": cpu, "stuck_threads": sum(thread.is_alive() for thread in threads),
         }
-    Path(spec["out"]).write_text(json.dumps(result), encoding="utf-8")
+    write_client_result(spec, result)
     return 0
 
 
@@ -457,41 +258,19 @@ def run_scenario(
     start_at = time.time() + CLIENT_START_MARGIN
     warm_end = start_at + arguments.warmup
     end_at = warm_end + arguments.seconds
-    clients: list[tuple[subprocess.Popen[bytes], Path]] = []
-    try:
+    with ClientProcesses(Path(__file__).resolve(), workdir) as clients:
         for number, connections in enumerate(per_process):
-            spec_path = workdir / f"client-{scenario.name}-{number}.json"
-            out_path = workdir / f"result-{scenario.name}-{number}.json"
-            spec_path.write_text(json.dumps({
+            clients.start(f"{scenario.name}-{number}", {
                 "scenario": scenario.name, "port": server.port, "tokens": str(tokens_path),
                 "connections": connections, "seed": f"{SEED}-{scenario.name}-{number}",
                 "start_at": start_at, "warm_end": warm_end, "end_at": end_at,
-                "max_requests": MAX_REQUESTS // processes, "out": str(out_path),
-            }), encoding="utf-8")
-            process = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--client", str(spec_path)],
-                stdin=subprocess.DEVNULL, cwd=workdir,
-            )
-            clients.append((process, out_path))
-        time.sleep(max(0.0, warm_end - time.time()))
+                "max_requests": MAX_REQUESTS // processes,
+            })
+        sleep_until(warm_end)
         before = CpuSample.take(server, slapd_pid)
-        time.sleep(max(0.0, end_at - time.time()))
+        sleep_until(end_at)
         after = CpuSample.take(server, slapd_pid)
-        results = []
-        for process, out_path in clients:
-            try:
-                status = process.wait(timeout=max(1.0, end_at + REQUEST_TIMEOUT + 30
-                                                  - time.time()))
-            except subprocess.TimeoutExpired:
-                raise BenchmarkError(f"client {process.pid} did not finish") from None
-            if status != 0 or not out_path.exists():
-                raise BenchmarkError(f"client {process.pid} exited with {status}")
-            results.append(json.loads(out_path.read_text(encoding="utf-8")))
-    finally:
-        for process, _ in clients:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        results = clients.results(deadline=end_at + REQUEST_TIMEOUT + 30)
     return merge_results(scenario, results, before, after, arguments.seconds)
 
 
@@ -509,34 +288,29 @@ def merge_results(
     window = max(result["window_s"] for result in results)
     errors = sum(count for outcome, count in statuses.items() if outcome != str(scenario.expect))
     count = len(latencies)
+    used = after.since(before)
+    client_cpu = sum(result["cpu_s"] for result in results)
     cpu_ms = {
-        "workers": (after.workers - before.workers) * 1000 / count,
-        "master": (after.master - before.master) * 1000 / count,
-        "slapd": (after.slapd - before.slapd) * 1000 / count,
-        "client": sum(result["cpu_s"] for result in results) * 1000 / count,
+        "workers": used.workers * 1000 / count,
+        "master": used.master * 1000 / count,
+        "slapd": used.slapd * 1000 / count,
+        "client": client_cpu * 1000 / count,
     }
-    busy = after.machine_busy - before.machine_busy
-    total = after.machine_total - before.machine_total
-    accounted = (after.workers - before.workers + after.master - before.master
-                 + after.slapd - before.slapd + sum(result["cpu_s"] for result in results))
     return {
         "description": scenario.description,
         "expected_status": scenario.expect,
         "requests": count,
         "window_s": window,
         "requests_per_s": count / window,
-        "median_ms": statistics.median(latencies),
-        "p90_ms": percentile(latencies, 90),
-        "p99_ms": percentile(latencies, 99),
-        "max_ms": max(latencies),
+        **latency_summary(latencies),
         "errors": errors,
         "statuses": dict(statuses),
         "connections_opened": sum(result["connections_opened"] for result in results),
         "all_expected": sum(result["all_expected"] for result in results),
         "cpu_ms_per_request": cpu_ms,
-        "client_cpu_share": sum(result["cpu_s"] for result in results) / seconds,
-        "machine_busy_share": busy / total if total else 0.0,
-        "other_busy_share": max(busy - accounted, 0.0) / total if total else 0.0,
+        "client_cpu_share": client_cpu / seconds,
+        "machine_busy_share": used.busy_share,
+        "other_busy_share": used.other_share(client_cpu),
         "stuck_threads": sum(result["stuck_threads"] for result in results),
     }
 
@@ -568,8 +342,8 @@ def check_answers(
     """Fail unless sample answers are right; returns the number of reports it posted."""
     sample = rng.sample(sorted(expected), SAMPLE_HOSTS)
     for host in sample:
-        status, body = request_once(port, "GET", f"/v1/nodes/{host}",
-                                    {"Authorization": f"Bearer {tokens[host]}"})
+        status, _, body = request_once(port, "GET", f"/v1/nodes/{host}",
+                                       {"Authorization": f"Bearer {tokens[host]}"})
         if status != 200:
             raise BenchmarkError(f"GET /v1/nodes/{host}: {status} {body[:300]!r}")
         answer = json.loads(body)
@@ -581,20 +355,20 @@ def check_answers(
                 f"{answer.get('environment')!r}; expected {sorted(want.classes)}, "
                 f"{want.environment!r}")
     host, other = sample[0], sample[1]
-    status, _ = request_once(port, "GET", f"/v1/nodes/{host}",
-                             {"Authorization": f"Bearer {tokens[other]}"})
+    status = request_once(port, "GET", f"/v1/nodes/{host}",
+                          {"Authorization": f"Bearer {tokens[other]}"}).status
     if status != 403:
         raise BenchmarkError(f"GET /v1/nodes/{host} with {other}'s token: {status}, not 403")
     report = {"status": "changed", "exit_code": 2, "commit": "a" * 40,
               "environment": "production", "resources": {"changed": 3, "failed": 0},
               "failed_resources": [], "duration": 4.2}
-    status, body = request_once(
+    status, _, body = request_once(
         port, "POST", f"/v1/hosts/{host}/reports",
         {"Authorization": f"Bearer {tokens[host]}", "Content-Type": "application/json"},
         json.dumps(report).encode())
     if status != 201 or json.loads(body).get("project") != expected[host].project:
         raise BenchmarkError(f"POST /v1/hosts/{host}/reports: {status} {body[:300]!r}")
-    status, _ = request_once(port, "GET", "/v1/no-such-route")
+    status = request_once(port, "GET", "/v1/no-such-route").status
     if status != 404:
         raise BenchmarkError(f"GET /v1/no-such-route: {status}, not 404")
     print(f"checked: {SAMPLE_HOSTS} classifications match the generated data, a foreign "
@@ -672,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
             tokens_path.write_text(json.dumps(tokens), encoding="utf-8")
             tokens_path.chmod(0o600)
             port = free_port()
-            server = ApiServer(write_config(slapd, workdir, database, port), port, workdir)
+            server = ApiServer(write_api_config(slapd, workdir, database, port, WORKERS), port,
+                               workdir, WORKERS)
             server.start()
             posted = check_answers(port, tokens, expected, seeded_random())
 
@@ -702,14 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = print_summary(results["scenarios"])
     print(f"(closed loop: mean latency = {arguments.connections} connections / throughput; "
           "the server, slapd and the client share the machine's cores)")
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"results written to {arguments.json}")
+    write_results(arguments.json, results)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchmarkError as error:
-        sys.exit(f"api_benchmark: {error}")
+    run_script(main, "api_benchmark")
