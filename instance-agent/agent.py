@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from opslab.branchrunner.apply import Apply, disable, disabled_reason, enable
 from opslab.config import Config
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
@@ -119,6 +118,10 @@ class Agent:
 
     def _apply(self, state: dict[str, Any], trigger: str, fresh: Target | None,
                now: float) -> Check:
+        # The branch runner is imported only when needed: a timer starts
+        # `opslab agent run --once` every minute, and most checks change nothing.
+        from opslab.branchrunner.apply import Apply, disabled_reason
+
         reason = disabled_reason(self.config)
         if reason is not None:
             self.log(f"a Puppet run is due ({trigger}) but runs are disabled: {reason}")
@@ -186,6 +189,8 @@ class Agent:
 
     def set_disabled(self, reason: str | None) -> Delivery:
         """Disable Puppet runs with ``reason`` (None enables them), and tell the API."""
+        from opslab.branchrunner.apply import disable, enable
+
         if reason is None:
             enable(self.config)
         else:
@@ -200,6 +205,8 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         """What the agent knows: disabled or not, what it acted on, what is spooled."""
+        from opslab.branchrunner.apply import disabled_reason
+
         state = self._load_state()
         return {
             "certname": self.certname,

@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -40,10 +39,9 @@ def _say(message: str) -> None:
 
 def agent_version() -> str:
     """This agent's version, as its reports carry it."""
-    try:
-        return version("opslab")
-    except PackageNotFoundError:
-        return "unknown"
+    from opslab import __version__
+
+    return __version__
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:
