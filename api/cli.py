@@ -43,8 +43,13 @@ def _serve(config: Config, listen: str, workers: int) -> None:
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
+            # Threads let a worker answer one request while another waits on
+            # slapd or the database, so a burst of agents' checks does not queue
+            # behind one another's waits.
+            threads = config.api.threads
             for key, value in {"bind": listen, "workers": workers, "timeout": 60,
-                               "graceful_timeout": 10, "accesslog": "-"}.items():
+                               "graceful_timeout": 10, "accesslog": "-", "threads": threads,
+                               "worker_class": "gthread" if threads > 1 else "sync"}.items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:

@@ -100,6 +100,7 @@ class ApiSettings(NamedTuple):
     owners_create_projects: bool = False
     listen: str = "127.0.0.1:8150"
     workers: int = 2
+    threads: int = 4
     max_body: int = 65536
     public_url: str = "http://localhost:8150"
     heads_ttl: float = 30.0
