@@ -143,7 +143,7 @@ class DirectoryAccess:
             return None
         return Membership({dn.lower() for dn in _get(entry, "member")},
                           {dn.lower() for dn in _get(entry, "owner")},
-                          _get(entry, "opslabGlobal") == ["TRUE"])
+                          is_global(_get(entry, "opslabGlobal")))
 
     def add(self, dn: str, attributes: Attributes) -> None:
         encoded = {name: [value.encode() for value in values]
@@ -172,6 +172,11 @@ class DirectoryAccess:
                     for dn, raw in found if dn]
         result: list[tuple[str, Attributes]] = self._run(search)
         return result
+
+
+def is_global(values: list[str]) -> bool:
+    """Whether a project's ``opslabGlobal`` values mark it global (shared infrastructure)."""
+    return values == ["TRUE"]
 
 
 def _get(entry: Attributes, name: str) -> list[str]:

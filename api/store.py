@@ -39,6 +39,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def utc(moment: datetime) -> datetime:
+    """``moment`` with its time zone; a naive one is UTC (all stored times are, and SQLite
+    hands them back without a zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     """The models' common base."""
 

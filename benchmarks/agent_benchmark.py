@@ -17,8 +17,8 @@ api serve`` (gunicorn). One run of this script:
    worker lists the remote at most that often); migrates a SQLite database
    holding a host token for every host; starts ``opslab api serve`` with
    ``api.workers: 1``. *One API process* means that: gunicorn's master (it
-   supervises, it serves nothing) and ONE synchronous worker, which serves one
-   request at a time; the CPU of both is counted as the API's. By default
+   supervises, it serves nothing) and ONE worker process, with the default
+   ``api.threads`` (4 threads); the CPU of both is counted as the API's. By default
    the simulation is repeated with 2 workers, for the headroom. Sample
    targets are checked (project, environment, the branch's commit, a 304 for
    their own ETag, a foreign token refused) before anything is measured.
@@ -738,7 +738,8 @@ def main(argv: list[str] | None = None) -> int:
                 server = ApiServer(
                     write_api_config(slapd, workdir, database, port, workers, remote), port,
                     workdir, workers)
-                print(f"\n-- the API: opslab api serve, {workers} worker(s), branches.remote "
+                print(f"\n-- the API: opslab api serve, {workers} worker(s) of api.threads "
+                      "(default 4) threads, branches.remote "
                       "the control repository, api.heads_ttl 30 s (the default)")
                 server.start()
                 if number == 0:

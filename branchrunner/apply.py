@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,7 +31,7 @@ import yaml
 from opslab.config import Config
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
-from opslab.names import DEFAULT_BRANCH, branches_by_environment, validate_certname
+from opslab.names import DEFAULT_BRANCH, branches_by_environment, this_certname, validate_certname
 from opslab.puppet import EXIT_MEANINGS, SUCCESS_CODES, apply_command, enc_command
 
 from .deployment import Deployment, Log, SyncFailed
@@ -85,7 +84,8 @@ class Apply:
     def __init__(self, config: Config, certname: str | None = None, log: Log | None = None):
         self.config = config
         self.settings = config.apply
-        self.certname = validate_certname(certname or self.settings.certname or socket.getfqdn())
+        self.certname = (validate_certname(certname) if certname
+                         else this_certname(self.settings.certname))
         self.state_dir = Path(self.settings.state_dir)
         self.log = log or (lambda message: None)
         if self.settings.enc:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from opslab.names import validate_branch
+from opslab.names import has_control_characters, validate_branch
 
 # Never ask for credentials on a terminal; a timer or CI would hang forever.
 _GIT_ENVIRONMENT = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
@@ -41,17 +41,17 @@ def checked_remote(remote: str) -> str:
 
     It reaches git as an argument, so a leading '-' would read as an option.
     """
-    if not remote or remote.startswith("-") or any(ord(char) < 0x20 or ord(char) == 0x7F
-                                                   for char in remote):
+    if not remote or remote.startswith("-") or has_control_characters(remote):
         raise GitError(f"remote {redact(remote)!r} is not a usable git URL or path")
     return remote
 
 
-def _git(arguments: list[str], timeout: float) -> bytes:
-    """Run ``git ARGUMENTS``; its output, or GitError with a redacted message."""
-    name = next(argument for argument in arguments if not argument.startswith("--git-dir"))
+def _git(arguments: list[str], timeout: float, git_dir: Path | None = None) -> bytes:
+    """Run ``git ARGUMENTS`` (in ``git_dir``); its output, or GitError with a redacted message."""
+    name = arguments[0]
+    command = ["git", *([f"--git-dir={git_dir}"] if git_dir else []), *arguments]
     try:
-        result = subprocess.run(["git", *arguments], capture_output=True, timeout=timeout,
+        result = subprocess.run(command, capture_output=True, timeout=timeout,
                                 env=_environment(), check=False)
     except subprocess.TimeoutExpired:
         raise GitError(f"git {name} timed out after {timeout:g} s") from None
@@ -104,7 +104,7 @@ class Mirror:
         self.timeout = timeout
 
     def _git(self, *arguments: str) -> bytes:
-        return _git([f"--git-dir={self.path}", *arguments], self.timeout)
+        return _git(list(arguments), self.timeout, self.path)
 
     def prepare(self) -> None:
         """Create the mirror if needed, point it at the remote, clear stale git locks.

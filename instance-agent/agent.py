@@ -15,7 +15,6 @@ atomically; reports and state changes go through the spool
 
 import json
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from typing import Any, NamedTuple
 from opslab.config import Config
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
-from opslab.names import validate_certname
+from opslab.names import this_certname
 
 from . import sudoers
 from .client import ApiClient, ApiRefused, ApiUnavailable, Target
@@ -36,14 +35,16 @@ Log = Callable[[str], None]
 
 
 class Check(NamedTuple):
-    """What one check did: ``outcome`` is one of OUTCOMES; ``report`` when it applied."""
+    """What one check did, and the run's report when it applied.
+
+    ``outcome`` is one of: unchanged, applied, disabled (a run was due),
+    waiting (for the retry of a failed run), unreachable (the API), refused
+    (by the API), busy (another check runs).
+    """
 
     outcome: str
     detail: str = ""
     report: dict[str, Any] | None = None
-
-
-OUTCOMES = ("unchanged", "applied", "disabled", "waiting", "unreachable", "refused", "busy")
 
 
 class Agent:
@@ -54,7 +55,7 @@ class Agent:
         self.settings = config.agent
         self.version = version
         self.log = log or (lambda message: None)
-        self.certname = validate_certname(config.apply.certname or socket.getfqdn())
+        self.certname = this_certname(config.apply.certname)
         self.directory = Path(config.apply.state_dir) / "agent"
         self.spool = Spool(self.directory / "spool")
         self.client = ApiClient(config.enc)

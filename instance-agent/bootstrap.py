@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from opslab.config import DEFAULT_PATH, ConfigError, parse
 from opslab.files import write_atomic
-from opslab.names import InvalidName, validate_certname
+from opslab.names import InvalidName, has_control_characters, validate_certname
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -227,7 +227,7 @@ def _checked_ldap_uri(uri: str) -> str:
 def _checked_ldap_base(base: str) -> str:
     import ldap.dn
 
-    if not base or _has_control(base) or not ldap.dn.is_dn(base):
+    if not base or has_control_characters(base) or not ldap.dn.is_dn(base):
         raise _BadInput(f"--ldap-base {_shown(base)} is not a distinguished name "
                         "(such as dc=example,dc=org)")
     return base
@@ -243,11 +243,9 @@ def _checked_remote(remote: str) -> str:
 
 
 def _has_space(text: str) -> bool:
-    return any(char.isspace() for char in text) or _has_control(text)
+    return any(char.isspace() for char in text) or has_control_characters(text)
 
 
-def _has_control(text: str) -> bool:
-    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)
 
 
 def _shown(value: str) -> str:

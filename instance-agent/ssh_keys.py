@@ -25,7 +25,6 @@ searches: the person and this host together, then the membership check.
 """
 
 import argparse
-import socket
 import sys
 import time
 import traceback
@@ -41,7 +40,7 @@ from opslab.directory import (
     Search,
     fill_filter,
 )
-from opslab.names import InvalidName, validate_certname, validate_user_name
+from opslab.names import InvalidName, this_certname, validate_user_name
 
 EXIT_NOT_GRANTED = 1
 EXIT_USAGE = 2
@@ -107,7 +106,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         config = load(arguments.config)
-        certname = _this_certname(config)
+        certname = this_certname(config.apply.certname)
     except (ConfigError, InvalidName) as error:
         _say(f"error: access denied for {user}: {error}")
         return EXIT_UNAVAILABLE
@@ -124,21 +123,13 @@ def _serve(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _this_certname(config: Config) -> str:
-    """This instance's certname: ``apply.certname``, else the FQDN; raises InvalidName."""
-    if config.apply.certname is not None:
-        return validate_certname(config.apply.certname)
-    # Lowercased as Puppet derives its default certname, which names the host entry.
-    return validate_certname(socket.getfqdn().lower())
-
-
 def _capped_settings(config: Config) -> LdapSettings:
     """``config.ldap`` with no timeout longer than ``agent.ssh_keys_timeout``."""
     budget = config.agent.ssh_keys_timeout
     return config.ldap._replace(
         connect_timeout=min(config.ldap.connect_timeout, budget),
         timeout=min(config.ldap.timeout, budget),
-        deadline=budget,
+        deadline=min(config.ldap.deadline, budget),
     )
 
 

@@ -69,6 +69,21 @@ def validate_user_name(name: str) -> str:
     return name
 
 
+def this_certname(configured: str | None) -> str:
+    """This machine's certname: ``configured`` (``apply.certname``), else its FQDN,
+    lowercased as Puppet derives its default certname. Raises InvalidName."""
+    if configured:
+        return validate_certname(configured)
+    import socket  # only here: opslab-enc's start-up never needs it
+
+    return validate_certname(socket.getfqdn().lower())
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds ASCII control characters (C0 or DEL)."""
+    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)
+
+
 def short_name(certname: str) -> str | None:
     """The first label of a dotted certname, or None for a single label."""
     head, dot, _ = certname.partition(".")
@@ -101,7 +116,7 @@ def validate_branch(branch: str) -> str:
         problem = f"it is longer than {MAX_BRANCH_LENGTH} characters"
     elif branch.startswith("-"):
         problem = "it starts with '-'"
-    elif any(ord(char) < 0x20 or ord(char) == 0x7F for char in branch):
+    elif has_control_characters(branch):
         problem = "it contains control characters"
     elif _BRANCH_FORBIDDEN & set(branch):
         problem = "it contains one of space ~ ^ : ? * [ \\"

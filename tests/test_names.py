@@ -10,6 +10,7 @@ from opslab.names import (
     InvalidName,
     branches_by_environment,
     environment_for_branch,
+    this_certname,
     validate_certname,
 )
 
@@ -119,3 +120,13 @@ def test_accepted_certnames_carry_no_filter_or_path_syntax(name: str) -> None:
     assert not set(name) & set("*()\\\x00/\n=, ")
     assert name == name.lower()
     assert len(name) <= 253
+
+
+def test_this_certname_is_the_configured_one_else_the_lowercased_fqdn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.getfqdn", lambda: "Web1.Tools.Example.ORG")
+
+    assert this_certname("builder.example.org") == "builder.example.org"
+    assert this_certname(None) == "web1.tools.example.org"
+    with pytest.raises(InvalidName):
+        this_certname("Web1.example.org")

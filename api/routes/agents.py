@@ -7,7 +7,7 @@ older than the stored one is ignored: states from one agent arrive in
 order, but a re-bootstrapped instance may still have an old one spooled.
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, g, jsonify
@@ -16,7 +16,7 @@ from .. import context
 from ..app import json_body
 from ..auth import must_be_host
 from ..hosts import Invalid
-from ..store import AgentState, now
+from ..store import AgentState, now, utc
 from .reports import SHORT
 
 blueprint = Blueprint("agents", __name__)
@@ -25,8 +25,8 @@ MAX_REASON = 1000
 
 def as_json(state: AgentState) -> dict[str, Any]:
     return {"version": state.version, "disabled": state.disabled, "reason": state.reason,
-            "changed_at": _aware(state.changed_at).isoformat(),
-            "received_at": _aware(state.received_at).isoformat()}
+            "changed_at": utc(state.changed_at).isoformat(),
+            "received_at": utc(state.received_at).isoformat()}
 
 
 def state_of(host: str) -> dict[str, Any] | None:
@@ -52,7 +52,7 @@ def put(fqdn: str) -> Any:
     if version is not None and (not isinstance(version, str) or not SHORT.fullmatch(version)):
         raise Invalid("version must be 1 to 32 letters, digits or . _ + -")
     try:
-        changed_at = _aware(datetime.fromisoformat(str(body.get("changed_at"))))
+        changed_at = utc(datetime.fromisoformat(str(body.get("changed_at"))))
     except ValueError:
         raise Invalid("changed_at must be an ISO 8601 date and time") from None
     with context.session() as session:
@@ -60,14 +60,9 @@ def put(fqdn: str) -> Any:
         if state is None:
             state = AgentState(host=fqdn, project=actor.project)
             session.add(state)
-        elif _aware(state.changed_at) > changed_at:
+        elif utc(state.changed_at) > changed_at:
             return jsonify(as_json(state))
         state.disabled, state.reason, state.version = disabled, reason, version
         state.changed_at, state.received_at = changed_at, now()
         session.commit()
         return jsonify(as_json(state))
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

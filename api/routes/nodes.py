@@ -24,6 +24,7 @@ from opslab.names import InvalidName, project_label, validate_certname
 
 from .. import context
 from ..auth import Refused, may_read_host
+from ..directory import is_global
 from ..hosts import from_entry
 
 blueprint = Blueprint("nodes", __name__)
@@ -95,8 +96,8 @@ def target_of(classification: Classification) -> dict[str, Any]:
     project: everyone may log in to those, so membership grants no root.
     """
     project = classification.project
-    is_global = project is not None and project.first("opslabGlobal") == "TRUE"
-    sudo = ([] if project is None or is_global
+    shared = project is not None and is_global(project.values("opslabGlobal"))
+    sudo = ([] if project is None or shared
             else context.directory().uids(project.values("member")))
     environment = classification.environment
     enc = json.dumps(classification.to_enc(), sort_keys=True, separators=(",", ":"))
@@ -107,6 +108,6 @@ def target_of(classification: Classification) -> dict[str, Any]:
         "environment": environment,
         "commit": context.heads().commit(environment) if environment else None,
         "classification": hashlib.sha256(enc.encode()).hexdigest(),
-        "global": is_global,
+        "global": shared,
         "sudo": sudo,
     }

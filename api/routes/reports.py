@@ -8,7 +8,7 @@ recording a run twice.
 """
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
@@ -21,7 +21,7 @@ from .. import context
 from ..app import json_body
 from ..auth import Refused, may_change_project, may_read_host, must_be_host
 from ..hosts import Invalid
-from ..store import RunReport
+from ..store import RunReport, utc
 
 blueprint = Blueprint("reports", __name__)
 
@@ -78,7 +78,7 @@ def _parse(body: Any) -> dict[str, Any]:
             started = datetime.fromisoformat(body["started_at"])
         except ValueError:
             raise Invalid("started_at must be an ISO 8601 date and time") from None
-        body["started_at"] = started if started.tzinfo else started.replace(tzinfo=UTC)
+        body["started_at"] = utc(started)
     return body
 
 
@@ -106,7 +106,7 @@ def as_json(report: RunReport) -> dict[str, Any]:
             "environment": report.environment, "status": report.status,
             "exit_code": report.exit_code, "changed": report.changed, "failed": report.failed,
             "failures": report.failures, "duration": report.duration,
-            "started_at": report.started_at.isoformat() if report.started_at else None,
+            "started_at": utc(report.started_at).isoformat() if report.started_at else None,
             "agent_version": report.agent_version, "trigger": report.trigger,
             "errors": report.errors or []}
 
