@@ -49,13 +49,10 @@ SERVICE = "opslab-agent.service"
 # The unit files name the installation bootstrap.sh makes; the installed copies
 # name the one bootstrap runs from, the same one the sshd drop-in names.
 PACKAGED_BIN = "/opt/opslab/bin/"
-# Where an instance keeps its state, mirror and cached classifications.
-INSTANCE_PATHS = {
-    "apply": {"state_dir": "/var/lib/opslab"},
-    "branches": {"environments": "/var/lib/opslab/environments",
-                 "cache": "/var/cache/opslab/branches"},
-    "cache": {"dir": "/var/cache/opslab/enc"},
-}
+# An instance deploys only its own environment, as opslab's own state, not
+# into Puppet's shared codedir (the default of branches.environments). Every
+# other path keeps its default (apply.state_dir, branches.cache, cache.dir).
+INSTANCE_ENVIRONMENTS = "/var/lib/opslab/environments"
 # A token is one HTTP header value: printable ASCII, no spaces.
 _TOKEN = re.compile(r"[!-~]+")
 MAX_TOKEN_LENGTH = 4096
@@ -189,13 +186,11 @@ def _config_text(arguments: argparse.Namespace) -> str:
     document: dict[str, dict[str, str]] = {
         "ldap": {"uri": ldap_uri, "base": ldap_base},
         "enc": {"api_url": api_url, "api_token_file": TOKEN_PATH},
-        "branches": {"remote": remote, **INSTANCE_PATHS["branches"]},
-        "apply": {**INSTANCE_PATHS["apply"]},
-        "cache": {**INSTANCE_PATHS["cache"]},
+        "branches": {"remote": remote, "environments": INSTANCE_ENVIRONMENTS},
     }
     if arguments.certname is not None:
         try:
-            document["apply"]["certname"] = validate_certname(arguments.certname)
+            document["apply"] = {"certname": validate_certname(arguments.certname)}
         except InvalidName as error:
             raise _BadInput(f"--certname: {error}") from None
     text = ("# Written by `opslab agent bootstrap`; a re-bootstrap rewrites it. Keys not\n"
