@@ -104,6 +104,9 @@ class ApiSettings(NamedTuple):
     max_body: int = 65536
     public_url: str = "http://localhost:8150"
     heads_ttl: float = 30.0
+    # Hosts created through the API are named NAME.PROJECT.DOMAIN; None: the
+    # API creates no hosts until it is set.
+    domain: str | None = None
 
 
 class AgentSettings(NamedTuple):
@@ -122,6 +125,13 @@ class AgentSettings(NamedTuple):
     ssh_keys_timeout: float = 3.0
 
 
+class AccountSettings(NamedTuple):
+    """People as accounts on instances (see opslab.accounts)."""
+
+    # Debian's FIRST_UID: below it are system accounts, never a person's.
+    min_uid: int = 1000
+
+
 class Config(NamedTuple):
     """The whole configuration file, one attribute per section."""
 
@@ -132,6 +142,7 @@ class Config(NamedTuple):
     apply: ApplySettings = ApplySettings()
     api: ApiSettings = ApiSettings()
     agent: AgentSettings = AgentSettings()
+    accounts: AccountSettings = AccountSettings()
     source: str = "embedded defaults"
 
     @property
@@ -158,6 +169,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "apply": ApplySettings,
     "api": ApiSettings,
     "agent": AgentSettings,
+    "accounts": AccountSettings,
 }
 _ENC_MODES = ("opslab", "terminus")
 

@@ -69,6 +69,40 @@ def validate_user_name(name: str) -> str:
     return name
 
 
+# A project name is one DNS label: it is the second label of its hosts' names
+# (NAME.PROJECT.DOMAIN), a posix group on instances, and it is written into
+# sudoers comments and LDAP DNs. So: lowercase letters, digits and inner '-'.
+_PROJECT_NAME = re.compile(_LABEL)
+
+
+def validate_project_name(name: str) -> str:
+    """Return ``name`` if it is a valid project name, else raise InvalidName."""
+    if not _PROJECT_NAME.fullmatch(name):
+        raise InvalidName(f"project name {name[:70]!r} is not a DNS label "
+                          "(a-z, 0-9 and inner '-', 1 to 63 characters)")
+    return name
+
+
+def host_certname(name: str, project: str, domain: str) -> str:
+    """The certname of the host ``name`` created in ``project``: NAME.PROJECT.DOMAIN.
+
+    A host created through the API lives in its project's namespace, so no
+    member can name a host that belongs to another project or that predates
+    opslab. ``name`` is either the one label NAME or the whole certname, which
+    must then be exactly NAME.PROJECT.DOMAIN. Raises InvalidName.
+    """
+    validate_project_name(project)
+    suffix = f".{project}.{domain}"
+    label = name.removesuffix(suffix) if name.endswith(suffix) else name
+    if "." in label:
+        raise InvalidName(f"host name {name[:100]!r} is not in project {project}'s namespace: "
+                          f"name it LABEL or LABEL{suffix}")
+    if not re.fullmatch(_LABEL, label):
+        raise InvalidName(f"host name {label[:70]!r} is not a DNS label "
+                          "(a-z, 0-9 and inner '-', 1 to 63 characters)")
+    return validate_certname(label + suffix)
+
+
 def this_certname(configured: str | None) -> str:
     """This machine's certname: ``configured`` (``apply.certname``), else its FQDN,
     lowercased as Puppet derives its default certname. Raises InvalidName."""
