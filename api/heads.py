@@ -1,4 +1,4 @@
-"""The commit each environment's branch points at, as the API tells instances.
+"""The commit each branch of the control repository points at, as the API tells instances.
 
 Thousands of instances ask "has anything changed?" every minute. If each of
 them asked the git remote, the remote would carry the whole fleet's
@@ -9,6 +9,13 @@ worker that finds the list stale refreshes it while the others keep
 answering from the old one; a failed refresh keeps the old list and is
 retried after another ``heads_ttl``. So an instance learns of a push within
 ``heads_ttl`` plus its own check interval.
+
+Heads are looked up by branch, the one a classification names, not by
+environment: when several branches map to one environment, only the
+instance knows which of them it deployed there (opslab.names.
+environment_holders decides it, on the instance), and a ``Production``
+pushed beside ``production`` must not take the commit out of every
+``production`` instance's target.
 """
 
 import logging
@@ -16,7 +23,6 @@ import threading
 import time
 
 from opslab.branchrunner.git import GitError, remote_heads
-from opslab.names import branches_by_environment
 
 # A request waits at most this long on the remote; the git remote's own
 # branches.git_timeout is sized for fetches, not for a request.
@@ -26,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class BranchHeads:
-    """The remote's branches grouped by environment, listed at most once per ``ttl``."""
+    """The remote's branches and their commits, listed at most once per ``ttl``."""
 
     def __init__(self, remote: str, ttl: float, timeout: float) -> None:
         self.remote = remote
@@ -36,17 +42,16 @@ class BranchHeads:
         self._listed_at = float("-inf")
         self._lock = threading.Lock()
 
-    def commit(self, environment: str) -> str | None:
-        """The commit of the one branch that deploys ``environment``; None when unknown.
+    def commit(self, branch: str) -> str | None:
+        """The commit ``branch`` points at; None when unknown.
 
         None when no remote is configured, when it was never listed, or when
-        no branch or more than one (a collision the branch runner refuses)
-        maps to the environment.
+        it has no such branch.
         """
         if not self.remote:
             return None
         commits = self._current()
-        return commits.get(environment) if commits is not None else None
+        return commits.get(branch) if commits is not None else None
 
     def _current(self) -> dict[str, str] | None:
         if time.monotonic() - self._listed_at < self.ttl:
@@ -64,11 +69,7 @@ class BranchHeads:
 
     def _refresh(self) -> None:
         try:
-            heads = remote_heads(self.remote, self.timeout)
+            self._commits = remote_heads(self.remote, self.timeout)
         except GitError as error:
             log.warning("cannot list the branches of the control repository: %s", error)
-        else:
-            groups, _ = branches_by_environment(heads)
-            self._commits = {environment: heads[branches[0]]
-                             for environment, branches in groups.items() if len(branches) == 1}
         self._listed_at = time.monotonic()

@@ -106,7 +106,7 @@ def target_of(classification: Classification) -> dict[str, Any]:
         "project": project.first("cn") if project is not None else None,
         "branch": classification.branch,
         "environment": environment,
-        "commit": context.heads().commit(environment) if environment else None,
+        "commit": context.heads().commit(classification.branch) if classification.branch else None,
         "classification": hashlib.sha256(enc.encode()).hexdigest(),
         "global": shared,
         "sudo": sudo,
