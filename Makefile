@@ -12,9 +12,10 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 # puppet: real puppet apply; postgresql, mariadb-server: the API's tests run on
 # them as well as SQLite; git: the branch runner and its tests; openssl: the TLS
 # test's certificate; sudo: visudo checks the agent's sudoers drop-in;
-# libldap2-dev, libsasl2-dev, gcc: to build python-ldap.
+# openssh-server, openssh-client: a real sshd asks opslab-ssh-keys, a real ssh
+# logs in; libldap2-dev, libsasl2-dev, gcc: to build python-ldap.
 SYSTEM_PACKAGES := slapd ldap-utils puppet postgresql mariadb-server git openssl sudo \
-	libldap2-dev libsasl2-dev gcc make
+	openssh-server openssh-client libldap2-dev libsasl2-dev gcc make
 
 .PHONY: demo test bench lint system-packages
 

@@ -2,18 +2,23 @@
 
 On every public-key login sshd asks which keys may log in as USER. The answer
 comes from the directory, so that joining or leaving a project takes effect
-on the next login without touching the instance: USER's ``sshPublicKey``
-values, but only if USER is a member of this instance's project (or that
-project is global) and the account is not locked. Any doubt is an empty
-answer: access is denied, never granted from a guess or a cache.
+on the next login without touching the instance: the ``sshPublicKey`` values
+of the person ``uid=USER`` below the people base (read at that DN, never
+found by a search for any ``uid`` value, which a person could add to their
+own entry), but only if USER is a member of this instance's project (or that
+project is global), is not a system account (``root``, a directory
+``uidNumber`` or a local account below ``accounts.min_uid``) and is not
+locked (opslab.accounts). Any doubt is an empty answer: access is denied,
+never granted from a guess or a cache.
 
 Contract with sshd: the keys on stdout, one per line, and exit 0; anything
 else is a non-zero exit with nothing on stdout (sshd ignores the output of a
 failed command, and discards its stderr, but logs the exit status). Exit codes:
 
   0  keys printed
-  1  nothing granted: unknown user, locked account, not a member of this
-     instance's project, no usable keys, or no host entry for this instance
+  1  nothing granted: unknown user, a system account, a locked account, not a
+     member of this instance's project, no usable keys, or no host entry (or
+     no project) for this instance
   2  bad usage or an invalid user name (refused before any directory query)
   3  the directory could not be asked: unreachable, too slow, refusing the
      bind, or misconfigured (configuration, this instance's certname, a base DN)
@@ -26,11 +31,12 @@ searches: the person and this host together, then the membership check.
 
 import argparse
 import sys
-import time
 import traceback
 
+from ldap.dn import escape_dn_chars
 from ldap.filter import filter_format
 
+from opslab import accounts
 from opslab.config import Config, ConfigError, LdapSettings, load
 from opslab.directory import (
     Directory,
@@ -40,30 +46,23 @@ from opslab.directory import (
     Search,
     fill_filter,
 )
-from opslab.names import InvalidName, this_certname, validate_user_name
+from opslab.names import InvalidName, project_label, this_certname, validate_user_name
 
 EXIT_NOT_GRANTED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_INTERNAL_ERROR = 70  # sysexits.h EX_SOFTWARE
 
-PERSON_FILTER = "(&(objectClass=ldapPublicKey)(uid=%s))"
+# The person is read at uid=USER,PEOPLE: a search for (uid=USER) would also
+# find an entry that carries USER as a second uid value, such as "uid: root".
+PERSON_FILTER = "(objectClass=ldapPublicKey)"
 HOST_FILTER = "(&(objectClass=opslabNode)(associatedDomain=%s))"
 # Membership is decided by the server: only the project's cn comes back, so a
 # long member list never travels on a login.
 GRANT_FILTER = "(&(objectClass=groupOfNames)(cn=%s)(|(member=%s)(opslabGlobal=TRUE)))"
 
 KEY_ATTRIBUTE = "sshPublicKey"
-EXPIRE_ATTRIBUTE = "shadowExpire"
-# Operational (ppolicy), so returned only when asked for by name; a directory
-# without ppolicy does not know it and simply leaves it out.
-LOCKED_ATTRIBUTE = "pwdAccountLockedTime"
 PROJECT_ATTRIBUTE = "opslabProject"
-
-# shadowExpire counts days since 1970-01-01 (UTC); -1 means "never", as in
-# /etc/shadow for pam_unix and shadow-utils.
-_SECONDS_PER_DAY = 86400
-_NEVER_EXPIRES = -1
 
 
 class NotGranted(Exception):
@@ -140,35 +139,62 @@ def authorized_keys(config: Config, certname: str, user: str) -> list[str]:
     DirectoryUnavailable or DirectoryError when the directory cannot be asked.
     ``user`` and ``certname`` must be validated names.
     """
+    min_uid = config.accounts.min_uid
+    # Before any query: sshd logs in to the local account of that name.
+    system = (accounts.system_account_reason(user, None, min_uid)
+              or accounts.local_system_account_reason(user, min_uid))
+    if system:
+        raise NotGranted(f"refused: {system}")
+    person_dn = f"uid={escape_dn_chars(user)},{config.people_base_dn}"
     with Directory(_capped_settings(config)) as directory:
         people, hosts = directory.search([
-            Search(config.people_base_dn, fill_filter(PERSON_FILTER, user),
-                   [KEY_ATTRIBUTE, EXPIRE_ATTRIBUTE, LOCKED_ATTRIBUTE]),
+            Search(person_dn, PERSON_FILTER, [KEY_ATTRIBUTE, *accounts.ATTRIBUTES],
+                   scope="base"),
             Search(config.hosts_base_dn, fill_filter(HOST_FILTER, certname), [PROJECT_ATTRIBUTE]),
         ])
         host = _single(hosts, f"host entry for this instance ({certname})")
-        project = host.first(PROJECT_ATTRIBUTE)
-        if project is None:
-            raise NotGranted(f"{host.dn} names no {PROJECT_ATTRIBUTE}")
-        person = _single(people, f"person uid={user} with objectClass ldapPublicKey")
-        locked = _locked(person)
+        project, named = _project(host, certname)
+        person = _single(people, f"person {person_dn} with objectClass ldapPublicKey")
+        system = accounts.system_account_reason(user, person, min_uid)
+        if system:
+            raise NotGranted(f"{person.dn} is refused: {system}")
+        locked = accounts.locked_reason(person)
         if locked:
             raise NotGranted(f"{person.dn} is locked: {locked}")
         keys = [key for key in person.values(KEY_ATTRIBUTE) if _usable(key)]
         if not keys:
             raise NotGranted(f"{person.dn} has no usable {KEY_ATTRIBUTE}")
         # Asked only now, so that the denials above cost one round trip.
-        # filter_format escapes each value, as fill_filter does for one.
+        # filter_format escapes each value, as fill_filter does for one. A
+        # project without an entry matches nothing: a guessed project may
+        # well not exist, and one the host names must.
         granted = directory.search([
             Search(config.projects_base_dn, filter_format(GRANT_FILTER, [project, person.dn]),
                    ["cn"]),
         ])[0]
     if not granted:
+        source = "" if named else " (from this instance's name)"
         raise NotGranted(
-            f"{person.dn} is not a member of project {project!r}, and it is not global "
+            f"{person.dn} is not a member of project {project!r}{source}, and it is not global "
             "(or has no entry)"
         )
     return keys
+
+
+def _project(host: Entry, certname: str) -> tuple[str, bool]:
+    """This instance's project, as the ENC finds it, and whether the host names it.
+
+    The host entry's ``opslabProject``, else the second label of the
+    certname (NAME.PROJECT.DOMAIN) when a project of that name exists.
+    """
+    named = host.first(PROJECT_ATTRIBUTE)
+    if named is not None:
+        return named, True
+    guessed = project_label(certname)
+    if guessed is None:
+        raise NotGranted(f"{host.dn} names no {PROJECT_ATTRIBUTE}, and {certname} has no "
+                         "project label (NAME.PROJECT.DOMAIN)")
+    return guessed, False
 
 
 def _single(entries: list[Entry], what: str) -> Entry:
@@ -178,20 +204,6 @@ def _single(entries: list[Entry], what: str) -> Entry:
         # Whichever one we picked could be the wrong one.
         raise NotGranted(f"{len(entries)} entries match the {what}")
     return entries[0]
-
-
-def _locked(person: Entry) -> str | None:
-    """Why the person's account is locked, or None if it is not."""
-    if person.values(LOCKED_ATTRIBUTE):
-        return f"{LOCKED_ATTRIBUTE} is set"
-    expire = person.first(EXPIRE_ATTRIBUTE)
-    if expire is None:
-        return None
-    day = int(expire)  # the schema's INTEGER syntax: slapd stores nothing else
-    today = int(time.time() // _SECONDS_PER_DAY)
-    if day != _NEVER_EXPIRES and day <= today:
-        return f"{EXPIRE_ATTRIBUTE} is day {day}, today is day {today}"
-    return None
 
 
 def _usable(key: str) -> bool:

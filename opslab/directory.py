@@ -10,11 +10,14 @@ so nothing may stand in for it.
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import ldap
 from ldap.filter import escape_filter_chars
 
 from opslab.config import LdapSettings
+
+_SCOPES = {"subtree": ldap.SCOPE_SUBTREE, "base": ldap.SCOPE_BASE}
 
 # Errors that mean "no answer", as opposed to "an answer we cannot use".
 _TRANSPORT_ERRORS = (
@@ -101,14 +104,17 @@ class Entry:
 
 
 class Search:
-    """One subtree search to send: where, what, which attributes.
+    """One search to send: where, what, which attributes, how deep.
 
-    ``optional_base`` says that a base DN which does not exist means "no
-    entries" (a directory without ``ou=projects``) rather than a
-    misconfiguration to report.
+    ``scope`` is ``"subtree"`` (``base`` and everything below it) or
+    ``"base"`` (the one entry at ``base``: reading an entry by its DN). A
+    base-scope search of a DN that does not exist finds no entry, as a
+    subtree search whose filter matches nothing does. ``optional_base`` says
+    the same of a subtree search's base (a directory without
+    ``ou=projects``), rather than it being a misconfiguration to report.
     """
 
-    __slots__ = ("attributes", "base", "filter", "optional_base")
+    __slots__ = ("attributes", "base", "filter", "optional_base", "scope")
 
     def __init__(
         self,
@@ -116,11 +122,13 @@ class Search:
         filter: str,
         attributes: Sequence[str] | None = None,
         optional_base: bool = False,
+        scope: Literal["subtree", "base"] = "subtree",
     ) -> None:
         self.base = base
         self.filter = filter
         self.attributes = list(attributes) if attributes is not None else None
-        self.optional_base = optional_base
+        self.optional_base = optional_base or scope == "base"
+        self.scope = scope
 
 
 class Directory:
@@ -208,7 +216,7 @@ class Directory:
             ) from None
 
     def search(self, searches: Sequence[Search]) -> list[list[Entry]]:
-        """Run several subtree searches at once; one result list per search.
+        """Run several searches at once; one result list per search.
 
         The searches are pipelined on one connection, so the cost is one
         round trip rather than one per search. A kept connection that turns out
@@ -229,7 +237,7 @@ class Directory:
             message_ids = [
                 connection.search_ext(
                     search.base,
-                    ldap.SCOPE_SUBTREE,
+                    _SCOPES[search.scope],
                     search.filter,
                     search.attributes,
                     timeout=max(1, int(self.settings.timeout)),

@@ -2,17 +2,24 @@
 
 Against the real slapd, with entries of this module's own (people ``sk-*``,
 projects and hosts named ``sshkeys*``); the tests that stop or freeze the
-directory, or load a module into it, get a server of their own.
+directory, or load a module into it, get a server of their own. As root, a
+real sshd on a loopback port asks the installed command, as on an instance.
 """
 
 import base64
 import os
+import pwd
+import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import ldap
 import pytest
@@ -29,7 +36,9 @@ PROJECT = "sshkeys"
 GLOBAL_PROJECT = "sshkeys-global"
 MEMBER_HOST = "member.sshkeys.example.org"  # in PROJECT
 GLOBAL_HOST = "shared.sshkeys.example.org"  # in GLOBAL_PROJECT
-LOOSE_HOST = "loose.sshkeys.example.org"  # names no project
+LOOSE_HOST = "loose.sshkeys.example.org"  # names no project: its name says sshkeys
+STRAY_HOST = "stray.sshkeys-none.example.org"  # names none, its name one without an entry
+SHORT_HOST = "sshkeys-short.example"  # names none, and its name has no project label
 ORPHAN_HOST = "orphan.sshkeys.example.org"  # names a project without an entry
 WILD_HOST = "wild.sshkeys.example.org"  # names "sshkey*": a wildcard, were it not escaped
 NO_HOST = "absent.sshkeys.example.org"  # has no entry at all
@@ -45,6 +54,8 @@ MEMBER_KEYS = [key("sk-member-laptop"), f'from="192.0.2.0/24" {key("sk-member-de
 UNUSABLE_KEYS = ["", "   ", f'{key("sk-member-a")}\ncommand="/bin/sh" {key("sk-member-b")}',
                  f"{key('sk-member-c')}\r{key('sk-member-d')}"]
 OUTSIDER_KEYS = [key("sk-outsider")]
+ALICE_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGV4YW1wbGUta2V5LWZvci1hbGljZS1vbmx5 "
+             "alice@example")  # examples/directory.ldif
 
 
 def person_ldif(uid: str, keys: Sequence[str], *lines: str) -> str:
@@ -68,12 +79,19 @@ def populate(server: ThrowawaySlapd) -> ThrowawaySlapd:
         person_ldif("sk-member", [MEMBER_KEYS[0], *UNUSABLE_KEYS, MEMBER_KEYS[1]]),
         person_ldif("sk-outsider", OUTSIDER_KEYS),
         person_ldif("sk-keyless", []),
+        # A member who added more uid values to their own entry.
+        person_ldif("sk-rooter", [key("sk-rooter")], "uid: root", "uid: sk-ghost"),
+        person_ldif("sk-lowuid", [key("sk-lowuid")], "objectClass: posixAccount",
+                    "uidNumber: 999", "gidNumber: 999", "homeDirectory: /home/sk-lowuid"),
         project_ldif(PROJECT, f"member: uid=sk-member,{PEOPLE}",
-                     f"member: uid=sk-keyless,{PEOPLE}"),
+                     f"member: uid=sk-keyless,{PEOPLE}", f"member: uid=sk-rooter,{PEOPLE}",
+                     f"member: uid=sk-lowuid,{PEOPLE}"),
         project_ldif(GLOBAL_PROJECT, "opslabGlobal: TRUE"),
         host_ldif(MEMBER_HOST, f"opslabProject: {PROJECT}"),
         host_ldif(GLOBAL_HOST, f"opslabProject: {GLOBAL_PROJECT}"),
         host_ldif(LOOSE_HOST),
+        host_ldif(STRAY_HOST),
+        host_ldif(SHORT_HOST),
         host_ldif(ORPHAN_HOST, "opslabProject: sshkeys-vanished"),
         host_ldif(WILD_HOST, "opslabProject: sshkey*"),
     ]))
@@ -135,7 +153,10 @@ def test_member_gets_their_keys_from_the_installed_command(config_for: ConfigFor
     ("user", "host", "keys"),
     [("sk-member", MEMBER_HOST, MEMBER_KEYS),
      ("sk-member", GLOBAL_HOST, MEMBER_KEYS),  # a global project lets every person in
-     ("sk-outsider", GLOBAL_HOST, OUTSIDER_KEYS)],
+     ("sk-outsider", GLOBAL_HOST, OUTSIDER_KEYS),
+     # No opslabProject: the project its name says, as the ENC finds it.
+     ("sk-member", LOOSE_HOST, MEMBER_KEYS),
+     ("alice", "web1.web.example.org", [ALICE_KEY])],
 )
 def test_granted(config_for: ConfigFor, capsys: pytest.CaptureFixture[str],
                  user: str, host: str, keys: list[str]) -> None:
@@ -145,11 +166,20 @@ def test_granted(config_for: ConfigFor, capsys: pytest.CaptureFixture[str],
 @pytest.mark.parametrize(
     ("user", "host", "reason"),
     [("sk-outsider", MEMBER_HOST, f"is not a member of project '{PROJECT}', and it is not global"),
-     ("sk-nobody", MEMBER_HOST, "no person uid=sk-nobody"),
-     ("sk-nobody", GLOBAL_HOST, "no person uid=sk-nobody"),  # global: people only
+     ("sk-nobody", MEMBER_HOST, f"no person uid=sk-nobody,{PEOPLE}"),
+     ("sk-nobody", GLOBAL_HOST, f"no person uid=sk-nobody,{PEOPLE}"),  # global: people only
+     # Found at uid=NAME,PEOPLE only, never by another uid value of a member's entry.
+     ("sk-ghost", MEMBER_HOST, f"no person uid=sk-ghost,{PEOPLE}"),
+     ("sk-ghost", GLOBAL_HOST, f"no person uid=sk-ghost,{PEOPLE}"),
+     ("root", MEMBER_HOST, "'root' is a system account"),
+     ("root", GLOBAL_HOST, "'root' is a system account"),
+     ("sk-lowuid", MEMBER_HOST, "its uidNumber 999 is below accounts.min_uid (1000)"),
      ("sk-keyless", MEMBER_HOST, "has no usable sshPublicKey"),
      ("sk-member", NO_HOST, f"no host entry for this instance ({NO_HOST})"),
-     ("sk-member", LOOSE_HOST, "names no opslabProject"),
+     ("sk-member", STRAY_HOST,
+      "is not a member of project 'sshkeys-none' (from this instance's name)"),
+     ("sk-member", SHORT_HOST, f"names no opslabProject, and {SHORT_HOST} has no project label"),
+     ("alice", "builder.example.org", "is not a member of project 'tools'"),
      ("sk-member", ORPHAN_HOST, "is not a member of project 'sshkeys-vanished'"),
      ("sk-member", WILD_HOST, "is not a member of project 'sshkey*'")],
 )
@@ -237,6 +267,33 @@ def test_password_policy_lock(tmp_path: Path, private_slapd: ThrowawaySlapd,
     status, out, err = run(capsys, "--config", str(config), "sk-member")
     assert (status, out) == (1, "")
     assert "is locked: pwdAccountLockedTime is set" in err
+
+
+# System accounts: never a person's login.
+
+
+def test_the_uid_floor_is_accounts_min_uid(config_for: ConfigFor,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    config = config_for(MEMBER_HOST, accounts={"min_uid": 500})
+    assert run(capsys, "--config", str(config), "sk-lowuid") == (0, lines([key("sk-lowuid")]), "")
+
+
+def test_a_person_named_like_a_local_system_account_gets_no_keys(
+    tmp_path: Path, private_slapd: ThrowawaySlapd, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sshd would log them in to the local account of that name, not to a person's."""
+    local = pwd.getpwnam("backup")  # Debian's base-passwd: uid 34
+    assert local.pw_uid < 1000
+    server = populate(private_slapd)
+    server.add_ldif(person_ldif("backup", [key("backup")]))
+    add_member(server, PROJECT, "backup")
+    config = write_config(tmp_path / "opslab.yaml", server, apply={"certname": MEMBER_HOST})
+
+    result = run_installed("--config", str(config), "backup")
+
+    assert (result.returncode, result.stdout) == (1, "")
+    assert (f"the local account 'backup' has uid {local.pw_uid}, below accounts.min_uid (1000)"
+            in result.stderr)
 
 
 # Names that must never reach the directory.
@@ -395,3 +452,133 @@ def test_internal_error_is_not_mistaken_for_a_denial(
     assert (status, out) == (70, "")
     assert "internal error" in err
     assert "KeyError: 'a bug'" in err
+
+
+# A real sshd asking the installed command, as on an instance.
+
+SSHD = shutil.which("sshd", path="/usr/sbin:/usr/bin:/sbin:/bin")
+LOGIN_USER = "sk-sshd-login"  # a local account (useradd) and a member in the directory
+ROOTER = "sk-rooter"  # a member whose entry carries a second "uid: root" (populate)
+SSHD_START_DEADLINE = 15.0
+
+
+class Sshd(NamedTuple):
+    """A running sshd, the private keys of this module's people, and its log."""
+
+    port: int
+    keys: dict[str, Path]
+    command: Path
+    log: Path
+
+
+def _ssh_keygen(path: Path, comment: str) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
+                    "-f", str(path)], check=True, capture_output=True, timeout=60)
+    return path.with_suffix(".pub").read_text().strip()
+
+
+def _wait_for_port(port: int, server: "subprocess.Popen[bytes]") -> None:
+    deadline = time.monotonic() + SSHD_START_DEADLINE
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the test's sshd did not start (see its log)") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def sshd(directory: ThrowawaySlapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """sshd on a free loopback port whose AuthorizedKeysCommand is the installed command."""
+    if os.geteuid() != 0:
+        pytest.skip("a real sshd needs root (it runs its AuthorizedKeysCommand as a user)")
+    if SSHD is None:
+        pytest.skip("sshd is not installed (Debian package openssh-server)")
+    assert COMMAND.exists(), "opslab-ssh-keys is not installed: pip install -e ."
+    work = tmp_path_factory.mktemp("sshd")
+    keys = {name: work / name for name in (LOGIN_USER, ROOTER)}
+    public = {name: _ssh_keygen(path, f"{name}@test") for name, path in keys.items()}
+    _ssh_keygen(work / "host_key", "host")
+    directory.add_ldif(person_ldif(LOGIN_USER, [public[LOGIN_USER]]))
+    add_member(directory, PROJECT, LOGIN_USER)
+    connection = directory.connect()
+    connection.modify_s(f"uid={ROOTER},{PEOPLE}",
+                        [(ldap.MOD_ADD, "sshPublicKey", [public[ROOTER].encode()])])
+    connection.unbind_s()
+    config = write_config(work / "opslab.yaml", directory, apply={"certname": MEMBER_HOST})
+
+    # sshd runs the command only if it and every directory above it are root's
+    # and writable by nobody else: not so below /tmp.
+    commands = Path(tempfile.mkdtemp(prefix="opslab-test-sshd-", dir="/run"))
+    privsep = Path("/run/sshd")  # made by Debian's ssh.service, which may never have run
+    made_privsep = not privsep.exists()
+    server: subprocess.Popen[bytes] | None = None
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
+                    "--comment", "opslab test", LOGIN_USER], check=True, capture_output=True,
+                   timeout=60)
+    try:
+        command = commands / "opslab-ssh-keys"
+        command.write_text(f"#!/bin/sh\nexec {shlex.quote(str(COMMAND))} "
+                           f"--config {shlex.quote(str(config))} \"$@\"\n")
+        command.chmod(0o755)
+        if made_privsep:
+            privsep.mkdir(mode=0o755)
+        port = free_port()
+        settings = work / "sshd_config"
+        settings.write_text("\n".join([
+            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {work / 'host_key'}",
+            "PidFile none", "AuthorizedKeysFile none",
+            f"AuthorizedKeysCommand {command} %u", "AuthorizedKeysCommandUser root",
+            "PubkeyAuthentication yes", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            # sshd's own default: so only opslab-ssh-keys stands between a key and root.
+            "PermitRootLogin prohibit-password",
+            # PAM skips sshd's check of a locked password ("!" in /etc/shadow),
+            # which would refuse root before the command is ever asked.
+            "UsePAM yes", "LogLevel VERBOSE", ""]))
+        log = work / "sshd.log"
+        with log.open("wb") as stream:
+            server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(settings)],
+                                      stdin=subprocess.DEVNULL, stdout=stream, stderr=stream)
+        _wait_for_port(port, server)
+        yield Sshd(port, keys, command, log)
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=10)
+        subprocess.run(["userdel", LOGIN_USER], check=False, capture_output=True, timeout=60)
+        shutil.rmtree(commands, ignore_errors=True)
+        if made_privsep:
+            shutil.rmtree(privsep, ignore_errors=True)
+
+
+def ssh(server: Sshd, key: Path, login: str) -> subprocess.CompletedProcess[str]:
+    """``ssh -i KEY LOGIN@127.0.0.1 id -un`` to the test's sshd, nothing else tried."""
+    environment = {name: value for name, value in os.environ.items() if name != "SSH_AUTH_SOCK"}
+    return subprocess.run(
+        ["ssh", "-F", "/dev/null", "-p", str(server.port), "-i", str(key),
+         "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+         f"{login}@127.0.0.1", "id -un"],
+        capture_output=True, text=True, timeout=60, env=environment, check=False)
+
+
+def test_sshd_lets_a_member_in_with_their_key(sshd: Sshd) -> None:
+    result = ssh(sshd, sshd.keys[LOGIN_USER], LOGIN_USER)
+    assert (result.returncode, result.stdout) == (0, f"{LOGIN_USER}\n"), result.stderr
+
+
+def test_sshd_refuses_root_to_a_member_whose_entry_says_uid_root(sshd: Sshd) -> None:
+    result = ssh(sshd, sshd.keys[ROOTER], "root")
+
+    assert result.returncode == 255
+    assert "Permission denied (publickey)" in result.stderr
+    assert result.stdout == ""
+    # Refused by opslab-ssh-keys (exit 1, not granted), not by anything else of sshd's.
+    assert f"AuthorizedKeysCommand {sshd.command} root failed, status 1" in sshd.log.read_text()
