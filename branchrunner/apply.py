@@ -3,9 +3,10 @@
 1. Unless disabled (``opslab branch disable``, like ``puppet agent
    --disable``) and unless another apply runs (its own lock), ask the ENC
    which environment this host is in.
-2. Sync the one branch that maps to it (skipped with ``--no-sync``; a
-   failed sync leaves the deployed tree in use, with a warning and the
-   reason in ``sync_error``).
+2. Sync the branch that holds it: the one the caller names (the agent,
+   from its target), else the holder by opslab.names.environment_holders
+   (skipped with ``--no-sync``; a failed or refused sync leaves the
+   deployed tree in use, with a warning and the reason in ``sync_error``).
 3. Run ``puppet apply --detailed-exitcodes`` on that exact tree: the run
    gets an environmentpath of its own whose one entry points at the tree
    resolved before the run, so a sync during the run cannot change what
@@ -16,9 +17,7 @@
 
 import getpass
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -28,10 +27,18 @@ from typing import Any
 
 import yaml
 
+from opslab import process
 from opslab.config import Config
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
-from opslab.names import DEFAULT_BRANCH, branches_by_environment, this_certname, validate_certname
+from opslab.names import (
+    DEFAULT_BRANCH,
+    InvalidName,
+    environment_for_branch,
+    environment_holders,
+    this_certname,
+    validate_certname,
+)
 from opslab.puppet import EXIT_MEANINGS, SUCCESS_CODES, apply_command, enc_command
 
 from .deployment import Deployment, Log, SyncFailed
@@ -39,6 +46,7 @@ from .git import GitError
 from .report import read_run
 
 KILL_GRACE = 30.0
+ENC_TIMEOUT = 120.0
 
 
 class ApplyError(Exception):
@@ -81,8 +89,12 @@ def disabled_reason(config: Config) -> str | None:
 class Apply:
     """One apply run for this host."""
 
-    def __init__(self, config: Config, certname: str | None = None, log: Log | None = None):
+    def __init__(self, config: Config, certname: str | None = None, log: Log | None = None,
+                 branch: str | None = None):
+        """``branch``: the branch this host's classification names, when the caller knows it
+        (the agent, from its target); else the environment's holder by the one rule."""
         self.config = config
+        self.branch = branch
         self.settings = config.apply
         self.certname = (validate_certname(certname) if certname
                          else this_certname(self.settings.certname))
@@ -166,15 +178,14 @@ class Apply:
     def _classify(self) -> str:
         """The environment the ENC gives this host (Puppet asks it again, identically)."""
         try:
-            process = subprocess.run([*self.enc, self.certname], capture_output=True, text=True,
-                                     timeout=120, check=False)
-        except (OSError, subprocess.TimeoutExpired) as error:
+            enc = process.run([*self.enc, self.certname], ENC_TIMEOUT, text=True)
+        except (OSError, process.TimedOut) as error:
             raise ApplyError(f"the ENC could not run: {error}") from None
-        if process.returncode != 0:
-            raise ApplyError(f"the ENC refused {self.certname} (exit {process.returncode}): "
-                             f"{process.stderr.strip()[-1000:]}")
+        if enc.returncode != 0:
+            raise ApplyError(f"the ENC refused {self.certname} (exit {enc.returncode}): "
+                             f"{enc.stderr.strip()[-1000:]}")
         try:
-            classification = yaml.safe_load(process.stdout)
+            classification = yaml.safe_load(enc.stdout)
             environment = classification.get("environment") or DEFAULT_BRANCH
         except (yaml.YAMLError, AttributeError):
             raise ApplyError("the ENC printed something that is not a classification") from None
@@ -187,20 +198,50 @@ class Apply:
             self._sync_failed(result, f"cannot list the remote's branches; "
                                       f"using what is deployed: {error}")
             return
-        matching = branches_by_environment(branches)[0].get(environment, [])
-        if len(matching) != 1:
-            problem = (f"no branch of the remote maps to environment {environment!r}"
-                       if not matching else f"branches {matching} all map to {environment!r}")
-            self._sync_failed(result, f"{problem}; using what is deployed")
+        branch = self._branch_for(deployment, environment, branches, result)
+        if branch is None:
             return
-        result["branch"] = matching[0]
         try:
-            for outcome in deployment.sync(matching):
+            for outcome in deployment.sync([branch], remote_branches=branches):
                 if not outcome.ok:
                     self._sync_failed(result,
                                       f"sync of {outcome.branch!r} failed: {outcome.error}")
+            # After a refused or failed sync the result names the deployed tree's branch.
+            if "sync_error" not in result:
+                result["branch"] = branch
         except (SyncFailed, LockHeld, GitError) as error:
             self._sync_failed(result, f"sync failed; using what is deployed: {error}")
+
+    def _branch_for(self, deployment: Deployment, environment: str, branches: dict[str, str],
+                    result: dict[str, Any]) -> str | None:
+        """The branch to sync for ``environment``; None, with the reason recorded, if none.
+
+        The branch the caller named, when it maps to the environment the ENC
+        gave (if not, the classification changed since the caller learnt it,
+        and the ENC's answer is what Puppet uses); else the environment's
+        holder among the remote's branches (opslab.names.environment_holders).
+        """
+        named = self.branch
+        if named is not None and _environment_of(named) != environment:
+            self._warn(result, f"branch {named!r} does not map to environment "
+                               f"{environment!r}; syncing the environment's own branch")
+            named = None
+        if named is not None:
+            if named in branches:
+                return named
+            problem = f"branch {named!r} is not on the remote"
+        else:
+            deployed = deployment.environments.deployed_from(environment)
+            holders, refused = environment_holders(
+                branches, {environment: deployed} if deployed else None)
+            if environment in holders:
+                return holders[environment]
+            reasons = [reason for branch, reason in refused.items()
+                       if _environment_of(branch) == environment]
+            problem = (reasons[0] if reasons else
+                       f"no branch of the remote maps to environment {environment!r}")
+        self._sync_failed(result, f"{problem}; using what is deployed")
+        return None
 
     def _sync_failed(self, result: dict[str, Any], message: str) -> None:
         """The branch could not be brought up to date: the run uses what is deployed."""
@@ -212,20 +253,19 @@ class Apply:
         self.log(f"warning: {message}")
 
     def _puppet(self, command: list[str]) -> tuple[int | None, str]:
-        """Run Puppet in its own process group; (exit code or None on timeout, output)."""
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True)
+        """Run Puppet in its own process group; (exit code or None on timeout, output).
+
+        At the timeout Puppet gets SIGTERM and KILL_GRACE seconds to stop what
+        it runs cleanly before the whole group is killed.
+        """
         try:
-            output, _ = process.communicate(timeout=self.settings.timeout)
-            return process.returncode, output
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                output, _ = process.communicate(timeout=KILL_GRACE)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                output, _ = process.communicate()
-            return None, output
+            puppet = process.run(command, self.settings.timeout, stderr=subprocess.STDOUT,
+                                 text=True, grace=KILL_GRACE)
+        except process.TimedOut as timed_out:
+            return None, timed_out.output or ""
+        except OSError as error:
+            raise ApplyError(f"puppet could not run: {error}") from None
+        return puppet.returncode, puppet.stdout
 
     def _finish(self, result: dict[str, Any], started: float, status: str, exit_code: int,
                 error: str | None, output: str = "") -> dict[str, Any]:
@@ -242,6 +282,13 @@ class Apply:
             write_atomic(str(self.state_dir / "last_apply.json"),
                          json.dumps(result, indent=2, default=str) + "\n", mode=0o644)
         return result
+
+
+def _environment_of(branch: str) -> str | None:
+    try:
+        return environment_for_branch(branch)
+    except InvalidName:
+        return None
 
 
 def _iso(timestamp: float) -> str:

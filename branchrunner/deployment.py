@@ -1,22 +1,23 @@
 """``opslab branch sync``: bring the environments in line with the remote's branches.
 
 Under the sync lock: fetch into the mirror, map branches to environment
-names (one function, opslab.names), build what changed, swap, and, after a
-complete listing of the remote, purge environments whose branch is gone.
-A failed fetch changes no environment. Every environment touched gets a
+names and decide which branch holds an environment several map to (one
+rule each, opslab.names), build what changed, swap, and, after a complete
+fetch, purge the environments whose selected branch is gone. A failed
+fetch changes no environment. Every environment touched gets a
 record: branch, commit, previous commit, when, how long, result.
 """
 
 import fnmatch
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from opslab.config import BranchSettings
 from opslab.lock import FileLock
-from opslab.names import branches_by_environment, validate_branch
+from opslab.names import branches_by_environment, environment_holders, validate_branch
 
 from .environments import EnvironmentConflict, EnvironmentsDirectory, UnsafeTree
 from .git import GitError, Mirror
@@ -72,11 +73,18 @@ class Deployment:
     def lock(self, purpose: str) -> FileLock:
         return FileLock(str(self.environments.lock_path), purpose, self.settings.lock_timeout)
 
-    def sync(self, branches: Sequence[str] | None = None) -> list[Outcome]:
+    def sync(self, branches: Sequence[str] | None = None,
+             remote_branches: Iterable[str] | None = None) -> list[Outcome]:
         """Sync the named branches, or (None) every branch the filters select.
 
-        Each environment whose state changed gets its record replaced; the
-        whole sync, unchanged environments included, is recorded in
+        Which branch holds an environment that several branches map to is
+        decided among every branch of the remote: the mirror's after a full
+        fetch; for named branches, ``remote_branches`` when the caller has
+        just listed the remote, else a listing made here (the mirror holds
+        only what was fetched so far, so a new machine would otherwise let
+        ``Production`` take an environment ``production`` holds). Each
+        environment whose state changed gets its record replaced; the whole
+        sync, unchanged environments included, is recorded in
         ``records/last-sync.json``.
         """
         started = time.time()
@@ -85,6 +93,8 @@ class Deployment:
             self.environments.clear_leftovers()
             try:
                 self.mirror.prepare()
+                if branches is not None and remote_branches is None:
+                    remote_branches = self.mirror.remote_branches()
                 self.mirror.fetch(branches)
                 listing = self.mirror.branches()
             except GitError as error:
@@ -94,9 +104,10 @@ class Deployment:
                 wanted = {name: commit for name, commit in listing.items() if self._selected(name)}
             else:
                 wanted = {name: listing[name] for name in branches}
-            outcomes = self._deploy_all(wanted, full=branches is None)
+            existing = set(listing if remote_branches is None else remote_branches)
+            outcomes = self._deploy_all(wanted, existing | set(wanted))
             if branches is None:
-                outcomes += self._purge(set(wanted))
+                outcomes += self._purge(set(listing))
             self.environments.prune()
             self.environments.write_sync_record({
                 "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
@@ -111,26 +122,19 @@ class Deployment:
         return any(fnmatch.fnmatchcase(branch, p) for p in self.settings.include) and not any(
             fnmatch.fnmatchcase(branch, p) for p in self.settings.exclude)
 
-    def _deploy_all(self, wanted: dict[str, str], full: bool) -> list[Outcome]:
-        """Deploy each wanted branch, unless it shares its environment name with another."""
-        claimants, unusable = branches_by_environment(wanted)
+    def _deploy_all(self, wanted: dict[str, str], existing: set[str]) -> list[Outcome]:
+        """Deploy each wanted branch that holds its environment; refuse the others."""
+        groups, unusable = branches_by_environment(wanted)
+        deployed = {environment: branch for environment in groups
+                    if (branch := self.environments.deployed_from(environment))}
+        holders, refused = environment_holders(existing, deployed)
         outcomes = [self._refuse(None, branch, reason) for branch, reason in unusable.items()]
-        for environment, names in sorted(claimants.items()):
-            # A deployed environment belongs to the branch it was deployed
-            # from, for as long as that branch exists.
-            owner = None
-            if self.environments.current(environment):
-                owner = self.environments.read_record(environment).get("branch")
-                if full and owner not in wanted:
-                    owner = None
-            contenders = sorted(set(names) | ({owner} if owner else set()))
+        for environment, names in sorted(groups.items()):
             for branch in names:
-                if len(contenders) == 1 or branch == owner:
+                if holders.get(environment) == branch:
                     outcomes.append(self._deploy(environment, branch, wanted[branch]))
                 else:
-                    outcomes.append(self._refuse(environment, branch, (
-                        f"branches {', '.join(map(repr, contenders))} all map to "
-                        f"environment {environment!r}")))
+                    outcomes.append(self._refuse(environment, branch, refused[branch]))
         return outcomes
 
     def _refuse(self, environment: str | None, branch: str, reason: str) -> Outcome:
@@ -180,17 +184,25 @@ class Deployment:
         self.environments.build(environment, commit, entries, branch,
                                 add_git_metadata if self.settings.git_metadata else None)
 
-    def _purge(self, kept_branches: set[str]) -> list[Outcome]:
+    def _purge(self, existing: set[str]) -> list[Outcome]:
+        """Retire each environment whose branch is selected and gone from ``existing``.
+
+        Only after a complete fetch. An environment deployed from a branch
+        outside the selection (``--include 'feature/*'`` and ``production``)
+        is not this sync's to judge, and one whose record names no branch
+        cannot be judged at all: both stay.
+        """
         outcomes = []
-        live = set(branches_by_environment(kept_branches)[0])
-        for environment in sorted(set(self.environments.deployed()) - live):
-            record = self.environments.read_record(environment)
-            outcome = Outcome(environment, record.get("branch", ""))
+        for environment in sorted(self.environments.deployed()):
+            branch = self.environments.deployed_from(environment)
+            if branch is None or branch in existing or not self._selected(branch):
+                continue
+            outcome = Outcome(environment, branch)
             outcome.previous_commit = self.environments.deactivate(environment)
             outcome.result = "purged"
             outcome.duration = time.time() - outcome.started
             self.environments.write_record(environment, outcome.as_record())
-            self.log(f"purged {environment}: its branch is gone")
+            self.log(f"purged {environment}: its branch {branch!r} is gone")
             outcomes.append(outcome)
         return outcomes
 

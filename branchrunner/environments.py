@@ -93,6 +93,13 @@ class EnvironmentsDirectory:
             return None
         return target.name
 
+    def deployed_from(self, environment: str) -> str | None:
+        """The branch ``environment`` is deployed from (its record), or None if not deployed."""
+        if self.current(environment) is None:
+            return None
+        branch = self.read_record(environment).get("branch")
+        return branch if isinstance(branch, str) and branch else None
+
     def tree_path(self, environment: str, commit: str) -> Path:
         return self.trees / environment / commit
 

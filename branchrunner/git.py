@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from opslab import process
 from opslab.names import has_control_characters, validate_branch
 
 # Never ask for credentials on a terminal; a timer or CI would hang forever.
@@ -46,19 +47,27 @@ def checked_remote(remote: str) -> str:
     return remote
 
 
-def _git(arguments: list[str], timeout: float, git_dir: Path | None = None) -> bytes:
-    """Run ``git ARGUMENTS`` (in ``git_dir``); its output, or GitError with a redacted message."""
+def _git(arguments: list[str], timeout: float, git_dir: Path | None = None,
+         work_tree: Path | None = None) -> bytes:
+    """Run ``git ARGUMENTS`` (in ``git_dir``); its output, or GitError with a redacted message.
+
+    git runs in a process group of its own, so a timeout also stops the
+    helpers it started (``git-remote-http`` of a fetch from a hanging server).
+    """
     name = arguments[0]
-    command = ["git", *([f"--git-dir={git_dir}"] if git_dir else []), *arguments]
+    command = ["git", *([f"--git-dir={git_dir}"] if git_dir else []),
+               *([f"--work-tree={work_tree}"] if work_tree else []), *arguments]
     try:
-        result = subprocess.run(command, capture_output=True, timeout=timeout,
-                                env=_environment(), check=False)
-    except subprocess.TimeoutExpired:
+        result = process.run(command, timeout, env=_environment())
+    except process.TimedOut:
         raise GitError(f"git {name} timed out after {timeout:g} s") from None
+    except OSError as error:
+        raise GitError(f"git {name} could not run: {error}") from None
     if result.returncode != 0:
         message = redact(result.stderr.decode(errors="replace").strip()[-1500:])
         raise GitError(f"git {name} failed: {message}")
-    return result.stdout
+    stdout: bytes = result.stdout
+    return stdout
 
 
 def remote_heads(remote: str, timeout: float) -> dict[str, str]:
@@ -114,12 +123,18 @@ class Mirror:
         every later fetch fail.
         """
         if not (self.path / "HEAD").exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".mirror-", dir=self.path.parent))
-            subprocess.run(["git", "init", "--quiet", "--bare", str(staging)], check=True,
-                           capture_output=True, timeout=self.timeout, env=_environment())
-            shutil.rmtree(self.path, ignore_errors=True)  # a half-made one from a crash
-            staging.rename(self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                staging = Path(tempfile.mkdtemp(prefix=".mirror-", dir=self.path.parent))
+            except OSError as error:
+                raise GitError(f"cannot create the mirror {self.path}: {error}") from None
+            try:
+                _git(["init", "--quiet", "--bare", str(staging)], self.timeout)
+                shutil.rmtree(self.path, ignore_errors=True)  # a half-made one from a crash
+                staging.rename(self.path)
+            except (GitError, OSError) as error:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise GitError(f"cannot create the mirror {self.path}: {error}") from None
         for lock in [*self.path.glob("*.lock"), *(self.path / "refs").rglob("*.lock")]:
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
@@ -167,20 +182,24 @@ class Mirror:
     def blobs(self, shas: list[str]) -> Iterator[tuple[str, bytes]]:
         """The content of each blob, streamed from one ``git cat-file --batch``.
 
-        A watchdog kills git at the timeout, so a wedged git cannot hang a sync.
+        A watchdog kills git's process group at the timeout, so a wedged git
+        cannot hang a sync.
         """
-        process = subprocess.Popen(
-            ["git", f"--git-dir={self.path}", "cat-file", "--batch"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=_environment(),
-        )
-        if process.stdin is None or process.stdout is None:
+        try:
+            cat_file = subprocess.Popen(
+                ["git", f"--git-dir={self.path}", "cat-file", "--batch"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                env=_environment(), start_new_session=True,
+            )
+        except OSError as error:
+            raise GitError(f"git cat-file could not run: {error}") from None
+        if cat_file.stdin is None or cat_file.stdout is None:
             raise GitError("git cat-file started without pipes")
         timed_out = threading.Event()
 
         def kill() -> None:
             timed_out.set()
-            process.kill()
+            process.kill_group(cat_file)
 
         watchdog = threading.Timer(self.timeout, kill)
         watchdog.start()
@@ -189,19 +208,19 @@ class Mirror:
             with contextlib.suppress(BrokenPipeError), stdin:
                 stdin.write("".join(f"{sha}\n" for sha in shas).encode())
 
-        feeder = threading.Thread(target=feed, args=(process.stdin,), daemon=True)
+        feeder = threading.Thread(target=feed, args=(cat_file.stdin,), daemon=True)
         feeder.start()
         try:
             for sha in shas:
-                header = process.stdout.readline().split()
+                header = cat_file.stdout.readline().split()
                 if timed_out.is_set():
                     raise GitError(f"git cat-file timed out after {self.timeout:g} s")
                 if len(header) != 3 or header[1] != b"blob":
                     found = b" ".join(header).decode(errors="replace") or "git exited"
                     raise GitError(f"git cat-file: no blob {sha} in the mirror ({found})")
                 size = int(header[2])
-                content = process.stdout.read(size)
-                process.stdout.read(1)  # the newline after each object
+                content = cat_file.stdout.read(size)
+                cat_file.stdout.read(1)  # the newline after each object
                 if len(content) != size:
                     raise GitError(f"git cat-file stopped in the middle of blob {sha}"
                                    + (f" (timed out after {self.timeout:g} s)"
@@ -209,22 +228,17 @@ class Mirror:
                 yield sha, content
         finally:
             watchdog.cancel()
-            process.kill()
-            process.wait()
+            process.kill_group(cat_file)
+            cat_file.wait()
             feeder.join(timeout=5)
-            process.stdout.close()
+            cat_file.stdout.close()
 
     def add_worktree_metadata(self, tree: Path, commit: str) -> None:
         """Give a built tree a ``.git`` that shares the mirror's objects (git_metadata)."""
         git_dir = tree / ".git"
-        subprocess.run(["git", "init", "--quiet", str(tree)], check=True, capture_output=True,
-                       timeout=self.timeout, env=_environment())
+        _git(["init", "--quiet", str(tree)], self.timeout)
         (git_dir / "objects" / "info" / "alternates").write_text(
             f"{(self.path / 'objects').resolve()}\n")
         (git_dir / "HEAD").write_text(f"{commit}\n")
-        for arguments in (("read-tree", commit), ("update-index", "-q", "--refresh")):
-            result = subprocess.run(
-                ["git", f"--git-dir={git_dir}", f"--work-tree={tree}", *arguments],
-                capture_output=True, timeout=self.timeout, env=_environment(), check=False)
-            if result.returncode != 0:
-                raise GitError(f"git {arguments[0]} failed: {result.stderr.decode()[-500:]}")
+        for arguments in (["read-tree", commit], ["update-index", "-q", "--refresh"]):
+            _git(arguments, self.timeout, git_dir, work_tree=tree)

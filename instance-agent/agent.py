@@ -128,7 +128,8 @@ class Agent:
             self.log(f"a Puppet run is due ({trigger}) but runs are disabled: {reason}")
             return Check("disabled", reason)
         self.log(f"applying ({trigger})")
-        result = Apply(self.config, self.certname, self.log).run()
+        target = fresh.document if fresh is not None else state.get("target") or {}
+        result = Apply(self.config, self.certname, self.log, target.get("branch")).run()
         report = self._report(result, trigger)
         self.spool.add("report", self.certname, report)
         self.deliver()

@@ -5,7 +5,7 @@ API call these functions rather than re-deriving a rule of their own.
 """
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # RFC 1123 host labels, lowercase only: Puppet certnames are lowercase, and a
 # name that differs only in case would be a different cache file and a
@@ -185,9 +185,9 @@ def branches_by_environment(
 ) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Group branches by the environment each maps to.
 
-    Returns ``({environment: [branches]}, {refused branch: reason})``. An
-    environment with more than one branch is a collision: the caller refuses
-    it rather than deploy one over the other.
+    Returns ``({environment: [branches]}, {refused branch: reason})``, the
+    refused ones being names validate_branch refuses. Which branch of a
+    group gets the environment is :func:`environment_holders`' to say.
     """
     groups: dict[str, list[str]] = {}
     refused: dict[str, str] = {}
@@ -197,3 +197,49 @@ def branches_by_environment(
         except InvalidName as error:
             refused[branch] = str(error)
     return groups, refused
+
+
+def environment_holders(
+    branches: Iterable[str], deployed: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Which branch holds each environment, when several branches map to one.
+
+    ``branches`` are the branches that exist (on the remote); ``deployed``
+    is ``{environment: branch it is deployed from}``. Among the branches
+    that map to one environment, the holder is:
+
+    1. the branch already deployed there, while it still exists, so that
+       pushing ``Production`` beside ``production`` stops nothing that is
+       deployed from updating;
+    2. else the branch whose name is exactly the environment's name;
+    3. else the only one.
+
+    Returns ``({environment: holder}, {refused branch: reason})``. Every
+    other branch of the group is refused, and the reason names the holder
+    (or, with no holder, every branch of the group); names that
+    validate_branch refuses are refused with its reason.
+    """
+    groups, refused = branches_by_environment(branches)
+    deployed = deployed or {}
+    holders: dict[str, str] = {}
+    for environment, names in groups.items():
+        owner = deployed.get(environment)
+        if owner in names:
+            holder, why = owner, "is deployed there"
+        elif environment in names:
+            holder, why = environment, "has exactly that name"
+        elif len(names) == 1:
+            holder, why = names[0], "is the only one"
+        else:
+            holder, why = None, ""
+        if holder is not None:
+            holders[environment] = holder
+        for branch in names:
+            if branch == holder:
+                continue
+            refused[branch] = (
+                f"branch {branch!r} maps to environment {environment!r}, which belongs to "
+                f"branch {holder!r} (it {why})" if holder is not None else
+                f"branches {', '.join(map(repr, names))} all map to environment "
+                f"{environment!r} and none is deployed there or named exactly so")
+    return holders, refused

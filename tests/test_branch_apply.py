@@ -116,13 +116,21 @@ def test_new_commit_on_the_branch_is_applied_next_run(agent: Agent) -> None:
 
 
 def test_changing_the_branch_in_the_directory_moves_the_host(agent: Agent) -> None:
+    """... also with a Production pushed beside production: the environment's own branch
+    keeps deploying, and the run says nothing is wrong."""
+    agent.remote.commit("Production", {"usurper": "1\n"}, base="production")
+    commit = agent.remote.commit("production", {"news": "1\n"})
     agent.set_host("environment", ["production"])
     try:
         status, result = agent.apply()
     finally:
         agent.set_host("environment", [])
+        agent.remote.delete("Production")
     assert status == 2, result
-    assert (result["environment"], result["branch"]) == ("production", "production")
+    assert (result["environment"], result["branch"], result["commit"]) == (
+        "production", "production", commit)
+    assert "sync_error" not in result, result
+    assert "warnings" not in result, result
     assert (agent.root / "base.conf").read_text().startswith("environment=production\n")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from opslab.api.heads import BranchHeads
 from opslab.branchrunner.deployment import Deployment, Outcome, SyncFailed
 from opslab.config import BranchSettings
 from opslab.lock import FileLock, LockHeld
@@ -229,7 +230,8 @@ def test_two_syncs_never_interleave(tmp_path: Path, remote: Remote) -> None:
     assert sync(config)["production"].result == "unchanged"  # free again
 
 
-HOSTILE = ["-rf", "x;rm -rf ~", "$(touch_pwned)", "Feature/X", "feature_x", "über",
+HOSTILE = ["-rf", "x;rm -rf ~", "$(touch_pwned)", "Feature/X", "feature_x", "Feature/Z",
+           "feature/z", "über",
            "a" * 240, "ok/deep/name", "`id`;a|b&c'd\"e<f>"]
 
 
@@ -252,14 +254,20 @@ def test_hostile_branch_names_are_refused_or_mapped_safely(
     assert results["-rf"] == ("refused", None)
     assert refused_by_git == ["x;rm -rf ~"]  # git refuses the space itself
     assert results["a" * 240][0] == "refused"
-    assert results["Feature/X"][0] == "refused"  # Feature/X and feature_x collide:
-    assert results["feature_x"][0] == "refused"  # neither wins silently
+    # Feature/X and feature_x collide: the one named as the environment wins, and the
+    # refusal says which; of Feature/Z and feature/z neither wins.
+    assert results["Feature/X"][0] == "refused"
+    assert "belongs to branch 'feature_x'" in str(outcomes["Feature/X"].error)
+    assert results["feature_x"] == ("deployed", "feature_x")
+    assert (results["Feature/Z"][0], results["feature/z"][0]) == ("refused", "refused")
+    assert "'Feature/Z', 'feature/z' all map to environment 'feature_z'" in str(
+        outcomes["feature/z"].error)
     assert results["$(touch_pwned)"] == ("deployed", "__touch_pwned_")
     assert results["ok/deep/name"] == ("deployed", "ok_deep_name")
     assert results["über"] == ("deployed", "_ber")
     names = {p.name for p in Path(config.environments).iterdir()}
     assert names == {".opslab", "production", "__touch_pwned_", "ok_deep_name", "_ber",
-                     "_id__a_b_c_d_e_f_"}
+                     "feature_x", "_id__a_b_c_d_e_f_"}
     assert not list(work.glob("*pwned*"))
     assert not list(tmp_path.glob("*pwned*"))
 
@@ -276,9 +284,96 @@ def test_collision_with_a_deployed_environment_keeps_the_owner(
 
     assert outcomes["feature/x"].result == "unchanged"
     assert outcomes["feature_x"].result == "refused"
-    assert "'feature/x', 'feature_x' all map to environment 'feature_x'" in str(
-        outcomes["feature_x"].error)
+    assert ("branch 'feature_x' maps to environment 'feature_x', which belongs to branch "
+            "'feature/x' (it is deployed there)") in str(outcomes["feature_x"].error)
     assert (Path(config.environments) / "feature_x/owner").exists()
+
+
+def test_a_branch_named_like_a_deployed_environment_freezes_nothing(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """Production beside production: the environment's own branch keeps it, everywhere."""
+    config = settings(tmp_path, remote)
+    remote.commit("feature/x", {"owner": "1\n"}, base="production")
+    sync(config)
+    remote.commit("Production", {"usurper": "1\n"}, base="production")
+    remote.commit("feature_x", {"usurper": "1\n"}, base="production")
+    production = remote.commit("production", {"news": "2\n"})
+    feature = remote.commit("feature/x", {"owner": "2\n"})
+
+    outcomes = sync(config)
+
+    # Nothing deployed stops updating...
+    assert (outcomes["production"].result, outcomes["production"].commit) == (
+        "deployed", production)
+    assert (outcomes["feature/x"].result, outcomes["feature/x"].commit) == ("deployed", feature)
+    # ...and each usurper is refused, naming the branch that holds the environment.
+    assert outcomes["Production"].result == "refused"
+    assert "which belongs to branch 'production'" in str(outcomes["Production"].error)
+    assert outcomes["feature_x"].result == "refused"
+    assert "which belongs to branch 'feature/x'" in str(outcomes["feature_x"].error)
+    environments = Path(config.environments)
+    assert (environments / "production/news").exists()
+    assert not (environments / "production/usurper").exists()
+    assert sync(config, ["Production"])["Production"].result == "refused"
+    assert environment_link(config, "production").endswith(production)
+
+    # A machine that has deployed nothing yet (a new instance) gets the same answer.
+    fresh = settings(tmp_path / "fresh", remote)
+    assert sync(fresh, ["Production"])["Production"].result == "refused"
+    outcomes = sync(fresh)
+    assert (outcomes["production"].result, outcomes["Production"].result) == (
+        "deployed", "refused")
+    assert environment_link(fresh, "production").endswith(production)
+
+    # The API tells production's instances production's commit, Production's its own.
+    heads = BranchHeads(remote.url, ttl=0.0, timeout=30.0)
+    assert heads.commit("production") == production
+    assert heads.commit("Production") == remote.head("Production")
+    assert heads.commit("no-such-branch") is None
+
+
+def test_branch_heads_are_listed_once_per_ttl(tmp_path: Path, remote: Remote) -> None:
+    heads = BranchHeads(remote.url, ttl=3600.0, timeout=30.0)
+    first = heads.commit("production")
+    assert first == remote.head("production")
+    remote.commit("production", {"later": "1\n"})
+    assert heads.commit("production") == first  # the list of an hour ago still holds
+    assert BranchHeads(remote.url, ttl=0.0, timeout=30.0).commit("production") == \
+        remote.head("production")
+
+
+def test_a_sync_of_some_branches_purges_only_among_them(tmp_path: Path, remote: Remote) -> None:
+    """``--include 'feature/*'`` is about feature branches: production is not its to purge."""
+    remote.commit("feature/kept", {"k": "1\n"}, base="production")
+    remote.commit("feature/gone", {"g": "1\n"}, base="production")
+    remote.commit("wip", {"w": "1\n"}, base="production")
+    config = settings(tmp_path, remote)
+    sync(config)
+    environments = Path(config.environments)
+    before = {name: environment_link(config, name) for name in ("production", "wip")}
+    remote.delete("feature/gone")
+    remote.delete("wip")  # gone, but outside the selection below: not that sync's business
+
+    result = subprocess.run(
+        [sys.executable, "-m", "opslab.cli", "branch", "sync", f"--remote={remote.url}",
+         f"--environments={environments}", f"--cache={config.cache}",
+         "--include", "feature/*", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "OPSLAB_CONFIG": ""})
+
+    assert result.returncode == 0, result.stderr
+    records = {r["environment"]: r["result"] for r in map(json.loads, result.stdout.splitlines())}
+    assert records == {"feature_kept": "unchanged", "feature_gone": "purged"}
+    assert not (environments / "feature_gone").exists()
+    assert {name: environment_link(config, name) for name in ("production", "wip")} == before
+    assert tree_of(environments / "production") == git_tree(remote, remote.head("production"))
+    assert json.loads((environments / ".opslab/records/production.json").read_text())[
+        "result"] == "deployed"
+
+    # The full sync, whose selection is every branch, purges wip.
+    assert sync(config)["wip"].result == "purged"
+    assert (environments / "production").exists()
 
 
 def test_file_becomes_a_directory(tmp_path: Path, remote: Remote) -> None:
