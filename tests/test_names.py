@@ -10,6 +10,7 @@ from opslab.names import (
     InvalidName,
     branches_by_environment,
     environment_for_branch,
+    environment_holders,
     this_certname,
     validate_certname,
 )
@@ -99,6 +100,55 @@ def test_branches_grouped_by_environment_show_collisions_and_refusals() -> None:
     assert groups == {"production": ["production"], "feature_x": ["feature/x", "feature_x"]}
     assert list(refused) == ["-rf"]
     assert "starts with '-'" in refused["-rf"]
+
+
+def test_which_branch_holds_an_environment_several_map_to() -> None:
+    branches = ["production", "Production", "feature/x", "feature_x", "Feature/Z", "feature/z",
+                "solo/one", "-rf"]
+    holders, refused = environment_holders(branches, {"feature_x": "feature/x"})
+
+    assert holders == {"production": "production", "feature_x": "feature/x",
+                       "solo_one": "solo/one"}
+    assert refused["Production"] == ("branch 'Production' maps to environment 'production', "
+                                     "which belongs to branch 'production' "
+                                     "(it has exactly that name)")
+    assert refused["feature_x"] == ("branch 'feature_x' maps to environment 'feature_x', "
+                                    "which belongs to branch 'feature/x' (it is deployed there)")
+    assert refused["Feature/Z"] == refused["feature/z"] == (
+        "branches 'Feature/Z', 'feature/z' all map to environment 'feature_z' and none is "
+        "deployed there or named exactly so")
+    assert "starts with '-'" in refused["-rf"]
+    assert sorted([*holders.values(), *refused]) == sorted(branches)
+
+
+def test_a_deployed_branch_holds_its_environment_until_it_is_gone() -> None:
+    assert environment_holders(["Production", "production"], {"production": "Production"})[
+        0] == {"production": "Production"}
+    assert environment_holders(["production"], {"production": "Production"})[0] == {
+        "production": "production"}
+    assert environment_holders(["Production"], {})[0] == {"production": "Production"}
+
+
+COLLIDING = ["production", "Production", "PRODUCTION", "prod/uction", "feature/x", "feature_x",
+             "Feature/X", "a"]
+
+
+@given(st.lists(st.sampled_from(COLLIDING), max_size=8),
+       st.lists(st.sampled_from(COLLIDING), max_size=3))
+def test_every_branch_holds_its_environment_or_is_refused_naming_the_holder(
+        branches: list[str], deployed_branches: list[str]) -> None:
+    deployed = {environment_for_branch(branch): branch for branch in deployed_branches}
+    holders, refused = environment_holders(branches, deployed)
+
+    assert set(holders.values()) | set(refused) == set(branches)
+    assert not set(holders.values()) & set(refused)
+    for environment, holder in holders.items():
+        assert environment_for_branch(holder) == environment
+        if deployed.get(environment) in branches:
+            assert holder == deployed[environment]  # nothing deployed stops updating
+    for branch, reason in refused.items():
+        holder = holders.get(environment_for_branch(branch))
+        assert f"branch {holder!r}" in reason if holder else "all map to" in reason
 
 
 @given(st.text(min_size=1, max_size=200))
