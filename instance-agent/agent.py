@@ -93,7 +93,7 @@ class Agent:
             return self._apply(state, trigger, None, now)
         target = fresh.document if fresh is not None else state.get("target")
         if target is not None:
-            self._keep_sudo(target)
+            self._keep_sudo(target, announce=fresh is not None)
         if fresh is not None and _puppet_part(fresh.document) == _puppet_part(state.get("target")):
             # Only who gets sudo changed, and that is done: nothing left to act on.
             state.update(target=fresh.document, etag=fresh.etag)
@@ -157,16 +157,22 @@ class Agent:
                           f"{result['sync_error']}")
         return report
 
-    def _keep_sudo(self, target: dict[str, Any]) -> None:
+    def _keep_sudo(self, target: dict[str, Any], announce: bool) -> None:
+        """Put the target's sudo list in place; ``announce`` says who is left out, and why."""
         if self.settings.sudoers_file is None:
             return
         path = Path(self.settings.sudoers_file)
         try:
-            wanted = sudoers.render(target.get("project") or "", list(target.get("sudo") or []))
-            if sudoers.installed(path) != wanted:
+            users, left_out = sudoers.grantable(list(target.get("sudo") or []),
+                                                self.config.accounts.min_uid)
+            wanted = sudoers.render(target.get("project") or "", users)
+            changed = sudoers.installed(path) != wanted
+            if changed:
                 sudoers.install(path, wanted, self.settings.visudo)
-                who = ", ".join(target.get("sudo") or []) or "nobody"
-                self.log(f"sudo on this host now for: {who}")
+                self.log(f"sudo on this host now for: {', '.join(users) or 'nobody'}")
+            if changed or announce:
+                for user, reason in left_out.items():
+                    self.log(f"no sudo for {user}: {reason}")
         except sudoers.SudoersError as error:
             self.log(f"sudo access left as it was: {error}")
 

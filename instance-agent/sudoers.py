@@ -6,6 +6,13 @@ final place under a name sudo ignores (sudo skips ``includedir`` files
 whose names contain a dot), checked with ``visudo -cf``, and only then
 renamed into place: a file that would lock everyone out of sudo, or let
 the wrong people in, never becomes the one sudo reads.
+
+Every value written into the file is checked with opslab.names' one rule
+for its kind (login names, the project name) before anything is written: a
+line break in a comment would otherwise start a rule of its own, which
+visudo accepts. And no name that is a system account on this instance (as
+NSS resolves it here) is ever granted sudo, whatever the API says: sudo
+grants to the local account of that name (opslab.accounts).
 """
 
 import contextlib
@@ -14,7 +21,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from opslab.names import InvalidName, validate_user_name
+from opslab.accounts import local_system_account_reason, system_account_reason
+from opslab.names import InvalidName, validate_project_name, validate_user_name
 
 VISUDO_TIMEOUT = 30.0
 
@@ -23,19 +31,47 @@ class SudoersError(Exception):
     """The drop-in could not be rendered, validated or installed; nothing was changed."""
 
 
+def grantable(users: list[str], min_uid: int) -> tuple[list[str], dict[str, str]]:
+    """``users`` without this instance's system accounts, and why each left out was.
+
+    The API already leaves out the directory's system accounts; only the
+    instance knows its own (a person named ``backup`` would get sudo as the
+    local ``backup``). Raises SudoersError for a name that is not a login name.
+    """
+    _check_users(users)
+    kept: list[str] = []
+    left_out: dict[str, str] = {}
+    for user in users:
+        reason = (system_account_reason(user, None, min_uid)
+                  or local_system_account_reason(user, min_uid))
+        if reason:
+            left_out[user] = reason
+        else:
+            kept.append(user)
+    return kept, left_out
+
+
 def render(project: str, users: list[str]) -> str:
     """The drop-in's text for ``users`` of ``project``; empty when nobody gets sudo."""
+    _check_users(users)
+    if not users:
+        return ""
+    try:
+        validate_project_name(project)
+    except InvalidName as error:
+        raise SudoersError(f"refusing to write the sudoers drop-in: {error}") from None
+    lines = [f"# Written by the opslab agent: members of project {project} get sudo on its",
+             "# instances. Local changes are overwritten; change the project's members.",
+             *(f"{user} ALL=(ALL:ALL) NOPASSWD: ALL" for user in sorted(set(users)))]
+    return "\n".join(lines) + "\n"
+
+
+def _check_users(users: list[str]) -> None:
     for user in users:
         try:
             validate_user_name(user)
         except InvalidName as error:
             raise SudoersError(f"refusing to grant sudo: {error}") from None
-    if not users:
-        return ""
-    lines = [f"# Written by the opslab agent: members of project {project} get sudo on its",
-             "# instances. Local changes are overwritten; change the project's members.",
-             *(f"{user} ALL=(ALL:ALL) NOPASSWD: ALL" for user in sorted(set(users)))]
-    return "\n".join(lines) + "\n"
 
 
 def installed(path: Path) -> str:

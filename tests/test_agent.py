@@ -11,6 +11,8 @@ Puppet run.
 """
 
 import json
+import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -27,13 +29,15 @@ from opslab.agent.spool import Spool
 from opslab.agent.sudoers import SudoersError, install, render
 from opslab.config import load
 from opslab.slapd import ThrowawaySlapd
-from tests.conftest import BASE, CONTROL_REPO, basic, bearer
+from tests.conftest import BASE, CONTROL_REPO, PEOPLE, basic, bearer
 from tests.remote import Remote
 from tests.served_api import ServedApi
 
 PROJECT = "fleet"
 NODE = f"agent1.{PROJECT}.example.org"
 MOTD = "modules/motd/manifests/init.pp"
+SUDO = shutil.which("sudo")
+SUDOERS_D = Path("/etc/sudoers.d")
 
 
 class Fleet:
@@ -261,6 +265,86 @@ def test_a_membership_change_updates_sudo_without_a_puppet_run(fleet: Fleet) -> 
     assert len(fleet.reports()) == count
 
 
+@pytest.fixture
+def system_sudoers() -> Iterator[Path]:
+    """A drop-in path in /etc/sudoers.d, where the real sudo reads it; removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("only root may put a drop-in where the real sudo reads it")
+    if SUDO is None or not SUDOERS_D.is_dir():
+        pytest.skip("needs sudo (Debian package sudo) and its /etc/sudoers.d")
+    # No dot in the name: sudo skips such files in its includedir.
+    path = SUDOERS_D / f"opslab-test-{os.getpid()}"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def sudo_rights(user: str) -> str:
+    """What the real sudo says ``user`` may run (``sudo -l -U USER``), as root asks it."""
+    assert SUDO is not None
+    result = subprocess.run([SUDO, "-n", "-l", "-U", user], capture_output=True, text=True,
+                            timeout=60, check=False)
+    return result.stdout + result.stderr
+
+
+LOCAL_MEMBER = "fleet-admin"  # a member with a local account of its own (useradd)
+
+
+def test_sudo_never_goes_to_a_local_system_account(
+        fleet: Fleet, slapd: ThrowawaySlapd, system_sudoers: Path, tmp_path: Path) -> None:
+    """A person named like one of this instance's system accounts gets no sudo here.
+
+    The directory cannot know the instance's accounts: ``backup`` is a person
+    there, and the API grants them sudo as a member; on the instance sudo
+    would grant it to the local ``backup`` (uid 34).
+    """
+    system_uid = pwd.getpwnam("backup").pw_uid
+    assert system_uid < 1000
+    for uid, number in (("backup", 5034), (LOCAL_MEMBER, 5035)):
+        slapd.add_ldif(f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\n"
+                       f"objectClass: posixAccount\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"
+                       f"uidNumber: {number}\ngidNumber: {number}\nhomeDirectory: /home/{uid}\n")
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    "--comment", "opslab test", LOCAL_MEMBER], check=True, capture_output=True,
+                   timeout=60)
+    messages: list[str] = []
+    agent = Agent(load(str(fleet.config_path)), "0.1.0-test", messages.append)
+    # The real agent, writing the drop-in where the real sudo reads it.
+    settings = yaml.safe_load(fleet.config_path.read_text())
+    settings["agent"]["sudoers_file"] = str(system_sudoers)
+    (tmp_path / "agent.yaml").write_text(yaml.safe_dump(settings))
+    system_agent = Agent(load(str(tmp_path / "agent.yaml")), "0.1.0-test")
+    try:
+        for uid in ("backup", LOCAL_MEMBER):
+            fleet.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": uid})
+        target = ApiClient(load(str(fleet.config_path)).enc).target(NODE, None)
+        assert target is not None
+        assert "backup" in target.document["sudo"]  # what the agent must not take as is
+
+        assert agent.check().outcome == "unchanged"
+        assert system_agent.check().outcome == "unchanged"
+
+        rules = [line for line in (fleet.work / "sudoers.d" / "opslab-project").read_text()
+                 .splitlines() if not line.startswith("#")]
+        assert rules == [f"{user} ALL=(ALL:ALL) NOPASSWD: ALL"
+                         for user in ("carol", LOCAL_MEMBER, "olga")]
+        assert (f"no sudo for backup: the local account 'backup' has uid {system_uid}, below "
+                "accounts.min_uid (1000)") in messages
+        assert system_sudoers.read_text() == (
+            fleet.work / "sudoers.d" / "opslab-project").read_text()
+        assert "NOPASSWD: ALL" in sudo_rights(LOCAL_MEMBER)  # sudo reads the drop-in
+        assert "is not allowed to run sudo" in sudo_rights("backup")
+    finally:
+        for uid in ("backup", LOCAL_MEMBER):
+            fleet.api.request("DELETE", f"/v1/projects/{PROJECT}/members/{uid}", None,
+                              basic("olga"))
+            connection = slapd.connect()
+            connection.delete_s(f"uid={uid},{PEOPLE}")
+            connection.unbind_s()
+        subprocess.run(["userdel", LOCAL_MEMBER], check=False, capture_output=True, timeout=60)
+    assert agent.check().outcome == "unchanged"
+    assert "backup" not in (fleet.work / "sudoers.d" / "opslab-project").read_text()
+
+
 def test_members_of_a_global_project_get_no_sudo(fleet: Fleet) -> None:
     agent = fleet.agent()
     sudoers = fleet.work / "sudoers.d" / "opslab-project"
@@ -377,7 +461,8 @@ def test_a_report_the_api_refuses_is_set_aside_not_lost(fleet: Fleet, tmp_path: 
     [kept] = [path for path in spool.rejected.iterdir() if not path.name.endswith(".reason.json")]
     assert json.loads(kept.read_text())["body"]["status"] == "no such status"
     reason = json.loads(next(spool.rejected.glob("*.reason.json")).read_text())["reason"]
-    assert "status must be one of" in reason
+    assert reason.startswith("HTTP 422: ")
+    assert "no such status" in reason
 
 
 def test_an_invalid_sudoers_file_is_never_installed(tmp_path: Path) -> None:
@@ -396,6 +481,36 @@ def test_an_invalid_sudoers_file_is_never_installed(tmp_path: Path) -> None:
 def test_sudo_is_never_granted_to_a_name_that_is_not_a_login(user: str) -> None:
     with pytest.raises(SudoersError, match="refusing to grant sudo"):
         render(PROJECT, ["carol", user])
+
+
+HOSTILE_PROJECTS = [f"{PROJECT}\nALL ALL=(ALL:ALL) NOPASSWD: ALL #",
+                    f"{PROJECT}\rALL ALL=(ALL:ALL) NOPASSWD: ALL #", "", "Fleet", "fleet project",
+                    "-fleet", "f" * 64, "fleet\x00"]
+
+
+@pytest.mark.parametrize("project", HOSTILE_PROJECTS)
+def test_a_project_name_is_checked_before_it_reaches_sudoers(tmp_path: Path,
+                                                             project: str) -> None:
+    """A line break in the comment's project name would be a rule visudo accepts."""
+    target = tmp_path / "opslab-project"
+    install(target, render(PROJECT, ["carol"]))
+    good = target.read_text()
+
+    with pytest.raises(SudoersError, match="is not a DNS label"):
+        install(target, render(project, ["carol"]))
+
+    assert target.read_text() == good
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["opslab-project"]
+
+
+def test_a_line_break_in_a_project_name_grants_nothing_through_the_real_sudo(
+        system_sudoers: Path) -> None:
+    install(system_sudoers, render(PROJECT, ["carol"]))
+
+    with pytest.raises(SudoersError, match="is not a DNS label"):
+        install(system_sudoers, render(HOSTILE_PROJECTS[0], ["carol"]))
+
+    assert "is not allowed to run sudo" in sudo_rights("nobody")
 
 
 def _later(agent: Agent, seconds: float) -> float:
