@@ -10,9 +10,15 @@ Delivery stops at the first item the API cannot take now (unreachable, a
 5xx, the token refused), so later items never overtake earlier ones. An
 item the API refuses as invalid (any other 4xx) would block the queue
 forever; it is moved to ``rejected/`` with the reason, where an operator
-can read it, never deleted.
+can read it, never deleted and never overwritten.
+
+Item numbers are never reused, so a name in ``rejected/`` always means one
+item: the last number issued is kept in ``.sequence``, written before the
+item it numbers (a crash in between skips a number, never repeats one),
+and a new number is above it and above every item pending or set aside.
 """
 
+import itertools
 import json
 import os
 import uuid
@@ -32,6 +38,7 @@ _RETRY_LATER = (401, 403)
 # so `opslab agent disable` never waits on a slow API to spool its state.
 ADD_LOCK_TIMEOUT = 10.0
 KINDS = ("report", "state")
+SEQUENCE_FILE = ".sequence"
 
 
 class Item(NamedTuple):
@@ -70,12 +77,30 @@ class Spool:
                     "spooled_at": datetime.now(UTC).isoformat(timespec="seconds")}
         with FileLock(str(self.directory / ".add.lock"), "adding to the agent's spool",
                       ADD_LOCK_TIMEOUT):
-            # Numbers only grow while items are pending: delivery removes the
-            # oldest, so a new item always sorts after every one still here.
-            sequence = max((int(path.stem) for path in self._files()), default=0) + 1
+            sequence = max([self._last_issued(), *self._numbers_in_use()]) + 1
+            write_atomic(str(self.directory / SEQUENCE_FILE), f"{sequence}\n")
             write_atomic(str(self.directory / f"{sequence:012d}.json"),
                          json.dumps(envelope, default=str))
         return key
+
+    def _last_issued(self) -> int:
+        try:
+            return int((self.directory / SEQUENCE_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            # None issued yet; or (it is written atomically) a damaged disk,
+            # and then the items' own numbers tell.
+            return 0
+
+    def _numbers_in_use(self) -> list[int]:
+        """The numbers of the items pending and of those set aside."""
+        numbers = [int(path.stem) for path in self._files()]
+        if self.rejected.exists():
+            for path in self.rejected.glob("*.json"):
+                # NNNNNNNNNNNN.json, NNNNNNNNNNNN-2.json, NNNNNNNNNNNN.reason.json
+                number = path.name.split(".", 1)[0].split("-", 1)[0]
+                if number.isdigit():
+                    numbers.append(int(number))
+        return numbers
 
     def pending(self) -> list[Item]:
         """The spooled messages, oldest first."""
@@ -125,10 +150,19 @@ class Spool:
         return Delivery(delivered, rejected, 0, None)
 
     def _set_aside(self, path: Path, reason: str) -> None:
+        """Move ``path`` to ``rejected/`` beside its reason, under a name not yet taken there."""
         self.rejected.mkdir(exist_ok=True)
+        for attempt in itertools.count(1):
+            name = path.stem if attempt == 1 else f"{path.stem}-{attempt}"
+            try:
+                # A link, unlike a rename, never replaces a file already there.
+                os.link(path, self.rejected / f"{name}.json")
+                break
+            except FileExistsError:
+                continue
         note = {"rejected_at": datetime.now(UTC).isoformat(timespec="seconds"), "reason": reason}
-        write_atomic(str(self.rejected / f"{path.stem}.reason.json"), json.dumps(note))
-        os.replace(path, self.rejected / path.name)
+        write_atomic(str(self.rejected / f"{name}.reason.json"), json.dumps(note))
+        path.unlink()
 
     def _files(self) -> list[Path]:
         if not self.directory.exists():

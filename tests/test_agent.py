@@ -465,6 +465,54 @@ def test_a_report_the_api_refuses_is_set_aside_not_lost(fleet: Fleet, tmp_path: 
     assert "no such status" in reason
 
 
+def test_reports_refused_one_after_another_are_all_kept(fleet: Fleet, tmp_path: Path) -> None:
+    """The spool is empty between the two: the second must not take the first one's name."""
+    spool = Spool(tmp_path / "spool")
+    client = ApiClient(load(str(fleet.config_path)).enc)
+    statuses = ["not a status", "not a status either"]
+
+    for status in statuses:
+        spool.add("report", NODE, {"status": status, "exit_code": 0})
+        delivery = spool.deliver(lambda item: client.post_report(item.certname, item.body,
+                                                                 item.key))
+        assert (delivery.delivered, delivery.rejected, delivery.pending) == (0, 1, 0)
+        assert spool.pending() == []
+
+    kept = sorted(path for path in spool.rejected.iterdir()
+                  if not path.name.endswith(".reason.json"))
+    assert [json.loads(path.read_text())["body"]["status"] for path in kept] == statuses
+    for path in kept:
+        note = json.loads(path.with_name(f"{path.stem}.reason.json").read_text())
+        assert note["reason"].startswith("HTTP 422: ")
+    assert len(list(spool.rejected.iterdir())) == 4
+
+
+def test_a_rejected_item_never_replaces_one_set_aside_before(fleet: Fleet,
+                                                             tmp_path: Path) -> None:
+    """As an older agent left them: it restarted its numbering whenever its spool was empty."""
+    spool = Spool(tmp_path / "spool")
+    spool.rejected.mkdir(parents=True)
+    (spool.rejected / "000000000001.json").write_text('{"set aside": "first"}')
+    (spool.rejected / "000000000001.reason.json").write_text('{"reason": "first"}')
+    envelope = {"key": "pending-from-an-older-agent", "kind": "report", "certname": NODE,
+                "body": {"status": "not a status", "exit_code": 0}}
+    (spool.directory / "000000000001.json").write_text(json.dumps(envelope))
+    client = ApiClient(load(str(fleet.config_path)).enc)
+
+    delivery = spool.deliver(lambda item: client.post_report(item.certname, item.body,
+                                                             item.key))
+
+    assert delivery.rejected == 1
+    assert (spool.rejected / "000000000001.json").read_text() == '{"set aside": "first"}'
+    assert (spool.rejected / "000000000001.reason.json").read_text() == '{"reason": "first"}'
+    assert json.loads((spool.rejected / "000000000001-2.json").read_text()) == envelope
+    reason = json.loads((spool.rejected / "000000000001-2.reason.json").read_text())["reason"]
+    assert reason.startswith("HTTP 422: ")
+    # And the next item is numbered after every name in use.
+    spool.add("state", NODE, {"disabled": False})
+    assert [item.path.name for item in spool.pending()] == ["000000000002.json"]
+
+
 def test_an_invalid_sudoers_file_is_never_installed(tmp_path: Path) -> None:
     target = tmp_path / "opslab-project"
     install(target, render(PROJECT, ["carol"]))
