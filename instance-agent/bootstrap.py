@@ -3,7 +3,8 @@
 ::
 
     opslab agent bootstrap --api-url URL --ldap-uri URI --ldap-base DN --remote GIT_URL
-        [--certname FQDN] (--token-file FILE | --token-stdin) [--root DIR --no-start]
+        [--ldap-starttls] [--ldap-ca-file FILE] [--insecure] [--certname FQDN]
+        (--token-file FILE | --token-stdin) [--root DIR --no-start]
 
 It writes the host token (``/etc/opslab/host-token``, 0600), the configuration
 file (``/etc/opslab/opslab.yaml``), the agent's systemd units (into
@@ -19,6 +20,11 @@ re-bootstrap with the same arguments changes nothing, one with new arguments
 updates the files in place. The token is never taken from the command line
 (every local user can read a process's arguments) and never printed.
 
+The host token and the sudo list come from the API, and who may log in from
+the directory: cleartext to either (``http://``, or ``ldap://`` without
+StartTLS) is refused for any host but this one, unless ``--insecure`` says
+so (opslab.config's rule, which a hand-written configuration meets too).
+
 Exit status: 0 done; 1 a step failed (the message names it); 2 bad usage or input.
 """
 
@@ -27,14 +33,14 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
-import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from opslab.config import DEFAULT_PATH, ConfigError, parse
+from opslab.config import DEFAULT_PATH, ConfigError, check_api_url, check_ldap_uri, parse
 from opslab.files import write_atomic
 from opslab.names import InvalidName, has_control_characters, validate_certname
 
@@ -60,6 +66,11 @@ MAX_TOKEN_LENGTH = 4096
 # quotes, no % (a specifier to both) and no $ (a variable to systemd).
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_./+-]*")
 SYSTEMCTL_TIMEOUT = 120.0
+# How opslab.config's checks name the settings: by the options that set them.
+LDAP_OPTIONS = {"uri": "--ldap-uri", "starttls": "--ldap-starttls",
+                "ca_file": "--ldap-ca-file FILE", "insecure": "--insecure"}
+API_OPTIONS = {"url": "--api-url", "insecure": "--insecure"}
+MAX_CA_FILE = 1 << 20
 
 
 class _BadInput(Exception):
@@ -100,10 +111,20 @@ class _NoTokenOnCommandLine(argparse.Action):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``opslab agent bootstrap`` to ``parser``."""
     parser.add_argument("--api-url", required=True, metavar="URL",
-                        help="the coordination API (http:// or https://)")
+                        help="the coordination API (https://; http:// only to this host, "
+                        "or with --insecure)")
     parser.add_argument("--ldap-uri", required=True, metavar="URI",
-                        help="the directory, for SSH keys (ldap://, ldaps:// or ldapi://)")
+                        help="the directory, for SSH keys (ldaps://, ldapi://; ldap:// with "
+                        "--ldap-starttls, to this host, or with --insecure)")
     parser.add_argument("--ldap-base", required=True, metavar="DN", help="the directory's base DN")
+    parser.add_argument("--ldap-starttls", action="store_true",
+                        help="StartTLS on the ldap:// connection")
+    parser.add_argument("--ldap-ca-file", metavar="FILE",
+                        help="CA certificate(s) (PEM) for ldaps:// or StartTLS (default: the "
+                        "system's); readable by everyone, as opslab-ssh-keys runs as nobody")
+    parser.add_argument("--insecure", action="store_true",
+                        help="accept cleartext http:// and ldap:// to other hosts: the host "
+                        "token, who gets sudo and who may log in travel unprotected")
     parser.add_argument("--remote", required=True, metavar="GIT_URL",
                         help="git URL or path of the Puppet repository")
     parser.add_argument("--certname", metavar="FQDN",
@@ -179,13 +200,24 @@ def _config_text(arguments: argparse.Namespace) -> str:
     """The configuration file, checked by ``opslab.config.parse`` as the agent will read it."""
     import yaml
 
-    api_url = _checked_api_url(arguments.api_url)
-    ldap_uri = _checked_ldap_uri(arguments.ldap_uri)
+    try:
+        api_url = check_api_url(arguments.api_url, arguments.insecure, API_OPTIONS)
+        ldap_uri = check_ldap_uri(arguments.ldap_uri, arguments.ldap_starttls,
+                                  arguments.insecure, LDAP_OPTIONS)
+    except ConfigError as error:
+        raise _BadInput(str(error)) from None
     ldap_base = _checked_ldap_base(arguments.ldap_base)
     remote = _checked_remote(arguments.remote)
-    document: dict[str, dict[str, str]] = {
-        "ldap": {"uri": ldap_uri, "base": ldap_base},
-        "enc": {"api_url": api_url, "api_token_file": TOKEN_PATH},
+    ldap: dict[str, str | bool] = {"uri": ldap_uri, "base": ldap_base}
+    enc: dict[str, str | bool] = {"api_url": api_url, "api_token_file": TOKEN_PATH}
+    if arguments.ldap_starttls:
+        ldap["starttls"] = True
+    if arguments.ldap_ca_file is not None:
+        ldap["ca_file"] = _checked_ca_file(arguments.ldap_ca_file)
+    if arguments.insecure:
+        ldap["insecure"] = enc["api_insecure"] = True
+    document: dict[str, dict[str, str | bool]] = {
+        "ldap": ldap, "enc": enc,
         "branches": {"remote": remote, "environments": INSTANCE_ENVIRONMENTS},
     }
     if arguments.certname is not None:
@@ -203,20 +235,33 @@ def _config_text(arguments: argparse.Namespace) -> str:
     return text
 
 
-def _checked_api_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or _has_space(url):
-        raise _BadInput(f"--api-url {_shown(url)} is not an http:// or https:// URL with a host")
-    if parts.username is not None or parts.password is not None:
-        raise _BadInput("--api-url must not carry a user or password: the host token "
-                        "authenticates this instance")
-    return url
-
-
-def _checked_ldap_uri(uri: str) -> str:
-    if not uri.startswith(("ldap://", "ldaps://", "ldapi://")) or _has_space(uri):
-        raise _BadInput(f"--ldap-uri {_shown(uri)} is not an ldap://, ldaps:// or ldapi:// URI")
-    return uri
+def _checked_ca_file(path: str) -> str:
+    """``path`` if it is a PEM certificate file that ``nobody`` can read."""
+    if not path.startswith("/") or has_control_characters(path):
+        raise _BadInput(f"--ldap-ca-file {_shown(path)} is not an absolute path")
+    try:
+        with open(path, "rb") as stream:
+            mode = os.fstat(stream.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise _BadInput(f"--ldap-ca-file {path} is not a regular file")
+            text = stream.read(MAX_CA_FILE)
+    except OSError as error:
+        raise _BadInput(f"cannot read --ldap-ca-file {path}: {error.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise _BadInput(f"--ldap-ca-file {path} holds no PEM certificate "
+                        "(-----BEGIN CERTIFICATE-----)")
+    # sshd runs opslab-ssh-keys as nobody, which would otherwise see no CA,
+    # fail every TLS handshake, and so let nobody log in.
+    if not mode & stat.S_IROTH:
+        raise _BadInput(f"--ldap-ca-file {path} is not readable by everyone (mode "
+                        f"{stat.S_IMODE(mode):04o}), but opslab-ssh-keys runs as nobody and "
+                        "reads it: chmod o+r it")
+    for directory in Path(path).parents:
+        if not os.stat(directory).st_mode & stat.S_IXOTH:
+            raise _BadInput(f"--ldap-ca-file {path} is in {directory}, which not everyone may "
+                            "enter, but opslab-ssh-keys runs as nobody and reads the file: "
+                            "chmod o+x it, or put the file elsewhere")
+    return path
 
 
 def _checked_ldap_base(base: str) -> str:
@@ -235,12 +280,6 @@ def _checked_remote(remote: str) -> str:
         return checked_remote(remote)
     except GitError as error:
         raise _BadInput(f"--remote: {error}") from None
-
-
-def _has_space(text: str) -> bool:
-    return any(char.isspace() for char in text) or has_control_characters(text)
-
-
 
 
 def _shown(value: str) -> str:

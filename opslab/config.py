@@ -10,7 +10,10 @@ the kind of mistake that only shows during an outage.
 
 import os
 import types
+from collections.abc import Mapping
 from typing import Any, NamedTuple, Union, get_args, get_origin
+
+from opslab.names import has_control_characters
 
 # Sections are NamedTuples rather than dataclasses, and PyYAML is imported
 # only when there is a file to read: short-lived commands (opslab-enc,
@@ -33,6 +36,8 @@ class LdapSettings(NamedTuple):
     bind_password_file: str | None = None
     starttls: bool = False
     ca_file: str | None = None
+    # Cleartext ldap:// to another host (see check_ldap_uri) only if said so.
+    insecure: bool = False
     connect_timeout: float = 2.0
     timeout: float = 5.0
     deadline: float = 10.0
@@ -53,6 +58,8 @@ class EncSettings(NamedTuple):
     api_url: str | None = None
     api_token_file: str | None = None
     api_timeout: float = 10.0
+    # Cleartext http:// to another host (see check_api_url) only if said so.
+    api_insecure: bool = False
 
 
 class CacheSettings(NamedTuple):
@@ -300,8 +307,12 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: enc.attribute_parameters must be 'all', 'none' or a list of attributes"
         )
-    if enc.api_url is not None and not enc.api_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{source}: enc.api_url must be an http:// or https:// URL")
+    try:
+        check_ldap_uri(config.ldap.uri, config.ldap.starttls, config.ldap.insecure)
+        if enc.api_url is not None:
+            check_api_url(enc.api_url, enc.api_insecure)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
     for section, key in (("ldap", "connect_timeout"), ("ldap", "timeout"), ("ldap", "deadline"),
                          ("branches", "git_timeout"), ("apply", "timeout"),
                          ("agent", "check_interval"), ("agent", "apply_interval"),
@@ -309,6 +320,95 @@ def _check(config: Config, source: str) -> None:
         if getattr(getattr(config, section), key) <= 0:
             raise ConfigError(f"{source}: {section}.{key} must be greater than 0")
 
+
+
+# How the checks below name the settings they speak of: the configuration's
+# keys here, bootstrap's options there.
+LDAP_NAMES = {"uri": "ldap.uri", "starttls": "ldap.starttls: true",
+              "ca_file": "ldap.ca_file", "insecure": "ldap.insecure: true"}
+API_NAMES = {"url": "enc.api_url", "insecure": "enc.api_insecure: true"}
+
+
+def check_ldap_uri(uri: str, starttls: bool, insecure: bool,
+                   names: Mapping[str, str] = LDAP_NAMES) -> str:
+    """Return ``uri`` if it is a usable directory URI, else raise ConfigError.
+
+    One ``ldap://``, ``ldaps://`` or ``ldapi://`` URI. Cleartext ``ldap://``
+    to a host other than this one needs StartTLS, or ``insecure``: the
+    directory's answers decide who logs in (SSH keys) and who is a member,
+    so anyone on the path could otherwise let themselves in.
+    """
+    import urllib.parse
+
+    if not uri.startswith(("ldap://", "ldaps://", "ldapi://")) or _has_space(uri):
+        raise ConfigError(f"{names['uri']} {_shown(uri)} is not an ldap://, ldaps:// or "
+                          "ldapi:// URI")
+    try:
+        host = urllib.parse.urlsplit(uri).hostname or ""
+    except ValueError:
+        raise ConfigError(f"{names['uri']} {_shown(uri)} is not an ldap://, ldaps:// or "
+                          "ldapi:// URI") from None
+    if starttls and not uri.startswith("ldap://"):
+        raise ConfigError(f"{names['starttls']} is for ldap:// URIs; {names['uri']} "
+                          f"{_shown(uri)} is not one")
+    if uri.startswith("ldap://") and not starttls and not insecure and not _is_loopback(host):
+        raise ConfigError(
+            f"{names['uri']} {_shown(uri)} is cleartext to {host}: anyone on the way could "
+            f"change who may log in. Use ldaps://, or {names['starttls']} (with "
+            f"{names['ca_file']}), or {names['insecure']} to accept it")
+    return uri
+
+
+def check_api_url(url: str, insecure: bool, names: Mapping[str, str] = API_NAMES) -> str:
+    """Return ``url`` if it is a usable URL of the API, else raise ConfigError.
+
+    ``http://`` or ``https://`` with a host, no user or password (the host
+    token authenticates). Cleartext ``http://`` to a host other than this one
+    needs ``insecure``: the host token and the target (who gets sudo) would
+    travel readable and changeable by anyone on the way.
+    """
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        # .port parses the port only when asked, raising ValueError for a bad one.
+        usable = (parts.scheme in ("http", "https") and bool(parts.hostname)
+                  and (parts.port or 0) >= 0 and not _has_space(url))
+    except ValueError:
+        usable = False
+    if not usable:
+        raise ConfigError(f"{names['url']} {_shown(url)} is not an http:// or https:// URL "
+                          "with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{names['url']} must not carry a user or password: the host token "
+                          "authenticates this instance")
+    if parts.scheme == "http" and not insecure and not _is_loopback(parts.hostname or ""):
+        raise ConfigError(
+            f"{names['url']} {_shown(url)} is cleartext to {parts.hostname}: the host token "
+            "and who gets sudo would travel readable and changeable by anyone on the way. "
+            f"Use https://, or {names['insecure']} to accept it")
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: localhost, 127.0.0.0/8, ::1 (or empty: the default)."""
+    import ipaddress
+
+    if host in ("", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _has_space(text: str) -> bool:
+    return any(char.isspace() for char in text) or has_control_characters(text)
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted for a message, cut short: input, not necessarily printable."""
+    return repr(value[:200])
 
 
 def _balanced(template: str) -> bool:

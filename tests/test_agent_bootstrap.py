@@ -12,7 +12,8 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -197,6 +198,15 @@ def with_setting(option: str, value: str) -> list[str]:
     (with_setting("--certname", "Web1.tools.example.org"), TOKEN, "--certname"),
     (with_setting("--certname", "web1..example.org"), TOKEN, "--certname"),
     (with_setting("--ldap-uri", "http://ldap.example.org"), TOKEN, "--ldap-uri"),
+    # Cleartext to another host: the token, the sudo list and who may log in.
+    (with_setting("--api-url", "http://api.example.org"), TOKEN,
+     "--api-url 'http://api.example.org' is cleartext to api.example.org"),
+    (with_setting("--api-url", "http://192.0.2.10:8150"), TOKEN, "Use https://, or --insecure"),
+    (with_setting("--ldap-uri", "ldap://ldap.example.org"), TOKEN,
+     "--ldap-uri 'ldap://ldap.example.org' is cleartext to ldap.example.org"),
+    (with_setting("--ldap-uri", "ldap://192.0.2.10"), TOKEN,
+     "Use ldaps://, or --ldap-starttls (with --ldap-ca-file FILE), or --insecure"),
+    ([*SETTINGS, "--ldap-starttls"], TOKEN, "--ldap-starttls is for ldap:// URIs"),
     (with_setting("--ldap-base", "example.org"), TOKEN, "--ldap-base"),
     (with_setting("--remote", "--upload-pack=touch pwned"), TOKEN, "--remote"),
     (SETTINGS, "", "empty"),
@@ -218,6 +228,87 @@ def test_bad_input_is_refused_before_anything_is_written(
     assert "nothing was changed" in result.err
     assert list(root.iterdir()) == []
     assert TOKEN not in result.out + result.err
+
+
+def test_insecure_accepts_cleartext_and_says_so_in_the_configuration(
+    bootstrap: Bootstrap, root: Path, token_file: Path
+) -> None:
+    settings = with_setting("--api-url", "http://api.example.org")
+    settings[settings.index("--ldap-uri") + 1] = "ldap://ldap.example.org"
+    result = bootstrap(*settings, "--insecure", "--token-file", str(token_file),
+                       "--root", str(root), "--no-start")
+    assert result.status == 0, result.err
+    config = load(str(root / "etc/opslab/opslab.yaml"))
+    assert (config.enc.api_url, config.enc.api_insecure) == ("http://api.example.org", True)
+    assert (config.ldap.uri, config.ldap.insecure, config.ldap.starttls) == (
+        "ldap://ldap.example.org", True, False)
+
+
+def test_loopback_needs_no_insecure(bootstrap: Bootstrap, root: Path, token_file: Path) -> None:
+    settings = with_setting("--api-url", "http://127.0.0.1:8150")
+    settings[settings.index("--ldap-uri") + 1] = "ldap://localhost:389"
+    result = bootstrap(*settings, "--token-file", str(token_file), "--root", str(root),
+                       "--no-start")
+    assert result.status == 0, result.err
+    config = load(str(root / "etc/opslab/opslab.yaml"))
+    assert (config.enc.api_insecure, config.ldap.insecure) == (False, False)
+
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+@pytest.fixture
+def ca_directory() -> Iterator[Path]:
+    """A directory everyone may enter (unlike pytest's tmp_path), as /etc/ssl/certs is."""
+    directory = Path(tempfile.mkdtemp(prefix="opslab-ca-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+def test_starttls_with_a_ca_file(bootstrap: Bootstrap, root: Path, token_file: Path,
+                                 ca_directory: Path) -> None:
+    ca_file = ca_directory / "ca.pem"
+    ca_file.write_text(PEM)
+    ca_file.chmod(0o644)
+    settings = with_setting("--ldap-uri", "ldap://ldap.example.org")
+    result = bootstrap(*settings, "--ldap-starttls", "--ldap-ca-file", str(ca_file),
+                       "--token-file", str(token_file), "--root", str(root), "--no-start")
+    assert result.status == 0, result.err
+    config = load(str(root / "etc/opslab/opslab.yaml"))
+    assert (config.ldap.uri, config.ldap.starttls, config.ldap.ca_file, config.ldap.insecure) == (
+        "ldap://ldap.example.org", True, str(ca_file), False)
+
+
+@pytest.mark.parametrize(("name", "text", "file_mode", "directory_mode", "complaint"), [
+    ("absent.pem", None, 0o644, 0o755, "cannot read --ldap-ca-file"),
+    ("ca.pem", "not a certificate\n", 0o644, 0o755, "holds no PEM certificate"),
+    ("ca.pem", PEM, 0o600, 0o755, "is not readable by everyone (mode 0600), but "
+                                  "opslab-ssh-keys runs as nobody"),
+    ("ca.pem", PEM, 0o644, 0o700, "which not everyone may enter"),
+])
+def test_a_ca_file_nobody_could_use_is_refused(
+    bootstrap: Bootstrap, root: Path, token_file: Path, ca_directory: Path, name: str,
+    text: str | None, file_mode: int, directory_mode: int, complaint: str
+) -> None:
+    ca_file = ca_directory / name
+    if text is not None:
+        ca_file.write_text(text)
+        ca_file.chmod(file_mode)
+    ca_directory.chmod(directory_mode)
+    result = bootstrap(*SETTINGS, "--ldap-ca-file", str(ca_file), "--token-file",
+                       str(token_file), "--root", str(root), "--no-start")
+    assert result.status == 2
+    assert complaint in result.err
+    assert list(root.iterdir()) == []
+
+
+def test_a_relative_ca_file_is_refused(bootstrap: Bootstrap, root: Path,
+                                       token_file: Path) -> None:
+    result = bootstrap(*SETTINGS, "--ldap-ca-file", "ca.pem", "--token-file", str(token_file),
+                       "--root", str(root), "--no-start")
+    assert result.status == 2
+    assert "--ldap-ca-file 'ca.pem' is not an absolute path" in result.err
 
 
 @pytest.mark.parametrize(("extra", "complaint"), [

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from opslab import config as opslab_config
 from opslab.config import ConfigError, load, parse
@@ -63,7 +64,16 @@ def test_named_file_must_exist(tmp_path: Path) -> None:
         ("enc:\n  class_attributes: [1]\n", "enc.class_attributes must be a list of strings"),
         ("enc:\n  attribute_parameters: some\n", "enc.attribute_parameters must be 'all'"),
         ("cache:\n  max_age: '1d'\n", "cache.max_age must be a number"),
-        ("enc:\n  api_url: file:///etc/passwd\n", "enc.api_url must be an http:// or https://"),
+        ("enc:\n  api_url: file:///etc/passwd\n",
+         "enc.api_url 'file:///etc/passwd' is not an http:// or https:// URL with a host"),
+        ("enc:\n  api_url: https://api.example.org:99999\n", "is not an http:// or https://"),
+        ("enc:\n  api_url: https://me:pw@api.example.org\n",
+         "enc.api_url must not carry a user or password"),
+        ("ldap:\n  uri: http://ldap.example.org\n",
+         "ldap.uri 'http://ldap.example.org' is not an ldap://, ldaps:// or ldapi:// URI"),
+        ("ldap:\n  uri: ldap://a.example.org ldap://b.example.org\n", "is not an ldap://"),
+        ("ldap:\n  uri: ldaps://ldap.example.org\n  starttls: true\n",
+         "ldap.starttls: true is for ldap:// URIs"),
     ],
 )
 def test_bad_configuration_names_the_problem(text: str, message: str) -> None:
@@ -78,3 +88,59 @@ def test_every_key_is_documented_in_the_readme() -> None:
     for section, settings in opslab_config._SECTIONS.items():
         for name in settings._fields:
             assert f"`{section}.{name}`" in readme, f"{section}.{name} undocumented"
+
+
+# Channels that decide who logs in and who gets root: never cleartext to another host
+# unless the configuration says so.
+
+
+@pytest.mark.parametrize(("uri", "host"), [
+    ("ldap://ldap.example.org", "ldap.example.org"),
+    ("ldap://192.0.2.10:389", "192.0.2.10"),
+    ("ldap://[2001:db8::1]:389/", "2001:db8::1"),
+    ("ldap://127.0.0.1.example.org", "127.0.0.1.example.org"),
+    ("ldap://localhost.example.org", "localhost.example.org"),
+])
+def test_cleartext_ldap_to_another_host_is_refused(uri: str, host: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse(f"ldap:\n  uri: '{uri}'\n", "opslab.yaml")
+    assert str(error.value).startswith(f"opslab.yaml: ldap.uri '{uri}' is cleartext to {host}:")
+    assert "ldap.starttls: true" in str(error.value)
+    assert "ldap.insecure: true" in str(error.value)
+
+
+@pytest.mark.parametrize("settings", [
+    {"uri": "ldap://ldap.example.org", "starttls": True},
+    {"uri": "ldap://ldap.example.org", "starttls": True, "ca_file": "/etc/ssl/ca.pem"},
+    {"uri": "ldap://ldap.example.org", "insecure": True},
+    {"uri": "ldaps://ldap.example.org"},
+    {"uri": "ldapi:///"},
+    {"uri": "ldapi://%2Frun%2Fslapd%2Fldapi"},
+    {"uri": "ldap://127.0.0.1:389"},
+    {"uri": "ldap://127.45.6.7"},
+    {"uri": "ldap://localhost"},
+    {"uri": "ldap://[::1]:389"},
+    {"uri": "ldap:///"},  # no host: libldap's default, this one
+])
+def test_protected_or_local_directories_are_accepted(settings: dict[str, object]) -> None:
+    assert parse(yaml.safe_dump({"ldap": settings}), "opslab.yaml").ldap.uri == settings["uri"]
+
+
+@pytest.mark.parametrize("url", ["http://api.example.org", "http://192.0.2.10:8150/",
+                                 "http://[2001:db8::1]:8150", "http://localhost.example.org"])
+def test_cleartext_api_to_another_host_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse(f"enc:\n  api_url: '{url}'\n", "opslab.yaml")
+    assert str(error.value).startswith(f"opslab.yaml: enc.api_url '{url}' is cleartext to ")
+    assert "enc.api_insecure: true" in str(error.value)
+
+
+@pytest.mark.parametrize(("url", "insecure"), [
+    ("https://api.example.org", False), ("https://api.example.org:8443/opslab", False),
+    ("http://127.0.0.1:8150", False), ("http://localhost:8150", False),
+    ("http://[::1]:8150", False), ("http://api.example.org", True),
+])
+def test_protected_or_local_apis_are_accepted(url: str, insecure: bool) -> None:
+    config = parse(f"enc:\n  api_url: '{url}'\n  api_insecure: {str(insecure).lower()}\n",
+                   "opslab.yaml")
+    assert (config.enc.api_url, config.enc.api_insecure) == (url, insecure)

@@ -1,13 +1,32 @@
-"""StartTLS to the directory, verified against the configured CA file."""
+"""StartTLS to the directory, verified against the configured CA file; cleartext to
+another host refused."""
 
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from opslab.slapd import ThrowawaySlapd
-from tests.conftest import BASE, SCHEMAS, EncRunner, legacy_ldif, write_config
+from tests.conftest import (
+    BASE,
+    PEOPLE,
+    SCHEMAS,
+    EncRunner,
+    host_ldif,
+    legacy_ldif,
+    project_ldif,
+    write_config,
+)
+
+SSH_KEYS = Path(sys.executable).with_name("opslab-ssh-keys")
+MEMBER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRscy1tZW1iZXIta2V5LW9ubHk= tls-member@example"
+INSTANCE = "h1.tlsproj.example.org"  # no opslabProject: its name says tlsproj
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +43,13 @@ def tls_slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Throwa
     with ThrowawaySlapd(BASE, SCHEMAS, tls=(certificate, key)) as slapd:
         slapd.create_base()
         slapd.add_ldif(legacy_ldif("secure", "puppetClass: tls_only"))
+        slapd.add_ldif("\n".join([
+            f"dn: uid=tls-member,{PEOPLE}\nobjectClass: inetOrgPerson\n"
+            f"objectClass: ldapPublicKey\nuid: tls-member\ncn: m\nsn: m\n"
+            f"sshPublicKey: {MEMBER_KEY}\n",
+            project_ldif("tlsproj", f"member: uid=tls-member,{PEOPLE}"),
+            host_ldif(INSTANCE),
+        ]))
         yield slapd, certificate
 
 
@@ -47,3 +73,76 @@ def test_starttls_refuses_an_unknown_certificate(
     result = run_enc("--config", str(config), "secure.example.org")
     assert (result.returncode, result.stdout) == (3, "")
     assert "directory unavailable" in result.stderr
+
+
+@pytest.fixture
+def ca_file(tls_slapd: tuple[ThrowawaySlapd, Path]) -> Iterator[Path]:
+    """The server's certificate as a CA file everyone may read, as an instance keeps it."""
+    directory = Path(tempfile.mkdtemp(prefix="opslab-ca-"))
+    directory.chmod(0o755)
+    path = directory / "ca.pem"
+    shutil.copyfile(tls_slapd[1], path)
+    path.chmod(0o644)
+    yield path
+    shutil.rmtree(directory)
+
+
+def ssh_keys(config: Path, user: str) -> subprocess.CompletedProcess[str]:
+    """The installed opslab-ssh-keys, with an environment as bare as sshd gives it."""
+    return subprocess.run([str(SSH_KEYS), "--config", str(config), user], capture_output=True,
+                          text=True, timeout=60, env={"PATH": os.defpath}, check=False)
+
+
+def test_opslab_ssh_keys_over_starttls_as_bootstrap_configures_it(
+    tmp_path: Path, tls_slapd: tuple[ThrowawaySlapd, Path], ca_file: Path
+) -> None:
+    slapd, _ = tls_slapd
+    token = tmp_path / "token"
+    token.write_text("host-token\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    bootstrap = subprocess.run(
+        [sys.executable, "-m", "opslab.cli", "agent", "bootstrap",
+         "--api-url", "https://api.example.org", "--ldap-uri", slapd.ldap_uri,
+         "--ldap-starttls", "--ldap-ca-file", str(ca_file), "--ldap-base", BASE,
+         "--remote", "https://git.example.org/puppet.git", "--certname", INSTANCE,
+         "--token-file", str(token), "--root", str(root), "--no-start"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert bootstrap.returncode == 0, bootstrap.stderr
+    config = root / "etc/opslab/opslab.yaml"
+
+    granted = ssh_keys(config, "tls-member")
+
+    assert (granted.returncode, granted.stdout, granted.stderr) == (0, f"{MEMBER_KEY}\n", "")
+    # Without the CA, the server's certificate is not trusted: no keys, whatever it says.
+    settings = yaml.safe_load(config.read_text())
+    del settings["ldap"]["ca_file"]
+    config.write_text(yaml.safe_dump(settings))
+    refused = ssh_keys(config, "tls-member")
+    assert (refused.returncode, refused.stdout) == (3, "")
+
+
+def test_cleartext_to_another_host_is_refused_before_any_connection(tmp_path: Path) -> None:
+    """192.0.2.0/24 answers nobody: any attempt to connect would only time out."""
+    config = tmp_path / "opslab.yaml"
+    config.write_text(yaml.safe_dump({
+        "ldap": {"uri": "ldap://192.0.2.1", "base": BASE},
+        "apply": {"certname": INSTANCE, "state_dir": str(tmp_path / "state")},
+    }))
+    refused = ssh_keys(config, "tls-member")
+    assert (refused.returncode, refused.stdout) == (3, "")
+    assert "ldap.uri 'ldap://192.0.2.1' is cleartext to 192.0.2.1" in refused.stderr
+
+    token = tmp_path / "token"
+    token.write_text("host-token\n")
+    config.write_text(yaml.safe_dump({
+        "ldap": {"base": BASE},
+        "enc": {"api_url": "http://192.0.2.1:8150", "api_token_file": str(token)},
+        "apply": {"certname": INSTANCE, "state_dir": str(tmp_path / "state")},
+    }))
+    agent = subprocess.run([sys.executable, "-m", "opslab.cli", f"--config={config}", "agent",
+                            "run", "--once"], capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert agent.returncode == 2
+    assert "enc.api_url 'http://192.0.2.1:8150' is cleartext to 192.0.2.1" in agent.stderr
+    assert not (tmp_path / "state").exists()
