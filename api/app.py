@@ -11,12 +11,14 @@ from werkzeug.exceptions import HTTPException
 
 from opslab.config import Config
 from opslab.directory import DirectoryError, DirectoryUnavailable
+from opslab.names import has_control_characters
 
 from .audit import AuditFailed
-from .auth import Refused, authenticate
+from .auth import authenticate
+from .contract import Contract
 from .directory import DirectoryAccess, WriteConflict
+from .errors import Invalid, NotConfigured, Refused
 from .heads import BranchHeads
-from .hosts import Invalid
 from .store import engine_for, sessions
 
 
@@ -30,13 +32,14 @@ def create_app(config: Config) -> Flask:
     app.extensions["opslab.engine"] = engine
     app.extensions["opslab.sessions"] = sessions(engine)
     app.extensions["opslab.directory"] = DirectoryAccess(config)
+    app.extensions["opslab.contract"] = Contract()
     app.extensions["opslab.heads"] = BranchHeads(config.branches.remote, config.api.heads_ttl,
                                                  config.branches.git_timeout)
 
     @app.before_request
     def identify_caller() -> None:
         for name, value in request.args.items(multi=True):
-            if any(ord(char) < 0x20 for char in name + value):
+            if has_control_characters(name + value):
                 raise Invalid(f"query parameter {name[:40]!r} contains control characters")
         g.actor = authenticate(request)
 
@@ -65,6 +68,10 @@ def _register_errors(app: Flask) -> None:
     def invalid(error: Invalid) -> Any:
         return _error(422, str(error))
 
+    @app.errorhandler(NotConfigured)
+    def not_configured(error: NotConfigured) -> Any:
+        return _error(503, str(error))
+
     @app.errorhandler(WriteConflict)
     def conflict(error: WriteConflict) -> Any:
         return _error(409, f"the directory refused the write: {error}")
@@ -85,13 +92,3 @@ def _register_errors(app: Flask) -> None:
     def http_error(error: HTTPException) -> Any:
         messages = {413: f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"}
         return _error(error.code or 500, messages.get(error.code or 500, error.description or ""))
-
-
-def json_body() -> Any:
-    """The request's JSON body; a clear 4xx if it is missing or malformed."""
-    if not request.is_json:
-        raise Invalid("the body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise Invalid("the body is not valid JSON")
-    return body

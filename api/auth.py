@@ -1,55 +1,58 @@
-"""Who is asking, and what they may do.
+"""Who is asking, and what they may do: every access rule of the API, in one place.
 
 People authenticate with HTTP Basic, checked by binding to the directory as
 themselves. Instances authenticate with their host token (``Authorization:
-Bearer TOKEN``), which only lets them report their own runs and read their
-own classification. Membership decides the rest: a project's members may
-change its hosts; members of the operations project may change anything.
+Bearer TOKEN``).
+
+Reading: the community model is open. Every person of the directory may
+read everything the API documents (projects, hosts, classifications,
+targets, run reports, the audit log); the Server Admin Log is public. A
+host token reads only its own host (its host view, classification, target
+and reports). So variables and class parameters are never a place for
+secrets.
+
+Changing: a project's members may change it and its hosts; members of the
+operations project may change anything; a global project, its hosts and
+its members are changed by operations only. Only a host's own token may
+report its runs and its agent's state.
 """
 
 import base64
 import binascii
 import hmac
-import re
 from typing import NamedTuple
 
 from flask import Request
 from sqlalchemy import bindparam, select
 
-from opslab.names import InvalidName, validate_user_name
+from opslab.names import InvalidName, validate_project_name, validate_user_name
 
 from . import context
 from .directory import Membership
+from .errors import Refused
 from .store import HostToken, token_digest
 
 # Built once, a Core statement with a bound parameter: it runs on every
 # instance request, and building a select() costs more than running it.
-_TOKEN_LOOKUP = (select(HostToken.host, HostToken.project, HostToken.digest)
+_TOKEN_LOOKUP = (select(HostToken.host, HostToken.project, HostToken.digest,
+                        HostToken.incarnation)
                  .where(HostToken.digest == bindparam("digest")))
-PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
 class Actor(NamedTuple):
     """An authenticated caller: a person (``uid``) or an instance (``host``).
 
-    A host's project comes with its token, so its reports need no directory read.
+    A host's project and incarnation come with its token, so its reports
+    need no directory read.
     """
 
     kind: str
     name: str
     project: str | None = None
+    incarnation: str | None = None
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
-
-
-class Refused(Exception):
-    """A request the caller may not make; the message says why (a 401 or 403)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 def authenticate(request: Request) -> Actor | None:
@@ -77,7 +80,7 @@ def authenticate(request: Request) -> Actor | None:
             stored = connection.execute(_TOKEN_LOOKUP, {"digest": digest}).first()
         if stored is None or not hmac.compare_digest(stored.digest, digest):
             raise Refused(401, "unknown host token")
-        return Actor("host", stored.host, stored.project)
+        return Actor("host", stored.host, stored.project, stored.incarnation)
     raise Refused(401, f"unsupported authorization scheme {scheme!r}")
 
 
@@ -86,9 +89,18 @@ def person(actor: Actor | None) -> str:
     if actor is None:
         raise Refused(401, "authentication required")
     if actor.kind != "person":
-        raise Refused(403, "host tokens may only report runs and read their own classification")
+        raise Refused(403, "a host token may only read its own host and report its own runs")
     directory = context.directory()
     return directory.person_dn(actor.name).lower()
+
+
+def may_read_host(actor: Actor | None, host: str) -> None:
+    """Refused unless ``actor`` is a person, or ``host``'s own token."""
+    if actor is not None and actor.kind == "host":
+        if actor.name != host:
+            raise Refused(403, f"this token belongs to {actor.name}, not {host}")
+        return
+    person(actor)
 
 
 def is_operator(dn: str) -> bool:
@@ -100,19 +112,28 @@ def is_operator(dn: str) -> bool:
 
 def project_membership(project: str) -> Membership:
     """The membership of an existing project; Refused (404) otherwise."""
-    directory = context.directory()
-    membership = directory.membership(project) if PROJECT_NAME.fullmatch(project) else None
+    try:
+        validate_project_name(project)
+    except InvalidName:
+        raise Refused(404, f"no project {project[:70]!r}") from None
+    membership = context.directory().membership(project)
     if membership is None:
         raise Refused(404, f"no project {project!r}")
     return membership
 
 
-def may_change_project(actor: Actor | None, project: str) -> Membership:
+def may_change_project(actor: Actor | None, project: str | None) -> Membership | None:
     """Refused unless ``actor`` may change ``project`` and its hosts.
 
-    Members may, operations may; in a global project only operations may.
+    Members may, operations may; in a global project only operations may. A
+    host that belongs to no project (``project`` None, such as an entry
+    written for Puppet's old terminus) is changed by operations only.
     """
     dn = person(actor)
+    if project is None:
+        if not is_operator(dn):
+            raise Refused(403, "this host belongs to no project: only operations may change it")
+        return None
     membership = project_membership(project)
     if is_operator(dn):
         return membership
@@ -124,6 +145,38 @@ def may_change_project(actor: Actor | None, project: str) -> Membership:
     return membership
 
 
+def may_add_member(actor: Actor | None, project: str, owner: bool) -> Membership:
+    """Refused unless ``actor`` may add a member (members may) or an owner (owners may)."""
+    membership = may_change_project(actor, project)
+    assert membership is not None  # a named project always has one
+    dn = person(actor)
+    if owner and dn not in membership.owners and not is_operator(dn):
+        raise Refused(403, f"only owners of {project!r} may add owners")
+    return membership
+
+
+def may_remove_member(actor: Actor | None, project: str, gone: str) -> Membership:
+    """Refused unless ``actor`` may take the person ``gone`` (a DN) out of ``project``.
+
+    Anyone may leave; owners and operations may remove others; in a global
+    project only operations may change membership at all.
+    """
+    dn = person(actor)
+    membership = project_membership(project)
+    operator = is_operator(dn)
+    if membership.is_global and not operator:
+        raise Refused(403, f"project {project!r} is global: only operations may change it")
+    if gone not in membership.members:
+        raise Refused(404, f"{_uid(gone)!r} is not a member of project {project!r}")
+    if not (gone == dn or dn in membership.owners or operator):
+        raise Refused(403, f"only owners of {project!r} may remove other members")
+    return membership
+
+
+def _uid(dn: str) -> str:
+    return dn.partition(",")[0].partition("=")[2]
+
+
 def must_be_host(actor: Actor | None, host: str, what: str) -> Actor:
     """Refused unless ``actor`` is ``host``'s own token; ``what`` says what only it may do."""
     if actor is None or actor.kind != "host":
@@ -131,12 +184,3 @@ def must_be_host(actor: Actor | None, host: str, what: str) -> Actor:
     if actor.name != host:
         raise Refused(403, f"this token belongs to {actor.name}, not {host}")
     return actor
-
-
-def may_read_host(actor: Actor | None, host: str, project: str | None) -> None:
-    """Refused unless ``actor`` is that host itself, or may change its project."""
-    if actor is not None and actor.kind == "host":
-        if actor.name != host:
-            raise Refused(403, f"this token belongs to {actor.name}, not {host}")
-        return
-    may_change_project(actor, project or "")

@@ -1,4 +1,4 @@
-"""A host as the API sees it, and its entry in the directory.
+"""Hosts: the host document, its directory entry, and the rules for creating one.
 
 JSON in, JSON out::
 
@@ -6,131 +6,71 @@ JSON in, JSON out::
      "classes": ["role::web"], "class_parameters": {"motd": {"message": "hi"}},
      "variables": {"cluster": "eqiad"}, "branch": null, "addresses": ["192.0.2.12"]}
 
-Everything Puppet or LDAP would reject is refused here, with a message that
-names the field: class and variable names by Puppet's rules, variables that
-Puppet reserves, values puppetVar (IA5) cannot hold, branches git or the
-environment mapping would refuse, addresses that are not IPv4.
+The OpenAPI schema (``HostCreate``, ``HostChanges``) checks the shape, the
+names Puppet accepts and the values LDAP can hold; this module adds what a
+schema cannot say: the git rules for branches, the size of a class
+parameter's JSON, the host's namespace (``NAME.PROJECT.DOMAIN``) and that a
+new host takes over no existing entry.
+
+A host's project follows the one rule of ``opslab.names.host_project``: its
+``opslabProject``, else the second label of its name when such a project
+exists, exactly as the ENC classifies it.
 """
 
-import ipaddress
 import json
-import re
 from typing import Any
 
-from opslab.names import RESERVED_VARIABLES, InvalidName, validate_branch, validate_certname
+from opslab.enc.classifier import Classifier
+from opslab.names import (
+    InvalidName,
+    host_certname,
+    host_project,
+    validate_branch,
+    validate_certname,
+)
 
-from .directory import Attributes
+from . import context
+from .directory import Attributes, escape
+from .errors import Invalid, NotConfigured, Refused
 
-CLASS_NAME = re.compile(r"(?:[a-z][a-z0-9_]*)(?:::[a-z][a-z0-9_]*)*")
-VARIABLE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
-FIELDS = ("name", "project", "classes", "class_parameters", "variables", "branch", "addresses")
 EDITABLE = ("classes", "class_parameters", "variables", "branch", "addresses")
-MAX_ITEMS = 200
 MAX_VALUE = 4096
 OBJECT_CLASSES = ["dNSDomain", "domainRelatedObject", "puppetClient", "opslabNode"]
 
 
-class Invalid(ValueError):
-    """A request body that cannot become a host entry; the message names the field."""
-
-
-def parse(body: Any, *, creating: bool) -> dict[str, Any]:
-    """Check a host document; returns it normalised. Raises Invalid."""
-    if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object")
-    allowed = FIELDS if creating else EDITABLE
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise Invalid(f"unknown fields: {', '.join(unknown)} (allowed: {', '.join(allowed)})")
-    host: dict[str, Any] = {}
-    if creating:
+def changes(body: dict[str, Any]) -> dict[str, Any]:
+    """The editable fields of a schema-valid host (or project) body, checked further."""
+    host = {key: body[key] for key in EDITABLE if key in body}
+    if host.get("branch") is not None:
         try:
-            host["name"] = validate_certname(_string(body.get("name"), "name"))
+            validate_branch(host["branch"])
         except InvalidName as error:
-            raise Invalid(f"name: {error}") from None
-    if "classes" in body:
-        host["classes"] = [_class_name(value, "classes") for value in _list(body, "classes")]
-    if "variables" in body:
-        host["variables"] = _variables(body["variables"])
-    if "class_parameters" in body:
-        host["class_parameters"] = _class_parameters(body["class_parameters"])
-    if "branch" in body:
-        branch = body["branch"]
-        if branch is not None:
-            try:
-                branch = validate_branch(_string(branch, "branch"))
-            except InvalidName as error:
-                raise Invalid(f"branch: {error}") from None
-        host["branch"] = branch
-    if "addresses" in body:
-        host["addresses"] = [_address(value) for value in _list(body, "addresses")]
+            raise Invalid(f"branch: {error}") from None
+    for class_name, parameters in host.get("class_parameters", {}).items():
+        for name, value in parameters.items():
+            if len(json.dumps(value)) > MAX_VALUE:
+                raise Invalid(f"class_parameters.{class_name}.{name} is larger than "
+                              f"{MAX_VALUE} bytes as JSON")
     return host
 
 
-def _string(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise Invalid(f"{field} must be a string")
-    return value
-
-
-def _list(body: dict[str, Any], field: str) -> list[Any]:
-    value = body[field]
-    if not isinstance(value, list):
-        raise Invalid(f"{field} must be a list")
-    if len(value) > MAX_ITEMS:
-        raise Invalid(f"{field} has more than {MAX_ITEMS} items")
-    return value
-
-
-def _class_name(value: Any, field: str) -> str:
-    name = _string(value, field)
-    if not CLASS_NAME.fullmatch(name) or len(name) > 200:
-        raise Invalid(f"{field}: {name!r} is not a Puppet class name "
-                      "(lowercase words of a-z, 0-9, _ joined by ::)")
-    return name
-
-
-def _variables(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or len(value) > MAX_ITEMS:
-        raise Invalid(f"variables must be an object of at most {MAX_ITEMS} names")
-    variables = {}
-    for name, text in value.items():
-        if not VARIABLE_NAME.fullmatch(name) or len(name) > 100:
-            raise Invalid(f"variables: {name!r} is not a Puppet variable name")
-        if name in RESERVED_VARIABLES:
-            raise Invalid(f"variables: {name!r} is reserved by Puppet")
-        if not isinstance(text, str):
-            raise Invalid(f"variables.{name} must be a string (puppetVar holds text; "
-                          "use class_parameters for typed values)")
-        if len(text) > MAX_VALUE or not text.isascii() or any(c in text for c in "\r\n\0"):
-            raise Invalid(f"variables.{name} must be one line of ASCII text, "
-                          f"at most {MAX_VALUE} characters")
-        variables[name] = text
-    return variables
-
-
-def _class_parameters(value: Any) -> dict[str, dict[str, Any]]:
-    if not isinstance(value, dict) or len(value) > MAX_ITEMS:
-        raise Invalid(f"class_parameters must be an object of at most {MAX_ITEMS} classes")
-    result = {}
-    for class_name, parameters in value.items():
-        _class_name(class_name, "class_parameters")
-        if not isinstance(parameters, dict):
-            raise Invalid(f"class_parameters.{class_name} must be an object")
-        for name, parameter in parameters.items():
-            if not VARIABLE_NAME.fullmatch(name):
-                raise Invalid(f"class_parameters.{class_name}: {name!r} is not a parameter name")
-            if len(json.dumps(parameter)) > MAX_VALUE:
-                raise Invalid(f"class_parameters.{class_name}.{name} is too large")
-        result[class_name] = parameters
-    return result
-
-
-def _address(value: Any) -> str:
+def new_host(body: dict[str, Any], project: str) -> dict[str, Any]:
+    """The host a schema-valid creation body asks for in ``project``, named in its namespace."""
+    domain = context.config().api.domain
+    if not domain:
+        raise NotConfigured("the API creates no hosts until api.domain is set "
+                            "(hosts are named NAME.PROJECT.DOMAIN)")
     try:
-        return str(ipaddress.IPv4Address(_string(value, "addresses")))
-    except ValueError:
-        raise Invalid(f"addresses: {value!r} is not an IPv4 address") from None
+        name = host_certname(body["name"], project, domain)
+    except InvalidName as error:
+        raise Invalid(f"name: {error}") from None
+    return {"name": name, "project": project, **changes(body)}
+
+
+def claims(name: str) -> list[str]:
+    """Why an entry of ``name``'s own would take over an existing entry (empty: it would not)."""
+    classifier = Classifier(context.reader(), context.config())
+    return [f"{entry.dn} ({reason})" for reason, entry in classifier.claims(name)]
 
 
 def to_entry(host: dict[str, Any]) -> Attributes:
@@ -152,8 +92,22 @@ def to_entry(host: dict[str, Any]) -> Attributes:
     }
 
 
+# The attributes a change through the API writes; everything else on an entry
+# (written by hand, or by other tools) is left as it is.
+EDITED_ATTRIBUTES = ("puppetClass", "puppetVar", "opslabClassParameter", "environment",
+                     "aRecord")
+
+
+def changed_entry(before: Attributes, host: dict[str, Any]) -> Attributes:
+    """``before`` with the Puppet settings and addresses of the document ``host``."""
+    edited = {name.lower() for name in EDITED_ATTRIBUTES}
+    written = to_entry(host)
+    return {**{key: values for key, values in before.items() if key.lower() not in edited},
+            **{name: written[name] for name in EDITED_ATTRIBUTES}}
+
+
 def from_entry(entry: Attributes) -> dict[str, Any]:
-    """The host document of a directory entry."""
+    """The Puppet settings of a host (or project) entry; ``project`` is its opslabProject."""
     def values(name: str) -> list[str]:
         return next((v for k, v in entry.items() if k.lower() == name.lower()), [])
 
@@ -161,7 +115,11 @@ def from_entry(entry: Attributes) -> dict[str, Any]:
     for assignment in values("opslabClassParameter"):
         target, _, encoded = assignment.partition("=")
         class_name, _, name = target.rpartition("::")
-        class_parameters.setdefault(class_name, {})[name] = json.loads(encoded)
+        try:
+            value = json.loads(encoded)
+        except ValueError:
+            value = encoded  # written by hand; the ENC reports it, the view shows it as text
+        class_parameters.setdefault(class_name, {})[name] = value
     variables = dict(value.partition("=")[::2] for value in values("puppetVar"))
     return {
         # Entries written for Puppet's old terminus are named by cn only.
@@ -173,3 +131,62 @@ def from_entry(entry: Attributes) -> dict[str, Any]:
         "branch": next(iter(values("environment")), None),
         "addresses": values("aRecord"),
     }
+
+
+def documents(entries: list[Attributes]) -> list[dict[str, Any]]:
+    """The host documents of ``entries``, each with its project by the one rule."""
+    hosts = [from_entry(entry) for entry in entries]
+    guesses = {}
+    for host in hosts:
+        project, named = host_project(host["project"], host["name"])
+        if project is not None and not named:
+            guesses[host["name"]] = project
+    existing = _existing_projects(set(guesses.values()))
+    for host in hosts:
+        if host["name"] in guesses:
+            host["project"] = guesses[host["name"]] if guesses[host["name"]] in existing else None
+    return hosts
+
+
+def _existing_projects(names: set[str]) -> set[str]:
+    if not names:
+        return set()
+    wanted = "".join(f"(cn={escape(name)})" for name in sorted(names))
+    found = context.directory().search(context.config().projects_base_dn,
+                                       f"(&(objectClass=groupOfNames)(|{wanted}))")
+    return {value.lower() for _, entry in found
+            for key, values in entry.items() if key.lower() == "cn" for value in values}
+
+
+def existing(fqdn: str) -> tuple[str, Attributes, dict[str, Any]]:
+    """(DN, attributes, document) of the host ``fqdn``; Refused (404) if there is none."""
+    try:
+        name = validate_certname(fqdn)
+    except InvalidName as error:
+        raise Refused(404, f"no host {fqdn[:100]!r}: {error}") from None
+    directory = context.directory()
+    dn = directory.host_dn(name)
+    entry = directory.read(dn)
+    if entry is None:
+        raise Refused(404, f"no host {fqdn!r}")
+    return dn, entry, documents([entry])[0]
+
+
+def query(projects: list[str], classes: list[str], variables: list[str]) -> \
+        list[dict[str, Any]]:
+    """Hosts in every one of ``projects`` with all ``classes`` and ``NAME=VALUE`` variables.
+
+    The directory narrows by attribute (values escaped, so matched literally);
+    the project of each host found is then decided by the one rule.
+    """
+    parts = ["(objectClass=puppetClient)"]
+    for project in projects:
+        guessed = f"*.{escape(project)}.*"
+        parts.append(f"(|(opslabProject={escape(project)})(&(!(opslabProject=*))"
+                     f"(|(associatedDomain={guessed})(cn={guessed}))))")
+    parts += [f"(puppetClass={escape(name)})" for name in classes]
+    parts += [f"(puppetVar={escape(assignment)})" for assignment in variables]
+    found = context.directory().search(context.config().hosts_base_dn, f"(&{''.join(parts)})")
+    hosts = documents([entry for _, entry in found])
+    return sorted((host for host in hosts if all(host["project"] == p for p in projects)),
+                  key=lambda host: str(host["name"]))

@@ -10,10 +10,17 @@ default, PostgreSQL or MariaDB/MySQL by URL. The tables:
 * ``agent_states``: what each instance's agent last said about itself
   (version, disabled and why);
 * ``host_tokens``: the digest of each host's token (the token itself is
-  shown once, when the host is created, and never stored).
+  shown once, when the host is created, and never stored), and its
+  *incarnation*: a name can be deleted and created again, and the reports
+  and agent state of the host that was deleted must never show as the new
+  one's. Reports and agent states carry the incarnation they were sent by.
+
+Every time is stored in UTC and read back as an aware datetime, on every
+database (:class:`UTCDateTime`).
 """
 
 import hashlib
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +32,12 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -39,10 +47,33 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def utc(moment: datetime) -> datetime:
-    """``moment`` with its time zone; a naive one is UTC (all stored times are, and SQLite
-    hands them back without a zone)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def new_incarnation() -> str:
+    """A fresh incarnation id for a host created (again) under its name."""
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A point in time, stored in UTC, always read back with its zone.
+
+    SQLite and MariaDB keep no zone and hand back naive values; PostgreSQL
+    keeps it. One column type makes every database answer alike, so every
+    time the API serves (JSON, Atom) is valid RFC 3339.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("a stored time must carry its time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -54,7 +85,7 @@ class Change(Base):
 
     __tablename__ = "changes"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, index=True)
     actor: Mapped[str] = mapped_column(String(255), index=True)
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str] = mapped_column(String(512))
@@ -68,7 +99,7 @@ class LogEntry(Base):
 
     __tablename__ = "server_admin_log"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, index=True)
     project: Mapped[str] = mapped_column(String(64), index=True)
     author: Mapped[str] = mapped_column(String(255))
     message: Mapped[str] = mapped_column(Text)
@@ -81,7 +112,7 @@ class RunReport(Base):
     __table_args__ = (UniqueConstraint("host", "idempotency_key",
                                        name="uq_run_reports_host_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now,
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now,
                                                   index=True)
     host: Mapped[str] = mapped_column(String(253), index=True)
     project: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -94,10 +125,12 @@ class RunReport(Base):
     failures: Mapped[Any] = mapped_column(JSON, default=list)
     duration: Mapped[float | None] = mapped_column()
     idempotency_key: Mapped[str | None] = mapped_column(String(64))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     agent_version: Mapped[str | None] = mapped_column(String(64))
     trigger: Mapped[str | None] = mapped_column(String(32))
     errors: Mapped[Any] = mapped_column(JSON, nullable=True)
+    incarnation: Mapped[str | None] = mapped_column(String(32), index=True)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class AgentState(Base):
@@ -109,8 +142,9 @@ class AgentState(Base):
     version: Mapped[str | None] = mapped_column(String(64))
     disabled: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str | None] = mapped_column(Text)
-    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    incarnation: Mapped[str | None] = mapped_column(String(32))
 
 
 class HostToken(Base):
@@ -120,7 +154,8 @@ class HostToken(Base):
     host: Mapped[str] = mapped_column(String(253), primary_key=True)
     project: Mapped[str | None] = mapped_column(String(64))
     digest: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    incarnation: Mapped[str] = mapped_column(String(32), default=new_incarnation)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
 
 
 def token_digest(token: str) -> str:

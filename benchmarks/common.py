@@ -234,6 +234,7 @@ def write_api_config(
             "database": database,
             "writer_dn": slapd.root_dn,
             "writer_password_file": str(secret),
+            "domain": "example.org",
             "listen": f"127.0.0.1:{port}",
             "workers": workers,
             "public_url": f"http://127.0.0.1:{port}",

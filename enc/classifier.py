@@ -18,6 +18,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import ldap
+import ldap.dn
+
 from opslab.config import Config
 from opslab.directory import Directory, Entry, Search, fill_filter
 from opslab.names import (
@@ -26,6 +29,7 @@ from opslab.names import (
     RESERVED_VARIABLES,
     InvalidName,
     environment_for_branch,
+    host_project,
     project_label,
     short_name,
 )
@@ -128,7 +132,7 @@ class Classifier:
         if guessed_project:
             searches.append(self._project_search(guessed_project))
         results = self.directory.search(searches)
-        found = dict(zip(names, results, strict=False))
+        found = {name: self._nodes(hits) for name, hits in zip(names, results, strict=False)}
 
         if self.terminus:
             layers = self._terminus_layers(names, found)
@@ -136,6 +140,34 @@ class Classifier:
             project_hits = results[len(names)] if guessed_project else []
             layers = self._opslab_layers(certname, names, found, guessed_project, project_hits)
         return self._merge(certname, layers)
+
+    def _nodes(self, hits: list[Entry]) -> list[Entry]:
+        """The node entries among ``hits``: in opslab mode a project entry is never a node
+        (it carries puppetClient for its project-wide classes, and the same cn)."""
+        if self.terminus:
+            return hits
+        return [entry for entry in hits if not _below(entry.dn, self.config.projects_base_dn)]
+
+    def claims(self, certname: str) -> list[tuple[str, Entry]]:
+        """The entries an entry of ``certname``'s own would take over from, with the reason.
+
+        Those the ENC finds by the certname or its short name (today they
+        classify it, or they are another host of that name), and those that
+        name it as their parent. A new entry for ``certname`` must not shadow
+        any of them: it would choose their classes and branch.
+        """
+        names = [certname, *([short] if (short := short_name(certname)) else [])]
+        parent = f"({self.settings.parent_attribute}=%s)"
+        results = self.directory.search([
+            *(self._node_search(name) for name in names),
+            Search(self.config.ldap.base, fill_filter(parent, certname)),
+        ])
+        claims = [(f"it is found by the name {name!r}", entry)
+                  for name, hits in zip(names, results, strict=False)
+                  for entry in self._nodes(hits)]
+        claims += [(f"it names {certname!r} as its {self.settings.parent_attribute}", entry)
+                   for entry in results[-1]]
+        return claims
 
     def _terminus_layers(
         self, names: list[str], found: dict[str, list[Entry]]
@@ -165,19 +197,17 @@ class Classifier:
             raise UnknownNode("no entry for this node")
         layers = [("host", host), *self._parents(host)]
 
-        project_name = host.first(PROJECT_ATTRIBUTE)
-        if project_name is None:
-            if project_hits:
-                layers.append(("project", _single(project_hits, f"project {guessed_project!r}")))
-        else:
+        project_name, named = host_project(host.first(PROJECT_ATTRIBUTE), certname)
+        if project_name is not None:
             if project_name.lower() != (guessed_project or "").lower():
                 project_hits = self.directory.search([self._project_search(project_name)])[0]
-            if not project_hits:
+            if project_hits:
+                layers.append(("project", _single(project_hits, f"project {project_name!r}")))
+            elif named:
                 raise ClassificationError(
                     f"{host.dn} names project {project_name!r}, which has no entry "
                     f"below {self.config.projects_base_dn}"
                 )
-            layers.append(("project", _single(project_hits, f"project {project_name!r}")))
 
         default = found[DEFAULT_ENTRY_NAME]
         if default:
@@ -205,7 +235,7 @@ class Classifier:
                     f"({' -> '.join(str(name) for name in [*seen, parent])})"
                 )
             seen.append(parent)
-            hits = self.directory.search([self._node_search(parent)])[0]
+            hits = self._nodes(self.directory.search([self._node_search(parent)])[0])
             if not hits:
                 raise ClassificationError(
                     f"{current.dn} names parent node {parent!r}, which has no entry"
@@ -361,6 +391,15 @@ def _single(entries: list[Entry], what: str) -> Entry:
             f"{what} matches {len(entries)} entries: {'; '.join(entry.dn for entry in entries)}"
         )
     return entries[0]
+
+
+def _below(dn: str, base: str) -> bool:
+    """Whether ``dn`` is ``base`` or below it (compared as DNs, without case)."""
+    try:
+        entry, parent = ldap.dn.str2dn(dn.lower()), ldap.dn.str2dn(base.lower())
+    except ldap.DECODING_ERROR:
+        return False
+    return len(entry) >= len(parent) and entry[len(entry) - len(parent):] == parent
 
 
 def _cn_of(dn: str) -> str | None:

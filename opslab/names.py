@@ -130,6 +130,20 @@ def project_label(certname: str) -> str | None:
     return labels[1] if len(labels) >= 3 else None
 
 
+def host_project(named: str | None, certname: str) -> tuple[str | None, bool]:
+    """The project of the host ``certname`` whose entry names ``named`` (its opslabProject).
+
+    One rule for the ENC, the API and ``opslab-ssh-keys``: ``(project,
+    named)``. The project the entry names, which must exist (``named``
+    True); else the certname's second label (``NAME.PROJECT.DOMAIN``, as in
+    directories written before opslab), which counts only when a project of
+    that name exists (``named`` False). None when neither gives one.
+    """
+    if named:
+        return named, True
+    return project_label(certname), False
+
+
 # Characters git refuses in ref names (git-check-ref-format), plus backslash.
 _BRANCH_FORBIDDEN = frozenset(" ~^:?*[\\")
 MAX_BRANCH_LENGTH = 200  # its environment name leaves room in a 255-byte file name

@@ -186,7 +186,7 @@ def client(tmp_path: Path, slapd: ThrowawaySlapd, people: None,
     secret.write_text(slapd.root_password)
     config = parse(yaml.safe_dump({
         "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-        "api": {"database": database, "writer_dn": slapd.root_dn,
+        "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
                 "writer_password_file": str(secret), "max_body": 20000,
                 "public_url": "https://opslab.example.org"},
     }), "test")

@@ -32,6 +32,7 @@ class ServedApi:
             "ldap": {"uri": slapd.ldapi_uri, "base": base},
             "api": {"database": f"sqlite:///{work / 'api.sqlite'}",
                     "writer_dn": slapd.root_dn, "writer_password_file": str(secret),
+                    "domain": "example.org",
                     "listen": f"127.0.0.1:{self.port}", "workers": 2},
         }
         for section, values in (settings or {}).items():

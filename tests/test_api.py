@@ -3,6 +3,7 @@
 import base64
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,18 +127,18 @@ def test_wrong_password_is_401(client: FlaskClient) -> None:
     ("body", "message"),
     [
         ({**NEW_HOST, "colour": "red"}, "unknown fields: colour"),
-        ({**NEW_HOST, "name": "*)(dc=*"}, "name: certname"),
-        ({**NEW_HOST, "name": "API.web.example.org"}, "name: certname"),
-        ({**NEW_HOST, "classes": "role::web"}, "classes must be a list"),
+        ({**NEW_HOST, "name": "*)(dc=*"}, "is not a lowercase DNS name"),
+        ({**NEW_HOST, "name": "API.web.example.org"}, "is not a lowercase DNS name"),
+        ({**NEW_HOST, "classes": "role::web"}, "classes must be of type array"),
         ({**NEW_HOST, "classes": ["Role::Web"]}, "not a Puppet class name"),
         ({**NEW_HOST, "classes": ["role::web)(x"]}, "not a Puppet class name"),
-        ({**NEW_HOST, "variables": {"trusted": "x"}}, "'trusted' is reserved by Puppet"),
+        ({**NEW_HOST, "variables": {"trusted": "x"}}, "'trusted' is not a Puppet variable name, or is one Puppet reserves"),
         ({**NEW_HOST, "variables": {"Bad-Name": "x"}}, "not a Puppet variable name"),
-        ({**NEW_HOST, "variables": {"x": 1}}, "variables.x must be a string"),
-        ({**NEW_HOST, "variables": {"x": "two\nlines"}}, "one line of ASCII text"),
+        ({**NEW_HOST, "variables": {"x": 1}}, "variables.x must be of type string"),
+        ({**NEW_HOST, "variables": {"x": "two\nlines"}}, "must be one line of printable ASCII"),
         ({**NEW_HOST, "branch": "-rf"}, "branch: branch name '-rf' is refused"),
         ({**NEW_HOST, "addresses": ["300.1.1.1"]}, "not an IPv4 address"),
-        ({**NEW_HOST, "class_parameters": {"ntp": ["x"]}}, "class_parameters.ntp must be an"),
+        ({**NEW_HOST, "class_parameters": {"ntp": ["x"]}}, "class_parameters.ntp must be of type object"),
         ([NEW_HOST], "the body must be a JSON object"),
     ],
 )
@@ -220,7 +221,9 @@ def test_run_reports_from_the_hosts_own_token(client: FlaskClient) -> None:
     assert [(r["host"], r["status"]) for r in latest] == [
         ("api1.web.example.org", "changed"), ("api2.web.example.org", "failed")]
     assert latest[1]["failures"] == [{"resource": "Exec[x]", "messages": ["boom"]}]
-    assert client.get("/v1/projects/web/reports", headers=basic("dave")).status_code == 403
+    # Open to every person of the community (the README's read rule), not to anonymous callers.
+    assert client.get("/v1/projects/web/reports", headers=basic("dave")).json == latest
+    assert client.get("/v1/projects/web/reports").status_code == 401
     for name in ("api1", "api2"):
         client.delete(f"/v1/hosts/{name}.web.example.org", headers=basic("carol"))
     # A deleted host's token is gone with it.
@@ -254,7 +257,7 @@ def test_directory_failure_records_nothing(
                            f"cn: operations\nmember: uid=olga,{PEOPLE}\n")
     config = parse(json.dumps({
         "ldap": {"uri": private_slapd.ldapi_uri, "base": BASE},
-        "api": {"database": database, "writer_dn": f"cn=nobody,{BASE}",
+        "api": {"database": database, "domain": "example.org", "writer_dn": f"cn=nobody,{BASE}",
                 "writer_password_file": str(secret)},
     }), "test")
     client = create_app(config).test_client()
@@ -308,9 +311,9 @@ def test_server_admin_log_per_project_combined_and_from_chat(client: FlaskClient
     [
         ("/v1/projects/web/log", {"message": "x"}, "dave", 403, "not a member"),
         ("/v1/projects/web/log", {"message": "x"}, None, 401, "authentication required"),
-        ("/v1/projects/web/log", {"message": ""}, "carol", 422, "non-empty"),
+        ("/v1/projects/web/log", {"message": ""}, "carol", 422, "1 to 2000 characters"),
         ("/v1/projects/web/log", {"message": "a\nb"}, "carol", 422, "one line"),
-        ("/v1/projects/web/log", {"message": "x", "extra": 1}, "carol", 422, "exactly"),
+        ("/v1/projects/web/log", {"message": "x", "extra": 1}, "carol", 422, "unknown fields: extra"),
         ("/v1/log/chat", {"line": "log web forgot the bang"}, "carol", 422, "!log PROJECT"),
         ("/v1/log/chat", {"line": "!log web"}, "carol", 422, "!log PROJECT"),
         ("/v1/log/chat", {"line": "!log tools sneaky"}, "carol", 403, "not a member"),
@@ -343,7 +346,9 @@ def test_projects_and_host_queries(client: FlaskClient) -> None:
         assert web["classes"] == ["role::web", "motd"]
         assert web["variables"]["cluster"] == "eqiad"
         assert web["class_parameters"] == {"motd": {"message": "Welcome to the web project"}}
-        assert web["hosts"] == ["api1.web.example.org", "api2.web.example.org"]
+        # web1 names no opslabProject: it is in web by its name, as the ENC has it.
+        assert web["hosts"] == ["api1.web.example.org", "api2.web.example.org",
+                                "web1.web.example.org"]
         assert web["recent_log"][0]["message"] == "added api1 and api2"
         assert client.get("/v1/projects/nope", headers=basic("dave")).status_code == 404
 
@@ -352,7 +357,9 @@ def test_projects_and_host_queries(client: FlaskClient) -> None:
             assert response.status_code == 200, response.json
             return [host["name"] for host in response.json]
 
-        assert names_for("project=web") == ["api1.web.example.org", "api2.web.example.org"]
+        assert names_for("project=web") == ["api1.web.example.org", "api2.web.example.org",
+                                            "web1.web.example.org"]
+        assert names_for("project=tools") == ["builder.example.org"]
         assert names_for("class=role::web&project=web") == ["api1.web.example.org"]
         assert names_for("var=cluster=eqiad") == ["api2.web.example.org"]
         assert names_for("class=*") == []  # a literal '*', never a wildcard
@@ -375,7 +382,7 @@ def test_openapi_document_describes_every_route(client: FlaskClient) -> None:
     for rule in client.application.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = str(rule).replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", str(rule))
         served |= {(path, method) for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert served == documented
 
@@ -429,6 +436,12 @@ def test_projects_are_created_by_operations_and_run_by_their_members(
         assert client.post("/v1/projects/mail/hosts", json=host,
                            headers=basic("olga")).status_code == 201
         client.delete("/v1/hosts/mx1.mail.example.org", headers=basic("olga"))
+        # In a global project even leaving goes through operations.
+        refused = client.delete("/v1/projects/mail/members/dave", headers=basic("dave"))
+        assert refused.status_code == 403
+        assert "global" in refused.json["error"]
+        assert client.patch("/v1/projects/mail", json={"global": False},
+                            headers=basic("olga")).status_code == 200
         # Leaving, removing, and the last member.
         assert client.delete("/v1/projects/mail/members/dave",
                              headers=basic("dave")).status_code == 200
@@ -442,7 +455,7 @@ def test_projects_are_created_by_operations_and_run_by_their_members(
                                                   headers=basic("olga")).json]
         assert actions[-1] == "project.create"
         assert actions.count("project.member.add") == 2
-        assert actions.count("project.update") == 2
+        assert actions.count("project.update") == 3
     finally:
         connection = slapd.connect()
         connection.delete_s(f"cn=mail,{PROJECTS}")
@@ -451,9 +464,11 @@ def test_projects_are_created_by_operations_and_run_by_their_members(
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [({"name": "Bad Name"}, "name must be a project name"),
+    [({"name": "Bad Name"}, "'Bad Name' is not a project name"),
+     # A DNS label: it is the second label of the project's hosts' names.
+     ({"name": "trailing-"}, "'trailing-' is not a project name"),
      ({"name": "ok", "colour": 1}, "unknown fields: colour"),
-     ({"name": "ok", "global": "yes"}, "global must be true or false"),
+     ({"name": "ok", "global": "yes"}, "global must be of type boolean"),
      ({"name": "ok", "classes": ["Bad"]}, "not a Puppet class name"),
      ({"name": "ok", "description": "two\nlines"}, "one line")],
 )
@@ -483,7 +498,7 @@ def test_failed_audit_commit_undoes_the_directory_write(
     secret.write_text(slapd.root_password)
     app = create_app(parse(yaml.safe_dump({
         "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-        "api": {"database": postgres.url, "writer_dn": slapd.root_dn,
+        "api": {"database": postgres.url, "domain": "example.org", "writer_dn": slapd.root_dn,
                 "writer_password_file": str(secret)}}), "test"))
     try:
         response = app.test_client().post(
@@ -528,14 +543,19 @@ def matrix(client: FlaskClient, slapd: ThrowawaySlapd) -> Iterator[dict[str, dic
 
 
 REPORT = {"status": "unchanged", "exit_code": 0}
+# Reading is open to every person; a host token reads only its own host.
+READ_HOST = {"anonymous": 401, "non-member": 200, "member": 200, "owner": 200, "operations": 200,
+             "own host token": 200, "other host token": 403}
+READ_PEOPLE = {**READ_HOST, "own host token": 403}
 MATRIX = [
     # (method, path, body, {caller: expected status})
-    ("GET", f"/v1/nodes/{MATRIX_HOST}", None,
-     {"anonymous": 401, "non-member": 403, "member": 200, "owner": 200, "operations": 200,
-      "own host token": 200, "other host token": 403}),
-    ("GET", f"/v1/hosts/{MATRIX_HOST}", None,
-     {"anonymous": 401, "non-member": 403, "member": 200, "owner": 200, "operations": 200,
-      "own host token": 200, "other host token": 403}),
+    ("GET", f"/v1/nodes/{MATRIX_HOST}", None, READ_HOST),
+    ("GET", f"/v1/nodes/{MATRIX_HOST}/target", None, READ_HOST),
+    ("GET", f"/v1/hosts/{MATRIX_HOST}", None, READ_HOST),
+    ("GET", f"/v1/hosts/{MATRIX_HOST}/reports", None, READ_HOST),
+    ("GET", "/v1/projects/web/reports", None, READ_PEOPLE),
+    ("GET", "/v1/projects/web", None, READ_PEOPLE),
+    ("GET", "/v1/hosts?project=web", None, READ_PEOPLE),
     ("PATCH", f"/v1/hosts/{MATRIX_HOST}", {"variables": {"x": "1"}},
      {"anonymous": 401, "non-member": 403, "member": 200, "owner": 200, "operations": 200,
       "own host token": 403, "other host token": 403}),
@@ -588,7 +608,7 @@ def test_owners_may_create_projects_when_configured(
         for allowed, expected in ((False, 403), (True, 201)):
             app = create_app(parse(yaml.safe_dump({
                 "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-                "api": {"database": database, "writer_dn": slapd.root_dn,
+                "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
                         "writer_password_file": str(secret),
                         "owners_create_projects": allowed}}), "test"))
             response = app.test_client().post("/v1/projects", json={"name": "daves-second"},

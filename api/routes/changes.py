@@ -7,9 +7,9 @@ from sqlalchemy import select
 
 from .. import context
 from ..audit import as_json
-from ..auth import Refused
+from ..auth import person
+from ..errors import Invalid, Refused
 from ..feeds import FeedEntry, atom
-from ..hosts import Invalid
 from ..store import Change
 
 blueprint = Blueprint("changes", __name__)
@@ -17,8 +17,7 @@ FILTERS = ("project", "actor", "action", "target")
 
 
 def _query() -> list[Change]:
-    if g.actor is None or g.actor.kind != "person":
-        raise Refused(401 if g.actor is None else 403, "the audit log is for people")
+    person(g.actor)
     unknown = sorted(set(request.args) - {*FILTERS, "limit"})
     if unknown:
         raise Invalid(f"unknown filters: {', '.join(unknown)}")
@@ -37,6 +36,17 @@ def _query() -> list[Change]:
 @blueprint.get("/changes")
 def changes() -> Any:
     return jsonify([as_json(change) for change in _query()])
+
+
+@blueprint.get("/changes/<int(max=2147483647):change_id>")
+def change(change_id: int) -> Any:
+    """One change; the Atom feed's entries link here."""
+    person(g.actor)
+    with context.session() as session:
+        found = session.get(Change, change_id)
+    if found is None:
+        raise Refused(404, f"no change {change_id}")
+    return jsonify(as_json(found))
 
 
 @blueprint.get("/changes.atom")

@@ -12,17 +12,17 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
+from opslab.names import InvalidName, validate_project_name
+
 from .. import context
-from ..app import json_body
-from ..auth import PROJECT_NAME, may_change_project
+from ..auth import may_change_project
+from ..contract import request_document
+from ..errors import Invalid, Refused
 from ..feeds import FeedEntry, atom
-from ..hosts import Invalid
 from ..store import LogEntry
 
 blueprint = Blueprint("log", __name__)
-MAX_MESSAGE = 2000
-CHAT_LINE = re.compile(rf"!log\s+(?P<project>{PROJECT_NAME.pattern})\s+(?P<message>\S.*)",
-                       re.DOTALL)
+CHAT_LINE = re.compile(r"!log\s+(?P<project>\S+)\s+(?P<message>\S.*)", re.DOTALL)
 
 
 def parse_chat_line(line: str) -> tuple[str, str]:
@@ -30,26 +30,16 @@ def parse_chat_line(line: str) -> tuple[str, str]:
     match = CHAT_LINE.fullmatch(line.strip())
     if match is None:
         raise Invalid("a chat line must read '!log PROJECT MESSAGE'")
-    return match["project"], match["message"].strip()
-
-
-def _message(text: Any) -> str:
-    if not isinstance(text, str) or not text.strip():
-        raise Invalid("message must be a non-empty string")
-    if len(text) > MAX_MESSAGE or any(ord(char) < 0x20 for char in text):
-        raise Invalid(f"message must be one line of at most {MAX_MESSAGE} characters")
-    return text.strip()
-
-
-def _fields(body: Any, allowed: str) -> Any:
-    if not isinstance(body, dict) or set(body) != {allowed}:
-        raise Invalid(f"the body must be a JSON object with exactly the field {allowed!r}")
-    return body[allowed]
+    try:
+        project = validate_project_name(match["project"])
+    except InvalidName as error:
+        raise Invalid(f"line: {error}") from None
+    return project, match["message"].strip()
 
 
 def _record(project: str, message: str) -> Any:
     may_change_project(g.actor, project)
-    entry = LogEntry(project=project, author=g.actor.name, message=_message(message))
+    entry = LogEntry(project=project, author=g.actor.name, message=message)
     with context.session() as session:
         session.add(entry)
         session.commit()
@@ -75,12 +65,15 @@ def _entries(project: str | None) -> list[LogEntry]:
 
 @blueprint.post("/projects/<project>/log")
 def post(project: str) -> Any:
-    return _record(project, _fields(json_body(), "message"))
+    return _record(project, request_document()["message"].strip())
 
 
 @blueprint.post("/log/chat")
 def post_chat_line() -> Any:
-    project, message = parse_chat_line(str(_fields(json_body(), "line")))
+    project, message = parse_chat_line(request_document()["line"])
+    # The message obeys the rule of a message posted directly (the LogMessage schema).
+    contract = context.contract()
+    contract.check(contract.schema("LogMessage"), {"message": message})
     return _record(project, message)
 
 
@@ -92,6 +85,16 @@ def for_project(project: str) -> Any:
 @blueprint.get("/log")
 def combined() -> Any:
     return jsonify([_as_json(entry) for entry in _entries(None)])
+
+
+@blueprint.get("/log/<int(max=2147483647):entry_id>")
+def one(entry_id: int) -> Any:
+    """One entry; the Atom feeds' entries link here."""
+    with context.session() as session:
+        found = session.get(LogEntry, entry_id)
+    if found is None:
+        raise Refused(404, f"no log entry {entry_id}")
+    return jsonify(_as_json(found))
 
 
 def _feed(project: str | None) -> Any:

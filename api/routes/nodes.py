@@ -11,60 +11,50 @@ git remote nothing (see :mod:`opslab.api.heads`).
 
 import hashlib
 import json
-import threading
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from opslab.config import Config
-from opslab.directory import Directory
 from opslab.enc.classifier import Classification, ClassificationError, Classifier, UnknownNode
 from opslab.enc.render import to_yaml
-from opslab.names import InvalidName, project_label, validate_certname
+from opslab.names import InvalidName, validate_certname
 
 from .. import context
-from ..auth import Refused, may_read_host
+from ..auth import may_read_host
 from ..directory import is_global
-from ..hosts import from_entry
+from ..errors import Refused
+from ..people import sudo_users
 
 blueprint = Blueprint("nodes", __name__)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
-_readers = threading.local()
-
-
-def _reader(config: Config) -> Directory:
-    """This thread's kept connection for classifications (a new one per request costs more
-    than the classification itself)."""
-    reader: Directory | None = getattr(_readers, "directory", None)
-    if reader is None or reader.settings is not config.ldap:
-        reader = _readers.directory = Directory(config.ldap)
-    return reader
 
 
 def _classification(fqdn: str) -> Classification:
-    """The classification of ``fqdn``, if the caller may read it."""
+    """The classification of ``fqdn``, if the caller may read it.
+
+    People may read every node's. A host token reads its own node's, and
+    only while the entry that classifies it is the one the token was issued
+    for: if that entry is gone and another (an entry found by the short
+    name, say) would classify the name, the token learns nothing of it.
+    """
     try:
         certname = validate_certname(fqdn)
     except InvalidName as error:
-        raise Refused(404, f"no node {fqdn!r}: {error}") from None
-    if g.actor is None or g.actor.kind != "host":
-        # People need the host's project to be authorized; a host's own token
-        # needs nothing but its name, so instances cost no extra directory read.
-        directory = context.directory()
-        entry = directory.read(directory.host_dn(certname))
-        project = from_entry(entry)["project"] if entry else project_label(certname)
-    else:
-        project = None
-    may_read_host(g.actor, certname, project)
-    config = context.config()
-    reader = _reader(config)
-    reader.begin_task()
+        raise Refused(404, f"no node {fqdn[:100]!r}: {error}") from None
+    may_read_host(g.actor, certname)
     try:
-        return Classifier(reader, config).classify(certname)
+        classification = Classifier(context.reader(), context.config()).classify(certname)
     except UnknownNode:
         raise Refused(404, f"unknown node {certname}") from None
     except ClassificationError as error:
         raise Refused(409, f"cannot classify {certname}: {error}") from None
+    if g.actor.kind == "host":
+        own = context.directory().host_dn(certname).lower()
+        role, dn = classification.layers[0]
+        if role != "host" or dn.lower() != own:
+            raise Refused(403, f"{certname} is classified by {dn}, not by the entry this "
+                               "token was issued for")
+    return classification
 
 
 @blueprint.get("/nodes/<fqdn>")
@@ -97,16 +87,15 @@ def target_of(classification: Classification) -> dict[str, Any]:
     """
     project = classification.project
     shared = project is not None and is_global(project.values("opslabGlobal"))
-    sudo = ([] if project is None or shared
-            else context.directory().uids(project.values("member")))
-    environment = classification.environment
+    sudo = [] if project is None or shared else sudo_users(project.values("member"))
     enc = json.dumps(classification.to_enc(), sort_keys=True, separators=(",", ":"))
     return {
         "certname": classification.node,
         "project": project.first("cn") if project is not None else None,
         "branch": classification.branch,
-        "environment": environment,
-        "commit": context.heads().commit(classification.branch) if classification.branch else None,
+        "environment": classification.environment,
+        "commit": context.heads().commit(classification.branch)
+        if classification.branch else None,
         "classification": hashlib.sha256(enc.encode()).hexdigest(),
         "global": shared,
         "sudo": sudo,

@@ -1,0 +1,105 @@
+"""What instances said: run reports and agent states, per host incarnation.
+
+A host name can be deleted and created again. Each creation gets a new
+incarnation (stored with its token); every report and agent state records
+the incarnation of the token that sent it. Everything shown for a host is
+its current incarnation's, so a new host never inherits the deleted one's
+last run, agent state or report history. A deleted host's reports stay in
+the store (retired), out of every view.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from . import context
+from .errors import Invalid
+from .store import AgentState, HostToken, RunReport
+
+
+def current_incarnation(host: str) -> str | None:
+    """The incarnation of the host as it exists now; None if it has no token."""
+    with context.session() as session:
+        incarnation: str | None = session.scalar(
+            select(HostToken.incarnation).where(HostToken.host == host))
+    return incarnation
+
+
+def retire(session: Session, host: str) -> None:
+    """Forget the host's token and agent state (in ``session``'s transaction)."""
+    session.execute(delete(HostToken).where(HostToken.host == host))
+    session.execute(delete(AgentState).where(AgentState.host == host))
+
+
+def agent_state(host: str, incarnation: str | None) -> dict[str, Any] | None:
+    """What the host's agent last said, or None if it never did (in this incarnation)."""
+    if incarnation is None:
+        return None
+    with context.session() as session:
+        state = session.get(AgentState, host)
+    if state is None or state.incarnation != incarnation:
+        return None
+    return state_json(state)
+
+
+def state_json(state: AgentState) -> dict[str, Any]:
+    return {"version": state.version, "disabled": state.disabled, "reason": state.reason,
+            "changed_at": state.changed_at.isoformat(),
+            "received_at": state.received_at.isoformat()}
+
+
+def reports(host: str, incarnation: str | None, limit: int = 50) -> list[dict[str, Any]]:
+    """The host's reports in this incarnation, newest first."""
+    if incarnation is None:
+        return []
+    with context.session() as session:
+        found = session.scalars(
+            select(RunReport).where(RunReport.host == host,
+                                    RunReport.incarnation == incarnation)
+            .order_by(RunReport.id.desc()).limit(limit)).all()
+    return [report_json(report) for report in found]
+
+
+def latest_report(host: str, incarnation: str | None) -> dict[str, Any] | None:
+    """The host's newest report in this incarnation, for the host view."""
+    found = reports(host, incarnation, limit=1)
+    return found[0] if found else None
+
+
+def latest_per_host(project: str) -> list[dict[str, Any]]:
+    """The newest report of every host now in ``project``, by host name.
+
+    Joined with the tokens, so a deleted host's reports, and those of a host
+    that was in this project under another incarnation, are not shown.
+    """
+    with context.session() as session:
+        current = (select(func.max(RunReport.id))
+                   .join(HostToken, (HostToken.host == RunReport.host)
+                         & (HostToken.incarnation == RunReport.incarnation))
+                   .where(HostToken.project == project)
+                   .group_by(RunReport.host))
+        found = session.scalars(select(RunReport).where(RunReport.id.in_(current))
+                                .order_by(RunReport.host)).all()
+    return [report_json(report) for report in found]
+
+
+def report_json(report: RunReport) -> dict[str, Any]:
+    return {"id": report.id, "host": report.host, "project": report.project,
+            "received_at": report.received_at.isoformat(), "commit": report.commit,
+            "environment": report.environment, "status": report.status,
+            "exit_code": report.exit_code, "changed": report.changed, "failed": report.failed,
+            "failures": report.failures, "duration": report.duration,
+            "started_at": report.started_at.isoformat() if report.started_at else None,
+            "agent_version": report.agent_version, "trigger": report.trigger,
+            "errors": report.errors or [], "truncated": bool(report.truncated)}
+
+
+def moment(text: str, field: str) -> datetime:
+    """An ISO 8601 date and time from a request; one without a zone is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid(f"{field} must be an ISO 8601 date and time") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
