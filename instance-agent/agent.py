@@ -10,13 +10,15 @@ are disabled: taking someone out of a project must take effect everywhere.
 
 What the agent acted on lives in ``STATE_DIR/agent/state.json``, written
 atomically; reports and state changes go through the spool
-(:mod:`opslab.agent.spool`).
+(:mod:`opslab.agent.spool`), the full run reports to ``STATE_DIR/agent/reports``
+(:mod:`opslab.agent.report`).
 """
 
 import json
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ from opslab.names import this_certname
 
 from . import sudoers
 from .client import ApiClient, ApiRefused, ApiUnavailable, Target
+from .report import bounded, keep
 from .spool import Delivery, Item, Spool
 
 Log = Callable[[str], None]
@@ -131,7 +134,13 @@ class Agent:
         target = fresh.document if fresh is not None else state.get("target") or {}
         result = Apply(self.config, self.certname, self.log, target.get("branch")).run()
         report = self._report(result, trigger)
-        self.spool.add("report", self.certname, report)
+        key = uuid.uuid4().hex
+        # The full report stays here; the API gets it within its bounds.
+        kept = keep(self.directory / "reports", key, report)
+        sent = bounded(report)
+        if sent.get("truncated"):
+            self.log(f"the report sent is cut to the API's bounds; the full one is {kept}")
+        self.spool.add("report", self.certname, sent, key)
         self.deliver()
         synced = not result.get("sync_error")
         if fresh is not None and synced:

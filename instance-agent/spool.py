@@ -67,12 +67,12 @@ class Spool:
         self.directory = directory
         self.rejected = directory / "rejected"
 
-    def add(self, kind: str, certname: str, body: dict[str, Any]) -> str:
-        """Spool one message; returns its idempotency key."""
+    def add(self, kind: str, certname: str, body: dict[str, Any], key: str | None = None) -> str:
+        """Spool one message under ``key`` (default: a new one); returns its idempotency key."""
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        key = uuid.uuid4().hex
+        key = key or uuid.uuid4().hex
         envelope = {"key": key, "kind": kind, "certname": certname, "body": body,
                     "spooled_at": datetime.now(UTC).isoformat(timespec="seconds")}
         with FileLock(str(self.directory / ".add.lock"), "adding to the agent's spool",

@@ -25,6 +25,7 @@ import yaml
 
 from opslab.agent.agent import Agent
 from opslab.agent.client import ApiClient, ApiUnavailable
+from opslab.agent.report import KEEP, MAX_BODY, bounded, keep
 from opslab.agent.spool import Spool
 from opslab.agent.sudoers import SudoersError, install, render
 from opslab.config import load
@@ -511,6 +512,64 @@ def test_a_rejected_item_never_replaces_one_set_aside_before(fleet: Fleet,
     # And the next item is numbered after every name in use.
     spool.add("state", NODE, {"disabled": False})
     assert [item.path.name for item in spool.pending()] == ["000000000002.json"]
+
+
+def a_report(failures: int, text: str, messages: int) -> dict[str, Any]:
+    """A report as the branch runner makes it: ``failures`` failed resources, each with
+    ``messages`` messages."""
+    return {
+        "certname": NODE, "started_at": "2030-01-01T00:00:00+00:00", "environment": "production",
+        "branch": "production", "commit": "0123abcd" * 5, "status": "failed", "exit_code": 6,
+        "meaning": "changes and failures", "success": False, "error": "puppet apply: " + text,
+        "duration": 12.5, "output_tail": "Error: " + text * 3, "sync_error": text,
+        "resources": {"total": failures, "changed": 0, "failed": failures, "out_of_sync": 0,
+                      "skipped": 0},
+        "failed_resources": [{"resource": f"File[/srv/{text}/{n}]", "file": f"/etc/{text}.pp",
+                              "line": n, "messages": [text] * messages} for n in range(failures)],
+        "errors": [text] * failures, "warnings": [text] * failures, "puppet_status": "failed",
+        "puppet_version": "7.23.0", "configuration_version": 1700000000,
+        "agent_version": "0.1.0", "trigger": "change",
+    }
+
+
+@pytest.mark.parametrize("text", ["x" * 5000, "\u00e9" * 5000, "\U0001f525" * 5000,
+                                  "\x00\n\"" * 3000])
+def test_a_report_is_sent_within_the_apis_bounds_whatever_puppet_said(text: str) -> None:
+    report = a_report(1000, text, 20)
+
+    sent = bounded(report)
+
+    assert len(json.dumps(sent).encode()) < MAX_BODY
+    assert sent["truncated"] is True
+    assert len(sent["failed_resources"]) <= 50
+    assert all(len(item["resource"]) <= 500 and len(item["file"]) <= 1000
+               and len(item["messages"]) <= 10
+               and all(len(message) <= 2000 for message in item["messages"])
+               for item in sent["failed_resources"])
+    for name in ("errors", "warnings"):
+        assert len(sent[name]) <= 50
+        assert all(len(message) <= 2000 for message in sent[name])
+    assert len(sent["error"]) <= 2000
+    assert len(sent["sync_error"]) <= 2000
+    assert sent["output_tail"] == report["output_tail"][-len(sent["output_tail"]):]
+    assert len(sent["output_tail"]) <= 4000
+    # What says which run it was is never cut.
+    for name in ("certname", "commit", "status", "exit_code", "resources", "trigger"):
+        assert sent[name] == report[name]
+    assert report["failed_resources"][0]["messages"] == [text] * 20  # the original is kept
+
+
+def test_a_report_within_bounds_is_sent_as_it_is() -> None:
+    report = a_report(3, "a short message", 2)
+    assert bounded(report) == report
+    assert "truncated" not in bounded(report)
+
+
+def test_only_the_newest_full_reports_are_kept(tmp_path: Path) -> None:
+    for n in range(KEEP + 3):
+        keep(tmp_path, f"key{n:02d}", {"n": n})
+    kept = sorted(path.name for path in tmp_path.iterdir())
+    assert kept == [f"key{n:02d}.json" for n in range(3, KEEP + 3)]
 
 
 def test_an_invalid_sudoers_file_is_never_installed(tmp_path: Path) -> None:
