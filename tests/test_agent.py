@@ -5,7 +5,8 @@ Every Puppet run takes seconds, so the scenarios below share one fleet (one
 project, one host, one control repository, one API) and run in file order,
 each starting from where the previous one left the host: first run, a
 classification change, a branch change, the API down during a run, the
-remote down, a disabled agent. Cheaper properties (spool order and
+remote down, a disabled agent, a run in which hundreds of resources fail.
+Cheaper properties (spool order and
 idempotency, sudo, the target's ETag) have tests of their own that need no
 Puppet run.
 """
@@ -37,6 +38,8 @@ from tests.served_api import ServedApi
 PROJECT = "fleet"
 NODE = f"agent1.{PROJECT}.example.org"
 MOTD = "modules/motd/manifests/init.pp"
+FAILING = "modules/failing/manifests/init.pp"
+FAILURES = 400
 SUDO = shutil.which("sudo")
 SUDOERS_D = Path("/etc/sudoers.d")
 
@@ -264,6 +267,44 @@ def test_a_membership_change_updates_sudo_without_a_puppet_run(fleet: Fleet) -> 
     assert agent.check().outcome == "unchanged"
     assert "dave" not in (fleet.work / "sudoers.d" / "opslab-project").read_text()
     assert len(fleet.reports()) == count
+
+
+def test_a_run_with_hundreds_of_failures_reaches_the_api(fleet: Fleet) -> None:
+    """Its full report is far above the API's max body: the agent sends a bounded copy."""
+    agent = fleet.agent()
+    fleet.remote.commit("production", {FAILING: (
+        "# Every file below a directory that does not exist: each one fails.\n"
+        f"class failing {{\n  Integer[1, {FAILURES}].each |$i| {{\n"
+        '    file { "${::opslab_root}/missing/file-${i}": ensure => file }\n  }\n}\n')})
+    fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd", "failing"]})
+    reports = agent.directory / "reports"
+    earlier = set(reports.glob("*.json"))
+    try:
+        check = agent.check()
+        assert check.outcome == "applied", check
+        assert check.report is not None
+        assert len(check.report["failed_resources"]) == FAILURES
+        assert len(json.dumps(check.report)) > 65536  # what the API would refuse whole
+
+        # Delivered (201), not set aside: nothing left in the spool, nothing rejected.
+        assert agent.spool.pending() == []
+        assert not agent.spool.rejected.exists()
+        last_run = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["last_run"]
+        assert (last_run["status"], last_run["failed"], last_run["commit"]) == (
+            "failed", FAILURES, fleet.remote.head("production"))
+        assert 0 < len(last_run["failures"]) <= 50
+        # The full report is kept on the instance, under the key it was delivered with.
+        [kept] = set(reports.glob("*.json")) - earlier
+        full = json.loads(kept.read_text())
+        assert len(full["failed_resources"]) == FAILURES
+        assert "truncated" not in full
+        assert oct(kept.stat().st_mode & 0o777) == "0o600"
+    finally:
+        fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd"]})
+        recovery = agent.check()  # the story goes on from a good run
+
+    assert recovery.outcome == "applied", recovery
+    assert fleet.reports()[-1]["status"] in ("changed", "unchanged")
 
 
 @pytest.fixture
