@@ -72,18 +72,19 @@ class Contract:
                           .get("application/json", {}).get("schema")) \
                     if isinstance(operation, dict) else None
                 if schema is not None:
-                    pointer = f"{_URI}#/paths/{_escape(template)}/{method}/requestBody/content/" \
-                              "application~1json/schema"
-                    self._bodies[(template, method.upper())] = self.validator({"$ref": pointer})
+                    self._bodies[(template, method.upper())] = self.at(
+                        "paths", template, method, "requestBody", "content", "application/json",
+                        "schema")
 
-    def validator(self, schema: dict[str, Any]) -> Any:
-        """A validator for ``schema``, whose ``$ref``s may point into the document."""
-        return _Validator(schema, registry=self._registry,
+    def at(self, *path: str) -> Any:
+        """A validator for the schema at ``path`` in the document (its ``$ref``s resolved)."""
+        pointer = "/".join(part.replace("~", "~0").replace("/", "~1") for part in path)
+        return _Validator({"$ref": f"{_URI}#/{pointer}"}, registry=self._registry,
                           format_checker=Draft202012Validator.FORMAT_CHECKER)
 
     def schema(self, name: str) -> Any:
         """A validator for the component schema ``name``."""
-        return self.validator({"$ref": f"{_URI}#/components/schemas/{name}"})
+        return self.at("components", "schemas", name)
 
     def body_validator(self, rule: str, method: str) -> Any:
         """The validator of the body of the operation a Flask ``rule`` serves, or None."""
@@ -95,10 +96,6 @@ class Contract:
         if error is not None:
             raise Invalid(describe(error))
         return document
-
-
-def _escape(template: str) -> str:
-    return template.replace("~", "~0").replace("/", "~1")
 
 
 def describe(error: ValidationError) -> str:

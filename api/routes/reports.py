@@ -55,8 +55,8 @@ def post(fqdn: str) -> Any:
     report = RunReport(
         host=fqdn, project=actor.project, incarnation=actor.incarnation,
         commit=body.get("commit"), environment=body.get("environment"),
-        status=body["status"], exit_code=body["exit_code"],
-        changed=resources.get("changed", 0), failed=resources.get("failed", 0),
+        status=body["status"], exit_code=int(body["exit_code"]),
+        changed=int(resources.get("changed", 0)), failed=int(resources.get("failed", 0)),
         failures=[{"resource": item["resource"], "messages": item.get("messages", [])}
                   for item in body.get("failed_resources", [])],
         duration=body.get("duration"), idempotency_key=key,
