@@ -11,6 +11,7 @@ idempotency, sudo, the target's ETag) have tests of their own that need no
 Puppet run.
 """
 
+import contextlib
 import json
 import os
 import pwd
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ldap
 import pytest
 import yaml
 
@@ -341,10 +343,6 @@ def test_sudo_never_goes_to_a_local_system_account(
     """
     system_uid = pwd.getpwnam("backup").pw_uid
     assert system_uid < 1000
-    for uid, number in (("backup", 5034), (LOCAL_MEMBER, 5035)):
-        slapd.add_ldif(f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\n"
-                       f"objectClass: posixAccount\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"
-                       f"uidNumber: {number}\ngidNumber: {number}\nhomeDirectory: /home/{uid}\n")
     subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
                     "--comment", "opslab test", LOCAL_MEMBER], check=True, capture_output=True,
                    timeout=60)
@@ -356,7 +354,11 @@ def test_sudo_never_goes_to_a_local_system_account(
     (tmp_path / "agent.yaml").write_text(yaml.safe_dump(settings))
     system_agent = Agent(load(str(tmp_path / "agent.yaml")), "0.1.0-test")
     try:
-        for uid in ("backup", LOCAL_MEMBER):
+        for uid, number in (("backup", 5034), (LOCAL_MEMBER, 5035)):
+            slapd.add_ldif(f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\n"
+                           f"objectClass: posixAccount\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"
+                           f"uidNumber: {number}\ngidNumber: {number}\n"
+                           f"homeDirectory: /home/{uid}\n")
             fleet.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": uid})
         target = ApiClient(load(str(fleet.config_path)).enc).target(NODE, None)
         assert target is not None
@@ -376,12 +378,13 @@ def test_sudo_never_goes_to_a_local_system_account(
         assert "NOPASSWD: ALL" in sudo_rights(LOCAL_MEMBER)  # sudo reads the drop-in
         assert "is not allowed to run sudo" in sudo_rights("backup")
     finally:
+        connection = slapd.connect()
         for uid in ("backup", LOCAL_MEMBER):
             fleet.api.request("DELETE", f"/v1/projects/{PROJECT}/members/{uid}", None,
                               basic("olga"))
-            connection = slapd.connect()
-            connection.delete_s(f"uid={uid},{PEOPLE}")
-            connection.unbind_s()
+            with contextlib.suppress(ldap.NO_SUCH_OBJECT):  # if it never got that far
+                connection.delete_s(f"uid={uid},{PEOPLE}")
+        connection.unbind_s()
         subprocess.run(["userdel", LOCAL_MEMBER], check=False, capture_output=True, timeout=60)
     assert agent.check().outcome == "unchanged"
     assert "backup" not in (fleet.work / "sudoers.d" / "opslab-project").read_text()

@@ -509,15 +509,15 @@ def sshd(directory: ThrowawaySlapd, tmp_path_factory: pytest.TempPathFactory) ->
     connection.unbind_s()
     config = write_config(work / "opslab.yaml", directory, apply={"certname": MEMBER_HOST})
 
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
+                    "--comment", "opslab test", LOGIN_USER], check=True, capture_output=True,
+                   timeout=60)
     # sshd runs the command only if it and every directory above it are root's
     # and writable by nobody else: not so below /tmp.
     commands = Path(tempfile.mkdtemp(prefix="opslab-test-sshd-", dir="/run"))
     privsep = Path("/run/sshd")  # made by Debian's ssh.service, which may never have run
     made_privsep = not privsep.exists()
     server: subprocess.Popen[bytes] | None = None
-    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
-                    "--comment", "opslab test", LOGIN_USER], check=True, capture_output=True,
-                   timeout=60)
     try:
         command = commands / "opslab-ssh-keys"
         command.write_text(f"#!/bin/sh\nexec {shlex.quote(str(COMMAND))} "
