@@ -166,8 +166,8 @@ def authorized_keys(config: Config, certname: str, user: str) -> list[str]:
             raise NotGranted(f"{person.dn} has no usable {KEY_ATTRIBUTE}")
         # Asked only now, so that the denials above cost one round trip.
         # filter_format escapes each value, as fill_filter does for one. A
-        # project without an entry matches nothing: a guessed project may
-        # well not exist, and one the host names must.
+        # project without an entry matches nothing, so grants nothing: the
+        # one guessed from the certname may well not exist.
         granted = directory.search([
             Search(config.projects_base_dn, filter_format(GRANT_FILTER, [project, person.dn]),
                    ["cn"]),
