@@ -94,7 +94,8 @@ class Demo:
             "branches": {"remote": str(self.work / "puppet.git")},
             "api": {"database": f"sqlite:///{self.work / 'api.sqlite'}",
                     "writer_dn": self.slapd.root_dn, "writer_password_file": str(secret),
-                    "domain": "example.org", "listen": f"127.0.0.1:{self.port}", "public_url": self.api_url,
+                    "domain": "example.org", "listen": f"127.0.0.1:{self.port}",
+                    "public_url": self.api_url,
                     # Production lists the branches every 30 s; the demo wants
                     # a push seen by the very next check.
                     "heads_ttl": 0},
