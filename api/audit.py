@@ -1,16 +1,24 @@
-"""Directory writes and their audit records: both happen, or neither.
+"""Directory writes and their audit records: a change is never made unrecorded.
 
-The audit row is written first inside an open transaction, then the
-directory write is made, then the transaction commits. If the directory
-write fails, the transaction is rolled back: nothing is recorded as done.
-If the commit fails after the write, the write is undone; if even that
-fails, the error says so and the log has both states for a person to fix.
+A directory (LDAP) and an SQL database cannot commit together, so the record
+goes first: the change is committed to the audit log as ``pending`` (its
+intent), then the directory write is made, then the same transaction as the
+caller's other rows (a host's token, say) marks it ``done``:
+
+* the directory write fails: the pending record is removed, nothing is
+  recorded, nothing was changed;
+* the final commit fails: the write is undone and the record removed; if
+  even the undo fails, the error says so, and the record stays pending;
+* the process dies (kill -9, a power cut) after the write: the record stays
+  ``pending``, and the audit log shows a change the directory may hold.
+  Nothing the directory holds is ever missing from the log.
 """
 
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from .store import Change
@@ -19,7 +27,7 @@ log = logging.getLogger("opslab.api.audit")
 
 
 class AuditFailed(Exception):
-    """The audit record could not be written; the directory write was undone."""
+    """The audit record could not be written; the directory was left or put back as it was."""
 
 
 def recorded_write(
@@ -27,16 +35,35 @@ def recorded_write(
     change: Change,
     write: Callable[[], None],
     undo: Callable[[], None],
+    rows: Callable[[Session], None] | None = None,
 ) -> Change:
-    """Make ``write`` and record ``change``, all or nothing (see module doc)."""
-    session.add(change)
-    session.flush()  # the database takes the row, or fails before anything is written
+    """Make ``write`` and record ``change`` (see the module doc); commits ``session``.
+
+    ``rows`` adds the rows that go with the write (a host's token, say) to
+    ``session`` once the write is made, to commit with the record's "done".
+    They must not be added before: the record is committed on a connection
+    of its own, which a database holding ``session``'s writes (SQLite) would
+    make wait.
+    """
+    change.state = "pending"
+    with Session(session.get_bind(), expire_on_commit=False) as intent:
+        intent.add(change)
+        try:
+            intent.commit()
+        except Exception as error:
+            raise AuditFailed(f"recording {change.action} failed; nothing was changed") \
+                from error
+        intent.expunge(change)
     try:
         write()
     except BaseException:
         session.rollback()
+        _forget(session, change)
         raise
     try:
+        if rows is not None:
+            rows(session)
+        session.execute(update(Change).where(Change.id == change.id).values(state="done"))
         session.commit()
     except Exception as error:
         session.rollback()
@@ -44,15 +71,28 @@ def recorded_write(
             undo()
         except Exception:
             log.critical("directory write %s %s could not be undone after its audit record "
-                         "failed; before=%r after=%r", change.action, change.target,
-                         change.before, change.after)
+                         "failed; it stays pending in the audit log; before=%r after=%r",
+                         change.action, change.target, change.before, change.after)
             raise AuditFailed(f"recording {change.action} failed and undoing it failed too; "
-                              "operations have been alerted in the log") from error
+                              "it stays pending in the audit log") from error
+        _forget(session, change)
         raise AuditFailed(f"recording {change.action} failed; the change was undone") from error
+    change.state = "done"
     return change
+
+
+def _forget(session: Session, change: Change) -> None:
+    """Remove the pending record of a change that was not made (it stays, should this fail)."""
+    try:
+        with Session(session.get_bind()) as cleanup:
+            cleanup.execute(delete(Change).where(Change.id == change.id))
+            cleanup.commit()
+    except Exception:
+        log.exception("the pending audit record %s of a change not made could not be removed",
+                      change.id)
 
 
 def as_json(change: Change) -> dict[str, Any]:
     return {"id": change.id, "at": change.at.isoformat(), "actor": change.actor,
             "action": change.action, "target": change.target, "project": change.project,
-            "before": change.before, "after": change.after}
+            "before": change.before, "after": change.after, "state": change.state}

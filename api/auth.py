@@ -25,10 +25,12 @@ from typing import NamedTuple
 from flask import Request
 from sqlalchemy import bindparam, select
 
+from opslab import accounts
+from opslab.directory import Search, fill_filter
 from opslab.names import InvalidName, validate_project_name, validate_user_name
 
 from . import context
-from .directory import Membership
+from .directory import is_global
 from .errors import Refused
 from .store import HostToken, token_digest
 
@@ -56,7 +58,12 @@ class Actor(NamedTuple):
 
 
 def authenticate(request: Request) -> Actor | None:
-    """The caller of ``request``, or None for an anonymous one; Refused if credentials fail."""
+    """The caller of ``request``, or None for an anonymous one; Refused if credentials fail.
+
+    A person whose password is right but whose account opslab.accounts
+    refuses (locked, expired, a system account) is refused here too: such a
+    person could otherwise still change projects and give others sudo.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
     if not header:
@@ -73,6 +80,12 @@ def authenticate(request: Request) -> Actor | None:
         directory = context.directory()
         if not directory.check_password(uid, password):
             raise Refused(401, "invalid user name or password")
+        config = context.config()
+        [found] = context.reader().search([Search(directory.person_dn(uid), "(objectClass=*)",
+                                                  list(accounts.ATTRIBUTES), scope="base")])
+        reason = accounts.refusal(uid, found[0], config.accounts) if found else "no entry"
+        if reason:
+            raise Refused(403, f"the account of {uid} may not be used: {reason}")
         return Actor("person", uid)
     if scheme.lower() == "bearer":
         digest = token_digest(credentials.strip())
@@ -90,8 +103,7 @@ def person(actor: Actor | None) -> str:
         raise Refused(401, "authentication required")
     if actor.kind != "person":
         raise Refused(403, "a host token may only read its own host and report its own runs")
-    directory = context.directory()
-    return directory.person_dn(actor.name).lower()
+    return context.directory().person_dn(actor.name)
 
 
 def may_read_host(actor: Actor | None, host: str) -> None:
@@ -103,26 +115,77 @@ def may_read_host(actor: Actor | None, host: str) -> None:
     person(actor)
 
 
+class Standing(NamedTuple):
+    """What the directory says of a project and of people in it.
+
+    Membership is decided by the server's own equality rule for DNs (a
+    ``member`` value written as ``UID=Carol, ou=People,...`` is carol), never
+    by comparing strings here.
+    """
+
+    exists: bool
+    is_global: bool
+    members: int  # how many member values the project has
+    member: bool  # the person asked about is a member
+    owner: bool
+    operator: bool  # the person is a member of the operations project
+    other_member: bool  # the other person asked about (see standing()) is a member
+    other_owner: bool
+
+
+def standing(project: str, dn: str | None = None, other: str | None = None) -> Standing:
+    """``project`` and the standing in it of the person ``dn`` and of ``other`` (DNs), asked
+    of the server in one round trip."""
+    config = context.config()
+
+    def project_with(attribute: str, who: str | None, name: str = project) -> Search:
+        # A person not asked about is matched against no DN at all: no hit.
+        test = fill_filter(f"({attribute}=%s)", who) if who else "(!(objectClass=*))"
+        return Search(config.projects_base_dn,
+                      f"(&(objectClass=groupOfNames){fill_filter('(cn=%s)', name)}{test})",
+                      ["cn"], optional_base=True)
+
+    found = context.reader().search([
+        Search(config.projects_base_dn,
+               f"(&(objectClass=groupOfNames){fill_filter('(cn=%s)', project)})",
+               ["opslabGlobal", "member"], optional_base=True),
+        project_with("member", dn), project_with("owner", dn),
+        project_with("member", dn, config.api.operations_project),
+        project_with("member", other), project_with("owner", other),
+    ])
+    entry = found[0][0] if found[0] else None
+    return Standing(
+        exists=entry is not None,
+        is_global=entry is not None and is_global(entry.values("opslabGlobal")),
+        members=len(entry.values("member")) if entry is not None else 0,
+        member=bool(found[1]), owner=bool(found[2]), operator=bool(found[3]),
+        other_member=bool(found[4]), other_owner=bool(found[5]))
+
+
 def is_operator(dn: str) -> bool:
     """True if ``dn`` is a member of the operations project."""
-    directory = context.directory()
-    operations = directory.membership(context.config().api.operations_project)
-    return operations is not None and dn in operations.members
+    return standing(context.config().api.operations_project, dn).operator
 
 
-def project_membership(project: str) -> Membership:
-    """The membership of an existing project; Refused (404) otherwise."""
+def project_membership(project: str) -> None:
+    """Refused (404) unless ``project`` is a project."""
+    _existing(project, standing(_valid(project)))
+
+
+def _valid(project: str) -> str:
     try:
-        validate_project_name(project)
+        return validate_project_name(project)
     except InvalidName:
         raise Refused(404, f"no project {project[:70]!r}") from None
-    membership = context.directory().membership(project)
-    if membership is None:
+
+
+def _existing(project: str, found: Standing) -> Standing:
+    if not found.exists:
         raise Refused(404, f"no project {project!r}")
-    return membership
+    return found
 
 
-def may_change_project(actor: Actor | None, project: str | None) -> Membership | None:
+def may_change_project(actor: Actor | None, project: str | None) -> Standing | None:
     """Refused unless ``actor`` may change ``project`` and its hosts.
 
     Members may, operations may; in a global project only operations may. A
@@ -134,43 +197,47 @@ def may_change_project(actor: Actor | None, project: str | None) -> Membership |
         if not is_operator(dn):
             raise Refused(403, "this host belongs to no project: only operations may change it")
         return None
-    membership = project_membership(project)
-    if is_operator(dn):
-        return membership
-    if membership.is_global:
+    found = _existing(project, standing(_valid(project), dn))
+    if found.operator:
+        return found
+    if found.is_global:
         raise Refused(403, f"project {project!r} is global: only operations may change it")
-    if dn not in membership.members:
+    if not found.member:
         raise Refused(403, f"{actor.name if actor else ''} is not a member of project "
                            f"{project!r}")
-    return membership
+    return found
 
 
-def may_add_member(actor: Actor | None, project: str, owner: bool) -> Membership:
-    """Refused unless ``actor`` may add a member (members may) or an owner (owners may)."""
-    membership = may_change_project(actor, project)
-    assert membership is not None  # a named project always has one
+def may_add_member(actor: Actor | None, project: str, new: str, owner: bool) -> Standing:
+    """Refused unless ``actor`` may add ``new`` (a DN) as a member (members may) or an owner
+    (owners may); in a global project only operations may."""
     dn = person(actor)
-    if owner and dn not in membership.owners and not is_operator(dn):
+    found = _existing(project, standing(_valid(project), dn, new))
+    if found.is_global and not found.operator:
+        raise Refused(403, f"project {project!r} is global: only operations may change it")
+    if not (found.member or found.operator):
+        raise Refused(403, f"{actor.name if actor else ''} is not a member of project "
+                           f"{project!r}")
+    if owner and not (found.owner or found.operator):
         raise Refused(403, f"only owners of {project!r} may add owners")
-    return membership
+    return found
 
 
-def may_remove_member(actor: Actor | None, project: str, gone: str) -> Membership:
+def may_remove_member(actor: Actor | None, project: str, gone: str) -> Standing:
     """Refused unless ``actor`` may take the person ``gone`` (a DN) out of ``project``.
 
     Anyone may leave; owners and operations may remove others; in a global
     project only operations may change membership at all.
     """
     dn = person(actor)
-    membership = project_membership(project)
-    operator = is_operator(dn)
-    if membership.is_global and not operator:
+    found = _existing(project, standing(_valid(project), dn, gone))
+    if found.is_global and not found.operator:
         raise Refused(403, f"project {project!r} is global: only operations may change it")
-    if gone not in membership.members:
+    if not found.other_member:
         raise Refused(404, f"{_uid(gone)!r} is not a member of project {project!r}")
-    if not (gone == dn or dn in membership.owners or operator):
+    if not (dn == gone or found.owner or found.operator):
         raise Refused(403, f"only owners of {project!r} may remove other members")
-    return membership
+    return found
 
 
 def _uid(dn: str) -> str:

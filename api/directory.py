@@ -74,7 +74,8 @@ class DirectoryAccess:
             except ldap.DECODING_ERROR:
                 continue
             if parent == people and len(rdn) == 1 and rdn[0][0] == "uid":
-                names.append(rdn[0][1])
+                # uid matches without case and insignificant spaces, as the server does.
+                names.append(" ".join(rdn[0][1].split()))
         return sorted(names)
 
     def check_password(self, uid: str, password: str) -> bool:
@@ -118,7 +119,8 @@ class DirectoryAccess:
                 connection.unbind_s()
         except _TRANSPORT as error:
             raise DirectoryUnavailable(f"{self.settings.uri}: {type(error).__name__}") from None
-        except (ldap.ALREADY_EXISTS, ldap.NO_SUCH_OBJECT) as error:
+        except (ldap.ALREADY_EXISTS, ldap.NO_SUCH_OBJECT, ldap.TYPE_OR_VALUE_EXISTS,
+                ldap.NO_SUCH_ATTRIBUTE) as error:
             raise WriteConflict(type(error).__name__) from None
         except ldap.LDAPError as error:
             info = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
@@ -157,6 +159,13 @@ class DirectoryAccess:
         changes = ldap.modlist.modifyModlist(old, new)
         if changes:
             self._run(lambda connection: connection.modify_s(dn, changes))
+
+    def modify(self, dn: str, changes: list[tuple[int, str, list[str]]]) -> None:
+        """Add or delete single values (``ldap.MOD_ADD``/``MOD_DELETE``); the server matches
+        a value to delete by its attribute's equality rule."""
+        encoded = [(operation, name, [value.encode() for value in values])
+                   for operation, name, values in changes]
+        self._run(lambda connection: connection.modify_s(dn, encoded))
 
     def delete(self, dn: str) -> None:
         self._run(lambda connection: connection.delete_s(dn))

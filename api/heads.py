@@ -40,6 +40,7 @@ class BranchHeads:
         self.timeout = min(timeout, LIST_TIMEOUT)
         self._commits: dict[str, str] | None = None
         self._listed_at = float("-inf")
+        self._attempted = False
         self._lock = threading.Lock()
 
     def commit(self, branch: str) -> str | None:
@@ -56,9 +57,12 @@ class BranchHeads:
     def _current(self) -> dict[str, str] | None:
         if time.monotonic() - self._listed_at < self.ttl:
             return self._commits
-        # The first listing is waited for; later ones are done by one request
-        # while the others answer from the stale list.
-        if not self._lock.acquire(blocking=self._commits is None):
+        # Only the very first listing of a worker is waited for (its targets
+        # would otherwise all change once it arrives). After one attempt, good
+        # or failed, a stale listing is refreshed by one request while the
+        # others answer at once from what is known: a hanging remote must not
+        # hold every thread of the worker, every ttl.
+        if not self._lock.acquire(blocking=not self._attempted):
             return self._commits
         try:
             if time.monotonic() - self._listed_at >= self.ttl:
@@ -73,3 +77,4 @@ class BranchHeads:
         except GitError as error:
             log.warning("cannot list the branches of the control repository: %s", error)
         self._listed_at = time.monotonic()
+        self._attempted = True

@@ -68,17 +68,19 @@ def latest_report(host: str, incarnation: str | None) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def latest_per_host(project: str) -> list[dict[str, Any]]:
-    """The newest report of every host now in ``project``, by host name.
+def latest_per_host(hosts: list[str]) -> list[dict[str, Any]]:
+    """The newest report of each of ``hosts`` in its current incarnation, by host name.
 
-    Joined with the tokens, so a deleted host's reports, and those of a host
-    that was in this project under another incarnation, are not shown.
+    Joined with the tokens, so a deleted host's reports (an earlier
+    incarnation of the name) are not among them.
     """
+    if not hosts:
+        return []
     with context.session() as session:
         current = (select(func.max(RunReport.id))
                    .join(HostToken, (HostToken.host == RunReport.host)
                          & (HostToken.incarnation == RunReport.incarnation))
-                   .where(HostToken.project == project)
+                   .where(RunReport.host.in_(hosts))
                    .group_by(RunReport.host))
         found = session.scalars(select(RunReport).where(RunReport.id.in_(current))
                                 .order_by(RunReport.host)).all()
@@ -100,6 +102,10 @@ def moment(text: str, field: str) -> datetime:
     """An ISO 8601 date and time from a request; one without a zone is taken as UTC."""
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        moment = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise Invalid(f"{field} must be an ISO 8601 date and time") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    # Every database stores these years (MariaDB's DATETIME starts at 1000).
+    if not 1970 <= moment.year <= 9999:
+        raise Invalid(f"{field} must be a date between the years 1970 and 9999")
+    return moment

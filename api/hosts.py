@@ -20,11 +20,13 @@ exists, exactly as the ENC classifies it.
 import json
 from typing import Any
 
+from opslab.directory import fill_filter
 from opslab.enc.classifier import Classifier
 from opslab.names import (
     InvalidName,
     host_certname,
     host_project,
+    project_label,
     validate_branch,
     validate_certname,
 )
@@ -99,11 +101,28 @@ EDITED_ATTRIBUTES = ("puppetClass", "puppetVar", "opslabClassParameter", "enviro
 
 
 def changed_entry(before: Attributes, host: dict[str, Any]) -> Attributes:
-    """``before`` with the Puppet settings and addresses of the document ``host``."""
+    """``before`` with the Puppet settings and addresses of the document ``host``.
+
+    An entry written for Puppet's old terminus (a ``device``) gains the
+    auxiliary class ``opslabNode`` when it gets class parameters; it cannot
+    hold addresses (``aRecord`` belongs to ``dNSDomain``).
+    """
     edited = {name.lower() for name in EDITED_ATTRIBUTES}
     written = to_entry(host)
-    return {**{key: values for key, values in before.items() if key.lower() not in edited},
-            **{name: written[name] for name in EDITED_ATTRIBUTES}}
+    after = {**{key: values for key, values in before.items() if key.lower() not in edited},
+             **{name: written[name] for name in EDITED_ATTRIBUTES}}
+    classes = {value.lower() for value in _values(before, "objectClass")}
+    if written["aRecord"] and "dnsdomain" not in classes:
+        raise Invalid("addresses: this entry (written for Puppet's old terminus) cannot hold "
+                      "addresses")
+    if written["opslabClassParameter"] and "opslabnode" not in classes:
+        key = next((k for k in before if k.lower() == "objectclass"), "objectClass")
+        after[key] = [*before.get(key, []), "opslabNode"]
+    return after
+
+
+def _values(entry: Attributes, name: str) -> list[str]:
+    return next((v for k, v in entry.items() if k.lower() == name.lower()), [])
 
 
 def from_entry(entry: Attributes) -> dict[str, Any]:
@@ -139,6 +158,7 @@ def documents(entries: list[Attributes]) -> list[dict[str, Any]]:
     guesses = {}
     for host in hosts:
         project, named = host_project(host["project"], host["name"])
+        host["project"] = project
         if project is not None and not named:
             guesses[host["name"]] = project
     existing = _existing_projects(set(guesses.values()))
@@ -158,17 +178,37 @@ def _existing_projects(names: set[str]) -> set[str]:
             for key, values in entry.items() if key.lower() == "cn" for value in values}
 
 
+def named_into(project: str) -> list[str]:
+    """Hosts that name no project and whose names put them in ``project`` once it exists."""
+    guessed = f"*.{escape(project)}.*"
+    found = context.directory().search(
+        context.config().hosts_base_dn,
+        f"(&(objectClass=puppetClient)(!(opslabProject=*))"
+        f"(|(associatedDomain={guessed})(cn={guessed})))")
+    names = (str(from_entry(entry)["name"]) for _, entry in found)
+    return sorted(name for name in names if project_label(name) == project)
+
+
 def existing(fqdn: str) -> tuple[str, Attributes, dict[str, Any]]:
-    """(DN, attributes, document) of the host ``fqdn``; Refused (404) if there is none."""
+    """(DN, attributes, document) of the host ``fqdn``; Refused (404) if there is none.
+
+    Found as the ENC finds a node by its own name (``enc.node_filter``: by
+    ``cn`` or ``associatedDomain``), so entries written for Puppet's old
+    terminus (``cn=NAME``) are hosts here too.
+    """
     try:
         name = validate_certname(fqdn)
     except InvalidName as error:
         raise Refused(404, f"no host {fqdn[:100]!r}: {error}") from None
-    directory = context.directory()
-    dn = directory.host_dn(name)
-    entry = directory.read(dn)
-    if entry is None:
+    config = context.config()
+    found = context.directory().search(config.hosts_base_dn,
+                                       fill_filter(config.enc.node_filter, name))
+    if not found:
         raise Refused(404, f"no host {fqdn!r}")
+    if len(found) > 1:
+        raise Refused(409, f"{fqdn} matches {len(found)} entries: "
+                           + "; ".join(dn for dn, _ in found[:5]))
+    dn, entry = found[0]
     return dn, entry, documents([entry])[0]
 
 
@@ -182,6 +222,7 @@ def query(projects: list[str], classes: list[str], variables: list[str]) -> \
     parts = ["(objectClass=puppetClient)"]
     for project in projects:
         guessed = f"*.{escape(project)}.*"
+        # opslabProject matches without case (its syntax is caseIgnore).
         parts.append(f"(|(opslabProject={escape(project)})(&(!(opslabProject=*))"
                      f"(|(associatedDomain={guessed})(cn={guessed}))))")
     parts += [f"(puppetClass={escape(name)})" for name in classes]

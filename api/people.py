@@ -12,15 +12,18 @@ import ldap.dn
 
 from opslab import accounts
 from opslab.directory import Search, fill_filter
+from opslab.names import InvalidName, validate_user_name
 
 from . import context
 
 
-def sudo_users(member_dns: list[str]) -> list[str]:
-    """The sorted user names among ``member_dns`` who may have an account and sudo."""
-    names = context.directory().uids(member_dns)
+def sudo_users(member_dns: list[str]) -> dict[str, int | None]:
+    """The user names among ``member_dns`` who may have an account and sudo, sorted, each
+    with its directory uidNumber (the instance grants only to the local account of that
+    uid)."""
+    names = [name for name in context.directory().uids(member_dns) if _login_name(name)]
     if not names:
-        return []
+        return {}
     config = context.config()
     # One search for all of them; each entry found is then matched by its DN,
     # never by a uid value (an entry may carry several).
@@ -28,12 +31,20 @@ def sudo_users(member_dns: list[str]) -> list[str]:
     [found] = context.reader().search([Search(config.people_base_dn, wanted,
                                               list(accounts.ATTRIBUTES))])
     people = {_normal(entry.dn): entry for entry in found}
-    allowed = []
+    allowed: dict[str, int | None] = {}
     for name in names:
         entry = people.get(_normal(context.directory().person_dn(name)))
-        if entry is not None and accounts.refusal(name, entry, config.accounts.min_uid) is None:
-            allowed.append(name)
+        if entry is not None and accounts.refusal(name, entry, config.accounts) is None:
+            allowed[name] = accounts.uid_number(entry)
     return allowed
+
+
+def _login_name(name: str) -> bool:
+    try:
+        validate_user_name(name)
+    except InvalidName:
+        return False
+    return True
 
 
 def _normal(dn: str) -> str:

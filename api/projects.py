@@ -8,6 +8,7 @@ branch), a ``description`` and ``opslabGlobal``.
 
 from typing import Any
 
+import ldap
 from flask import g
 from sqlalchemy import select
 
@@ -97,6 +98,21 @@ def owns_any(dn: str) -> bool:
     found = context.directory().search(context.config().projects_base_dn,
                                        f"(&(objectClass=groupOfNames)(owner={escape(dn)}))")
     return bool(found)
+
+
+def modify(action: str, project: str, before: Attributes,
+           changes: list[tuple[int, str, list[str]]], after: Attributes) -> None:
+    """Add or delete single values of a project entry (members, owners), with the audit
+    record; ``after`` is ``before`` as the changes leave it, for the record."""
+    directory = context.directory()
+    dn = directory.project_dn(project)
+    undo = [(ldap.MOD_DELETE if operation == ldap.MOD_ADD else ldap.MOD_ADD, name, values)
+            for operation, name, values in reversed(changes)]
+    with context.session() as session:
+        change = Change(actor=str(g.actor), action=action, target=project, project=project,
+                        before=document(before), after=document(after))
+        recorded_write(session, change, write=lambda: directory.modify(dn, changes),
+                       undo=lambda: directory.modify(dn, undo))
 
 
 def write(action: str, project: str, before: Attributes | None, after: Attributes) -> None:

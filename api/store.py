@@ -92,6 +92,8 @@ class Change(Base):
     project: Mapped[str | None] = mapped_column(String(64), index=True)
     before: Mapped[Any] = mapped_column(JSON, nullable=True)
     after: Mapped[Any] = mapped_column(JSON, nullable=True)
+    # "pending" until the directory write is done (see api/audit.py).
+    state: Mapped[str] = mapped_column(String(16), default="done")
 
 
 class LogEntry(Base):
@@ -109,8 +111,8 @@ class RunReport(Base):
     """One Puppet run as an instance reported it."""
 
     __tablename__ = "run_reports"
-    __table_args__ = (UniqueConstraint("host", "idempotency_key",
-                                       name="uq_run_reports_host_key"),)
+    __table_args__ = (UniqueConstraint("host", "incarnation", "idempotency_key",
+                                       name="uq_run_reports_host_incarnation_key"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now,
                                                   index=True)

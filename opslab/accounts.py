@@ -1,14 +1,18 @@
 """People as accounts on instances: who may never log in, and who is locked.
 
-One rule, used by ``opslab-ssh-keys`` (who gets keys at login) and by the API
-(who gets sudo in an instance's target), so that a person the first refuses
-can never hold root through the second.
+One rule, used by ``opslab-ssh-keys`` (who gets keys at login), by the agent
+(who gets sudo on the instance) and by the API (who is in an instance's
+target, and who may use the API at all), so that a person one refuses can
+never hold root through another.
 
-* A **system account** is never a person: the name ``root``, a directory
-  ``uidNumber`` below ``accounts.min_uid``, or (on an instance) a local
-  account that resolves to a uid below it. A directory person whose name is
-  also a local system account (``backup``, ``postgres``) would otherwise log
-  in as, or get sudo as, that system account.
+* A **system account** is never a person: the name ``root``, or a directory
+  ``uidNumber`` outside ``accounts.min_uid`` .. ``accounts.max_uid``
+  (Debian's FIRST_UID and UID_MAX: ``nobody`` is 65534).
+* On an instance, sshd logs in to, and sudo grants to, whatever account the
+  name resolves to there. So a **local account** of that name must be the
+  person's own: the same uid as the directory's ``uidNumber``. A person
+  named like an account of the image (``debian``, ``nobody``, ``backup``)
+  gets neither keys nor sudo there.
 * A **locked** account gets nothing: its entry has ``pwdAccountLockedTime``
   (ppolicy's lock, any value, even a temporary lockout slapd has not cleared
   yet) or a ``shadowExpire`` (days since 1970-01-01, UTC) that is today or
@@ -17,6 +21,7 @@ can never hold root through the second.
 
 import time
 
+from opslab.config import AccountSettings
 from opslab.directory import Entry
 
 # Operational (ppolicy), so returned only when asked for by name; a directory
@@ -50,25 +55,42 @@ def locked_reason(person: Entry, now: float | None = None) -> str | None:
     return None
 
 
-def system_account_reason(name: str, person: Entry | None, min_uid: int) -> str | None:
+def uid_number(person: Entry) -> int | None:
+    """The person's ``uidNumber``; None when it has none, or one that is not a number."""
+    value = person.first(UID_NUMBER_ATTRIBUTE)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def system_account_reason(name: str, person: Entry | None,
+                          settings: AccountSettings) -> str | None:
     """Why ``name`` (with its directory entry, if read) is a system account, or None."""
     if name in SYSTEM_NAMES:
         return f"{name!r} is a system account"
-    number = person.first(UID_NUMBER_ATTRIBUTE) if person is not None else None
-    if number is not None:
-        try:
-            if int(number) < min_uid:
-                return f"its uidNumber {number} is below accounts.min_uid ({min_uid})"
-        except ValueError:
-            return f"its uidNumber {number[:20]!r} is not a number"
+    if person is None or person.first(UID_NUMBER_ATTRIBUTE) is None:
+        return None
+    number = uid_number(person)
+    if number is None:
+        return f"its uidNumber {person.first(UID_NUMBER_ATTRIBUTE)!r:.30} is not a number"
+    return _outside(f"its uidNumber {number}", number, settings)
+
+
+def _outside(what: str, number: int, settings: AccountSettings) -> str | None:
+    if number < settings.min_uid:
+        return f"{what} is below accounts.min_uid ({settings.min_uid})"
+    if number > settings.max_uid:
+        return f"{what} is above accounts.max_uid ({settings.max_uid})"
     return None
 
 
-def local_system_account_reason(name: str, min_uid: int) -> str | None:
-    """Why the local account ``name`` (as NSS resolves it here) is a system account, or None.
+def local_account_reason(name: str, number: int | None,
+                         settings: AccountSettings) -> str | None:
+    """Why the local account ``name`` (as NSS resolves it here) is not the person's, or None.
 
-    On an instance, sshd logs in to, and sudo grants to, whatever account the
-    name resolves to locally; a local system account of that name wins.
+    ``number`` is the person's directory ``uidNumber`` (None: unknown). No
+    local account of that name: nothing to take over (None).
     """
     import pwd  # only on the instance side
 
@@ -76,11 +98,19 @@ def local_system_account_reason(name: str, min_uid: int) -> str | None:
         uid = pwd.getpwnam(name).pw_uid
     except KeyError:
         return None
-    if uid < min_uid:
-        return f"the local account {name!r} has uid {uid}, below accounts.min_uid ({min_uid})"
+    if (outside := _outside(f"the local account {name!r} has uid {uid}, which", uid,
+                            settings)) is not None:
+        return outside
+    if number is None:
+        return (f"a local account {name!r} (uid {uid}) exists, and the directory gives "
+                "this person no uidNumber to show it is theirs")
+    if uid != number:
+        return (f"the local account {name!r} has uid {uid}, not the person's "
+                f"uidNumber {number}")
     return None
 
 
-def refusal(name: str, person: Entry, min_uid: int, now: float | None = None) -> str | None:
+def refusal(name: str, person: Entry, settings: AccountSettings,
+            now: float | None = None) -> str | None:
     """Why the person ``name`` may not have an account (system or locked), or None."""
-    return system_account_reason(name, person, min_uid) or locked_reason(person, now)
+    return system_account_reason(name, person, settings) or locked_reason(person, now)

@@ -140,7 +140,9 @@ def host_project(named: str | None, certname: str) -> tuple[str | None, bool]:
     that name exists (``named`` False). None when neither gives one.
     """
     if named:
-        return named, True
+        # Project names are lowercase (a DNS label); an entry written by hand may
+        # spell it otherwise, and cn matches without case, so the ENC finds it.
+        return named.lower(), True
     return project_label(certname), False
 
 

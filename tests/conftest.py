@@ -6,7 +6,9 @@ the one server; tests that stop or freeze a server start their own.
 
 import base64
 import os
+import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from opslab.api.app import create_app
 from opslab.api.store import engine_for, migrate
 from opslab.config import parse
 from opslab.puppet import enc_command
-from opslab.slapd import ThrowawaySlapd
+from opslab.slapd import ThrowawaySlapd, free_port
 from tests.mariadb import ThrowawayMariaDB
 from tests.postgres import ThrowawayPostgres
 
@@ -202,3 +204,31 @@ def basic(uid: str) -> dict[str, str]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[int]:
+    """A TCP port on loopback that accepts connections and never answers; its port."""
+    port = free_port()
+    server = socket.create_server(("127.0.0.1", port))
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield port
+    finally:
+        stop.set()
+        acceptor.join(timeout=5)
+        for connection in accepted:
+            connection.close()
+        server.close()

@@ -485,16 +485,18 @@ def test_bad_project_documents(client: FlaskClient, body: Any, message: str) -> 
 def test_failed_audit_commit_undoes_the_directory_write(
     tmp_path: Path, slapd: ThrowawaySlapd, people: None, postgres: ThrowawayPostgres
 ) -> None:
-    """The database refuses the audit record at COMMIT, after the directory write."""
+    """The database refuses the audit record at the COMMIT after the directory write (the one
+    that marks the pending record done)."""
     migrate(postgres.url)
     engine = engine_for(postgres.url)
     with engine.begin() as connection:
         connection.execute(text(
             "CREATE FUNCTION refuse_undo_me() RETURNS trigger AS $$ BEGIN "
-            "IF NEW.target LIKE 'undo-me%' THEN RAISE EXCEPTION 'refused at commit'; END IF; "
+            "IF NEW.target LIKE 'undo-me%' AND NEW.state = 'done' "
+            "THEN RAISE EXCEPTION 'refused at commit'; END IF; "
             "RETURN NEW; END $$ LANGUAGE plpgsql"))
         connection.execute(text(
-            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON changes "
+            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT OR UPDATE ON changes "
             "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_undo_me()"))
     secret = tmp_path / "writer.secret"
     secret.write_text(slapd.root_password)

@@ -8,7 +8,10 @@ MariaDB where the database matters), Flask's test client, and the real ENC
 
 import contextlib
 import json
+import os
 import re
+import signal
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ from opslab.api.store import migrate
 from opslab.config import parse
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, HOSTS, PEOPLE, PROJECTS, EncRunner, basic, bearer, legacy_ldif
+from tests.served_api import ServedApi
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
@@ -435,3 +439,271 @@ def test_times_keep_their_zone_and_feed_links_resolve(client: FlaskClient) -> No
                 assert served.status_code == 200, link
     finally:
         client.delete("/v1/hosts/times.web.example.org", headers=basic("carol"))
+
+
+# kill -9 between the directory write and the commit that records it.
+
+def test_a_change_killed_after_its_directory_write_stays_in_the_audit_log(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None
+) -> None:
+    secret = tmp_path / "writer.secret"
+    secret.write_text(slapd.root_password)
+    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
+    migrate(database)
+    config = parse(yaml.safe_dump({
+        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
+        "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
+                "writer_password_file": str(secret)}}), "test")
+    name = "killed.web.example.org"
+    child = os.fork()
+    if child == 0:  # the API, killed the moment its directory write is made
+        try:
+            app = create_app(config)
+            access = app.extensions["opslab.directory"]
+            add = access.add
+
+            def add_then_die(dn: str, attributes: dict[str, list[str]]) -> None:
+                add(dn, attributes)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            access.add = add_then_die
+            app.test_client().post("/v1/projects/web/hosts", json={"name": name},
+                                   headers=basic("carol"))
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGKILL
+    try:
+        client = create_app(config).test_client()
+        assert client.get(f"/v1/hosts/{name}", headers=basic("carol")).status_code == 200
+        changes = client.get(f"/v1/changes?target={name}", headers=basic("carol")).json
+        assert [(change["action"], change["state"]) for change in changes] == [
+            ("host.create", "pending")]
+    finally:
+        delete_entry(slapd, f"dc={name},{HOSTS}")
+
+
+# What the attack on the fixes found (each failed before its fix).
+
+def person_ldif(uid: str, *lines: str) -> str:
+    extra = "".join(f"{line}\n" for line in lines)
+    return (f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nobjectClass: posixAccount\n"
+            f"objectClass: shadowAccount\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"
+            f"uidNumber: 7000\ngidNumber: 7000\nhomeDirectory: /home/{uid}\n"
+            f"userPassword: {uid}-pw\n{extra}")
+
+
+def password(uid: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{uid}:{uid}-pw".encode()).decode()}
+
+
+def test_a_locked_or_system_account_cannot_use_the_api(
+    api: FlaskClient, slapd: ThrowawaySlapd
+) -> None:
+    people = (person_ldif("expired", "shadowExpire: 1") + "\n"
+              + person_ldif("sysuser").replace("uidNumber: 7000", "uidNumber: 0"))
+    project = (f"dn: cn=lockedout,{PROJECTS}\nobjectClass: groupOfNames\ncn: lockedout\n"
+               f"member: uid=expired,{PEOPLE}\nmember: uid=sysuser,{PEOPLE}\n"
+               f"member: uid=carol,{PEOPLE}\n")
+    with entries(slapd, people + "\n" + project):
+        for who in ("expired", "sysuser"):
+            refused = api.post("/v1/projects/lockedout/members", json={"uid": "dave"},
+                               headers=password(who))
+            assert refused.status_code == 403, refused.json
+            assert "may not be used" in refused.json["error"]
+        members = api.get("/v1/projects/lockedout", headers=basic("carol")).json["members"]
+        assert "dave" not in members
+
+
+def test_a_member_that_is_no_login_name_is_left_out_of_sudo(
+    api: FlaskClient, slapd: ThrowawaySlapd
+) -> None:
+    people = person_ldif("j.doe") + "\n" + person_ldif("plain")
+    project = (f"dn: cn=oddnames,{PROJECTS}\nobjectClass: groupOfNames\nobjectClass: puppetClient\n"
+               f"cn: oddnames\nmember: uid=j.doe,{PEOPLE}\nmember: uid=plain,{PEOPLE}\n\n"
+               + f"dn: dc=x.oddnames.example.org,{HOSTS}\nobjectClass: dNSDomain\n"
+               "objectClass: domainRelatedObject\nobjectClass: puppetClient\n"
+               "dc: x.oddnames.example.org\nassociatedDomain: x.oddnames.example.org\n")
+    with entries(slapd, people + "\n" + project):
+        target = api.get("/v1/nodes/x.oddnames.example.org/target", headers=basic("dave")).json
+        assert (target["sudo"], target["uid_numbers"]) == (["plain"], {"plain": 7000})
+
+
+def test_membership_is_what_the_server_says(api: FlaskClient, slapd: ThrowawaySlapd) -> None:
+    # A member value spelt otherwise than the API would (an escaped trailing
+    # space): the server's DN equality takes it as erin; so must the API.
+    people = person_ldif("erin")
+    project = (f"dn: cn=spelt,{PROJECTS}\nobjectClass: groupOfNames\ncn: spelt\n"
+               f"member: uid=erin\\20,{PEOPLE}\nmember: uid=carol,{PEOPLE}\n")
+    with entries(slapd, people + "\n" + project):
+        assert "erin" in api.get("/v1/projects/spelt", headers=basic("carol")).json["members"]
+        assert api.post("/v1/projects/spelt/log", json={"message": "erin here"},
+                        headers=password("erin")).status_code == 201
+        removed = api.delete("/v1/projects/spelt/members/erin", headers=basic("olga"))
+        assert removed.status_code == 200, removed.json
+        assert removed.json["members"] == ["carol"]
+        assert api.post("/v1/projects/spelt/log", json={"message": "erin again"},
+                        headers=password("erin")).status_code == 403
+
+
+def test_a_project_cannot_be_created_over_hosts_that_belong_to_nobody(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None
+) -> None:
+    secret = tmp_path / "writer.secret"
+    secret.write_text(slapd.root_password)
+    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
+    migrate(database)
+    client = create_app(parse(yaml.safe_dump({
+        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
+        "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
+                "writer_password_file": str(secret), "owners_create_projects": True}}),
+        "test")).test_client()
+    stray = (f"dn: dc=db1.mail.example.org,{HOSTS}\nobjectClass: dNSDomain\n"
+             "objectClass: domainRelatedObject\nobjectClass: puppetClient\n"
+             "dc: db1.mail.example.org\nassociatedDomain: db1.mail.example.org\n")
+    owned = (f"dn: cn=daves,{PROJECTS}\nobjectClass: groupOfNames\ncn: daves\n"
+             f"member: uid=dave,{PEOPLE}\nowner: uid=dave,{PEOPLE}\n")
+    with entries(slapd, stray + "\n" + owned):
+        refused = client.post("/v1/projects", json={"name": "mail"}, headers=basic("dave"))
+        assert refused.status_code == 409, refused.json
+        assert "db1.mail.example.org" in refused.json["error"]
+        assert client.get("/v1/hosts/db1.mail.example.org", headers=basic("dave")
+                          ).json["project"] is None
+        # Operations may: creating the project for hosts named into it is theirs to do.
+        assert client.post("/v1/projects", json={"name": "mail"},
+                           headers=basic("olga")).status_code == 201
+        delete_entry(slapd, f"cn=mail,{PROJECTS}")
+
+
+def test_the_feed_stays_well_formed_xml(api: FlaskClient) -> None:
+    refused = api.post("/v1/projects/web/log", json={"message": "bad \uffff here"},
+                       headers=basic("carol"))
+    assert refused.status_code == 422
+    assert "noncharacters" in refused.json["error"]
+    ElementTree.fromstring(api.get("/v1/log.atom").data)
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+                                    "1969-12-31T23:59:59+00:00"])
+def test_dates_out_of_range_are_refused(api: FlaskClient, moment: str) -> None:
+    created = api.post("/v1/projects/web/hosts", headers=basic("carol"),
+                       json={"name": "dates.web.example.org"})
+    token = created.json["token"]
+    try:
+        for method, path, body in (
+                ("PUT", "agent", {"disabled": False, "changed_at": moment}),
+                ("POST", "reports", {"status": "unchanged", "exit_code": 0,
+                                     "started_at": moment})):
+            response = api.open(f"/v1/hosts/dates.web.example.org/{path}", method=method,
+                                json=body, headers=bearer(token))
+            assert response.status_code == 422, response.json
+    finally:
+        api.delete("/v1/hosts/dates.web.example.org", headers=basic("carol"))
+
+
+def test_a_name_created_twice_at_once_is_a_conflict(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    served = ServedApi(tmp_path, slapd, BASE)
+    served.start()
+    try:
+        for round in range(8):
+            name = f"race{round}.web.example.org"
+            with ThreadPoolExecutor(2) as pool:
+                answers = list(pool.map(lambda same: served.request(
+                    "POST", "/v1/projects/web/hosts", body={"name": same},
+                    headers=basic("carol"))[0], [name, name]))
+            assert sorted(answers) == [201, 409], answers
+            served.request("DELETE", f"/v1/hosts/{name}", headers=basic("carol"))
+    finally:
+        served.stop()
+
+
+def test_hosts_written_for_the_old_terminus_are_hosts(api: FlaskClient) -> None:
+    oldmail = api.get("/v1/hosts/oldmail", headers=basic("dave"))
+    assert oldmail.status_code == 200, oldmail.json
+    assert (oldmail.json["classes"], oldmail.json["project"]) == (["legacy::mail"], None)
+    # It belongs to no project: operations change it.
+    assert api.patch("/v1/hosts/oldmail", json={"variables": {"relay": "x"}},
+                     headers=basic("carol")).status_code == 403
+    try:
+        changed = api.patch("/v1/hosts/oldmail", headers=basic("olga"),
+                            json={"class_parameters": {"legacy::mail": {"size": 1}}})
+        assert changed.status_code == 200, changed.json
+        refused = api.patch("/v1/hosts/oldmail", json={"addresses": ["192.0.2.1"]},
+                            headers=basic("olga"))
+        assert refused.status_code == 422
+    finally:
+        api.patch("/v1/hosts/oldmail", json={"class_parameters": {}}, headers=basic("olga"))
+
+
+def test_a_project_named_with_other_case_is_the_project(
+    api: FlaskClient, slapd: ThrowawaySlapd
+) -> None:
+    host = (f"dn: dc=cased.example.org,{HOSTS}\nobjectClass: dNSDomain\n"
+            "objectClass: domainRelatedObject\nobjectClass: puppetClient\n"
+            "objectClass: opslabNode\ndc: cased.example.org\n"
+            "associatedDomain: cased.example.org\nopslabProject: Web\n")
+    with entries(slapd, host):
+        assert api.get("/v1/hosts/cased.example.org", headers=basic("dave")
+                       ).json["project"] == "web"
+        assert "cased.example.org" in [h["name"] for h in api.get(
+            "/v1/hosts?project=web", headers=basic("dave")).json]
+        assert api.patch("/v1/hosts/cased.example.org", json={"variables": {"x": "1"}},
+                         headers=basic("carol")).status_code == 200
+
+
+def test_an_agent_state_from_the_future_is_dated_when_it_arrived(api: FlaskClient) -> None:
+    created = api.post("/v1/projects/web/hosts", headers=basic("carol"),
+                       json={"name": "clock.web.example.org"})
+    token = created.json["token"]
+    try:
+        api.put("/v1/hosts/clock.web.example.org/agent", headers=bearer(token),
+                json={"disabled": True, "changed_at": "2036-01-01T00:00:00+00:00"})
+        now = datetime.now().astimezone().isoformat()
+        api.put("/v1/hosts/clock.web.example.org/agent", headers=bearer(token),
+                json={"disabled": False, "changed_at": now})
+        view = api.get("/v1/hosts/clock.web.example.org", headers=basic("carol")).json
+        assert view["agent"]["disabled"] is False
+    finally:
+        api.delete("/v1/hosts/clock.web.example.org", headers=basic("carol"))
+
+
+def test_an_idempotency_key_belongs_to_one_incarnation(api: FlaskClient) -> None:
+    name = "keyed.web.example.org"
+    key = {"Idempotency-Key": "same-key"}
+    old = api.post("/v1/projects/web/hosts", headers=basic("carol"), json={"name": name})
+    assert api.post(f"/v1/hosts/{name}/reports", json=REPORT,
+                    headers={**bearer(old.json["token"]), **key}).status_code == 201
+    api.delete(f"/v1/hosts/{name}", headers=basic("carol"))
+    new = api.post("/v1/projects/web/hosts", headers=basic("carol"), json={"name": name})
+    try:
+        fresh = api.post(f"/v1/hosts/{name}/reports", headers={**bearer(new.json["token"]), **key},
+                         json={"status": "unchanged", "exit_code": 0})
+        assert fresh.status_code == 201, fresh.json
+        assert [r["status"] for r in api.get(f"/v1/hosts/{name}/reports",
+                                             headers=basic("carol")).json] == ["unchanged"]
+    finally:
+        api.delete(f"/v1/hosts/{name}", headers=basic("carol"))
+
+
+def test_the_heads_of_a_hanging_remote_hold_no_request(hanging_server: int) -> None:
+    import threading
+
+    from opslab.api.heads import BranchHeads
+
+    heads = BranchHeads(f"http://127.0.0.1:{hanging_server}/puppet.git", ttl=0.2, timeout=3)
+    assert heads.commit("production") is None  # the first listing is waited for, and fails
+    time.sleep(0.3)  # stale: the next request lists again
+    refresher = threading.Thread(target=heads.commit, args=("production",))
+    refresher.start()
+    time.sleep(0.2)
+    # Another request meanwhile answers from what is known, without waiting.
+    assert heads.commit("production") is None
+    assert refresher.is_alive()
+    refresher.join(timeout=10)

@@ -1,11 +1,8 @@
 """Child processes stop as a group: real git against a real hanging server, real shells."""
 
 import os
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,36 +11,7 @@ from opslab import process
 from opslab.branchrunner.deployment import Deployment, SyncFailed
 from opslab.branchrunner.git import GitError, Mirror, remote_heads
 from opslab.config import BranchSettings
-from opslab.slapd import free_port
 from tests.remote import Remote
-
-
-@pytest.fixture
-def hanging_server() -> Iterator[int]:
-    """A TCP port on loopback that accepts connections and never answers; its port."""
-    port = free_port()
-    server = socket.create_server(("127.0.0.1", port))
-    server.settimeout(0.2)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    acceptor = threading.Thread(target=accept, daemon=True)
-    acceptor.start()
-    try:
-        yield port
-    finally:
-        stop.set()
-        acceptor.join(timeout=5)
-        for connection in accepted:
-            connection.close()
-        server.close()
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -26,7 +26,9 @@ def put(fqdn: str) -> Any:
     """An instance's agent says whether it is disabled, why and since when."""
     actor = must_be_host(g.actor, fqdn, "say what its agent does")
     body = request_document()
-    changed_at = moment(body["changed_at"], "changed_at")
+    # An agent whose clock runs ahead must not make every later state look older:
+    # no state is dated after its arrival.
+    changed_at = min(moment(body["changed_at"], "changed_at"), now())
     with context.session() as session:
         state = session.get(AgentState, fqdn)
         if state is None or state.incarnation != actor.incarnation:

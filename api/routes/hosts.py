@@ -30,12 +30,15 @@ def create(project: str) -> Any:
     entry = hosts.to_entry(host)
     token = secrets.token_urlsafe(32)
     with context.session() as session:
-        session.merge(HostToken(host=host["name"], project=project, digest=token_digest(token),
-                                incarnation=new_incarnation()))
         change = Change(actor=str(g.actor), action="host.create", target=host["name"],
                         project=project, before=None, after=hosts.from_entry(entry))
+        # Two requests creating one name: the directory takes one entry, and the
+        # other request's write is a conflict (409) before any token is stored.
         recorded_write(session, change, write=lambda: directory.add(dn, entry),
-                       undo=lambda: directory.delete(dn))
+                       undo=lambda: directory.delete(dn),
+                       rows=lambda rows: rows.merge(HostToken(
+                           host=host["name"], project=project, digest=token_digest(token),
+                           incarnation=new_incarnation())))
     return jsonify(host=hosts.from_entry(entry), token=token), 201
 
 
@@ -73,9 +76,9 @@ def delete(fqdn: str) -> Any:
     may_change_project(g.actor, before["project"])
     directory = context.directory()
     with context.session() as session:
-        retire(session, before["name"])
         change = Change(actor=str(g.actor), action="host.delete", target=before["name"],
                         project=before["project"], before=before, after=None)
         recorded_write(session, change, write=lambda: directory.delete(dn),
-                       undo=lambda: directory.add(dn, before_entry))
+                       undo=lambda: directory.add(dn, before_entry),
+                       rows=lambda rows: retire(rows, before["name"]))
     return "", 204

@@ -87,7 +87,7 @@ def target_of(classification: Classification) -> dict[str, Any]:
     """
     project = classification.project
     shared = project is not None and is_global(project.values("opslabGlobal"))
-    sudo = [] if project is None or shared else sudo_users(project.values("member"))
+    sudo = {} if project is None or shared else sudo_users(project.values("member"))
     enc = json.dumps(classification.to_enc(), sort_keys=True, separators=(",", ":"))
     return {
         "certname": classification.node,
@@ -98,5 +98,6 @@ def target_of(classification: Classification) -> dict[str, Any]:
         if classification.branch else None,
         "classification": hashlib.sha256(enc.encode()).hexdigest(),
         "global": shared,
-        "sudo": sudo,
+        "sudo": sorted(sudo),
+        "uid_numbers": sudo,
     }

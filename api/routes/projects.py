@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import ldap
 from flask import Blueprint, g, jsonify, request
 
 from opslab.names import InvalidName, validate_user_name
@@ -65,6 +66,13 @@ def create_project() -> Any:
     if body.get("global") and not operator:
         raise Refused(403, "only operations may create a global project")
     name = body["name"]
+    adopted = hosts.named_into(name)
+    if adopted and not operator:
+        # The project would take hosts that are nobody's today (their names put
+        # them in it): their classes, branch and root would be its members'.
+        raise Refused(409, f"a project {name!r} would take in hosts that belong to no "
+                           f"project today: {', '.join(adopted[:10])}; only operations may "
+                           "create it")
     settings = {**hosts.changes(body), "description": body.get("description"),
                 "global": body.get("global", False)}
     creator = context.directory().person_dn(g.actor.name)
@@ -95,18 +103,18 @@ def add_member(project: str) -> Any:
     """Add an existing person as a member (any member may) or owner (owners may)."""
     body = request_document()
     owner = body.get("owner", False)
-    membership = may_add_member(g.actor, project, owner)
     directory = context.directory()
     new = directory.person_dn(body["uid"])
+    found = may_add_member(g.actor, project, new, owner)
     if directory.read(new) is None:
         raise Refused(404, f"no person {body['uid']!r}")
-    before = projects.read(project)
-    after = {**before,
-             "member": projects.values(before, "member")
-             + ([new] if new.lower() not in membership.members else []),
-             "owner": projects.values(before, "owner")
-             + ([new] if owner and new.lower() not in membership.owners else [])}
-    projects.write("project.member.add", project, before, after)
+    changes = ([] if found.other_member else [(ldap.MOD_ADD, "member", [new])]) + \
+        ([(ldap.MOD_ADD, "owner", [new])] if owner and not found.other_owner else [])
+    if changes:
+        before = projects.read(project)
+        after = {**before, **{name: projects.values(before, name) + values
+                              for _, name, values in changes}}
+        projects.modify("project.member.add", project, before, changes, after)
     return jsonify(projects.full_document(project))
 
 
@@ -114,15 +122,20 @@ def add_member(project: str) -> Any:
 def remove_member(project: str, uid: str) -> Any:
     """Remove a member (owners and operations may; anyone may leave; global: operations)."""
     try:
-        gone = context.directory().person_dn(validate_user_name(uid)).lower()
+        gone = context.directory().person_dn(validate_user_name(uid))
     except InvalidName:
         raise Refused(404, f"{uid[:40]!r} is not a member of project {project!r}") from None
-    membership = may_remove_member(g.actor, project, gone)
-    if membership.members == {gone}:
+    found = may_remove_member(g.actor, project, gone)
+    if found.members == 1:
         raise Refused(409, f"{uid!r} is the last member of {project!r}; a project needs one")
+    # Deleted by value: the server matches it by its equality rule, however the
+    # stored value is spelt.
+    changes = [(ldap.MOD_DELETE, "member", [gone])] + \
+        ([(ldap.MOD_DELETE, "owner", [gone])] if found.other_owner else [])
     before = projects.read(project)
-    after = {**before,
-             "member": [m for m in projects.values(before, "member") if m.lower() != gone],
-             "owner": [o for o in projects.values(before, "owner") if o.lower() != gone]}
-    projects.write("project.member.remove", project, before, after)
+    directory = context.directory()
+    after = {**before, **{name: [value for value in projects.values(before, name)
+                                 if directory.uids([value]) != [uid]]
+                          for _, name, _ in changes}}
+    projects.modify("project.member.remove", project, before, changes, after)
     return jsonify(projects.full_document(project))

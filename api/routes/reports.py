@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .. import context, history, hosts
-from ..auth import may_read_host, must_be_host, person, project_membership
+from ..auth import Actor, may_read_host, must_be_host, person, project_membership
 from ..contract import request_document
 from ..errors import Invalid
 from ..store import RunReport
@@ -66,7 +66,7 @@ def post(fqdn: str) -> Any:
         errors=_messages(body), truncated=body.get("truncated", False),
     )
     with context.session() as session:
-        if key is not None and (stored := _stored(session, fqdn, key)) is not None:
+        if key is not None and (stored := _stored(session, actor, key)) is not None:
             return jsonify(history.report_json(stored)), 200
         session.add(report)
         try:
@@ -74,15 +74,18 @@ def post(fqdn: str) -> Any:
         except IntegrityError:
             # The same report, delivered twice at once: the other delivery won.
             session.rollback()
-            if key is None or (stored := _stored(session, fqdn, key)) is None:
+            if key is None or (stored := _stored(session, actor, key)) is None:
                 raise
             return jsonify(history.report_json(stored)), 200
     return jsonify(history.report_json(report)), 201
 
 
-def _stored(session: Any, host: str, key: str) -> RunReport | None:
+def _stored(session: Any, actor: Actor, key: str) -> RunReport | None:
+    """The report this host (in its current incarnation) already sent under ``key``."""
     found: RunReport | None = session.scalars(
-        select(RunReport).where(RunReport.host == host, RunReport.idempotency_key == key)).first()
+        select(RunReport).where(RunReport.host == actor.name,
+                                RunReport.incarnation == actor.incarnation,
+                                RunReport.idempotency_key == key)).first()
     return found
 
 
@@ -96,7 +99,8 @@ def for_host(fqdn: str) -> Any:
 
 @blueprint.get("/projects/<project>/reports")
 def latest_per_host(project: str) -> Any:
-    """The latest report of every host now in ``project``."""
+    """The latest report of every host now in ``project`` (by the one project rule)."""
     person(g.actor)
     project_membership(project)
-    return jsonify(history.latest_per_host(project))
+    names = [str(host["name"]) for host in hosts.query([project], [], [])]
+    return jsonify(history.latest_per_host(names))

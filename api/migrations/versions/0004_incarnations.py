@@ -1,4 +1,4 @@
-"""Host incarnations, and reports that say they were cut short.
+"""Host incarnations, reports that say they were cut short, pending audit records.
 
 A host name can be deleted and created again. Each creation is an
 *incarnation* (``host_tokens.incarnation``), and every report and agent
@@ -8,7 +8,12 @@ being shown: each token gets an incarnation, and each report and state
 takes its host's current one.
 
 ``run_reports.truncated`` records that the agent cut the report to the
-bounds the API takes (it keeps the full report on the instance).
+bounds the API takes (it keeps the full report on the instance). An
+idempotency key is unique per host incarnation, no longer per host name.
+
+``changes.state`` is ``pending`` from the moment a change is recorded until
+its directory write is done, so a process killed in between leaves a
+record of a change the directory may hold, never a change without one.
 
 Revision ID: 0004
 Revises: 0003
@@ -24,6 +29,9 @@ down_revision = "0003"
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("changes") as table:
+        table.add_column(sa.Column("state", sa.String(16), nullable=False,
+                                   server_default="done"))
     with op.batch_alter_table("host_tokens") as table:
         table.add_column(sa.Column("incarnation", sa.String(32), nullable=True))
     connection = op.get_bind()
@@ -40,6 +48,11 @@ def upgrade() -> None:
         table.add_column(sa.Column("truncated", sa.Boolean(), nullable=False,
                                    server_default=sa.false()))
         table.create_index("ix_run_reports_incarnation", ["incarnation"])
+        # An idempotency key names a report of one incarnation: a host created
+        # again must never be answered with the deleted one's report.
+        table.drop_constraint("uq_run_reports_host_key", type_="unique")
+        table.create_unique_constraint("uq_run_reports_host_incarnation_key",
+                                       ["host", "incarnation", "idempotency_key"])
     with op.batch_alter_table("agent_states") as table:
         table.add_column(sa.Column("incarnation", sa.String(32), nullable=True))
     for name in ("run_reports", "agent_states"):
@@ -48,9 +61,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("changes") as table:
+        table.drop_column("state")
     with op.batch_alter_table("agent_states") as table:
         table.drop_column("incarnation")
     with op.batch_alter_table("run_reports") as table:
+        table.drop_constraint("uq_run_reports_host_incarnation_key", type_="unique")
+        table.create_unique_constraint("uq_run_reports_host_key", ["host", "idempotency_key"])
         table.drop_index("ix_run_reports_incarnation")
         table.drop_column("truncated")
         table.drop_column("incarnation")
