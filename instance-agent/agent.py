@@ -172,8 +172,7 @@ class Agent:
             return
         path = Path(self.settings.sudoers_file)
         try:
-            users, left_out = sudoers.grantable(list(target.get("sudo") or []),
-                                                self.config.accounts.min_uid)
+            users, left_out = sudoers.grantable(*_sudo_of(target), self.config.accounts)
             wanted = sudoers.render(target.get("project") or "", users)
             changed = sudoers.installed(path) != wanted
             if changed:
@@ -266,6 +265,25 @@ class Agent:
             started = time.monotonic()
             self.check()
             stop.wait(max(0.0, self.settings.check_interval - (time.monotonic() - started)))
+
+
+def _sudo_of(target: dict[str, Any]) -> tuple[list[str], dict[str, int | None]]:
+    """The target's ``sudo`` names and their ``uid_numbers``, as the types they must be.
+
+    A value of another type is the API's mistake: a name becomes a text the
+    name rule then refuses, and a uidNumber that is not a whole number is
+    unknown (None), so that its local account, if any, is not taken for the
+    person's.
+    """
+    names = target.get("sudo")
+    numbers = target.get("uid_numbers")
+    users = [str(name) for name in names] if isinstance(names, list) else []
+    uid_numbers: dict[str, int | None] = {}
+    if isinstance(numbers, dict):
+        for name, number in numbers.items():
+            valid = isinstance(number, int) and not isinstance(number, bool)
+            uid_numbers[str(name)] = number if valid else None
+    return users, uid_numbers
 
 
 def _puppet_part(target: dict[str, Any] | None) -> tuple[Any, ...] | None:

@@ -6,9 +6,11 @@ on the next login without touching the instance: the ``sshPublicKey`` values
 of the person ``uid=USER`` below the people base (read at that DN, never
 found by a search for any ``uid`` value, which a person could add to their
 own entry), but only if USER is a member of this instance's project (or that
-project is global), is not a system account (``root``, a directory
-``uidNumber`` or a local account below ``accounts.min_uid``) and is not
-locked (opslab.accounts). Any doubt is an empty answer: access is denied,
+project is global), is not a system account (``root``, or a directory
+``uidNumber`` outside ``accounts.min_uid`` .. ``accounts.max_uid``), owns
+the local account of that name if there is one (sshd logs in to that
+account: its uid must be the person's ``uidNumber``) and is not locked
+(opslab.accounts). Any doubt is an empty answer: access is denied,
 never granted from a guess or a cache.
 
 Contract with sshd: the keys on stdout, one per line, and exit 0; anything
@@ -16,9 +18,10 @@ else is a non-zero exit with nothing on stdout (sshd ignores the output of a
 failed command, and discards its stderr, but logs the exit status). Exit codes:
 
   0  keys printed
-  1  nothing granted: unknown user, a system account, a locked account, not a
-     member of this instance's project, no usable keys, or no host entry (or
-     no project) for this instance
+  1  nothing granted: unknown user, a system account, a local account that is
+     not the person's, a locked account, not a member of this instance's
+     project, no usable keys, or no host entry (or no project) for this
+     instance
   2  bad usage or an invalid user name (refused before any directory query)
   3  the directory could not be asked: unreachable, too slow, refusing the
      bind, or misconfigured (configuration, this instance's certname, a base DN)
@@ -139,10 +142,9 @@ def authorized_keys(config: Config, certname: str, user: str) -> list[str]:
     DirectoryUnavailable or DirectoryError when the directory cannot be asked.
     ``user`` and ``certname`` must be validated names.
     """
-    min_uid = config.accounts.min_uid
-    # Before any query: sshd logs in to the local account of that name.
-    system = (accounts.system_account_reason(user, None, min_uid)
-              or accounts.local_system_account_reason(user, min_uid))
+    settings = config.accounts
+    # Before any query: root is never a person.
+    system = accounts.system_account_reason(user, None, settings)
     if system:
         raise NotGranted(f"refused: {system}")
     person_dn = f"uid={escape_dn_chars(user)},{config.people_base_dn}"
@@ -155,7 +157,9 @@ def authorized_keys(config: Config, certname: str, user: str) -> list[str]:
         host = _single(hosts, f"host entry for this instance ({certname})")
         project, named = _project(host, certname)
         person = _single(people, f"person {person_dn} with objectClass ldapPublicKey")
-        system = accounts.system_account_reason(user, person, min_uid)
+        # sshd logs in to the local account of that name: it must be this person's.
+        system = (accounts.system_account_reason(user, person, settings)
+                  or accounts.local_account_reason(user, accounts.uid_number(person), settings))
         if system:
             raise NotGranted(f"{person.dn} is refused: {system}")
         locked = accounts.locked_reason(person)

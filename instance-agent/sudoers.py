@@ -10,9 +10,11 @@ the wrong people in, never becomes the one sudo reads.
 Every value written into the file is checked with opslab.names' one rule
 for its kind (login names, the project name) before anything is written: a
 line break in a comment would otherwise start a rule of its own, which
-visudo accepts. And no name that is a system account on this instance (as
-NSS resolves it here) is ever granted sudo, whatever the API says: sudo
-grants to the local account of that name (opslab.accounts).
+visudo accepts. And sudo grants to the local account of a name (as NSS
+resolves it here), so a name is granted only when that account, if there
+is one, is the person's own: not ``root``, not outside ``accounts.min_uid``
+.. ``accounts.max_uid``, and with the person's directory ``uidNumber``
+(opslab.accounts), whatever the API says.
 """
 
 import contextlib
@@ -21,7 +23,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from opslab.accounts import local_system_account_reason, system_account_reason
+from opslab.accounts import local_account_reason, system_account_reason
+from opslab.config import AccountSettings
 from opslab.names import InvalidName, validate_project_name, validate_user_name
 
 VISUDO_TIMEOUT = 30.0
@@ -31,19 +34,26 @@ class SudoersError(Exception):
     """The drop-in could not be rendered, validated or installed; nothing was changed."""
 
 
-def grantable(users: list[str], min_uid: int) -> tuple[list[str], dict[str, str]]:
-    """``users`` without this instance's system accounts, and why each left out was.
+def grantable(users: list[str], uid_numbers: dict[str, int | None],
+              settings: AccountSettings) -> tuple[list[str], dict[str, str]]:
+    """``users`` whose local account, if any, is their own; and why each left out was.
 
-    The API already leaves out the directory's system accounts; only the
-    instance knows its own (a person named ``backup`` would get sudo as the
-    local ``backup``). Raises SudoersError for a name that is not a login name.
+    sudo grants to the local account of a name: a person named like an
+    account of this instance (``backup``, ``nobody``, the image's default
+    user) would get sudo as that account. ``uid_numbers`` are the people's
+    directory uidNumbers (the target's). Names that are not login names are
+    left out too, so one bad name never keeps a stale file in place.
     """
-    _check_users(users)
     kept: list[str] = []
     left_out: dict[str, str] = {}
     for user in users:
-        reason = (system_account_reason(user, None, min_uid)
-                  or local_system_account_reason(user, min_uid))
+        try:
+            validate_user_name(user)
+        except InvalidName as error:
+            left_out[user[:40]] = str(error)
+            continue
+        reason = (system_account_reason(user, None, settings)
+                  or local_account_reason(user, uid_numbers.get(user), settings))
         if reason:
             left_out[user] = reason
         else:

@@ -135,8 +135,10 @@ class AgentSettings(NamedTuple):
 class AccountSettings(NamedTuple):
     """People as accounts on instances (see opslab.accounts)."""
 
-    # Debian's FIRST_UID: below it are system accounts, never a person's.
+    # Debian's FIRST_UID and UID_MAX: outside them are system accounts
+    # (nobody is 65534), never a person's.
     min_uid: int = 1000
+    max_uid: int = 60000
 
 
 class Config(NamedTuple):
@@ -313,6 +315,10 @@ def _check(config: Config, source: str) -> None:
             check_api_url(enc.api_url, enc.api_insecure)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+    if config.accounts.min_uid > config.accounts.max_uid:
+        raise ConfigError(f"{source}: accounts.min_uid ({config.accounts.min_uid}) is above "
+                          f"accounts.max_uid ({config.accounts.max_uid}): no uid would be a "
+                          "person's")
     for section, key in (("ldap", "connect_timeout"), ("ldap", "timeout"), ("ldap", "deadline"),
                          ("branches", "git_timeout"), ("apply", "timeout"),
                          ("agent", "check_interval"), ("agent", "apply_interval"),
@@ -336,10 +342,18 @@ def check_ldap_uri(uri: str, starttls: bool, insecure: bool,
     One ``ldap://``, ``ldaps://`` or ``ldapi://`` URI. Cleartext ``ldap://``
     to a host other than this one needs StartTLS, or ``insecure``: the
     directory's answers decide who logs in (SSH keys) and who is a member,
-    so anyone on the path could otherwise let themselves in.
+    so anyone on the path could otherwise let themselves in. Never a list:
+    libldap splits the URI at commas and white space and tries each part in
+    turn, so ``ldaps://A,ldap://B`` would fall back to cleartext to B.
     """
+    import re
     import urllib.parse
 
+    parts = [part for part in re.split(r"[,\s]+", uri) if part]
+    if len(parts) > 1 or "," in uri:
+        raise ConfigError(f"{names['uri']} {_shown(uri)} is a list of URIs (libldap splits "
+                          "it at commas and white space, and tries each in turn, whatever "
+                          "its scheme): give exactly one")
     if not uri.startswith(("ldap://", "ldaps://", "ldapi://")) or _has_space(uri):
         raise ConfigError(f"{names['uri']} {_shown(uri)} is not an ldap://, ldaps:// or "
                           "ldapi:// URI")

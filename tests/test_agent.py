@@ -34,6 +34,7 @@ from opslab.agent.sudoers import SudoersError, install, render
 from opslab.config import load
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, CONTROL_REPO, PEOPLE, basic, bearer
+from tests.local_accounts import free_uids, local_account
 from tests.remote import Remote
 from tests.served_api import ServedApi
 
@@ -330,22 +331,34 @@ def sudo_rights(user: str) -> str:
     return result.stdout + result.stderr
 
 
-LOCAL_MEMBER = "fleet-admin"  # a member with a local account of its own (useradd)
+LOCAL_MEMBER = "fleet-admin"  # a member whose local account is their own (its uid, theirs)
+IMPOSTOR = "fleet-impostor"  # a member named like a local account of another uid
+NUMBERLESS = "fleet-numberless"  # a member without a uidNumber, named like a local account
 
 
-def test_sudo_never_goes_to_a_local_system_account(
+def person_ldif(uid: str, number: int | None) -> str:
+    """A person; with ``number``, a posixAccount of that uidNumber."""
+    posix = (f"objectClass: posixAccount\nuidNumber: {number}\ngidNumber: {number}\n"
+             f"homeDirectory: /home/{uid}\n") if number is not None else ""
+    return (f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n"
+            f"sn: {uid}\n{posix}")
+
+
+def test_sudo_goes_only_to_a_members_own_local_account(
         fleet: Fleet, slapd: ThrowawaySlapd, system_sudoers: Path, tmp_path: Path) -> None:
-    """A person named like one of this instance's system accounts gets no sudo here.
+    """sudo grants to the local account of a name, so a member gets sudo only where that
+    account, if any, is theirs: its uid is their directory uidNumber.
 
-    The directory cannot know the instance's accounts: ``backup`` is a person
-    there, and the API grants them sudo as a member; on the instance sudo
-    would grant it to the local ``backup`` (uid 34).
+    The directory cannot know an instance's accounts: ``backup`` (uid 34) and
+    ``nobody`` (65534, sshd's AuthorizedKeysCommandUser) are people there, with
+    uidNumbers of their own, and so are a person named like a local account of
+    another uid and one with no uidNumber at all. The API grants them all sudo
+    as members; the instance must grant it to none of them.
     """
-    system_uid = pwd.getpwnam("backup").pw_uid
-    assert system_uid < 1000
-    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    "--comment", "opslab test", LOCAL_MEMBER], check=True, capture_output=True,
-                   timeout=60)
+    local = {name: pwd.getpwnam(name).pw_uid for name in ("backup", "nobody")}
+    own, impostor_local, impostor_number, numberless_local = free_uids(4)
+    people = {"backup": 5034, "nobody": 7777, LOCAL_MEMBER: own, IMPOSTOR: impostor_number,
+              NUMBERLESS: None}
     messages: list[str] = []
     agent = Agent(load(str(fleet.config_path)), "0.1.0-test", messages.append)
     # The real agent, writing the drop-in where the real sudo reads it.
@@ -353,41 +366,84 @@ def test_sudo_never_goes_to_a_local_system_account(
     settings["agent"]["sudoers_file"] = str(system_sudoers)
     (tmp_path / "agent.yaml").write_text(yaml.safe_dump(settings))
     system_agent = Agent(load(str(tmp_path / "agent.yaml")), "0.1.0-test")
-    try:
-        for uid, number in (("backup", 5034), (LOCAL_MEMBER, 5035)):
-            slapd.add_ldif(f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\n"
-                           f"objectClass: posixAccount\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"
-                           f"uidNumber: {number}\ngidNumber: {number}\n"
-                           f"homeDirectory: /home/{uid}\n")
-            fleet.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": uid})
-        target = ApiClient(load(str(fleet.config_path)).enc).target(NODE, None)
-        assert target is not None
-        assert "backup" in target.document["sudo"]  # what the agent must not take as is
+    with contextlib.ExitStack() as accounts:
+        for name, uid in ((LOCAL_MEMBER, own), (IMPOSTOR, impostor_local),
+                          (NUMBERLESS, numberless_local)):
+            accounts.enter_context(local_account(name, uid))
+        try:
+            for uid, number in people.items():
+                slapd.add_ldif(person_ldif(uid, number))
+                fleet.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": uid})
+            target = ApiClient(load(str(fleet.config_path)).enc).target(NODE, None)
+            assert target is not None
+            # What the agent must not take as it is.
+            assert set(people) <= set(target.document["sudo"])
+            assert {name: target.document["uid_numbers"][name] for name in people} == people
 
-        assert agent.check().outcome == "unchanged"
-        assert system_agent.check().outcome == "unchanged"
+            assert agent.check().outcome == "unchanged"
+            assert system_agent.check().outcome == "unchanged"
 
-        rules = [line for line in (fleet.work / "sudoers.d" / "opslab-project").read_text()
-                 .splitlines() if not line.startswith("#")]
-        assert rules == [f"{user} ALL=(ALL:ALL) NOPASSWD: ALL"
-                         for user in ("carol", LOCAL_MEMBER, "olga")]
-        assert (f"no sudo for backup: the local account 'backup' has uid {system_uid}, below "
-                "accounts.min_uid (1000)") in messages
-        assert system_sudoers.read_text() == (
-            fleet.work / "sudoers.d" / "opslab-project").read_text()
-        assert "NOPASSWD: ALL" in sudo_rights(LOCAL_MEMBER)  # sudo reads the drop-in
-        assert "is not allowed to run sudo" in sudo_rights("backup")
-    finally:
-        connection = slapd.connect()
-        for uid in ("backup", LOCAL_MEMBER):
-            fleet.api.request("DELETE", f"/v1/projects/{PROJECT}/members/{uid}", None,
-                              basic("olga"))
-            with contextlib.suppress(ldap.NO_SUCH_OBJECT):  # if it never got that far
-                connection.delete_s(f"uid={uid},{PEOPLE}")
-        connection.unbind_s()
-        subprocess.run(["userdel", LOCAL_MEMBER], check=False, capture_output=True, timeout=60)
+            rules = [line for line in (fleet.work / "sudoers.d" / "opslab-project").read_text()
+                     .splitlines() if not line.startswith("#")]
+            assert rules == [f"{user} ALL=(ALL:ALL) NOPASSWD: ALL"
+                             for user in ("carol", LOCAL_MEMBER, "olga")]
+            for reason in (
+                    f"no sudo for backup: the local account 'backup' has uid {local['backup']}, "
+                    "which is below accounts.min_uid (1000)",
+                    f"no sudo for nobody: the local account 'nobody' has uid {local['nobody']}, "
+                    "which is above accounts.max_uid (60000)",
+                    f"no sudo for {IMPOSTOR}: the local account {IMPOSTOR!r} has uid "
+                    f"{impostor_local}, not the person's uidNumber {impostor_number}",
+                    f"no sudo for {NUMBERLESS}: a local account {NUMBERLESS!r} (uid "
+                    f"{numberless_local}) exists, and the directory gives this person no "
+                    "uidNumber"):
+                assert any(message.startswith(reason) for message in messages), (
+                    reason, messages)
+            assert system_sudoers.read_text() == (
+                fleet.work / "sudoers.d" / "opslab-project").read_text()
+            assert "NOPASSWD: ALL" in sudo_rights(LOCAL_MEMBER)  # sudo reads the drop-in
+            for name in ("backup", "nobody", IMPOSTOR, NUMBERLESS):
+                assert "is not allowed to run sudo" in sudo_rights(name), name
+        finally:
+            connection = slapd.connect()
+            for uid in people:
+                fleet.api.request("DELETE", f"/v1/projects/{PROJECT}/members/{uid}", None,
+                                  basic("olga"))
+                with contextlib.suppress(ldap.NO_SUCH_OBJECT):  # if it never got that far
+                    connection.delete_s(f"uid={uid},{PEOPLE}")
+            connection.unbind_s()
     assert agent.check().outcome == "unchanged"
-    assert "backup" not in (fleet.work / "sudoers.d" / "opslab-project").read_text()
+    rules = (fleet.work / "sudoers.d" / "opslab-project").read_text()
+    assert not any(name in rules for name in people)
+
+
+def test_one_bad_name_in_the_target_never_keeps_a_removed_member(tmp_path: Path) -> None:
+    """A name that is not a login name (``j.doe``, written into the directory by hand) is
+    left out on its own: the rest of the target still reaches the drop-in, so a member
+    removed meanwhile loses sudo. The real agent, the real visudo."""
+    sudoers = tmp_path / "opslab-project"
+    token = tmp_path / "host-token"
+    token.write_text("never sent\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump({
+        # Never asked: _keep_sudo acts on the target it is given.
+        "enc": {"api_url": "http://127.0.0.1:9", "api_token_file": str(token)},
+        "apply": {"certname": NODE, "state_dir": str(tmp_path / "state")},
+        "agent": {"sudoers_file": str(sudoers)}}))
+    messages: list[str] = []
+    agent = Agent(load(str(config)), "0.1.0-test", messages.append)
+    agent._keep_sudo({"project": PROJECT, "sudo": ["carol", "dave"],
+                      "uid_numbers": {"carol": None, "dave": None}}, announce=True)
+    assert "dave ALL=(ALL:ALL) NOPASSWD: ALL" in sudoers.read_text()
+
+    # dave was removed from the project; j.doe was added by hand.
+    agent._keep_sudo({"project": PROJECT, "sudo": ["carol", "j.doe"],
+                      "uid_numbers": {"carol": None, "j.doe": None}}, announce=True)
+
+    rules = [line for line in sudoers.read_text().splitlines() if not line.startswith("#")]
+    assert rules == ["carol ALL=(ALL:ALL) NOPASSWD: ALL"]
+    assert any(message.startswith("no sudo for j.doe: user name 'j.doe' is not a login name")
+               for message in messages), messages
 
 
 def test_members_of_a_global_project_get_no_sudo(fleet: Fleet) -> None:

@@ -207,6 +207,12 @@ def with_setting(option: str, value: str) -> list[str]:
     (with_setting("--ldap-uri", "ldap://192.0.2.10"), TOKEN,
      "Use ldaps://, or --ldap-starttls (with --ldap-ca-file FILE), or --insecure"),
     ([*SETTINGS, "--ldap-starttls"], TOKEN, "--ldap-starttls is for ldap:// URIs"),
+    # libldap would fall back along a list, to cleartext too.
+    (with_setting("--ldap-uri", "ldaps://ldap.example.org,ldap://192.0.2.10"), TOKEN,
+     "--ldap-uri 'ldaps://ldap.example.org,ldap://192.0.2.10' is a list of URIs"),
+    (with_setting("--ldap-uri", "ldapi:///,ldap://192.0.2.10"), TOKEN, "is a list of URIs"),
+    (with_setting("--ldap-uri", "ldaps://ldap.example.org ldap://192.0.2.10"), TOKEN,
+     "is a list of URIs"),
     (with_setting("--ldap-base", "example.org"), TOKEN, "--ldap-base"),
     (with_setting("--remote", "--upload-pack=touch pwned"), TOKEN, "--remote"),
     (SETTINGS, "", "empty"),

@@ -7,6 +7,7 @@ import yaml
 
 from opslab import config as opslab_config
 from opslab.config import ConfigError, load, parse
+from opslab.slapd import ThrowawaySlapd, free_port
 
 
 def test_embedded_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -71,7 +72,9 @@ def test_named_file_must_exist(tmp_path: Path) -> None:
          "enc.api_url must not carry a user or password"),
         ("ldap:\n  uri: http://ldap.example.org\n",
          "ldap.uri 'http://ldap.example.org' is not an ldap://, ldaps:// or ldapi:// URI"),
-        ("ldap:\n  uri: ldap://a.example.org ldap://b.example.org\n", "is not an ldap://"),
+        ("accounts:\n  min_uid: 2000\n  max_uid: 1999\n",
+         "accounts.min_uid (2000) is above accounts.max_uid (1999)"),
+        ("accounts:\n  max_uid: many\n", "accounts.max_uid must be a whole number"),
         ("ldap:\n  uri: ldaps://ldap.example.org\n  starttls: true\n",
          "ldap.starttls: true is for ldap:// URIs"),
     ],
@@ -107,6 +110,45 @@ def test_cleartext_ldap_to_another_host_is_refused(uri: str, host: str) -> None:
     assert str(error.value).startswith(f"opslab.yaml: ldap.uri '{uri}' is cleartext to {host}:")
     assert "ldap.starttls: true" in str(error.value)
     assert "ldap.insecure: true" in str(error.value)
+
+
+# libldap takes a list (commas or white space between URIs) and falls back from one to
+# the next: the cleartext rule would see only the first.
+URI_LISTS = ["ldaps://ldap.example.org,ldap://192.0.2.10", "ldapi:///,ldap://evil.example.org",
+             "ldaps://ldap.example.org ldap://192.0.2.10", "ldaps://a.example.org\tldaps://b",
+             "ldap://127.0.0.1,ldaps://ldap.example.org", "ldaps://ldap.example.org,",
+             "ldaps://ldap.example.org/dc=example,dc=org"]
+
+
+@pytest.mark.parametrize("uri", URI_LISTS)
+def test_a_list_of_directory_uris_is_refused(uri: str) -> None:
+    for settings in ({"uri": uri}, {"uri": uri, "insecure": True}):
+        with pytest.raises(ConfigError) as error:
+            parse(yaml.safe_dump({"ldap": settings}), "opslab.yaml")
+        assert str(error.value).startswith(f"opslab.yaml: ldap.uri {uri!r} is a list of URIs")
+        assert "give exactly one" in str(error.value)
+
+
+def test_libldap_does_fall_back_along_a_list(slapd: ThrowawaySlapd) -> None:
+    """Why lists are refused: libldap reaches the second URI when the first fails."""
+    import ldap
+
+    connection = ldap.initialize(f"ldaps://127.0.0.1:{free_port()},{slapd.ldap_uri}")
+    connection.set_option(ldap.OPT_NETWORK_TIMEOUT, 5.0)
+    connection.set_option(ldap.OPT_TIMEOUT, 5.0)
+    try:
+        connection.simple_bind_s("", "")
+        # Nothing listens on the first: the answer came over cleartext ldap://.
+        assert connection.whoami_s() == ""
+    finally:
+        connection.unbind_s()
+
+
+def test_the_uid_range_is_configurable() -> None:
+    config = parse("accounts:\n  min_uid: 500\n  max_uid: 65533\n", "opslab.yaml")
+    assert (config.accounts.min_uid, config.accounts.max_uid) == (500, 65533)
+    assert (opslab_config.Config().accounts.min_uid,
+            opslab_config.Config().accounts.max_uid) == (1000, 60000)
 
 
 @pytest.mark.parametrize("settings", [

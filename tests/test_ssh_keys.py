@@ -29,6 +29,7 @@ from opslab.config import LdapSettings
 from opslab.directory import Directory, Search
 from opslab.slapd import ThrowawaySlapd, free_port
 from tests.conftest import BASE, PEOPLE, PROJECTS, host_ldif, project_ldif, write_config
+from tests.local_accounts import free_uids, local_account, require_root
 
 COMMAND = Path(sys.executable).with_name("opslab-ssh-keys")
 
@@ -66,6 +67,12 @@ def person_ldif(uid: str, keys: Sequence[str], *lines: str) -> str:
             f"uid: {uid}\ncn: {uid}\nsn: {uid}\n{values}{extra}")
 
 
+def posix(uid_number: int) -> list[str]:
+    """The lines that give a person a uidNumber (posixAccount)."""
+    return ["objectClass: posixAccount", f"uidNumber: {uid_number}",
+            f"gidNumber: {uid_number}", "homeDirectory: /"]
+
+
 def add_member(server: ThrowawaySlapd, project: str, uid: str) -> None:
     connection = server.connect()
     connection.modify_s(f"cn={project},{PROJECTS}",
@@ -81,11 +88,11 @@ def populate(server: ThrowawaySlapd) -> ThrowawaySlapd:
         person_ldif("sk-keyless", []),
         # A member who added more uid values to their own entry.
         person_ldif("sk-rooter", [key("sk-rooter")], "uid: root", "uid: sk-ghost"),
-        person_ldif("sk-lowuid", [key("sk-lowuid")], "objectClass: posixAccount",
-                    "uidNumber: 999", "gidNumber: 999", "homeDirectory: /home/sk-lowuid"),
+        person_ldif("sk-lowuid", [key("sk-lowuid")], *posix(999)),
+        person_ldif("sk-highuid", [key("sk-highuid")], *posix(65534)),  # nobody's uid
         project_ldif(PROJECT, f"member: uid=sk-member,{PEOPLE}",
                      f"member: uid=sk-keyless,{PEOPLE}", f"member: uid=sk-rooter,{PEOPLE}",
-                     f"member: uid=sk-lowuid,{PEOPLE}"),
+                     f"member: uid=sk-lowuid,{PEOPLE}", f"member: uid=sk-highuid,{PEOPLE}"),
         project_ldif(GLOBAL_PROJECT, "opslabGlobal: TRUE"),
         host_ldif(MEMBER_HOST, f"opslabProject: {PROJECT}"),
         host_ldif(GLOBAL_HOST, f"opslabProject: {GLOBAL_PROJECT}"),
@@ -174,6 +181,7 @@ def test_granted(config_for: ConfigFor, capsys: pytest.CaptureFixture[str],
      ("root", MEMBER_HOST, "'root' is a system account"),
      ("root", GLOBAL_HOST, "'root' is a system account"),
      ("sk-lowuid", MEMBER_HOST, "its uidNumber 999 is below accounts.min_uid (1000)"),
+     ("sk-highuid", MEMBER_HOST, "its uidNumber 65534 is above accounts.max_uid (60000)"),
      ("sk-keyless", MEMBER_HOST, "has no usable sshPublicKey"),
      ("sk-member", NO_HOST, f"no host entry for this instance ({NO_HOST})"),
      ("sk-member", STRAY_HOST,
@@ -272,28 +280,78 @@ def test_password_policy_lock(tmp_path: Path, private_slapd: ThrowawaySlapd,
 # System accounts: never a person's login.
 
 
-def test_the_uid_floor_is_accounts_min_uid(config_for: ConfigFor,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
-    config = config_for(MEMBER_HOST, accounts={"min_uid": 500})
+def test_the_uid_range_is_accounts_min_uid_to_max_uid(config_for: ConfigFor,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    config = config_for(MEMBER_HOST, accounts={"min_uid": 500, "max_uid": 65534})
     assert run(capsys, "--config", str(config), "sk-lowuid") == (0, lines([key("sk-lowuid")]), "")
+    assert run(capsys, "--config", str(config), "sk-highuid") == (
+        0, lines([key("sk-highuid")]), "")
 
 
+@pytest.mark.parametrize(("name", "number"), [("backup", None), ("nobody", 7777)])
 def test_a_person_named_like_a_local_system_account_gets_no_keys(
-    tmp_path: Path, private_slapd: ThrowawaySlapd, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, private_slapd: ThrowawaySlapd, name: str, number: int | None,
 ) -> None:
-    """sshd would log them in to the local account of that name, not to a person's."""
-    local = pwd.getpwnam("backup")  # Debian's base-passwd: uid 34
-    assert local.pw_uid < 1000
+    """sshd would log them in to the local account of that name, not to a person's:
+    ``backup`` (Debian's base-passwd: uid 34), ``nobody`` (65534, and sshd's
+    AuthorizedKeysCommandUser), whatever uidNumber the directory gives them."""
+    local = pwd.getpwnam(name).pw_uid
     server = populate(private_slapd)
-    server.add_ldif(person_ldif("backup", [key("backup")]))
-    add_member(server, PROJECT, "backup")
+    server.add_ldif(person_ldif(name, [key(name)], *(posix(number) if number else [])))
+    add_member(server, PROJECT, name)
     config = write_config(tmp_path / "opslab.yaml", server, apply={"certname": MEMBER_HOST})
 
-    result = run_installed("--config", str(config), "backup")
+    result = run_installed("--config", str(config), name)
 
     assert (result.returncode, result.stdout) == (1, "")
-    assert (f"the local account 'backup' has uid {local.pw_uid}, below accounts.min_uid (1000)"
-            in result.stderr)
+    bound = ("below accounts.min_uid (1000)" if local < 1000 else
+             "above accounts.max_uid (60000)")
+    assert f"the local account {name!r} has uid {local}, which is {bound}" in result.stderr
+
+
+def test_a_person_named_like_someone_elses_local_account_gets_no_keys(
+    directory: ThrowawaySlapd, config_for: ConfigFor,
+) -> None:
+    """The local account of their name is not theirs (another uid): sshd would log them in
+    to it. Their own account (the uid is their uidNumber) lets them in."""
+    require_root()
+    name = "sk-impostor"
+    local_uid, their_uid = free_uids(2)
+    directory.add_ldif(person_ldif(name, [key(name)], *posix(their_uid)))
+    add_member(directory, PROJECT, name)
+    config = config_for(MEMBER_HOST)
+
+    with local_account(name, local_uid):
+        refused = run_installed("--config", str(config), name)
+    with local_account(name, their_uid):
+        granted = run_installed("--config", str(config), name)
+
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert (f"the local account {name!r} has uid {local_uid}, not the person's uidNumber "
+            f"{their_uid}") in refused.stderr
+    assert (granted.returncode, granted.stdout, granted.stderr) == (0, lines([key(name)]), "")
+
+
+def test_a_person_without_a_uid_number_gets_no_keys_for_a_local_account_of_their_name(
+    directory: ThrowawaySlapd, config_for: ConfigFor,
+) -> None:
+    """Nothing shows the account is theirs. With no local account of that name, there is
+    nothing to take over: the keys are theirs (sshd needs an account to log in to)."""
+    require_root()
+    name = "sk-numberless"
+    directory.add_ldif(person_ldif(name, [key(name)]))
+    add_member(directory, PROJECT, name)
+    config = config_for(MEMBER_HOST)
+    [local_uid] = free_uids(1)
+
+    with local_account(name, local_uid):
+        refused = run_installed("--config", str(config), name)
+    granted = run_installed("--config", str(config), name)
+
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert (f"a local account {name!r} (uid {local_uid}) exists, and the directory gives this "
+            "person no uidNumber") in refused.stderr
+    assert (granted.returncode, granted.stdout) == (0, lines([key(name)]))
 
 
 # Names that must never reach the directory.
@@ -501,7 +559,9 @@ def sshd(directory: ThrowawaySlapd, tmp_path_factory: pytest.TempPathFactory) ->
     keys = {name: work / name for name in (LOGIN_USER, ROOTER)}
     public = {name: _ssh_keygen(path, f"{name}@test") for name, path in keys.items()}
     _ssh_keygen(work / "host_key", "host")
-    directory.add_ldif(person_ldif(LOGIN_USER, [public[LOGIN_USER]]))
+    # The member's local account is their own: the uid is their uidNumber.
+    [login_uid] = free_uids(1)
+    directory.add_ldif(person_ldif(LOGIN_USER, [public[LOGIN_USER]], *posix(login_uid)))
     add_member(directory, PROJECT, LOGIN_USER)
     connection = directory.connect()
     connection.modify_s(f"uid={ROOTER},{PEOPLE}",
@@ -510,8 +570,8 @@ def sshd(directory: ThrowawaySlapd, tmp_path_factory: pytest.TempPathFactory) ->
     config = write_config(work / "opslab.yaml", directory, apply={"certname": MEMBER_HOST})
 
     subprocess.run(["useradd", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
-                    "--comment", "opslab test", LOGIN_USER], check=True, capture_output=True,
-                   timeout=60)
+                    "--uid", str(login_uid), "--comment", "opslab test", LOGIN_USER],
+                   check=True, capture_output=True, timeout=60)
     # sshd runs the command only if it and every directory above it are root's
     # and writable by nobody else: not so below /tmp.
     commands = Path(tempfile.mkdtemp(prefix="opslab-test-sshd-", dir="/run"))
@@ -582,3 +642,23 @@ def test_sshd_refuses_root_to_a_member_whose_entry_says_uid_root(sshd: Sshd) -> 
     assert result.stdout == ""
     # Refused by opslab-ssh-keys (exit 1, not granted), not by anything else of sshd's.
     assert f"AuthorizedKeysCommand {sshd.command} root failed, status 1" in sshd.log.read_text()
+
+
+def test_sshd_refuses_a_person_whose_name_is_someone_elses_local_account(
+    sshd: Sshd, directory: ThrowawaySlapd, tmp_path: Path,
+) -> None:
+    """As ``nobody`` or the image's default user would be: a local account that is not the
+    person's (another uid). The member with their own account gets in (above)."""
+    name = "sk-sshd-impostor"
+    public = _ssh_keygen(tmp_path / name, f"{name}@test")
+    local_uid, their_uid = free_uids(2)
+    directory.add_ldif(person_ldif(name, [public], *posix(their_uid)))
+    add_member(directory, PROJECT, name)
+
+    with local_account(name, local_uid, login_shell="/bin/sh"):
+        result = ssh(sshd, tmp_path / name, name)
+
+    assert result.returncode == 255
+    assert "Permission denied (publickey)" in result.stderr
+    assert result.stdout == ""
+    assert f"AuthorizedKeysCommand {sshd.command} {name} failed, status 1" in sshd.log.read_text()
