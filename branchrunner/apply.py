@@ -3,10 +3,13 @@
 1. Unless disabled (``opslab branch disable``, like ``puppet agent
    --disable``) and unless another apply runs (its own lock), ask the ENC
    which environment this host is in.
-2. Sync the branch that holds it: the one the caller names (the agent,
-   from its target), else the holder by opslab.names.environment_holders
-   (skipped with ``--no-sync``; a failed or refused sync leaves the
-   deployed tree in use, with a warning and the reason in ``sync_error``).
+2. Sync the branch the caller names (the agent, from its target; ``--branch``
+   by hand) into it, whatever other branches map there: an instance's
+   environments are its own. Named by nobody, the branch deployed there,
+   else the only one that maps there (opslab.names.applied_branch), never
+   one chosen by its name alone. Skipped with ``--no-sync``; a failed or
+   refused sync leaves the deployed tree in use, with a warning and the
+   reason in ``sync_error``.
 3. Run ``puppet apply --detailed-exitcodes`` on that exact tree: the run
    gets an environmentpath of its own whose one entry points at the tree
    resolved before the run, so a sync during the run cannot change what
@@ -34,8 +37,8 @@ from opslab.lock import FileLock, LockHeld
 from opslab.names import (
     DEFAULT_BRANCH,
     InvalidName,
+    applied_branch,
     environment_for_branch,
-    environment_holders,
     this_certname,
     validate_certname,
 )
@@ -92,7 +95,8 @@ class Apply:
     def __init__(self, config: Config, certname: str | None = None, log: Log | None = None,
                  branch: str | None = None):
         """``branch``: the branch this host's classification names, when the caller knows it
-        (the agent, from its target); else the environment's holder by the one rule."""
+        (the agent, from its target); it takes the environment. Else the branch deployed
+        there, or the only one that maps there (opslab.names.applied_branch)."""
         self.config = config
         self.branch = branch
         self.settings = config.apply
@@ -202,7 +206,8 @@ class Apply:
         if branch is None:
             return
         try:
-            for outcome in deployment.sync([branch], remote_branches=branches):
+            # The instance's environment is its own: the branch takes it (see _branch_for).
+            for outcome in deployment.sync([branch], remote_branches=branches, claim=True):
                 if not outcome.ok:
                     self._sync_failed(result,
                                       f"sync of {outcome.branch!r} failed: {outcome.error}")
@@ -218,8 +223,10 @@ class Apply:
 
         The branch the caller named, when it maps to the environment the ENC
         gave (if not, the classification changed since the caller learnt it,
-        and the ENC's answer is what Puppet uses); else the environment's
-        holder among the remote's branches (opslab.names.environment_holders).
+        and the ENC's answer is what Puppet uses); else the branch deployed
+        there, or the only one that maps there (opslab.names.applied_branch):
+        never the holder rule of shared servers, whose exact-name rule would
+        let a branch named like the environment take it here.
         """
         named = self.branch
         if named is not None and _environment_of(named) != environment:
@@ -231,15 +238,10 @@ class Apply:
                 return named
             problem = f"branch {named!r} is not on the remote"
         else:
-            deployed = deployment.environments.deployed_from(environment)
-            holders, refused = environment_holders(
-                branches, {environment: deployed} if deployed else None)
-            if environment in holders:
-                return holders[environment]
-            reasons = [reason for branch, reason in refused.items()
-                       if _environment_of(branch) == environment]
-            problem = (reasons[0] if reasons else
-                       f"no branch of the remote maps to environment {environment!r}")
+            chosen, problem = applied_branch(
+                environment, branches, deployment.environments.deployed_from(environment))
+            if chosen is not None:
+                return chosen
         self._sync_failed(result, f"{problem}; using what is deployed")
         return None
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from opslab.config import Config, ConfigError, load
 from opslab.lock import LockHeld
-from opslab.names import InvalidName
+from opslab.names import InvalidName, validate_branch
 
 from .deployment import Deployment, SyncFailed, named_branches
 
@@ -49,6 +49,9 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     _sync_options(apply)
     apply.add_argument("--certname", help="this host's certname (default: apply.certname, "
                        "else the FQDN)")
+    apply.add_argument("--branch", help="the branch this host's classification names, to "
+                       "sync into its environment whatever other branches map there (default: "
+                       "the branch deployed there, else the only one that maps there)")
     apply.add_argument("--no-sync", action="store_true",
                        help="apply what is deployed, without syncing the branch first")
     apply.set_defaults(run=_apply)
@@ -119,7 +122,9 @@ def _apply(arguments: argparse.Namespace) -> int:
 
     try:
         config = _config(arguments)
-        result = Apply(config, arguments.certname, log=_say).run(sync=not arguments.no_sync)
+        branch = validate_branch(arguments.branch) if arguments.branch is not None else None
+        result = Apply(config, arguments.certname, log=_say,
+                       branch=branch).run(sync=not arguments.no_sync)
     except (ConfigError, InvalidName, ApplyError) as error:
         _say(f"error: {error}")
         return EXIT_USAGE

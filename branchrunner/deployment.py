@@ -74,7 +74,8 @@ class Deployment:
         return FileLock(str(self.environments.lock_path), purpose, self.settings.lock_timeout)
 
     def sync(self, branches: Sequence[str] | None = None,
-             remote_branches: Iterable[str] | None = None) -> list[Outcome]:
+             remote_branches: Iterable[str] | None = None,
+             claim: bool = False) -> list[Outcome]:
         """Sync the named branches, or (None) every branch the filters select.
 
         Which branch holds an environment that several branches map to is
@@ -86,14 +87,24 @@ class Deployment:
         environment whose state changed gets its record replaced; the whole
         sync, unchanged environments included, is recorded in
         ``records/last-sync.json``.
+
+        ``claim`` (named branches only): each named branch takes its
+        environment, whatever other branches map there or which one is
+        deployed there. For apply on an instance, whose environments are its
+        own and whose classification names the branch: the holder rule there
+        would let another project's branch, pushed with exactly the
+        environment's name, take it. Two named branches of one environment
+        are both refused.
         """
+        if claim and branches is None:
+            raise ValueError("only named branches can claim their environments")
         started = time.time()
         self.environments.prepare()
         with self.lock("opslab branch sync"):
             self.environments.clear_leftovers()
             try:
                 self.mirror.prepare()
-                if branches is not None and remote_branches is None:
+                if branches is not None and remote_branches is None and not claim:
                     remote_branches = self.mirror.remote_branches()
                 self.mirror.fetch(branches)
                 listing = self.mirror.branches()
@@ -105,7 +116,7 @@ class Deployment:
             else:
                 wanted = {name: listing[name] for name in branches}
             existing = set(listing if remote_branches is None else remote_branches)
-            outcomes = self._deploy_all(wanted, existing | set(wanted))
+            outcomes = self._deploy_all(wanted, existing | set(wanted), claim)
             if branches is None:
                 outcomes += self._purge(set(listing))
             self.environments.prune()
@@ -122,12 +133,19 @@ class Deployment:
         return any(fnmatch.fnmatchcase(branch, p) for p in self.settings.include) and not any(
             fnmatch.fnmatchcase(branch, p) for p in self.settings.exclude)
 
-    def _deploy_all(self, wanted: dict[str, str], existing: set[str]) -> list[Outcome]:
-        """Deploy each wanted branch that holds its environment; refuse the others."""
+    def _deploy_all(self, wanted: dict[str, str], existing: set[str],
+                    claim: bool = False) -> list[Outcome]:
+        """Deploy each wanted branch that holds its environment; refuse the others.
+
+        With ``claim``, the wanted branches hold their environments (see sync).
+        """
         groups, unusable = branches_by_environment(wanted)
-        deployed = {environment: branch for environment in groups
-                    if (branch := self.environments.deployed_from(environment))}
-        holders, refused = environment_holders(existing, deployed)
+        if claim:
+            holders, refused = _claims(groups)
+        else:
+            deployed = {environment: branch for environment in groups
+                        if (branch := self.environments.deployed_from(environment))}
+            holders, refused = environment_holders(existing, deployed)
         outcomes = [self._refuse(None, branch, reason) for branch, reason in unusable.items()]
         for environment, names in sorted(groups.items()):
             for branch in names:
@@ -205,6 +223,20 @@ class Deployment:
             self.log(f"purged {environment}: its branch {branch!r} is gone")
             outcomes.append(outcome)
         return outcomes
+
+
+def _claims(groups: dict[str, list[str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each environment's one claiming branch; every branch of a contested one is refused."""
+    holders: dict[str, str] = {}
+    refused: dict[str, str] = {}
+    for environment, names in groups.items():
+        if len(names) == 1:
+            holders[environment] = names[0]
+            continue
+        for branch in names:
+            refused[branch] = (f"branches {', '.join(map(repr, names))} were all asked to "
+                               f"take environment {environment!r}")
+    return holders, refused
 
 
 def named_branches(branches: Sequence[str]) -> list[str]:

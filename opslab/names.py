@@ -259,3 +259,31 @@ def environment_holders(
                 f"branches {', '.join(map(repr, names))} all map to environment "
                 f"{environment!r} and none is deployed there or named exactly so")
     return holders, refused
+
+
+def applied_branch(
+    environment: str, branches: Iterable[str], deployed: str | None = None,
+) -> tuple[str | None, str]:
+    """The branch a hand-run apply syncs into ``environment`` when no branch is named.
+
+    On an instance the branch its classification names is authoritative
+    (the agent always names it). Without one, only a branch that cannot be
+    another project's will do: the one ``deployed`` there (the instance's
+    own, while it still exists among ``branches``), else the only one that
+    maps to the environment. Never :func:`environment_holders`' exact-name
+    rule: on a machine that has deployed nothing yet, a branch pushed with
+    exactly the environment's name (``feature_tools_motd`` beside tools'
+    ``feature/Tools-MOTD``) would take it, and Puppet would run its code as
+    root. Returns ``(branch, "")``, or ``(None, why not)``.
+    """
+    groups, _ = branches_by_environment(branches)
+    names = groups.get(environment, [])
+    if deployed is not None and deployed in names:
+        return deployed, ""
+    if len(names) == 1:
+        return names[0], ""
+    if not names:
+        return None, f"no branch of the remote maps to environment {environment!r}"
+    return None, (f"several branches map to environment {environment!r} "
+                  f"({', '.join(map(repr, names))}) and none is deployed there: name the "
+                  "one to apply with --branch BRANCH")

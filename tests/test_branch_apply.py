@@ -17,7 +17,11 @@ import ldap
 import pytest
 import yaml
 
+from opslab.branchrunner.apply import Apply
+from opslab.branchrunner.deployment import Deployment
+from opslab.config import load
 from opslab.lock import FileLock
+from opslab.names import applied_branch
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, CONTROL_REPO, HOSTS, host_ldif
 from tests.remote import Remote
@@ -37,14 +41,16 @@ class Agent:
         self.root.mkdir()
         self.config = self.write_config()
 
-    def write_config(self, name: str = "opslab.yaml", **apply: object) -> Path:
+    def write_config(self, name: str = "opslab.yaml", environments: str = "environments",
+                     **apply: object) -> Path:
+        """A configuration; ``environments`` names its environments directory (and mirror)."""
         path = self.work / name
         path.write_text(yaml.safe_dump({
             "ldap": {"uri": self.slapd.ldapi_uri, "base": BASE},
             "cache": {"dir": str(self.work / "enc-cache")},
             "branches": {"remote": self.remote.url,
-                         "environments": str(self.work / "environments"),
-                         "cache": str(self.work / "git-cache")},
+                         "environments": str(self.work / environments),
+                         "cache": str(self.work / f"git-cache-{environments}")},
             "apply": {"certname": NODE, "state_dir": str(self.work / "state"),
                       "puppet_state_dir": str(self.work / "puppet"), **apply},
         }))
@@ -60,8 +66,8 @@ class Agent:
             env={**os.environ, "FACTER_opslab_root": str(self.root)},
         )
 
-    def apply(self, config: Path | None = None) -> tuple[int, dict[str, Any]]:
-        result = self.opslab("apply", "--json", config=config)
+    def apply(self, config: Path | None = None, *arguments: str) -> tuple[int, dict[str, Any]]:
+        result = self.opslab("apply", "--json", *arguments, config=config)
         return result.returncode, json.loads(result.stdout)
 
     def set_host(self, attribute: str, values: list[str]) -> None:
@@ -116,16 +122,21 @@ def test_new_commit_on_the_branch_is_applied_next_run(agent: Agent) -> None:
 
 
 def test_changing_the_branch_in_the_directory_moves_the_host(agent: Agent) -> None:
-    """... also with a Production pushed beside production: the environment's own branch
-    keeps deploying, and the run says nothing is wrong."""
+    """... also with a Production pushed beside production: the branch the classification
+    names (the agent's target's, here --branch) keeps deploying, and the run says nothing
+    is wrong. Named by nobody on a host where the environment is not deployed yet, no
+    branch is chosen by its name alone."""
     agent.remote.commit("Production", {"usurper": "1\n"}, base="production")
     commit = agent.remote.commit("production", {"news": "1\n"})
     agent.set_host("environment", ["production"])
     try:
-        status, result = agent.apply()
+        unnamed_status, unnamed = agent.apply()
+        status, result = agent.apply(None, "--branch", "production")
     finally:
         agent.set_host("environment", [])
         agent.remote.delete("Production")
+    assert (unnamed_status, unnamed["status"], unnamed["commit"]) == (1, "failed", None), unnamed
+    assert "several branches map to environment 'production'" in unnamed["sync_error"]
     assert status == 2, result
     assert (result["environment"], result["branch"], result["commit"]) == (
         "production", "production", commit)
@@ -189,3 +200,84 @@ def test_a_run_past_its_timeout_is_stopped(agent: Agent) -> None:
     status, result = agent.apply(config)
     assert (status, result["status"], result["success"]) == (1, "timeout", False)
     assert "apply.timeout (0.5 s)" in result["error"]
+
+
+# Another project pushes a branch named exactly like the environment tools' branch maps
+# to. On a shared server deploying every branch, the exact name takes an environment
+# nothing is deployed in yet (opslab.names.environment_holders); on an instance, whose
+# environments are its own, it must never take the instance's.
+SQUATTER = "feature_tools_motd"
+SQUATTED = "squatted"  # what the squatter's code leaves below opslab_root, run as root
+
+
+def test_a_branch_named_like_the_environment_never_takes_it_on_an_instance(
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = (CONTROL_REPO / "manifests/site.pp").read_text()
+    agent.remote.commit(SQUATTER, {"manifests/site.pp": site + (
+        "file { \"${facts['opslab_root']}/" + SQUATTED + "\": ensure => file }\n")},
+        "another project's branch", base="production")
+    tools = agent.remote.head("feature/Tools-MOTD")
+    fresh = agent.write_config("fresh.yaml", environments="fresh-environments")
+    taken = agent.write_config("taken.yaml", environments="taken-environments")
+    try:
+        # By hand on an instance that has deployed nothing: no branch is chosen by its name.
+        status, result = agent.apply(fresh)
+        assert (status, result["status"], result["commit"]) == (1, "failed", None), result
+        assert ("several branches map to environment 'feature_tools_motd' "
+                "('feature/Tools-MOTD', 'feature_tools_motd') and none is deployed there: "
+                "name the one to apply with --branch BRANCH") in result["sync_error"]
+        assert "is not deployed" in result["error"]
+        assert not (agent.root / SQUATTED).exists()
+
+        # Named, as the agent names the branch of its target: it takes the environment...
+        status, result = agent.apply(fresh, "--branch", "feature/Tools-MOTD")
+        assert status in (0, 2), result
+        assert (result["environment"], result["branch"], result["commit"]) == (
+            "feature_tools_motd", "feature/Tools-MOTD", tools)
+        assert "sync_error" not in result, result
+        # ...and, deployed there, is the one a run without --branch keeps.
+        status, result = agent.apply(fresh)
+        assert status in (0, 2), result
+        assert (result["branch"], result["commit"]) == ("feature/Tools-MOTD", tools)
+        assert "sync_error" not in result, result
+        assert not (agent.root / SQUATTED).exists()
+
+        # The agent (Apply with its target's branch) where the squatter was deployed
+        # already, by a sync or by an apply before this rule: the branch takes it back.
+        squatted = load(str(taken)).branches
+        [outcome] = Deployment(squatted).sync([SQUATTER])
+        assert (outcome.result, outcome.environment) == ("deployed", "feature_tools_motd")
+        monkeypatch.setenv("FACTER_opslab_root", str(agent.root))
+        result = Apply(load(str(taken)), NODE, branch="feature/Tools-MOTD").run()
+        assert result["exit_code"] in (0, 2), result
+        assert (result["branch"], result["commit"]) == ("feature/Tools-MOTD", tools)
+        assert Deployment(squatted).environments.deployed_from(
+            "feature_tools_motd") == "feature/Tools-MOTD"
+        assert not (agent.root / SQUATTED).exists()
+        assert (agent.root / "motd").read_text() == "Tools project, feature branch\n"
+    finally:
+        agent.remote.delete(SQUATTER)
+        (agent.root / SQUATTED).unlink(missing_ok=True)
+
+
+def test_a_branch_given_by_hand_must_be_a_branch_name(agent: Agent) -> None:
+    result = agent.opslab("apply", "--branch", "--upload-pack=touch pwned")
+    assert result.returncode == 2
+    assert "branch name '--upload-pack=touch pwned' is refused" in result.stderr
+
+
+@pytest.mark.parametrize(("branches", "deployed", "chosen"), [
+    (["production", "feature/Tools-MOTD"], None, "feature/Tools-MOTD"),  # the only one
+    (["feature/Tools-MOTD", SQUATTER], "feature/Tools-MOTD", "feature/Tools-MOTD"),
+    (["feature/Tools-MOTD", SQUATTER], SQUATTER, SQUATTER),  # deployed there: the instance's
+    (["feature/Tools-MOTD", SQUATTER], None, None),  # never by its exact name
+    (["feature/Tools-MOTD", SQUATTER], "feature/tools-motd", None),  # deployed, but gone
+    (["production"], None, None),
+])
+def test_a_hand_run_apply_never_picks_a_branch_by_its_name(
+    branches: list[str], deployed: str | None, chosen: str | None
+) -> None:
+    branch, problem = applied_branch("feature_tools_motd", branches, deployed)
+    assert branch == chosen
+    assert bool(problem) == (chosen is None)

@@ -333,6 +333,55 @@ def test_a_branch_named_like_a_deployed_environment_freezes_nothing(
     assert heads.commit("no-such-branch") is None
 
 
+def test_a_branch_apply_names_claims_its_environment_on_an_instance(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """Another project pushes a branch named exactly like the environment tools' branch maps
+    to. The holder rule (shared servers) gives it the environment where nothing is
+    deployed; apply on an instance names the branch of its classification, which takes the
+    instance's environment, fresh or deployed from the squatter already."""
+    tools = remote.commit("feature/Tools-MOTD", {"owner": "tools\n"}, base="production")
+    remote.commit("feature_tools_motd", {"squatter": "1\n"}, base="production")
+    config = settings(tmp_path, remote)
+    environment = Path(config.environments) / "feature_tools_motd"
+
+    refused = sync(config, ["feature/Tools-MOTD"])["feature/Tools-MOTD"]
+    assert (refused.result, environment.exists()) == ("refused", False)
+    assert "which belongs to branch 'feature_tools_motd' (it has exactly that name)" in str(
+        refused.error)
+
+    def claim(config: BranchSettings, *branches: str) -> dict[str, Outcome]:
+        return {outcome.branch: outcome
+                for outcome in Deployment(config).sync(list(branches), claim=True)}
+
+    claimed = claim(config, "feature/Tools-MOTD")["feature/Tools-MOTD"]
+    assert (claimed.result, claimed.environment, claimed.commit) == (
+        "deployed", "feature_tools_motd", tools)
+    assert sorted(path.name for path in environment.iterdir()) == sorted(
+        [*tree_of_names(BASE_FILES), "owner"])
+    assert Deployment(config).environments.deployed_from("feature_tools_motd") == (
+        "feature/Tools-MOTD")
+    # Deployed there, it holds the environment for every sync after.
+    assert sync(config)["feature_tools_motd"].result == "refused"
+
+    squatted = settings(tmp_path / "squatted", remote)
+    assert sync(squatted, ["feature_tools_motd"])["feature_tools_motd"].result == "deployed"
+    claimed = claim(squatted, "feature/Tools-MOTD")["feature/Tools-MOTD"]
+    assert (claimed.result, claimed.commit) == ("deployed", tools)
+    assert not (Path(squatted.environments) / "feature_tools_motd/squatter").exists()
+
+    # Two branches cannot both claim one environment: neither gets it.
+    both = claim(settings(tmp_path / "both", remote), "feature/Tools-MOTD", "feature_tools_motd")
+    assert {outcome.result for outcome in both.values()} == {"refused"}
+    assert "were all asked to take environment 'feature_tools_motd'" in str(
+        both["feature_tools_motd"].error)
+
+
+def tree_of_names(files: dict[str, str]) -> set[str]:
+    """The top-level names of a tree holding ``files``."""
+    return {path.split("/")[0] for path in files}
+
+
 def test_branch_heads_are_listed_once_per_ttl(tmp_path: Path, remote: Remote) -> None:
     heads = BranchHeads(remote.url, ttl=3600.0, timeout=30.0)
     first = heads.commit("production")
