@@ -10,13 +10,13 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from opslab.config import Config
-from opslab.directory import DirectoryError, DirectoryUnavailable
+from opslab.directory import DirectoryConflict, DirectoryError, DirectoryUnavailable
 from opslab.names import has_control_characters
 
 from .audit import AuditFailed
 from .auth import authenticate
 from .contract import Contract
-from .directory import DirectoryAccess, WriteConflict
+from .directory import DirectoryAccess
 from .errors import Invalid, NotConfigured, Refused
 from .heads import BranchHeads
 from .store import engine_for, sessions
@@ -41,6 +41,7 @@ def create_app(config: Config) -> Flask:
         for name, value in request.args.items(multi=True):
             if has_control_characters(name + value):
                 raise Invalid(f"query parameter {name[:40]!r} contains control characters")
+        app.extensions["opslab.directory"].begin_request()
         g.actor = authenticate(request)
 
     _register_errors(app)
@@ -72,8 +73,8 @@ def _register_errors(app: Flask) -> None:
     def not_configured(error: NotConfigured) -> Any:
         return _error(503, str(error))
 
-    @app.errorhandler(WriteConflict)
-    def conflict(error: WriteConflict) -> Any:
+    @app.errorhandler(DirectoryConflict)
+    def conflict(error: DirectoryConflict) -> Any:
         return _error(409, f"the directory refused the write: {error}")
 
     @app.errorhandler(DirectoryUnavailable)

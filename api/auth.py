@@ -81,7 +81,7 @@ def authenticate(request: Request) -> Actor | None:
         if not directory.check_password(uid, password):
             raise Refused(401, "invalid user name or password")
         config = context.config()
-        [found] = context.reader().search([Search(directory.person_dn(uid), "(objectClass=*)",
+        [found] = directory.writer().search([Search(directory.person_dn(uid), "(objectClass=*)",
                                                   list(accounts.ATTRIBUTES), scope="base")])
         reason = accounts.refusal(uid, found[0], config.accounts) if found else "no entry"
         if reason:
@@ -145,7 +145,7 @@ def standing(project: str, dn: str | None = None, other: str | None = None) -> S
                       f"(&(objectClass=groupOfNames){fill_filter('(cn=%s)', name)}{test})",
                       ["cn"], optional_base=True)
 
-    found = context.reader().search([
+    found = context.directory().writer().search([
         Search(config.projects_base_dn,
                f"(&(objectClass=groupOfNames){fill_filter('(cn=%s)', project)})",
                ["opslabGlobal", "member"], optional_base=True),

@@ -1,7 +1,5 @@
 """What a request handler reaches through the current app, in one place."""
 
-import threading
-
 from flask import current_app
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -12,8 +10,6 @@ from opslab.directory import Directory
 from .contract import Contract
 from .directory import DirectoryAccess
 from .heads import BranchHeads
-
-_readers = threading.local()
 
 
 def config() -> Config:
@@ -29,17 +25,8 @@ def directory() -> DirectoryAccess:
 
 
 def reader() -> Directory:
-    """This thread's kept directory connection for reads, with a fresh deadline.
-
-    A new connection per request would cost more than the classification
-    it serves; each request gets its own overall deadline.
-    """
-    settings = config()
-    kept: Directory | None = getattr(_readers, "directory", None)
-    if kept is None or kept.settings is not settings.ldap:
-        kept = _readers.directory = Directory(settings.ldap)
-    kept.begin_task()
-    return kept
+    """This thread's directory connection as the ENC reads (``ldap.*``), for this request."""
+    return directory().reader()
 
 
 def contract() -> Contract:

@@ -28,7 +28,7 @@ def sudo_users(member_dns: list[str]) -> dict[str, int | None]:
     # One search for all of them; each entry found is then matched by its DN,
     # never by a uid value (an entry may carry several).
     wanted = "(|" + "".join(fill_filter("(uid=%s)", name) for name in names) + ")"
-    [found] = context.reader().search([Search(config.people_base_dn, wanted,
+    [found] = context.directory().writer().search([Search(config.people_base_dn, wanted,
                                               list(accounts.ATTRIBUTES))])
     people = {_normal(entry.dn): entry for entry in found}
     allowed: dict[str, int | None] = {}

@@ -1,4 +1,9 @@
-"""Reading the LDAP directory with timeouts, a deadline and safe filters.
+"""The LDAP directory: reads and writes with timeouts, a deadline and safe filters.
+
+Every component reads the directory through :class:`Directory`; the API,
+its only writer, writes through it too (:meth:`Directory.add`,
+:meth:`~Directory.modify`, :meth:`~Directory.delete`) and checks people's
+passwords with it (:meth:`~Directory.check_password`).
 
 Two kinds of failure are kept apart because callers act differently on them:
 :class:`DirectoryUnavailable` means the directory could not answer (down,
@@ -9,7 +14,7 @@ so nothing may stand in for it.
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import ldap
@@ -17,7 +22,7 @@ from ldap.filter import escape_filter_chars
 
 from opslab.config import LdapSettings
 
-_SCOPES = {"subtree": ldap.SCOPE_SUBTREE, "base": ldap.SCOPE_BASE}
+_SCOPES = {"subtree": ldap.SCOPE_SUBTREE, "one": ldap.SCOPE_ONELEVEL, "base": ldap.SCOPE_BASE}
 
 # Errors that mean "no answer", as opposed to "an answer we cannot use".
 _TRANSPORT_ERRORS = (
@@ -40,6 +45,15 @@ class _ConnectionLost(DirectoryUnavailable):
 
 class DirectoryError(Exception):
     """The directory answered, but the answer or the request is unusable."""
+
+
+class DirectoryConflict(DirectoryError):
+    """A write found the directory otherwise than it expected: the entry to create exists,
+    the one to change does not, a value to add is there or one to delete is not."""
+
+
+_CONFLICTS = (ldap.ALREADY_EXISTS, ldap.NO_SUCH_OBJECT, ldap.TYPE_OR_VALUE_EXISTS,
+              ldap.NO_SUCH_ATTRIBUTE)
 
 
 class Deadline:
@@ -106,8 +120,9 @@ class Entry:
 class Search:
     """One search to send: where, what, which attributes, how deep.
 
-    ``scope`` is ``"subtree"`` (``base`` and everything below it) or
-    ``"base"`` (the one entry at ``base``: reading an entry by its DN). A
+    ``scope`` is ``"subtree"`` (``base`` and everything below it), ``"one"``
+    (the entries directly below ``base``) or ``"base"`` (the one entry at
+    ``base``: reading an entry by its DN). A
     base-scope search of a DN that does not exist finds no entry, as a
     subtree search whose filter matches nothing does. ``optional_base`` says
     the same of a subtree search's base (a directory without
@@ -122,7 +137,7 @@ class Search:
         filter: str,
         attributes: Sequence[str] | None = None,
         optional_base: bool = False,
-        scope: Literal["subtree", "base"] = "subtree",
+        scope: Literal["subtree", "one", "base"] = "subtree",
     ) -> None:
         self.base = base
         self.filter = filter
@@ -262,6 +277,89 @@ class Directory:
             raise kind(f"{self.settings.uri}: {_describe(error)}") from None
         except ldap.LDAPError as error:
             raise DirectoryError(f"{self.settings.uri}: {_describe(error)}") from None
+
+
+    # -- reading one entry, writing, checking passwords -------------------
+
+    def read(self, dn: str, attributes: Sequence[str] | None = None) -> Entry | None:
+        """The entry at ``dn`` (only ``attributes``, if named), or None if there is none."""
+        [found] = self.search([Search(dn, "(objectClass=*)", attributes, scope="base")])
+        return found[0] if found else None
+
+    def add(self, dn: str, attributes: dict[str, list[str]]) -> None:
+        """Create the entry ``dn``; DirectoryConflict if it exists."""
+        values = [(name, [value.encode() for value in items])
+                  for name, items in attributes.items() if items]
+        self._write(f"adding {dn}", lambda connection: connection.add_ext_s(dn, values))
+
+    def modify(self, dn: str, changes: Sequence[tuple[int, str, list[str] | None]]) -> None:
+        """Apply ``(ldap.MOD_ADD | MOD_DELETE | MOD_REPLACE, attribute, values)`` changes to
+        ``dn`` at once. The server matches a value to delete by its attribute's equality
+        rule; DirectoryConflict if the entry, or a value to delete, is missing, or a value
+        to add is there already."""
+        encoded = [(operation, name, [value.encode() for value in values]
+                    if values is not None else None) for operation, name, values in changes]
+        if encoded:
+            self._write(f"changing {dn}", lambda connection: connection.modify_ext_s(dn, encoded))
+
+    def delete(self, dn: str) -> None:
+        """Delete the entry ``dn``; DirectoryConflict if it does not exist."""
+        self._write(f"deleting {dn}", lambda connection: connection.delete_ext_s(dn))
+
+    def check_password(self, dn: str, password: str) -> bool:
+        """Whether ``password`` is ``dn``'s, by binding this connection as ``dn``.
+
+        The connection is then bound as that person (or anonymous, after a
+        refusal): use a Directory of its own for this, with no ``bind_dn``.
+        An empty password is refused without asking: it would be an
+        anonymous bind, which succeeds.
+        """
+        if not password:
+            return False
+        connection = self._usable()
+        try:
+            connection.timeout = self._timeout()
+            connection.simple_bind_s(dn, password)
+            return True
+        except _TRANSPORT_ERRORS as error:
+            self.close()
+            raise DirectoryUnavailable(f"{self.settings.uri}: {_describe(error)}") from None
+        except ldap.LDAPError:
+            # Invalid credentials, or a server that will not let this account bind
+            # (a ppolicy lock): either way, not this person's password now.
+            return False
+
+    def _usable(self) -> "ldap.ldapobject.LDAPObject":
+        """The connection, made sure to be alive when it was kept from an earlier task.
+
+        A write is not retried after the server dropped the connection (it
+        may have been made), so a kept connection is probed first: a server
+        restarted since the last task costs one reconnect, not a refusal.
+        """
+        if self._connection is not None:
+            try:
+                self._connection.timeout = self._timeout()
+                self._connection.whoami_s()
+            except _TRANSPORT_ERRORS:
+                self.close()
+            except ldap.LDAPError:
+                pass  # alive, just unwilling to say who we are
+        return self._connect()
+
+    def _write(self, what: str, operation: Callable[["ldap.ldapobject.LDAPObject"], object]) \
+            -> None:
+        connection = self._usable()
+        try:
+            connection.timeout = self._timeout()
+            operation(connection)
+        except _CONFLICTS as error:
+            raise DirectoryConflict(f"{what}: {_describe(error)}") from None
+        except _TRANSPORT_ERRORS as error:
+            self.close()
+            raise DirectoryUnavailable(f"{what}: {self.settings.uri}: {_describe(error)}") \
+                from None
+        except ldap.LDAPError as error:
+            raise DirectoryError(f"{what}: {_describe(error)}") from None
 
 
 def _describe(error: ldap.LDAPError) -> str:

@@ -707,3 +707,20 @@ def test_the_heads_of_a_hanging_remote_hold_no_request(hanging_server: int) -> N
     assert heads.commit("production") is None
     assert refresher.is_alive()
     refresher.join(timeout=10)
+
+
+def test_a_person_with_a_photo_is_a_member_like_any_other(
+    api: FlaskClient, slapd: ThrowawaySlapd
+) -> None:
+    import base64
+
+    photo = base64.b64encode(bytes(range(256))).decode()  # not UTF-8
+    with entries(slapd, person_ldif("pictured", f"jpegPhoto:: {photo}")):
+        added = api.post("/v1/projects/web/members", json={"uid": "pictured"},
+                         headers=basic("carol"))
+        assert added.status_code == 200, added.json
+        assert "pictured" in added.json["members"]
+        assert api.post("/v1/projects/web/log", json={"message": "smile"},
+                        headers=password("pictured")).status_code == 201
+        assert api.delete("/v1/projects/web/members/pictured",
+                          headers=basic("olga")).status_code == 200

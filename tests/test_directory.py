@@ -1,10 +1,19 @@
-"""Directory reads against the real slapd: base-scope reads, and a kept connection (as the
-API keeps one per worker) across a slapd restart."""
+"""The directory layer against the real slapd: base-scope reads, writes and password checks,
+and a kept connection (as the API keeps them per worker thread) across a slapd restart."""
 
+from pathlib import Path
+
+import ldap
 import pytest
 
 from opslab.config import LdapSettings
-from opslab.directory import Directory, DirectoryError, DirectoryUnavailable, Search
+from opslab.directory import (
+    Directory,
+    DirectoryConflict,
+    DirectoryError,
+    DirectoryUnavailable,
+    Search,
+)
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, HOSTS, PEOPLE
 
@@ -48,3 +57,45 @@ def test_a_base_scope_search_reads_one_entry_at_its_dn(slapd: ThrowawaySlapd) ->
             directory.search([Search(f"ou=nowhere,{BASE}", "(objectClass=*)")])
     finally:
         directory.close()
+
+
+def test_writes_through_a_kept_connection_across_a_restart(
+    private_slapd: ThrowawaySlapd, tmp_path: Path
+) -> None:
+    secret = tmp_path / "root.secret"
+    secret.write_text(private_slapd.root_password + "\n")
+    writer = Directory(LdapSettings(uri=private_slapd.ldapi_uri, base=BASE, timeout=2,
+                                    deadline=10, bind_dn=private_slapd.root_dn,
+                                    bind_password_file=str(secret)))
+    dn = f"dc=written.example.org,{HOSTS}"
+    host = {"objectClass": ["dNSDomain", "domainRelatedObject", "puppetClient"],
+            "dc": ["written.example.org"], "associatedDomain": ["written.example.org"]}
+    writer.add(dn, host)
+    with pytest.raises(DirectoryConflict):
+        writer.add(dn, host)
+
+    private_slapd.stop()
+    private_slapd.start()
+    writer.begin_task()
+    # The kept connection died with the server: the write reconnects first, once.
+    writer.modify(dn, [(ldap.MOD_ADD, "puppetClass", ["base"])])
+    entry = writer.read(dn, ["puppetClass"])
+    assert entry is not None
+    assert entry.values("puppetClass") == ["base"]
+    with pytest.raises(DirectoryConflict):
+        writer.modify(dn, [(ldap.MOD_DELETE, "puppetClass", ["absent"])])
+    writer.delete(dn)
+    assert writer.read(dn) is None
+    with pytest.raises(DirectoryConflict):
+        writer.delete(dn)
+
+    # A person's password, on a connection of its own; an empty one never binds.
+    checker = Directory(LdapSettings(uri=private_slapd.ldapi_uri, base=BASE, timeout=2,
+                                     deadline=10))
+    assert checker.check_password(private_slapd.root_dn, private_slapd.root_password)
+    assert not checker.check_password(private_slapd.root_dn, "wrong")
+    assert not checker.check_password(private_slapd.root_dn, "")
+    private_slapd.stop()
+    writer.begin_task()
+    with pytest.raises(DirectoryUnavailable):
+        writer.delete(dn)

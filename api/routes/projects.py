@@ -106,7 +106,7 @@ def add_member(project: str) -> Any:
     directory = context.directory()
     new = directory.person_dn(body["uid"])
     found = may_add_member(g.actor, project, new, owner)
-    if directory.read(new) is None:
+    if directory.read(new, ["uid"]) is None:
         raise Refused(404, f"no person {body['uid']!r}")
     changes = ([] if found.other_member else [(ldap.MOD_ADD, "member", [new])]) + \
         ([(ldap.MOD_ADD, "owner", [new])] if owner and not found.other_owner else [])
