@@ -20,7 +20,7 @@ exists, exactly as the ENC classifies it.
 import json
 from typing import Any
 
-from opslab.directory import fill_filter
+from opslab.directory import attribute_values, fill_filter
 from opslab.enc.classifier import Classifier
 from opslab.names import (
     InvalidName,
@@ -111,7 +111,7 @@ def changed_entry(before: Attributes, host: dict[str, Any]) -> Attributes:
     written = to_entry(host)
     after = {**{key: values for key, values in before.items() if key.lower() not in edited},
              **{name: written[name] for name in EDITED_ATTRIBUTES}}
-    classes = {value.lower() for value in _values(before, "objectClass")}
+    classes = {value.lower() for value in attribute_values(before, "objectClass")}
     if written["aRecord"] and "dnsdomain" not in classes:
         raise Invalid("addresses: this entry (written for Puppet's old terminus) cannot hold "
                       "addresses")
@@ -121,14 +121,12 @@ def changed_entry(before: Attributes, host: dict[str, Any]) -> Attributes:
     return after
 
 
-def _values(entry: Attributes, name: str) -> list[str]:
-    return next((v for k, v in entry.items() if k.lower() == name.lower()), [])
 
 
 def from_entry(entry: Attributes) -> dict[str, Any]:
     """The Puppet settings of a host (or project) entry; ``project`` is its opslabProject."""
     def values(name: str) -> list[str]:
-        return next((v for k, v in entry.items() if k.lower() == name.lower()), [])
+        return attribute_values(entry, name)
 
     class_parameters: dict[str, dict[str, Any]] = {}
     for assignment in values("opslabClassParameter"):
@@ -174,8 +172,7 @@ def _existing_projects(names: set[str]) -> set[str]:
     wanted = "".join(f"(cn={escape(name)})" for name in sorted(names))
     found = context.directory().search(context.config().projects_base_dn,
                                        f"(&(objectClass=groupOfNames)(|{wanted}))")
-    return {value.lower() for _, entry in found
-            for key, values in entry.items() if key.lower() == "cn" for value in values}
+    return {value.lower() for _, entry in found for value in attribute_values(entry, "cn")}
 
 
 def named_into(project: str) -> list[str]:

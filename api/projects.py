@@ -12,6 +12,8 @@ import ldap
 from flask import g
 from sqlalchemy import select
 
+from opslab.directory import attribute_values
+
 from . import context, hosts
 from .audit import recorded_write
 from .directory import Attributes, escape
@@ -20,11 +22,6 @@ from .store import Change, LogEntry
 
 PUPPET_ATTRIBUTES = ("puppetClass", "puppetVar", "opslabClassParameter", "environment")
 RECENT_LOG = 10
-
-
-def values(entry: Attributes, name: str) -> list[str]:
-    """The values of attribute ``name`` (any case) of ``entry``."""
-    return next((v for k, v in entry.items() if k.lower() == name.lower()), [])
 
 
 def read(project: str) -> Attributes:
@@ -54,25 +51,25 @@ def entry_for(name: str, settings: dict[str, Any], members: list[str],
 def settings(entry: Attributes) -> dict[str, Any]:
     """A project's description, branch (as set), Puppet settings and global flag."""
     puppet = hosts.from_entry(entry)
-    return {"description": next(iter(values(entry, "description")), None),
+    return {"description": next(iter(attribute_values(entry, "description")), None),
             "branch": puppet["branch"], "classes": puppet["classes"],
             "class_parameters": puppet["class_parameters"], "variables": puppet["variables"],
-            "global": values(entry, "opslabGlobal") == ["TRUE"]}
+            "global": attribute_values(entry, "opslabGlobal") == ["TRUE"]}
 
 
 def summary(entry: Attributes) -> dict[str, Any]:
     """Name, description and the branch its hosts follow (production when none is set)."""
-    return {"name": values(entry, "cn")[0],
-            "description": next(iter(values(entry, "description")), None),
-            "branch": next(iter(values(entry, "environment")), "production")}
+    return {"name": attribute_values(entry, "cn")[0],
+            "description": next(iter(attribute_values(entry, "description")), None),
+            "branch": next(iter(attribute_values(entry, "environment")), "production")}
 
 
 def document(entry: Attributes) -> dict[str, Any]:
     """The project document of the API's answers to writes (and, with more, to reads)."""
     directory = context.directory()
     return {**settings(entry), **summary(entry),
-            "members": directory.uids(values(entry, "member")),
-            "owners": directory.uids(values(entry, "owner"))}
+            "members": directory.uids(attribute_values(entry, "member")),
+            "owners": directory.uids(attribute_values(entry, "owner"))}
 
 
 def full_document(project: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ so nothing may stand in for it.
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import ldap
@@ -80,6 +80,16 @@ def fill_filter(template: str, value: str) -> str:
     return template.replace("%s", escape_filter_chars(value))
 
 
+def attribute_values(attributes: Mapping[str, list[str]], name: str) -> list[str]:
+    """The values of attribute ``name`` in ``attributes``, its name matched without case as
+    LDAP matches attribute names (the server sends them as its schema spells them)."""
+    wanted = name.lower()
+    for key, values in attributes.items():
+        if key.lower() == wanted:
+            return values
+    return []
+
+
 class Entry:
     """One directory entry: its DN and its attributes as text.
 
@@ -102,11 +112,7 @@ class Entry:
 
     def values(self, name: str) -> list[str]:
         """All values of attribute ``name`` (any case), in the server's order."""
-        wanted = name.lower()
-        for key, values in self.attributes.items():
-            if key.lower() == wanted:
-                return values
-        return []
+        return attribute_values(self.attributes, name)
 
     def first(self, name: str) -> str | None:
         """The first value of attribute ``name``, or None."""

@@ -5,6 +5,7 @@ from typing import Any
 import ldap
 from flask import Blueprint, g, jsonify, request
 
+from opslab.directory import attribute_values
 from opslab.names import InvalidName, validate_user_name
 
 from .. import context, hosts, projects
@@ -92,8 +93,8 @@ def update_project(project: str) -> Any:
     changes = {**hosts.changes(body),
                **{key: body[key] for key in ("description", "global") if key in body}}
     after = {**before, **projects.entry_for(project, {**projects.settings(before), **changes},
-                                            projects.values(before, "member"),
-                                            projects.values(before, "owner"))}
+                                            attribute_values(before, "member"),
+                                            attribute_values(before, "owner"))}
     projects.write("project.update", project, before, after)
     return jsonify(projects.full_document(project))
 
@@ -112,7 +113,7 @@ def add_member(project: str) -> Any:
         ([(ldap.MOD_ADD, "owner", [new])] if owner and not found.other_owner else [])
     if changes:
         before = projects.read(project)
-        after = {**before, **{name: projects.values(before, name) + values
+        after = {**before, **{name: attribute_values(before, name) + values
                               for _, name, values in changes}}
         projects.modify("project.member.add", project, before, changes, after)
     return jsonify(projects.full_document(project))
@@ -134,7 +135,7 @@ def remove_member(project: str, uid: str) -> Any:
         ([(ldap.MOD_DELETE, "owner", [gone])] if found.other_owner else [])
     before = projects.read(project)
     directory = context.directory()
-    after = {**before, **{name: [value for value in projects.values(before, name)
+    after = {**before, **{name: [value for value in attribute_values(before, name)
                                  if directory.uids([value]) != [uid]]
                           for _, name, _ in changes}}
     projects.modify("project.member.remove", project, before, changes, after)
