@@ -31,7 +31,7 @@ from opslab.names import this_certname
 
 from . import sudoers
 from .client import ApiClient, ApiRefused, ApiUnavailable, Target
-from .report import bounded, keep
+from .report import bounded, clean, keep
 from .spool import Delivery, Item, Spool
 
 Log = Callable[[str], None]
@@ -211,8 +211,10 @@ class Agent:
             enable(self.config)
         else:
             disable(self.config, reason)
+        # A reason from the command line may hold lone surrogates (bytes that are
+        # not UTF-8), which the API refuses.
         self.spool.add("state", self.certname, {
-            "disabled": reason is not None, "reason": reason, "version": self.version,
+            "disabled": reason is not None, "reason": clean(reason), "version": self.version,
             "changed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
         })
         return self.deliver()

@@ -9,10 +9,13 @@ sees. So the agent keeps the full report on the instance
 (``STATE_DIR/agent/reports/KEY.json``, KEY being its idempotency key, the
 newest KEEP of them) and sends a copy within the API's bounds, marked
 ``"truncated": true`` when anything was cut, and under MAX_BODY bytes of JSON
-in any case.
+in any case. Every text of the copy, keys included, has its NUL characters
+and lone surrogates replaced by U+FFFD: the API refuses any string holding
+one, and a command's output that Puppet passes on may hold anything.
 """
 
 import json
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,6 +25,9 @@ from opslab.files import write_atomic
 # escapes non-ASCII text, up to twelve bytes a character.
 MAX_BODY = 48 * 1024
 KEEP = 20
+# What no text the API stores may hold: NUL (PostgreSQL's text cannot) and
+# lone surrogates (no UTF-8 for them).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # Fields the API bounds, cut to its bound (Puppet writes them; they are
 # short unless something is badly wrong).
 _SHORT_FIELDS = {"meaning": 200, "puppet_status": 32, "puppet_version": 64,
@@ -48,13 +54,24 @@ def bounded(report: dict[str, Any], limits: Limits = API_LIMITS) -> dict[str, An
     When the API's limits alone leave it too large, every limit is halved
     until it fits; at worst nothing of the lists and texts is left, and the
     rest (names, counts, status) is small. ``"truncated": true`` is added
-    when anything was cut.
+    when anything was cut. Texts are cleaned (see the module doc).
     """
     while True:
-        copy = _cut(report, limits)
+        copy = clean(_cut(report, limits))
         if len(json.dumps(copy).encode()) < MAX_BODY or not any(limits):
             return copy
         limits = Limits(*(limit // 2 for limit in limits))
+
+
+def clean(value: Any) -> Any:
+    """``value`` with NUL and lone surrogates replaced by U+FFFD in every text, keys too."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {clean(key): clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(item) for item in value]
+    return value
 
 
 def _cut(report: dict[str, Any], limits: Limits) -> dict[str, Any]:

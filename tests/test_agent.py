@@ -28,7 +28,7 @@ import yaml
 
 from opslab.agent.agent import Agent
 from opslab.agent.client import ApiClient, ApiUnavailable
-from opslab.agent.report import KEEP, MAX_BODY, bounded, keep
+from opslab.agent.report import KEEP, MAX_BODY, bounded, clean, keep
 from opslab.agent.spool import Spool
 from opslab.agent.sudoers import SudoersError, install, render
 from opslab.config import load
@@ -42,6 +42,7 @@ PROJECT = "fleet"
 NODE = f"agent1.{PROJECT}.example.org"
 MOTD = "modules/motd/manifests/init.pp"
 FAILING = "modules/failing/manifests/init.pp"
+NUL_CLASS = "modules/printsnul/manifests/init.pp"
 FAILURES = 400
 SUDO = shutil.which("sudo")
 SUDOERS_D = Path("/etc/sudoers.d")
@@ -257,6 +258,20 @@ def test_a_disabled_agent_does_not_apply_and_the_api_shows_why(fleet: Fleet) -> 
     assert fleet.motd() == "third message\n-- v3\n"
 
 
+def test_a_reason_that_is_not_utf8_reaches_the_api(fleet: Fleet) -> None:
+    """``opslab agent disable`` with bytes that are not UTF-8 in its argument (Python
+    holds them as lone surrogates, which the API refuses)."""
+    agent = fleet.agent()
+    try:
+        delivery = agent.set_disabled(os.fsdecode(b"kernel \xff upgrade"))
+        assert (delivery.delivered, delivery.rejected, delivery.pending) == (1, 0, 0)
+        shown = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["agent"]
+        assert (shown["disabled"], shown["reason"]) == (True, "kernel \ufffd upgrade")
+    finally:
+        agent.set_disabled(None)
+    assert fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["agent"]["disabled"] is False
+
+
 def test_a_membership_change_updates_sudo_without_a_puppet_run(fleet: Fleet) -> None:
     agent = fleet.agent()
     count = len(fleet.reports())
@@ -270,6 +285,35 @@ def test_a_membership_change_updates_sudo_without_a_puppet_run(fleet: Fleet) -> 
     assert agent.check().outcome == "unchanged"
     assert "dave" not in (fleet.work / "sudoers.d" / "opslab-project").read_text()
     assert len(fleet.reports()) == count
+
+
+def test_a_run_whose_command_printed_a_nul_reaches_the_api(fleet: Fleet) -> None:
+    """Puppet passes a command's output on, NUL bytes and all; the API refuses any text
+    holding one. The copy sent has U+FFFD in its place, the full report keeps it."""
+    agent = fleet.agent()
+    fleet.remote.commit("production", {NUL_CLASS: (
+        "class printsnul {\n  exec { 'migrate':\n"
+        "    command   => \"/usr/bin/printf 'step 1\\\\000done\\\\n'; exit 1\",\n"
+        "    provider  => shell,\n    logoutput => true,\n  }\n}\n")})
+    fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd", "printsnul"]})
+    count = len(fleet.reports())
+    try:
+        check = agent.check()
+        assert check.outcome == "applied", check
+        assert check.report is not None
+        assert "step 1\x00done" in check.report["output_tail"]  # what Puppet said
+
+        assert agent.spool.pending() == []
+        assert not agent.spool.rejected.exists()
+        reports = fleet.reports()
+        assert len(reports) == count + 1
+        assert (reports[-1]["status"], reports[-1]["failed"]) == ("failed", 1)
+        assert reports[-1]["failures"][0]["resource"] == "Exec[migrate]"
+    finally:
+        fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd"]})
+        recovery = agent.check()
+    assert recovery.outcome == "applied", recovery
+    assert fleet.reports()[-1]["status"] in ("changed", "unchanged")
 
 
 def test_a_run_with_hundreds_of_failures_reaches_the_api(fleet: Fleet) -> None:
@@ -651,12 +695,30 @@ def test_a_report_is_sent_within_the_apis_bounds_whatever_puppet_said(text: str)
         assert all(len(message) <= 2000 for message in sent[name])
     assert len(sent["error"]) <= 2000
     assert len(sent["sync_error"]) <= 2000
-    assert sent["output_tail"] == report["output_tail"][-len(sent["output_tail"]):]
+    assert sent["output_tail"] == clean(report["output_tail"])[-len(sent["output_tail"]):]
     assert len(sent["output_tail"]) <= 4000
     # What says which run it was is never cut.
     for name in ("certname", "commit", "status", "exit_code", "resources", "trigger"):
         assert sent[name] == report[name]
     assert report["failed_resources"][0]["messages"] == [text] * 20  # the original is kept
+
+
+def test_no_text_sent_holds_a_nul_or_a_lone_surrogate() -> None:
+    """The API refuses any string holding one (422), and would set the report aside."""
+    report = a_report(3, "step 1\x00done \ud800 \U0001f525", 2)
+    report["resources"] = {"fail\x00ed": 3, "total": 3}
+    report["failed_resources"][0]["extra\udcff"] = ["\x00", {"k\x00": "v\udfff"}]
+
+    sent = bounded(report)
+
+    # As the API reads it: UTF-8 (no lone surrogate could be encoded), and no NUL.
+    assert b"\x00" not in json.dumps(sent, ensure_ascii=False).encode("utf-8")
+    assert "\\u0000" not in json.dumps(sent)
+    assert sent["error"] == "puppet apply: step 1\ufffddone \ufffd \U0001f525"
+    assert sent["resources"] == {"fail\ufffded": 3, "total": 3}
+    assert sent["failed_resources"][0]["extra\ufffd"] == ["\ufffd", {"k\ufffd": "v\ufffd"}]
+    assert "truncated" not in sent  # replaced, not cut
+    assert "\x00" in report["error"]  # the full report is kept as it was
 
 
 def test_a_report_within_bounds_is_sent_as_it_is() -> None:
