@@ -181,9 +181,8 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         request.getfixturevalue("mariadb").reset()
 
 
-@pytest.fixture
-def client(tmp_path: Path, slapd: ThrowawaySlapd, people: None,
-           database: str) -> Iterator[FlaskClient]:
+def api_client(tmp_path: Path, slapd: ThrowawaySlapd, database: str) -> Iterator[FlaskClient]:
+    """A test client of the API on ``database``, writing to ``slapd``."""
     secret = tmp_path / "writer.secret"
     secret.write_text(slapd.root_password)
     config = parse(yaml.safe_dump({
@@ -195,6 +194,22 @@ def client(tmp_path: Path, slapd: ThrowawaySlapd, people: None,
     app = create_app(config)
     with app.test_client() as test_client:
         yield test_client
+    app.extensions["opslab.engine"].dispose()
+
+
+@pytest.fixture
+def client(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> Iterator[FlaskClient]:
+    """The API on SQLite, its default store: for what does not depend on the database."""
+    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
+    migrate(database)
+    yield from api_client(tmp_path, slapd, database)
+
+
+@pytest.fixture
+def stored_client(tmp_path: Path, slapd: ThrowawaySlapd, people: None,
+                  database: str) -> Iterator[FlaskClient]:
+    """The API on each database (SQLite, PostgreSQL, MariaDB): for tests of what it stores."""
+    yield from api_client(tmp_path, slapd, database)
 
 
 def basic(uid: str) -> dict[str, str]:

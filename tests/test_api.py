@@ -173,76 +173,77 @@ def test_duplicate_host_is_a_conflict(client: FlaskClient) -> None:
 
 
 def test_update_and_delete_are_recorded_with_before_and_after(
-    client: FlaskClient, slapd: ThrowawaySlapd
+    stored_client: FlaskClient, slapd: ThrowawaySlapd
 ) -> None:
-    assert create(client, NEW_HOST).status_code == 201
-    changed = client.patch("/v1/hosts/api1.web.example.org", headers=basic("carol"),
+    assert create(stored_client, NEW_HOST).status_code == 201
+    changed = stored_client.patch("/v1/hosts/api1.web.example.org", headers=basic("carol"),
                            json={"variables": {"cluster": "ulsfo"}, "branch": None})
     assert changed.status_code == 200, changed.json
     assert (changed.json["variables"], changed.json["branch"]) == ({"cluster": "ulsfo"}, None)
     assert host_entry(slapd, "api1.web.example.org")["puppetVar"] == [b"cluster=ulsfo"]
-    assert client.patch("/v1/hosts/api1.web.example.org", headers=basic("dave"),
+    assert stored_client.patch("/v1/hosts/api1.web.example.org", headers=basic("dave"),
                         json={"branch": "x"}).status_code == 403
-    assert client.patch("/v1/hosts/api1.web.example.org", headers=basic("carol"),
+    assert stored_client.patch("/v1/hosts/api1.web.example.org", headers=basic("carol"),
                         json={"name": "other"}).status_code == 422
 
-    assert client.delete("/v1/hosts/api1.web.example.org", headers=basic("carol")
+    assert stored_client.delete("/v1/hosts/api1.web.example.org", headers=basic("carol")
                          ).status_code == 204
     assert host_entry(slapd, "api1.web.example.org") is None
-    history = client.get("/v1/changes?target=api1.web.example.org", headers=basic("carol")).json
+    history = stored_client.get("/v1/changes?target=api1.web.example.org",
+                                headers=basic("carol")).json
     assert [c["action"] for c in history][:3] == ["host.delete", "host.update", "host.create"]
     update = history[1]
     assert update["before"]["variables"] == {"cluster": "esams"}
     assert update["after"]["variables"] == {"cluster": "ulsfo"}
 
 
-def test_run_reports_from_the_hosts_own_token(client: FlaskClient) -> None:
-    token = create(client, NEW_HOST).json["token"]
-    other = create(client, {**NEW_HOST, "name": "api2.web.example.org"}).json["token"]
+def test_run_reports_from_the_hosts_own_token(stored_client: FlaskClient) -> None:
+    token = create(stored_client, NEW_HOST).json["token"]
+    other = create(stored_client, {**NEW_HOST, "name": "api2.web.example.org"}).json["token"]
     report = {"status": "changed", "exit_code": 2, "commit": "a" * 40,
               "environment": "feature_api", "resources": {"changed": 3, "failed": 0},
               "failed_resources": [], "duration": 4.2}
-    posted = client.post("/v1/hosts/api1.web.example.org/reports", json=report,
+    posted = stored_client.post("/v1/hosts/api1.web.example.org/reports", json=report,
                          headers=bearer(token))
     assert posted.status_code == 201, posted.json
     assert (posted.json["project"], posted.json["changed"]) == ("web", 3)
-    assert client.post("/v1/hosts/api1.web.example.org/reports", json=report,
+    assert stored_client.post("/v1/hosts/api1.web.example.org/reports", json=report,
                        headers=bearer(other)).status_code == 403
-    assert client.post("/v1/hosts/api1.web.example.org/reports", json=report,
+    assert stored_client.post("/v1/hosts/api1.web.example.org/reports", json=report,
                        headers=basic("carol")).status_code == 403
-    assert client.post("/v1/hosts/api1.web.example.org/reports", json={**report, "x": 1},
+    assert stored_client.post("/v1/hosts/api1.web.example.org/reports", json={**report, "x": 1},
                        headers=bearer(token)).status_code == 422
-    assert client.post("/v1/hosts/api1.web.example.org/reports", json={"status": "changed"},
+    assert stored_client.post("/v1/hosts/api1.web.example.org/reports", json={"status": "changed"},
                        headers=bearer(token)).status_code == 422
     failed = {**report, "status": "failed", "exit_code": 4,
               "failed_resources": [{"resource": "Exec[x]", "messages": ["boom"]}]}
-    client.post("/v1/hosts/api2.web.example.org/reports", json=failed, headers=bearer(other))
+    stored_client.post("/v1/hosts/api2.web.example.org/reports", json=failed, headers=bearer(other))
 
-    latest = client.get("/v1/projects/web/reports", headers=basic("carol")).json
+    latest = stored_client.get("/v1/projects/web/reports", headers=basic("carol")).json
     assert [(r["host"], r["status"]) for r in latest] == [
         ("api1.web.example.org", "changed"), ("api2.web.example.org", "failed")]
     assert latest[1]["failures"] == [{"resource": "Exec[x]", "messages": ["boom"]}]
     # Open to every person of the community (the README's read rule), not to anonymous callers.
-    assert client.get("/v1/projects/web/reports", headers=basic("dave")).json == latest
-    assert client.get("/v1/projects/web/reports").status_code == 401
+    assert stored_client.get("/v1/projects/web/reports", headers=basic("dave")).json == latest
+    assert stored_client.get("/v1/projects/web/reports").status_code == 401
     for name in ("api1", "api2"):
-        client.delete(f"/v1/hosts/{name}.web.example.org", headers=basic("carol"))
+        stored_client.delete(f"/v1/hosts/{name}.web.example.org", headers=basic("carol"))
     # A deleted host's token is gone with it.
-    assert client.post("/v1/hosts/api1.web.example.org/reports", json=report,
+    assert stored_client.post("/v1/hosts/api1.web.example.org/reports", json=report,
                        headers=bearer(token)).status_code == 401
 
 
-def test_changes_as_an_atom_feed(client: FlaskClient) -> None:
-    assert create(client, NEW_HOST).status_code == 201
-    response = client.get("/v1/changes.atom?project=web&limit=5", headers=basic("olga"))
+def test_changes_as_an_atom_feed(stored_client: FlaskClient) -> None:
+    assert create(stored_client, NEW_HOST).status_code == 201
+    response = stored_client.get("/v1/changes.atom?project=web&limit=5", headers=basic("olga"))
     assert response.mimetype == "application/atom+xml"
     feed = ElementTree.fromstring(response.data)
     atom = "{http://www.w3.org/2005/Atom}"
     titles = [entry.findtext(f"{atom}title") for entry in feed.iter(f"{atom}entry")]
     assert titles[0] == "person:carol host.create api1.web.example.org"
-    assert client.get("/v1/changes?colour=red", headers=basic("olga")).status_code == 422
-    assert client.get("/v1/changes").status_code == 401
-    client.delete("/v1/hosts/api1.web.example.org", headers=basic("carol"))
+    assert stored_client.get("/v1/changes?colour=red", headers=basic("olga")).status_code == 422
+    assert stored_client.get("/v1/changes").status_code == 401
+    stored_client.delete("/v1/hosts/api1.web.example.org", headers=basic("carol"))
 
 
 def test_directory_failure_records_nothing(
@@ -286,23 +287,23 @@ def test_served_by_gunicorn(tmp_path: Path, slapd: ThrowawaySlapd, people: None)
         api.stop()
 
 
-def test_server_admin_log_per_project_combined_and_from_chat(client: FlaskClient) -> None:
-    first = client.post("/v1/projects/web/log", json={"message": "restarted apache on web1"},
+def test_server_admin_log_per_project_combined_and_from_chat(stored_client: FlaskClient) -> None:
+    first = stored_client.post("/v1/projects/web/log", json={"message": "restarted apache on web1"},
                         headers=basic("carol"))
     assert first.status_code == 201, first.json
-    chat = client.post("/v1/log/chat", json={"line": "!log tools rebuilt the builder  "},
+    chat = stored_client.post("/v1/log/chat", json={"line": "!log tools rebuilt the builder  "},
                        headers=basic("olga"))
     assert chat.status_code == 201, chat.json
     assert (chat.json["project"], chat.json["author"], chat.json["message"]) == (
         "tools", "olga", "rebuilt the builder")
 
-    web = client.get("/v1/projects/web/log").json  # public: no credentials needed
+    web = stored_client.get("/v1/projects/web/log").json  # public: no credentials needed
     assert web[0]["message"] == "restarted apache on web1"
     assert all(entry["project"] == "web" for entry in web)
-    combined = client.get("/v1/log?limit=2").json
+    combined = stored_client.get("/v1/log?limit=2").json
     assert [entry["message"] for entry in combined] == [
         "rebuilt the builder", "restarted apache on web1"]
-    feed = ElementTree.fromstring(client.get("/v1/log.atom").data)
+    feed = ElementTree.fromstring(stored_client.get("/v1/log.atom").data)
     atom = "{http://www.w3.org/2005/Atom}"
     assert feed.findtext(f"{atom}entry/{atom}title") == "tools: rebuilt the builder"
 

@@ -20,18 +20,20 @@ FUZZED = "fuzzed.web.example.org"
 EXISTING = [FUZZED, "web1.web.example.org", "builder.example.org"]
 
 
-def test_no_request_gets_a_server_error_or_an_undocumented_answer(client: FlaskClient) -> None:
-    created = client.post("/v1/projects/web/hosts", headers=basic("carol"),
+def test_no_request_gets_a_server_error_or_an_undocumented_answer(
+    stored_client: FlaskClient,
+) -> None:
+    created = stored_client.post("/v1/projects/web/hosts", headers=basic("carol"),
                           json={"name": FUZZED, "classes": ["ntp"],
                                 "class_parameters": {"ntp": {"servers": ["a"]}}})
     token = created.json["token"]
-    client.post(f"/v1/hosts/{FUZZED}/reports", headers=bearer(token),
+    stored_client.post(f"/v1/hosts/{FUZZED}/reports", headers=bearer(token),
                 json={"status": "failed", "exit_code": 4, "truncated": True,
                       "failed_resources": [{"resource": "Exec[x]", "messages": ["boom"]}]})
-    client.put(f"/v1/hosts/{FUZZED}/agent", headers=bearer(token),
+    stored_client.put(f"/v1/hosts/{FUZZED}/agent", headers=bearer(token),
                json={"disabled": True, "reason": "fuzzing",
                      "changed_at": "2026-11-01T00:00:00+00:00"})
-    schema = schemathesis.openapi.from_wsgi("/v1/openapi.yaml", client.application)
+    schema = schemathesis.openapi.from_wsgi("/v1/openapi.yaml", stored_client.application)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {operation.label for operation in operations} >= {
         "POST /v1/projects/{project}/hosts", "PATCH /v1/hosts/{fqdn}",
@@ -61,5 +63,5 @@ def test_no_request_gets_a_server_error_or_an_undocumented_answer(client: FlaskC
 
             conforms()
     finally:
-        client.delete(f"/v1/hosts/{FUZZED}", headers=basic("carol"))
+        stored_client.delete(f"/v1/hosts/{FUZZED}", headers=basic("carol"))
     assert failures == []

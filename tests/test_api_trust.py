@@ -408,37 +408,37 @@ def test_the_openapi_document_is_valid_and_every_answer_conforms(api: FlaskClien
 
 # 15. Times keep their UTC offset, on every database; feed entries link to what is served.
 
-def test_times_keep_their_zone_and_feed_links_resolve(client: FlaskClient) -> None:
-    created = client.post("/v1/projects/web/hosts", headers=basic("carol"),
+def test_times_keep_their_zone_and_feed_links_resolve(stored_client: FlaskClient) -> None:
+    created = stored_client.post("/v1/projects/web/hosts", headers=basic("carol"),
                           json={"name": "times.web.example.org"})
-    client.post("/v1/projects/web/log", json={"message": "a time"}, headers=basic("carol"))
+    stored_client.post("/v1/projects/web/log", json={"message": "a time"}, headers=basic("carol"))
     try:
         token = created.json["token"]
-        client.post("/v1/hosts/times.web.example.org/reports",
+        stored_client.post("/v1/hosts/times.web.example.org/reports",
                     json={**REPORT, "started_at": "2026-11-29T10:00:00+01:00"},
                     headers=bearer(token))
-        times = [entry["at"] for entry in client.get("/v1/log").json]
-        times += [entry["at"] for entry in client.get("/v1/projects/web/log").json]
-        times += [change["at"] for change in client.get("/v1/changes",
+        times = [entry["at"] for entry in stored_client.get("/v1/log").json]
+        times += [entry["at"] for entry in stored_client.get("/v1/projects/web/log").json]
+        times += [change["at"] for change in stored_client.get("/v1/changes",
                                                          headers=basic("carol")).json]
-        report = client.get("/v1/hosts/times.web.example.org/reports", headers=basic("carol")
+        report = stored_client.get("/v1/hosts/times.web.example.org/reports", headers=basic("carol")
                             ).json[0]
         times += [report["received_at"], report["started_at"]]
         assert report["started_at"] == "2026-11-29T09:00:00+00:00"
         for moment in times:
             assert datetime.fromisoformat(moment).tzinfo is not None, moment
         for feed in ("/v1/log.atom", "/v1/projects/web/log.atom", "/v1/changes.atom"):
-            document = ElementTree.fromstring(client.get(feed, headers=basic("carol")).data)
+            document = ElementTree.fromstring(stored_client.get(feed, headers=basic("carol")).data)
             assert RFC3339.fullmatch(document.findtext(f"{ATOM}updated") or "")
             for entry in list(document.iter(f"{ATOM}entry"))[:5]:
                 assert RFC3339.fullmatch(entry.findtext(f"{ATOM}updated") or ""), feed
                 link = entry.find(f"{ATOM}link").get("href")
                 assert link == entry.findtext(f"{ATOM}id")
-                served = client.get(link.removeprefix("https://opslab.example.org"),
+                served = stored_client.get(link.removeprefix("https://opslab.example.org"),
                                     headers=basic("carol"))
                 assert served.status_code == 200, link
     finally:
-        client.delete("/v1/hosts/times.web.example.org", headers=basic("carol"))
+        stored_client.delete("/v1/hosts/times.web.example.org", headers=basic("carol"))
 
 
 # kill -9 between the directory write and the commit that records it.
