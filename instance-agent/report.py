@@ -57,7 +57,7 @@ def bounded(report: dict[str, Any], limits: Limits = API_LIMITS) -> dict[str, An
     when anything was cut. Texts are cleaned (see the module doc).
     """
     while True:
-        copy = clean(_cut(report, limits))
+        copy: dict[str, Any] = clean(_cut(report, limits))
         if len(json.dumps(copy).encode()) < MAX_BODY or not any(limits):
             return copy
         limits = Limits(*(limit // 2 for limit in limits))

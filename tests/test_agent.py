@@ -18,6 +18,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,10 @@ from opslab.agent.client import ApiClient, ApiUnavailable
 from opslab.agent.report import KEEP, MAX_BODY, bounded, clean, keep
 from opslab.agent.spool import Spool
 from opslab.agent.sudoers import SudoersError, install, render
-from opslab.config import load
+from opslab.config import EncSettings, load
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, CONTROL_REPO, PEOPLE, basic, bearer
+from tests.http_stubs import Recorder, Trickler, redirecting_to
 from tests.local_accounts import free_uids, local_account
 from tests.remote import Remote
 from tests.served_api import ServedApi
@@ -555,6 +557,57 @@ def test_a_report_delivered_twice_is_stored_once(fleet: Fleet) -> None:
     client.post_report(NODE, report, "retried-after-a-lost-answer")
 
     assert len(fleet.reports()) == count + 1
+
+
+def client_for(tmp_path: Path, url: str, timeout: float = 5.0) -> ApiClient:
+    token = tmp_path / "host-token"
+    token.write_text(f"{SECRET_TOKEN}\n")
+    return ApiClient(EncSettings(api_url=url, api_token_file=str(token), api_timeout=timeout))
+
+
+SECRET_TOKEN = "host-token-never-to-leave"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_the_agent_follows_no_redirect(tmp_path: Path, status: int) -> None:
+    """Whatever answers at enc.api_url with a redirect (a proxy, a man in the middle) gets
+    nothing more: the token never goes to the Location, and a report is not taken for
+    delivered: it stays spooled until enc.api_url is fixed."""
+    with Recorder() as elsewhere, redirecting_to(elsewhere.url, status) as api:
+        client = client_for(tmp_path, api.url)
+        with pytest.raises(ApiUnavailable) as refused:
+            client.target(NODE, None)
+        spool = Spool(tmp_path / "spool")
+        spool.add("report", NODE, {"status": "unchanged", "exit_code": 0})
+        delivery = spool.deliver(lambda item: client.post_report(item.certname, item.body,
+                                                                 item.key))
+    assert (f"HTTP {status}, a redirect to '{elsewhere.url}/redirected': the agent follows "
+            "no redirect") in str(refused.value)
+    assert (delivery.delivered, delivery.rejected, delivery.pending) == (0, 0, 1)
+    assert "a redirect to" in str(delivery.error)
+    assert [method for method, _, _ in api.requests] == ["GET", "POST"]
+    assert elsewhere.requests == []
+
+
+TRICKLED_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: \"x\"\r\n"
+                 b"Content-Length: 100\r\n\r\n")
+TIMEOUT = 2.0  # enc.api_timeout in the trickle tests
+MARGIN = 2.0  # a busy machine; far below what a trickled answer takes (20 s and more)
+
+
+@pytest.mark.parametrize("trickled", ["head", "body"])
+def test_an_answer_that_trickles_is_given_up_at_enc_api_timeout(tmp_path: Path,
+                                                                trickled: str) -> None:
+    """A byte every 0.2 s keeps every read within a per-read timeout; the deadline is for
+    the whole request."""
+    with Trickler(TRICKLED_HEAD, b" " * 100, trickled, interval=0.2) as api:
+        client = client_for(tmp_path, api.url, TIMEOUT)
+        started = time.monotonic()
+        with pytest.raises(ApiUnavailable) as unavailable:
+            client.target(NODE, None)
+        elapsed = time.monotonic() - started
+    assert f"no complete answer within {TIMEOUT:g} s" in str(unavailable.value)
+    assert TIMEOUT <= elapsed < TIMEOUT + MARGIN
 
 
 def test_the_spool_delivers_in_order_and_keeps_what_the_api_cannot_take(

@@ -18,6 +18,7 @@ import yaml
 from opslab.enc.cli import main
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, HOSTS, EncRunner, basic, host_ldif, write_config
+from tests.http_stubs import Recorder, Trickler, redirecting_to
 from tests.served_api import ServedApi
 
 WEB1 = "web1.web.example.org"
@@ -352,3 +353,65 @@ def test_classification_through_the_api_with_the_same_cache_rules(
         assert "unknown host token" in refused.stderr
     finally:
         api.stop()
+
+
+def test_the_enc_follows_no_redirect_and_no_cache_covers_one(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None, run_enc: EncRunner
+) -> None:
+    """A redirect at enc.api_url (a proxy, a man in the middle) is never followed: the host
+    token would go along to wherever it points, and that host's answer would be what
+    Puppet applies. The API did answer, so the cache does not stand in (exit 4)."""
+    api = ServedApi(tmp_path, slapd, BASE)
+    api.start()
+    name = "redirected.web.example.org"
+    try:
+        status, body = api.request("POST", "/v1/projects/web/hosts", headers=basic("carol"),
+                                   body={"name": name})
+        assert status == 201, body
+        token = json.loads(body)["token"]
+        token_file = tmp_path / "host.token"
+        token_file.write_text(token + "\n")
+        settings = {"enc": {"api_url": api.url, "api_token_file": str(token_file),
+                            "api_timeout": 5},
+                    "cache": {"dir": str(tmp_path / "cache"), "max_age": 600}}
+        config = tmp_path / "enc.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        classified = run_enc("--config", str(config), name)
+        assert classified.returncode == 0, classified.stderr  # and cached
+
+        # Where the redirect points, the same answer waits: following it would "work".
+        with Recorder(body=classified.stdout.encode()) as elsewhere, \
+                redirecting_to(elsewhere.url) as proxy:
+            settings["enc"]["api_url"] = proxy.url
+            config.write_text(yaml.safe_dump(settings))
+            redirected = run_enc("--config", str(config), name)
+    finally:
+        api.stop()
+    assert (redirected.returncode, redirected.stdout) == (4, "")
+    assert (f"answered HTTP 302, a redirect to '{elsewhere.url}/redirected': opslab-enc "
+            "follows no redirect") in redirected.stderr
+    assert "serving the cached classification" not in redirected.stderr
+    assert [authorization for _, _, authorization in proxy.requests] == [f"Bearer {token}"]
+    assert elsewhere.requests == []
+    assert token not in redirected.stderr
+
+
+def test_the_enc_gives_up_an_api_answer_that_trickles(tmp_path: Path,
+                                                      run_enc: EncRunner) -> None:
+    """A byte every 0.2 s keeps every read within a per-read timeout: enc.api_timeout is
+    for the whole request. Puppet waits on the ENC; with no cached answer, exit 3."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/yaml\r\nContent-Length: 100\r\n"
+            b"\r\n")
+    token_file = tmp_path / "host.token"
+    token_file.write_text("a-token\n")
+    with Trickler(head, b"-" * 100, "body", interval=0.2) as api:
+        config = tmp_path / "enc.yaml"
+        config.write_text(yaml.safe_dump({
+            "enc": {"api_url": api.url, "api_token_file": str(token_file), "api_timeout": 2},
+            "cache": {"dir": str(tmp_path / "cache")}}))
+        started = time.monotonic()
+        result = run_enc("--config", str(config), WEB1)
+        elapsed = time.monotonic() - started
+    assert (result.returncode, result.stdout) == (3, "")
+    assert "no complete answer within 2 s" in result.stderr
+    assert elapsed < 2 + 6  # the process's start-up on a busy machine; the trickle takes 20 s

@@ -23,6 +23,7 @@ from tests.conftest import (
     project_ldif,
     write_config,
 )
+from tests.http_stubs import Recorder
 
 SSH_KEYS = Path(sys.executable).with_name("opslab-ssh-keys")
 MEMBER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRscy1tZW1iZXIta2V5LW9ubHk= tls-member@example"
@@ -146,3 +147,40 @@ def test_cleartext_to_another_host_is_refused_before_any_connection(tmp_path: Pa
     assert agent.returncode == 2
     assert "enc.api_url 'http://192.0.2.1:8150' is cleartext to 192.0.2.1" in agent.stderr
     assert not (tmp_path / "state").exists()
+
+
+CLASSIFICATION = "---\nclasses: {}\nenvironment: production\nparameters: {}\n"
+
+
+def test_an_https_api_is_verified_with_its_host_name(
+    tmp_path: Path, tls_slapd: tuple[ThrowawaySlapd, Path], run_enc: EncRunner
+) -> None:
+    """``opslab-enc`` (and the agent: one request function) against an https:// API: a
+    certificate the trust store does not vouch for, or one for another name, is refused
+    as an outage (no answer); the system's trust store (here $SSL_CERT_FILE) is used."""
+    _, certificate = tls_slapd
+    token = tmp_path / "host.token"
+    token.write_text("a-token\n")
+
+    def config(url: str, name: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({
+            "enc": {"api_url": url, "api_token_file": str(token), "api_timeout": 5},
+            "cache": {"dir": str(tmp_path / f"cache-{name}")}}))
+        return path
+
+    trusted = {"SSL_CERT_FILE": str(certificate)}
+    with Recorder(body=CLASSIFICATION.encode(), tls=(certificate, certificate.with_name(
+            "server.key"))) as api:
+        port = api.url.rpartition(":")[2]
+        untrusted = run_enc("--config", str(config(api.url, "untrusted")), "n1.example.org")
+        verified = run_enc("--config", str(config(api.url, "verified")), "n1.example.org",
+                           env=trusted)
+        misnamed = run_enc("--config", str(config(f"https://localhost:{port}", "misnamed")),
+                           "n1.example.org", env=trusted)
+    assert (untrusted.returncode, untrusted.stdout) == (3, "")
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+    assert (verified.returncode, verified.stdout) == (0, CLASSIFICATION), verified.stderr
+    assert (misnamed.returncode, misnamed.stdout) == (3, "")
+    assert "CERTIFICATE_VERIFY_FAILED" in misnamed.stderr
+    assert [path for _, path, _ in api.requests] == ["/v1/nodes/n1.example.org"]
