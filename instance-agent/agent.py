@@ -31,7 +31,7 @@ from opslab.names import this_certname
 
 from . import sudoers
 from .client import ApiClient, ApiRefused, ApiUnavailable, Target
-from .report import bounded, clean, keep
+from .report import bounded, clean, keep, size
 from .spool import Delivery, Item, Spool
 
 Log = Callable[[str], None]
@@ -190,7 +190,7 @@ class Agent:
         """Deliver what is spooled, oldest first, as far as the API takes it now."""
         def send(item: Item) -> None:
             if item.kind == "report":
-                self.client.post_report(item.certname, item.body, item.key)
+                self._send_report(item)
             else:
                 self.client.put_state(item.certname, item.body)
 
@@ -202,6 +202,33 @@ class Agent:
         if delivery.error:
             self.log(f"{delivery.pending} message(s) stay spooled: {delivery.error}")
         return delivery
+
+    def _send_report(self, item: Item) -> None:
+        """Deliver one spooled report, cut to half its size on each 413 until it is taken.
+
+        The agent's bound (MAX_BODY) is below the API's default ``api.max_body``,
+        but a site may set that lower; set aside, the report would never be
+        seen. The full report stays in ``reports/``. A copy that cannot be cut
+        any further and is still too large stays spooled (raised as
+        ApiUnavailable), never set aside: ``api.max_body`` is to be raised.
+        """
+        body = item.body
+        while True:
+            try:
+                self.client.post_report(item.certname, body, item.key)
+                return
+            except ApiRefused as error:
+                if error.status != 413:
+                    raise
+                smaller = bounded(item.body, max_body=size(body) // 2)
+                if size(smaller) >= size(body):
+                    raise ApiUnavailable(
+                        f"the API refuses report {item.key} as too large (HTTP 413) even cut "
+                        f"to {size(body)} bytes: raise its api.max_body") from None
+                self.log(f"the API refused report {item.key} as too large (HTTP 413); "
+                         f"sending it cut to {size(smaller)} bytes (the full report is kept "
+                         "here)")
+                body = smaller
 
     def set_disabled(self, reason: str | None) -> Delivery:
         """Disable Puppet runs with ``reason`` (None enables them), and tell the API."""

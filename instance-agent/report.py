@@ -9,7 +9,9 @@ sees. So the agent keeps the full report on the instance
 (``STATE_DIR/agent/reports/KEY.json``, KEY being its idempotency key, the
 newest KEEP of them) and sends a copy within the API's bounds, marked
 ``"truncated": true`` when anything was cut, and under MAX_BODY bytes of JSON
-in any case. Every text of the copy, keys included, has its NUL characters
+in any case; an API whose ``api.max_body`` is lower still refuses it (413),
+and the agent then sends it cut to half its size, and so on (see
+Agent.deliver). Every text of the copy, keys included, has its NUL characters
 and lone surrogates replaced by U+FFFD: the API refuses any string holding
 one, and a command's output that Puppet passes on may hold anything.
 """
@@ -48,8 +50,9 @@ class Limits(NamedTuple):
 API_LIMITS = Limits()
 
 
-def bounded(report: dict[str, Any], limits: Limits = API_LIMITS) -> dict[str, Any]:
-    """A copy of ``report`` within ``limits`` and under MAX_BODY bytes as JSON.
+def bounded(report: dict[str, Any], limits: Limits = API_LIMITS,
+            max_body: int = MAX_BODY) -> dict[str, Any]:
+    """A copy of ``report`` within ``limits`` and under ``max_body`` bytes as JSON.
 
     When the API's limits alone leave it too large, every limit is halved
     until it fits; at worst nothing of the lists and texts is left, and the
@@ -58,9 +61,14 @@ def bounded(report: dict[str, Any], limits: Limits = API_LIMITS) -> dict[str, An
     """
     while True:
         copy: dict[str, Any] = clean(_cut(report, limits))
-        if len(json.dumps(copy).encode()) < MAX_BODY or not any(limits):
+        if size(copy) < max_body or not any(limits):
             return copy
         limits = Limits(*(limit // 2 for limit in limits))
+
+
+def size(report: dict[str, Any]) -> int:
+    """The bytes of ``report`` as the body of a request."""
+    return len(json.dumps(report).encode())
 
 
 def clean(value: Any) -> Any:

@@ -774,6 +774,64 @@ def test_no_text_sent_holds_a_nul_or_a_lone_surrogate() -> None:
     assert "\x00" in report["error"]  # the full report is kept as it was
 
 
+def test_a_report_the_apis_max_body_refuses_is_cut_until_it_is_taken(
+        slapd: ThrowawaySlapd, people: None, tmp_path: Path) -> None:
+    """A site's api.max_body below the agent's bound (48 KiB): on each 413 the report is
+    sent again at half the size, never set aside; one no cut makes small enough stays
+    spooled, waiting for api.max_body to be raised."""
+    work = tmp_path / "api"
+    work.mkdir()
+    api = ServedApi(work, slapd, BASE, {"api": {"max_body": 16384}})
+    api.start()
+    try:
+        status, answer = api.request("POST", "/v1/projects/web/hosts",
+                                     {"name": "small-api"}, basic("carol"))
+        assert status == 201, answer
+        certname = "small-api.web.example.org"
+        token = tmp_path / "host-token"
+        token.write_text(json.loads(answer)["token"])
+        messages: list[str] = []
+
+        def agent_of(api: ServedApi) -> Agent:
+            config = tmp_path / "agent.yaml"
+            config.write_text(yaml.safe_dump({
+                "enc": {"api_url": api.url, "api_token_file": str(token)},
+                "apply": {"certname": certname, "state_dir": str(tmp_path / "state")},
+                "agent": {"sudoers_file": None}}))
+            return Agent(load(str(config)), "0.1.0-test", messages.append)
+
+        agent = agent_of(api)
+        report = {**a_report(1000, "x" * 5000, 20), "certname": certname}
+        sent = bounded(report)
+        assert 16384 < len(json.dumps(sent)) < MAX_BODY  # what the API refuses (413)
+        agent.spool.add("report", certname, sent, "cut-until-taken")
+
+        delivery = agent.deliver()
+
+        assert (delivery.delivered, delivery.rejected, delivery.pending) == (1, 0, 0), delivery
+        [stored] = json.loads(api.request("GET", f"/v1/hosts/{certname}/reports", None,
+                                          basic("carol"))[1])
+        assert (stored["status"], stored["failed"], stored["truncated"]) == ("failed", 1000,
+                                                                             True)
+        assert 0 < len(stored["failures"]) < 50
+        assert any("too large (HTTP 413); sending it cut to" in message
+                   for message in messages), messages
+
+        # However far it is cut, a report is never this small. (The same API and
+        # database, restarted with a lower api.max_body.)
+        api.stop()
+        api = ServedApi(work, slapd, BASE, {"api": {"max_body": 256}})
+        api.start()
+        agent = agent_of(api)
+        agent.spool.add("report", certname, bounded(report), "too-large-whatever-is-cut")
+        delivery = agent.deliver()
+        assert (delivery.delivered, delivery.rejected, delivery.pending) == (0, 0, 1), delivery
+        assert "even cut to" in str(delivery.error)
+        assert "raise its api.max_body" in str(delivery.error)
+    finally:
+        api.stop()
+
+
 def test_a_report_within_bounds_is_sent_as_it_is() -> None:
     report = a_report(3, "a short message", 2)
     assert bounded(report) == report
