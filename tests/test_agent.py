@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -531,8 +532,11 @@ def test_only_the_hosts_own_token_sets_its_agent_state_and_older_states_lose(
         fleet: Fleet) -> None:
     token = (fleet.work / "host-token").read_text()
     path = f"/v1/hosts/{NODE}/agent"
-    newer = {"disabled": False, "reason": None, "changed_at": "2030-01-02T00:00:00+00:00"}
-    older = {"disabled": True, "reason": "stale", "changed_at": "2030-01-01T00:00:00+00:00"}
+    # Now and a second before: the API takes no state as dated later than its arrival.
+    moment = datetime.now(UTC)
+    newer = {"disabled": False, "reason": None, "changed_at": moment.isoformat()}
+    older = {"disabled": True, "reason": "stale",
+             "changed_at": (moment - timedelta(seconds=1)).isoformat()}
 
     assert fleet.api.request("PUT", path, newer, bearer(token))[0] == 200
     status, body = fleet.api.request("PUT", path, older, bearer(token))
