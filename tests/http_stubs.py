@@ -10,7 +10,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -44,7 +43,7 @@ class Recorder:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = do_PUT = _answer
+            do_GET = do_POST = _answer
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -88,7 +87,6 @@ class Trickler:
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
-        self.accepted = 0
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
 
     def _accept(self) -> None:
@@ -99,23 +97,21 @@ class Trickler:
                 continue
             except OSError:
                 return
-            self.accepted += 1
             thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
             self.threads.append(thread)
             thread.start()
 
     def _serve(self, connection: socket.socket) -> None:
-        send: Callable[[bytes], None] = connection.sendall
         with connection:
             try:
                 connection.settimeout(5.0)
                 connection.recv(65536)
                 if self.trickled == "body":
-                    send(self.head)
+                    connection.sendall(self.head)
                 for byte in (self.head + self.body if self.trickled == "head" else self.body):
                     if self.stop.wait(self.interval):
                         return
-                    send(bytes([byte]))
+                    connection.sendall(bytes([byte]))
             except OSError:
                 return  # the client gave up: what the test waits for
 
