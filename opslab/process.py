@@ -48,8 +48,11 @@ def run(
     positive, SIGKILL otherwise and after it; then :class:`TimedOut` is
     raised with the output so far. OSError if the command cannot start.
     """
+    # Text is decoded as UTF-8 whatever the locale, a byte that is not UTF-8
+    # replaced: a command's output must never be the reason a run has no result.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env,
-                               text=text, start_new_session=True)
+                               encoding="utf-8" if text else None,
+                               errors="replace" if text else None, start_new_session=True)
     try:
         stdout, errors = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -624,22 +624,23 @@ def test_a_name_created_twice_at_once_is_a_conflict(
         served.stop()
 
 
-def test_hosts_written_for_the_old_terminus_are_hosts(api: FlaskClient) -> None:
-    oldmail = api.get("/v1/hosts/oldmail", headers=basic("dave"))
-    assert oldmail.status_code == 200, oldmail.json
-    assert (oldmail.json["classes"], oldmail.json["project"]) == (["legacy::mail"], None)
-    # It belongs to no project: operations change it.
-    assert api.patch("/v1/hosts/oldmail", json={"variables": {"relay": "x"}},
-                     headers=basic("carol")).status_code == 403
-    try:
-        changed = api.patch("/v1/hosts/oldmail", headers=basic("olga"),
-                            json={"class_parameters": {"legacy::mail": {"size": 1}}})
+def test_hosts_written_for_the_old_terminus_are_hosts(
+    api: FlaskClient, slapd: ThrowawaySlapd
+) -> None:
+    with entries(slapd, legacy_ldif("oldweb", "puppetClass: legacy::web")):
+        oldweb = api.get("/v1/hosts/oldweb", headers=basic("dave"))
+        assert oldweb.status_code == 200, oldweb.json
+        assert (oldweb.json["classes"], oldweb.json["project"]) == (["legacy::web"], None)
+        # It belongs to no project: operations change it.
+        assert api.patch("/v1/hosts/oldweb", json={"variables": {"relay": "x"}},
+                         headers=basic("carol")).status_code == 403
+        changed = api.patch("/v1/hosts/oldweb", headers=basic("olga"),
+                            json={"class_parameters": {"legacy::web": {"size": 1}}})
         assert changed.status_code == 200, changed.json
-        refused = api.patch("/v1/hosts/oldmail", json={"addresses": ["192.0.2.1"]},
+        refused = api.patch("/v1/hosts/oldweb", json={"addresses": ["192.0.2.1"]},
                             headers=basic("olga"))
         assert refused.status_code == 422
-    finally:
-        api.patch("/v1/hosts/oldmail", json={"class_parameters": {}}, headers=basic("olga"))
+        assert api.delete("/v1/hosts/oldweb", headers=basic("olga")).status_code == 204
 
 
 def test_a_project_named_with_other_case_is_the_project(

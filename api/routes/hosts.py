@@ -4,6 +4,7 @@ import secrets
 from typing import Any
 
 from flask import Blueprint, g, jsonify
+from sqlalchemy.orm import Session
 
 from .. import context, hosts
 from ..audit import recorded_write
@@ -29,6 +30,12 @@ def create(project: str) -> Any:
     dn = directory.host_dn(host["name"])
     entry = hosts.to_entry(host)
     token = secrets.token_urlsafe(32)
+
+    def token_row(rows: Session) -> None:
+        # merge: a token left behind by an entry deleted by hand is replaced.
+        rows.merge(HostToken(host=host["name"], project=project, digest=token_digest(token),
+                             incarnation=new_incarnation()))
+
     with context.session() as session:
         change = Change(actor=str(g.actor), action="host.create", target=host["name"],
                         project=project, before=None, after=hosts.from_entry(entry))
@@ -36,9 +43,7 @@ def create(project: str) -> Any:
         # other request's write is a conflict (409) before any token is stored.
         recorded_write(session, change, write=lambda: directory.add(dn, entry),
                        undo=lambda: directory.delete(dn),
-                       rows=lambda rows: rows.merge(HostToken(
-                           host=host["name"], project=project, digest=token_digest(token),
-                           incarnation=new_incarnation())))
+                       rows=token_row)
     return jsonify(host=hosts.from_entry(entry), token=token), 201
 
 
