@@ -20,9 +20,12 @@ never hold root through another.
 """
 
 import time
+from typing import TYPE_CHECKING
 
 from opslab.config import AccountSettings
-from opslab.directory import Entry
+
+if TYPE_CHECKING:  # the agent's sudo path must not import python-ldap (about 100 ms)
+    from opslab.directory import Entry
 
 # Operational (ppolicy), so returned only when asked for by name; a directory
 # without ppolicy does not know it and simply leaves it out.
@@ -37,7 +40,7 @@ _SECONDS_PER_DAY = 86400
 _NEVER_EXPIRES = -1
 
 
-def locked_reason(person: Entry, now: float | None = None) -> str | None:
+def locked_reason(person: "Entry", now: float | None = None) -> str | None:
     """Why the person's account is locked, or None if it is not."""
     if person.values(LOCKED_ATTRIBUTE):
         return f"{LOCKED_ATTRIBUTE} is set"
@@ -55,7 +58,7 @@ def locked_reason(person: Entry, now: float | None = None) -> str | None:
     return None
 
 
-def uid_number(person: Entry) -> int | None:
+def uid_number(person: "Entry") -> int | None:
     """The person's ``uidNumber``; None when it has none, or one that is not a number."""
     value = person.first(UID_NUMBER_ATTRIBUTE)
     try:
@@ -64,7 +67,7 @@ def uid_number(person: Entry) -> int | None:
         return None
 
 
-def system_account_reason(name: str, person: Entry | None,
+def system_account_reason(name: str, person: "Entry | None",
                           settings: AccountSettings) -> str | None:
     """Why ``name`` (with its directory entry, if read) is a system account, or None."""
     if name in SYSTEM_NAMES:
@@ -110,7 +113,7 @@ def local_account_reason(name: str, number: int | None,
     return None
 
 
-def refusal(name: str, person: Entry, settings: AccountSettings,
+def refusal(name: str, person: "Entry", settings: AccountSettings,
             now: float | None = None) -> str | None:
     """Why the person ``name`` may not have an account (system or locked), or None."""
     return system_account_reason(name, person, settings) or locked_reason(person, now)
