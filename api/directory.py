@@ -25,9 +25,18 @@ from ldap.dn import escape_dn_chars
 from ldap.filter import escape_filter_chars
 
 from opslab.config import Config, LdapSettings
-from opslab.directory import Directory, DirectoryError, Search
+from opslab.directory import Directory, DirectoryError, Entry, Search
 
 Attributes = dict[str, list[str]]
+
+
+class _Accounts:
+    """People's entries as last read, each until a moment: ``known`` maps a user name to
+    (until, the entry or None); one lock for all of a worker's threads."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, tuple[float, Entry | None]] = {}
+        self.lock = threading.Lock()
 
 
 class DirectoryAccess:
@@ -36,6 +45,8 @@ class DirectoryAccess:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._kept = threading.local()
+        # What people's entries said, for the agents' targets (see api/people.py).
+        self.accounts = _Accounts()
         ldap_settings = config.ldap
         self._settings = {
             "reader": ldap_settings,

@@ -725,3 +725,28 @@ def test_a_person_with_a_photo_is_a_member_like_any_other(
                         headers=password("pictured")).status_code == 201
         assert api.delete("/v1/projects/web/members/pictured",
                           headers=basic("olga")).status_code == 200
+
+
+def test_a_person_locked_out_loses_sudo_within_the_account_ttl(
+    api: FlaskClient, slapd: ThrowawaySlapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opslab.api import people
+
+    monkeypatch.setattr(people, "ACCOUNT_TTL", 0.5)
+    project = (f"dn: cn=ttl,{PROJECTS}\nobjectClass: groupOfNames\nobjectClass: puppetClient\n"
+               f"cn: ttl\nmember: uid=soonlocked,{PEOPLE}\n\n"
+               f"dn: dc=x.ttl.example.org,{HOSTS}\nobjectClass: dNSDomain\n"
+               "objectClass: domainRelatedObject\nobjectClass: puppetClient\n"
+               "dc: x.ttl.example.org\nassociatedDomain: x.ttl.example.org\n")
+    with entries(slapd, person_ldif("soonlocked") + "\n" + project):
+        def sudo() -> list[str]:
+            target = api.get("/v1/nodes/x.ttl.example.org/target", headers=basic("dave"))
+            return list(target.json["sudo"])
+
+        assert sudo() == ["soonlocked"]
+        connection = slapd.connect()
+        connection.modify_s(f"uid=soonlocked,{PEOPLE}",
+                            [(ldap.MOD_ADD, "shadowExpire", [b"1"])])
+        connection.unbind_s()
+        time.sleep(0.6)
+        assert sudo() == []
