@@ -24,13 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from opslab.apiclient import ApiRefused, ApiUnavailable
 from opslab.config import Config
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
 from opslab.names import this_certname
 
 from . import sudoers
-from .client import ApiClient, ApiRefused, ApiUnavailable, Target
+from .client import ApiClient, Target
 from .report import bounded, clean, keep, size
 from .spool import Delivery, Item, Spool
 

@@ -304,7 +304,8 @@ def _read_token(arguments: argparse.Namespace) -> str:
     if len(text) > MAX_TOKEN_LENGTH:
         raise _BadInput(f"the host token from {source} is longer than {MAX_TOKEN_LENGTH} "
                         "characters")
-    # Surrounding whitespace is ignored, as the ENC ignores it when reading the token.
+    # Surrounding whitespace is taken off here, once: the file bootstrap writes holds
+    # the token and a line break, which is all opslab.files.read_secret takes off.
     token = text.strip()
     if not token:
         raise _BadInput(f"the host token from {source} is empty")

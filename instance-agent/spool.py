@@ -27,10 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from opslab.apiclient import ApiRefused, ApiUnavailable
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
-
-from .client import ApiRefused, ApiUnavailable
 
 # 401 and 403 say the token is wrong, not the item: keep it for a fixed token.
 _RETRY_LATER = (401, 403)

@@ -21,6 +21,7 @@ import ldap
 from ldap.filter import escape_filter_chars
 
 from opslab.config import LdapSettings
+from opslab.files import read_secret
 
 _SCOPES = {"subtree": ldap.SCOPE_SUBTREE, "one": ldap.SCOPE_ONELEVEL, "base": ldap.SCOPE_BASE}
 
@@ -228,12 +229,11 @@ class Directory:
         if not path:
             raise DirectoryError("ldap.bind_dn is set but ldap.bind_password_file is not")
         try:
-            with open(path, encoding="utf-8") as stream:
-                # Only the trailing newline an editor adds is not part of it.
-                return stream.read().rstrip("\r\n")
-        except OSError as error:
+            return read_secret(path)
+        except (OSError, UnicodeDecodeError) as error:
             raise DirectoryError(
-                f"cannot read ldap.bind_password_file {path}: {error.strerror}"
+                f"cannot read ldap.bind_password_file {path}: "
+                f"{getattr(error, 'strerror', None) or 'it is not text'}"
             ) from None
 
     def search(self, searches: Sequence[Search]) -> list[list[Entry]]:

@@ -20,3 +20,15 @@ def write_atomic(path: str, text: str, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def read_secret(path: str) -> str:
+    """The secret (a password, a token) held in the file ``path``.
+
+    The one rule for every secret file: its text, without the line break
+    an editor or ``echo`` leaves at its end; nothing else is taken off.
+    Raises OSError (and UnicodeDecodeError for a file that is not text).
+    """
+    with open(path, encoding="utf-8") as stream:
+        text = stream.read()
+    return text.removesuffix("\n").removesuffix("\r")
