@@ -34,10 +34,10 @@ system-packages:
 	else echo "    all present"; fi
 
 $(VENV)/.installed: pyproject.toml
-	@echo "==> creating $(VENV) and installing opslab with its test and lint tools"
+	@echo "==> creating $(VENV) and installing opslab with the API and its test and lint tools"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test,lint]' tox
+	$(VENV)/bin/pip install -q -e '.[api,test,lint]' tox
 	touch $@
 
 demo: system-packages $(VENV)/.installed

@@ -17,6 +17,7 @@ import argparse
 import sys
 import traceback
 
+from opslab import __version__
 from opslab.config import Config, ConfigError, load
 from opslab.directory import Directory, DirectoryError, DirectoryUnavailable
 from opslab.names import InvalidName, validate_certname
@@ -46,6 +47,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                         "(default: $OPSLAB_CONFIG, else /etc/opslab/opslab.yaml)")
     parser.add_argument("--explain", action="store_true",
                         help="print where every class and variable comes from, for people")
+    parser.add_argument("--version", action="version", version=f"opslab {__version__}")
     return parser.parse_args(argv)
 
 

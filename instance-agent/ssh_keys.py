@@ -39,7 +39,7 @@ import traceback
 from ldap.dn import escape_dn_chars
 from ldap.filter import filter_format
 
-from opslab import accounts
+from opslab import __version__, accounts
 from opslab.config import Config, ConfigError, LdapSettings, load
 from opslab.directory import (
     Directory,
@@ -85,6 +85,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("user", help="the login name, as sshd passes it (%%u)")
     parser.add_argument("--config", metavar="FILE", help="configuration file "
                         "(default: $OPSLAB_CONFIG, else /etc/opslab/opslab.yaml)")
+    parser.add_argument("--version", action="version", version=f"opslab {__version__}")
     return parser.parse_args(argv)
 
 

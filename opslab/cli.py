@@ -12,12 +12,16 @@ import argparse
 import importlib
 import sys
 
+from opslab import __version__
+
 # component subcommand -> (module with main(argv, config_path), one-line help)
 COMPONENTS = {
     "branch": ("opslab.branchrunner.cli", "project branches as Puppet environments, and apply"),
     "api": ("opslab.api.cli", "the coordination API: migrate its database, serve it"),
     "agent": ("opslab.agent.cli", "the instance agent: keep this instance on its branch"),
 }
+# Components whose libraries are an extra, not in the base install an instance has.
+EXTRAS = {"api": "api"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,10 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", metavar="FILE", help="configuration file "
                         "(default: $OPSLAB_CONFIG, else /etc/opslab/opslab.yaml)")
+    parser.add_argument("--version", action="version", version=f"opslab {__version__}")
     parser.add_argument("component", choices=sorted(COMPONENTS))
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the component's own")
     arguments = parser.parse_args(argv)
-    module = importlib.import_module(COMPONENTS[arguments.component][0])
+    try:
+        module = importlib.import_module(COMPONENTS[arguments.component][0])
+    except ModuleNotFoundError as error:
+        extra = EXTRAS.get(arguments.component)
+        # A library missing, not a module of opslab's own (that is a broken install).
+        if extra is None or (error.name or "opslab").partition(".")[0] == "opslab":
+            raise
+        sys.stderr.write(f"opslab {arguments.component}: {error}; its libraries are not part "
+                         f"of the base install: install opslab[{extra}]\n")
+        return 1
     status: int = module.main(arguments.arguments, arguments.config)
     return status
 
