@@ -26,7 +26,6 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -46,7 +45,7 @@ from opslab.puppet import EXIT_MEANINGS, SUCCESS_CODES, apply_command, enc_comma
 
 from .deployment import Deployment, Log, SyncFailed
 from .git import GitError
-from .report import read_run
+from .report import RunResult, read_run
 
 KILL_GRACE = 30.0
 ENC_TIMEOUT = 120.0
@@ -112,10 +111,10 @@ class Apply:
             raise ApplyError("apply needs a configuration file: the ENC reads the directory "
                              "settings from it (or set apply.enc)")
 
-    def run(self, sync: bool = True) -> dict[str, Any]:
+    def run(self, sync: bool = True) -> RunResult:
         """Run and return the structured result (also written to last_apply.json)."""
         started = time.time()
-        result: dict[str, Any] = {
+        result: RunResult = {
             "certname": self.certname, "started_at": _iso(started),
             "environment": None, "branch": None, "commit": None,
         }
@@ -136,7 +135,7 @@ class Apply:
         finally:
             lock.release()
 
-    def _run_locked(self, result: dict[str, Any], started: float, sync: bool) -> dict[str, Any]:
+    def _run_locked(self, result: RunResult, started: float, sync: bool) -> RunResult:
         environment = self._classify()
         result["environment"] = environment
         deployment = Deployment(self.config.branches, self.log)
@@ -195,7 +194,7 @@ class Apply:
             raise ApplyError("the ENC printed something that is not a classification") from None
         return str(environment)
 
-    def _sync(self, deployment: Deployment, environment: str, result: dict[str, Any]) -> None:
+    def _sync(self, deployment: Deployment, environment: str, result: RunResult) -> None:
         try:
             branches = deployment.mirror.remote_branches()
         except GitError as error:
@@ -218,7 +217,7 @@ class Apply:
             self._sync_failed(result, f"sync failed; using what is deployed: {error}")
 
     def _branch_for(self, deployment: Deployment, environment: str, branches: dict[str, str],
-                    result: dict[str, Any]) -> str | None:
+                    result: RunResult) -> str | None:
         """The branch to sync for ``environment``; None, with the reason recorded, if none.
 
         The branch the caller named, when it maps to the environment the ENC
@@ -245,12 +244,12 @@ class Apply:
         self._sync_failed(result, f"{problem}; using what is deployed")
         return None
 
-    def _sync_failed(self, result: dict[str, Any], message: str) -> None:
+    def _sync_failed(self, result: RunResult, message: str) -> None:
         """The branch could not be brought up to date: the run uses what is deployed."""
         result.setdefault("sync_error", message)
         self._warn(result, message)
 
-    def _warn(self, result: dict[str, Any], message: str) -> None:
+    def _warn(self, result: RunResult, message: str) -> None:
         result.setdefault("warnings", []).append(message)
         self.log(f"warning: {message}")
 
@@ -269,8 +268,8 @@ class Apply:
             raise ApplyError(f"puppet could not run: {error}") from None
         return puppet.returncode, puppet.stdout
 
-    def _finish(self, result: dict[str, Any], started: float, status: str, exit_code: int,
-                error: str | None, output: str = "") -> dict[str, Any]:
+    def _finish(self, result: RunResult, started: float, status: str, exit_code: int,
+                error: str | None, output: str = "") -> RunResult:
         result.update({
             "status": status,
             "exit_code": exit_code,

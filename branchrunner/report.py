@@ -6,9 +6,55 @@ safe loader that takes any ``!ruby/...`` tag for the plain node beneath it.
 """
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
+
+
+class FailedResource(TypedDict):
+    """A resource that failed, where it is declared, and Puppet's messages about it."""
+
+    resource: str
+    file: str | None
+    line: int | None
+    messages: list[str]
+
+
+class RunResult(TypedDict, total=False):
+    """What ``opslab branch apply`` prints and writes to ``last_apply.json``, and the agent
+    sends to the API as a run report.
+
+    The OpenAPI document's ``RunReport`` (``api/openapi.yaml``) is the one
+    declaration the API validates against; this type follows it, field by
+    field (a test compares the two). The last three fields are the agent's.
+    """
+
+    puppet_status: str | None
+    puppet_version: str | None
+    configuration_version: str | int | None
+    resources: dict[str, int]
+    failed_resources: list[FailedResource]
+    errors: list[str]
+    puppet_time: float | None
+
+    certname: str
+    started_at: str
+    environment: str | None
+    branch: str | None
+    commit: str | None
+    status: str
+    exit_code: int
+    meaning: str
+    success: bool
+    error: str | None
+    duration: float
+    output_tail: str
+    warnings: list[str]
+    sync_error: str
+    agent_version: str
+    trigger: str
+    truncated: bool
+
 
 _Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ERROR_LEVELS = frozenset({"err", "alert", "emerg", "crit"})
@@ -37,7 +83,7 @@ def _load(path: Path) -> dict[str, Any]:
     return document if isinstance(document, dict) else {}
 
 
-def read_run(report_dir: Path, output: str) -> dict[str, Any]:
+def read_run(report_dir: Path, output: str) -> RunResult:
     """The facts of one run: resource counts, failed resources and their messages, errors.
 
     A run that fails before it has a catalog (a compilation error) writes no
@@ -48,7 +94,7 @@ def read_run(report_dir: Path, output: str) -> dict[str, Any]:
     summary = _load(report_dir / "last_run_summary.yaml")
     report = _load(report_dir / "last_run_report.yaml")
     resources = summary.get("resources") or {}
-    failed_resources = []
+    failed_resources: list[FailedResource] = []
     for name, status in (report.get("resource_statuses") or {}).items():
         if not isinstance(status, dict) or not status.get("failed"):
             continue

@@ -19,10 +19,10 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from opslab.apiclient import ApiRefused, ApiUnavailable
 from opslab.config import Config
@@ -31,6 +31,9 @@ from opslab.lock import FileLock, LockHeld
 from opslab.names import this_certname
 
 from . import sudoers
+
+if TYPE_CHECKING:
+    from opslab.branchrunner.report import RunResult
 from .client import ApiClient, Target
 from .report import bounded, clean, keep, size
 from .spool import Delivery, Item, Spool
@@ -48,7 +51,7 @@ class Check(NamedTuple):
 
     outcome: str
     detail: str = ""
-    report: dict[str, Any] | None = None
+    report: Mapping[str, Any] | None = None
 
 
 class Agent:
@@ -156,15 +159,15 @@ class Agent:
                  + (f": {report['error']}" if report.get("error") else ""))
         return Check("applied", report["status"], report)
 
-    def _report(self, result: dict[str, Any], trigger: str) -> dict[str, Any]:
+    def _report(self, result: "RunResult", trigger: str) -> "RunResult":
         """The run report: the branch runner's result, with what the agent knows."""
-        report = {**result, "agent_version": self.version, "trigger": trigger}
+        report: RunResult = {**result, "agent_version": self.version, "trigger": trigger}
         if result.get("sync_error"):
             # Puppet ran what was deployed; the host is not at its branch's commit.
-            report.update(status="failed", success=False,
-                          error=result.get("error") or f"the branch could not be updated, so "
-                          f"the deployed commit {result.get('commit')} was applied instead: "
-                          f"{result['sync_error']}")
+            report.update({"status": "failed", "success": False,
+                           "error": result.get("error") or f"the branch could not be "
+                           f"updated, so the deployed commit {result.get('commit')} was "
+                           f"applied instead: {result['sync_error']}"})
         return report
 
     def _keep_sudo(self, target: dict[str, Any], announce: bool) -> None:

@@ -18,6 +18,7 @@ one, and a command's output that Puppet passes on may hold anything.
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,7 +51,7 @@ class Limits(NamedTuple):
 API_LIMITS = Limits()
 
 
-def bounded(report: dict[str, Any], limits: Limits = API_LIMITS,
+def bounded(report: Mapping[str, Any], limits: Limits = API_LIMITS,
             max_body: int = MAX_BODY) -> dict[str, Any]:
     """A copy of ``report`` within ``limits`` and under ``max_body`` bytes as JSON.
 
@@ -82,7 +83,7 @@ def clean(value: Any) -> Any:
     return value
 
 
-def _cut(report: dict[str, Any], limits: Limits) -> dict[str, Any]:
+def _cut(report: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     cut = _Cut()
     copy = dict(report)
     if isinstance(report.get("failed_resources"), list):
@@ -137,7 +138,7 @@ class _Cut:
         return values[:limit]
 
 
-def keep(directory: Path, key: str, report: dict[str, Any]) -> Path:
+def keep(directory: Path, key: str, report: Mapping[str, Any]) -> Path:
     """Write the full ``report`` to ``directory/KEY.json``; keep only the newest KEEP."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{key}.json"
