@@ -9,7 +9,10 @@
 #
 # It installs the Debian packages opslab needs, creates the virtualenv
 # /opt/opslab ($OPSLAB_PREFIX if set), installs the opslab package given by --package SPEC into it
-# (anything pip installs: a wheel URL, a path, or git+https://...), then hands
+# (anything pip installs: a wheel URL, a path, or git+https://...; name no
+# extras: the base install is what an instance needs, the ENC, the branch
+# runner, the agent and opslab-ssh-keys with python-ldap and PyYAML, and the
+# API's libraries are the extra opslab[api]), then hands
 # every other argument to `opslab agent bootstrap` (see its --help). The host
 # token comes from --token-file FILE or from standard input (--token-stdin),
 # never from the command line; piped into sh, standard input is this script,
@@ -82,7 +85,7 @@ apt-get install -y -q --no-install-recommends $PACKAGES
 say "creating the virtualenv $PREFIX"
 python3 -m venv "$PREFIX"
 
-say "installing opslab into $PREFIX: $package"
+say "installing opslab (the base install) into $PREFIX: $package"
 "$PREFIX/bin/pip" install -q --upgrade "$package"
 
 say "running opslab agent bootstrap"
