@@ -20,6 +20,7 @@
 
 import getpass
 import json
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -33,6 +34,7 @@ from opslab import process
 from opslab.config import Config
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
+from opslab.log import context
 from opslab.names import (
     DEFAULT_BRANCH,
     InvalidName,
@@ -43,11 +45,12 @@ from opslab.names import (
 )
 from opslab.puppet import EXIT_MEANINGS, SUCCESS_CODES, apply_command, enc_command
 
-from .deployment import Deployment, Log, SyncFailed
+from .deployment import Deployment, SyncFailed
 from .git import GitError
 from .report import RunResult, read_run
 
 KILL_GRACE = 30.0
+log = logging.getLogger(__name__)
 ENC_TIMEOUT = 120.0
 
 
@@ -91,7 +94,7 @@ def disabled_reason(config: Config) -> str | None:
 class Apply:
     """One apply run for this host."""
 
-    def __init__(self, config: Config, certname: str | None = None, log: Log | None = None,
+    def __init__(self, config: Config, certname: str | None = None,
                  branch: str | None = None):
         """``branch``: the branch this host's classification names, when the caller knows it
         (the agent, from its target); it takes the environment. Else the branch deployed
@@ -101,8 +104,8 @@ class Apply:
         self.settings = config.apply
         self.certname = (validate_certname(certname) if certname
                          else this_certname(self.settings.certname))
+        self.log = context(log, certname=self.certname)
         self.state_dir = Path(self.settings.state_dir)
-        self.log = log or (lambda message: None)
         if self.settings.enc:
             self.enc = self.settings.enc.split()
         elif config.source != "embedded defaults":
@@ -138,7 +141,7 @@ class Apply:
     def _run_locked(self, result: RunResult, started: float, sync: bool) -> RunResult:
         environment = self._classify()
         result["environment"] = environment
-        deployment = Deployment(self.config.branches, self.log)
+        deployment = Deployment(self.config.branches, self.log.info)
         if sync:
             self._sync(deployment, environment, result)
         commit = deployment.environments.current(environment)
@@ -251,7 +254,7 @@ class Apply:
 
     def _warn(self, result: RunResult, message: str) -> None:
         result.setdefault("warnings", []).append(message)
-        self.log(f"warning: {message}")
+        self.log.warning("%s", message)
 
     def _puppet(self, command: list[str]) -> tuple[int | None, str]:
         """Run Puppet in its own process group; (exit code or None on timeout, output).

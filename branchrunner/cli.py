@@ -13,21 +13,19 @@ are success; 1, 4 and 6 failures), and 1 when disabled or locked.
 
 import argparse
 import json
-import sys
+import logging
 from typing import Any
 
 from opslab.config import Config, ConfigError, load
 from opslab.lock import LockHeld
+from opslab.log import setup
 from opslab.names import InvalidName, validate_branch
 
 from .deployment import Deployment, SyncFailed, named_branches
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-def _say(message: str) -> None:
-    sys.stderr.write(f"opslab branch: {message}\n")
+log = logging.getLogger("opslab.branchrunner")
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:
@@ -63,6 +61,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     on.set_defaults(run=_enable)
 
     arguments = branch.parse_args(argv)
+    setup(prefix="opslab branch")
     status: int = arguments.run(arguments)
     return status
 
@@ -99,13 +98,13 @@ def _sync(arguments: argparse.Namespace) -> int:
         branches = named_branches(arguments.branches) if arguments.branches else None
         if not config.branches.remote:
             raise ConfigError("no remote: give --remote or set branches.remote")
-        deployment = Deployment(config.branches, log=_say)
+        deployment = Deployment(config.branches, log=log.info)
         outcomes = deployment.sync(branches)
     except (ConfigError, InvalidName) as error:
-        _say(f"error: {error}")
+        log.error("%s", error)
         return EXIT_USAGE
     except (SyncFailed, LockHeld) as error:
-        _say(f"error: {error}")
+        log.error("%s", error)
         return EXIT_FAILED
     for outcome in outcomes:
         if arguments.json:
@@ -123,10 +122,10 @@ def _apply(arguments: argparse.Namespace) -> int:
     try:
         config = _config(arguments)
         branch = validate_branch(arguments.branch) if arguments.branch is not None else None
-        result = Apply(config, arguments.certname, log=_say,
-                       branch=branch).run(sync=not arguments.no_sync)
+        result = Apply(config, arguments.certname, branch=branch).run(
+            sync=not arguments.no_sync)
     except (ConfigError, InvalidName, ApplyError) as error:
-        _say(f"error: {error}")
+        log.error("%s", error)
         return EXIT_USAGE
     if arguments.json:
         print(json.dumps(result, indent=2, default=str))
@@ -137,7 +136,7 @@ def _apply(arguments: argparse.Namespace) -> int:
         for failed in result.get("failed_resources", []):
             print(f"  failed {failed['resource']}: {'; '.join(failed['messages'])}")
     if result["error"]:
-        _say(result["error"])
+        log.error("%s", result["error"])
     exit_code: int = result["exit_code"]
     return exit_code
 
@@ -153,5 +152,5 @@ def _enable(arguments: argparse.Namespace) -> int:
     from .apply import enable
 
     if not enable(load(arguments.config)):
-        _say("applies were not disabled")
+        log.info("applies were not disabled")
     return 0

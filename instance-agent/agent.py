@@ -136,7 +136,7 @@ class Agent:
             return Check("disabled", reason)
         self.log(f"applying ({trigger})")
         target = fresh.document if fresh is not None else state.get("target") or {}
-        result = Apply(self.config, self.certname, self.log, target.get("branch")).run()
+        result = Apply(self.config, self.certname, target.get("branch")).run()
         report = self._report(result, trigger)
         key = uuid.uuid4().hex
         # The full report stays here; the API gets it within its bounds.

@@ -64,6 +64,9 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     setup = actions.add_parser("bootstrap", help="make this instance a managed one")
     bootstrap.add_arguments(setup)
     arguments = parser.parse_args(argv)
+    from opslab.log import setup as setup_logging
+
+    setup_logging()
 
     if arguments.action == "bootstrap":
         return bootstrap.run(arguments, arguments.config)

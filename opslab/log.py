@@ -14,9 +14,11 @@ point calls :func:`setup` once. A line reads::
   with ``key=value`` pairs (certname, environment, commit, project,
   trigger, ...), values quoted when they hold spaces, so a line can be
   found and filtered by what it is about.
-* **Commands with a stderr contract** (``opslab-enc``, ``opslab-ssh-keys``)
-  keep their documented ``PROG: message`` lines: :func:`setup` with
-  ``prefix`` writes just that.
+* **Commands with a stderr contract** (``opslab-enc``, ``opslab-ssh-keys``,
+  the ``opslab branch`` commands) keep their documented lines: :func:`setup`
+  with ``prefix`` writes ``PROG: error: ...`` for an error, ``PROG:
+  warning: ...`` for a warning and ``PROG: ...`` otherwise (a critical line,
+  such as an internal error's traceback, has no word either).
 """
 
 import logging
@@ -29,6 +31,7 @@ ROOT = "opslab"
 # sd-daemon(3): "<N>" at the start of a line sets its priority in the journal.
 _SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4,
                     logging.INFO: 6, logging.DEBUG: 7}
+_WORDS = {logging.ERROR: "error: ", logging.WARNING: "warning: "}
 
 
 class _Formatter(logging.Formatter):
@@ -46,7 +49,10 @@ class _Formatter(logging.Formatter):
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
         if self.prefix is not None:
-            line = f"{self.prefix}: {message}"
+            # The documented contract of such commands: "PROG: error: ...",
+            # "PROG: warning: ...", and "PROG: ..." for what is neither.
+            word = _WORDS.get(record.levelno, "")
+            line = f"{self.prefix}: {word}{message}"
         else:
             line = f"{record.levelname.lower()} {record.name}: {message}"
         if self.journald:
