@@ -6,12 +6,15 @@ only and is not offered here.
 """
 
 import argparse
-import sys
+import logging
 from typing import Any
 
 from opslab.config import Config, ConfigError, load
+from opslab.log import setup
 
 from .store import migrate
+
+log = logging.getLogger("opslab.api")
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:
@@ -24,10 +27,13 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     serve.add_argument("--listen", help="address:port (default: api.listen)")
     serve.add_argument("--workers", type=int, help="worker processes (default: api.workers)")
     arguments = parser.parse_args(argv)
+    # The audit log's alarms and the workers' errors go to journald with their
+    # priorities (gunicorn's own log and access log stay gunicorn's).
+    setup()
     try:
         config = load(arguments.config)
     except ConfigError as error:
-        sys.stderr.write(f"opslab api: error: {error}\n")
+        log.error("%s", error)
         return 2
     migrate(config.api.database)
     if arguments.action == "serve":
