@@ -2,13 +2,17 @@
 loopback port, real ``puppet apply``.
 
 Every Puppet run takes seconds, so the scenarios below share one fleet (one
-project, one host, one control repository, one API) and run in file order,
-each starting from where the previous one left the host: first run, a
+project, one host, one control repository, one API), whose fixture makes the
+first run with the real ``opslab agent run --once``. They pass alone and in
+any order: each starts from the agent at rest on the current target (fixture
+``converged``, which applies what an earlier test left pending), asserts
+against what it changed itself, and what it takes away that others rely on
+(the API, the remote, runs, members, classes) a fixture puts back at
+teardown, whether the test passed or not. Scenarios: the first run, a
 classification change, a branch change, the API down during a run, the
-remote down, a disabled agent, a run in which hundreds of resources fail.
-Cheaper properties (spool order and
-idempotency, sudo, the target's ETag) have tests of their own that need no
-Puppet run.
+remote down, a disabled agent, runs in which a command prints a NUL or
+hundreds of resources fail. Cheaper properties (spool order and idempotency,
+sudo, the target's ETag) have tests of their own that need no Puppet run.
 """
 
 import contextlib
@@ -19,15 +23,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ldap
 import pytest
 import yaml
 
+from opslab import process
 from opslab.agent.agent import Agent
 from opslab.agent.client import ApiClient, ApiUnavailable
 from opslab.agent.report import KEEP, MAX_BODY, bounded, clean, keep
@@ -37,7 +42,7 @@ from opslab.config import EncSettings, load
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, CONTROL_REPO, PEOPLE, basic, bearer
 from tests.http_stubs import Recorder, Trickler, redirecting_to
-from tests.local_accounts import free_uids, local_account
+from tests.local_accounts import free_uids, local_account, require_root
 from tests.remote import Remote
 from tests.served_api import ServedApi
 
@@ -51,8 +56,21 @@ SUDO = shutil.which("sudo")
 SUDOERS_D = Path("/etc/sudoers.d")
 
 
+class FirstRun(NamedTuple):
+    """The fleet's first run, the real command, and what it left right after."""
+
+    process: subprocess.CompletedProcess[str]
+    commit: str
+    motd: str | None
+    reports: list[dict[str, Any]]
+    sudoers: str | None
+    sudoers_mode: int | None
+
+
 class Fleet:
     """The API, the control repository and one instance's agent, sharing a scratch dir."""
+
+    first: FirstRun  # set by the fixture
 
     def __init__(self, work: Path, slapd: ThrowawaySlapd) -> None:
         self.work = work
@@ -71,6 +89,11 @@ class Fleet:
         self.root = work / "root"
         self.root.mkdir()
         self.config_path = work / "agent.yaml"
+        self.sudoers = work / "sudoers.d" / "opslab-project"
+        # What the motd file says once the agent applied: the host's message, and
+        # the trailer that the motd class of the branch's head adds to it.
+        self.message = "first message"
+        self.trailer = ""
 
     def create(self) -> None:
         """The project (olga of operations creates it, carol joins) and the host."""
@@ -78,7 +101,7 @@ class Fleet:
         self.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": "carol"})
         host = self.call("POST", f"/v1/projects/{PROJECT}/hosts", "carol", {
             "name": NODE, "classes": ["motd"],
-            "class_parameters": {"motd": {"message": "first message"}}})
+            "class_parameters": {"motd": {"message": self.message}}})
         token = self.work / "host-token"
         token.write_text(host["token"])
         token.chmod(0o600)
@@ -90,10 +113,21 @@ class Fleet:
                          "cache": str(self.work / "git-cache")},
             "apply": {"certname": NODE, "state_dir": str(self.work / "state"),
                       "puppet_state_dir": str(self.work / "puppet")},
-            "agent": {"sudoers_file": str(self.work / "sudoers.d" / "opslab-project"),
+            "agent": {"sudoers_file": str(self.sudoers),
                       "retry_interval": 300, "apply_interval": 1800},
         }))
-        (self.work / "sudoers.d").mkdir()
+        self.sudoers.parent.mkdir()
+
+    def first_run(self) -> FirstRun:
+        """The real command, as a timer would start it, and what it left."""
+        result = process.run(
+            [sys.executable, "-m", "opslab.cli", f"--config={self.config_path}", "agent", "run",
+             "--once"], 600, text=True)
+        motd = self.root / "motd"
+        return FirstRun(result, self.remote.head("production"),
+                        motd.read_text() if motd.exists() else None, self.reports(),
+                        self.sudoers.read_text() if self.sudoers.exists() else None,
+                        self.sudoers.stat().st_mode & 0o777 if self.sudoers.exists() else None)
 
     def agent(self) -> Agent:
         return Agent(load(str(self.config_path)), "0.1.0-test")
@@ -110,6 +144,24 @@ class Fleet:
     def motd(self) -> str:
         return (self.root / "motd").read_text()
 
+    def set_message(self, message: str) -> None:
+        """The host's motd message, through the API."""
+        self.call("PATCH", f"/v1/hosts/{NODE}", "carol",
+                  {"class_parameters": {"motd": {"message": message}}})
+        self.message = message
+
+    def commit_trailer(self, trailer: str) -> str:
+        """A commit on production whose motd class adds ``trailer`` to the message."""
+        manifest = (CONTROL_REPO / MOTD).read_text()
+        commit = self.remote.commit("production", {
+            MOTD: manifest.replace('"${message}\\n"', f'"${{message}}\\n{trailer}\\n"')})
+        self.trailer = f"{trailer}\n"
+        return commit
+
+    def wanted_motd(self) -> str:
+        """The motd file once the agent applied the current message and commit."""
+        return f"{self.message}\n{self.trailer}"
+
 
 @pytest.fixture(scope="module")
 def fleet(slapd: ThrowawaySlapd, people: None,
@@ -121,30 +173,127 @@ def fleet(slapd: ThrowawaySlapd, people: None,
             # Puppet writes below this fact's directory (examples/control-repo).
             patch.setenv("FACTER_opslab_root", str(fleet.root))
             fleet.create()
+            fleet.first = fleet.first_run()
             yield fleet
     finally:
         fleet.api.stop()
 
 
-def test_first_run_applies_reports_and_grants_sudo(fleet: Fleet) -> None:
-    """The real command, as a timer would start it."""
-    process = subprocess.run(
-        [sys.executable, "-m", "opslab.cli", f"--config={fleet.config_path}", "agent", "run",
-         "--once"], capture_output=True, text=True, timeout=600, check=False)
+@pytest.fixture
+def converged(fleet: Fleet) -> Fleet:
+    """The fleet with its agent at rest on the current target, whichever tests ran before
+    and however they ended: what one left pending is applied, a failed run retried."""
+    agent = fleet.agent()
+    check = agent.check()
+    if check.outcome == "waiting":
+        check = agent.check(now=_later(agent, agent.settings.retry_interval + 1))
+    assert check.outcome in ("unchanged", "applied"), check
+    assert check.report is None or check.report["success"], check.report
+    assert agent.check().outcome == "unchanged"
+    assert agent.spool.pending() == []
+    return fleet
 
-    assert process.returncode == 0, process.stderr
-    assert fleet.motd() == "first message\n"
-    [report] = fleet.reports()
+
+class Outage:
+    """Something the fleet relies on, which a test takes away (``begin``) and may bring
+    back (``end``) as part of what it checks; its fixture ends it at teardown."""
+
+    def __init__(self, begin: Callable[[], object], end: Callable[[], object]) -> None:
+        self._begin = begin
+        self._end = end
+        self.on = False
+
+    def begin(self) -> None:
+        self._begin()
+        self.on = True
+
+    def end(self) -> None:
+        if self.on:
+            self._end()
+            self.on = False
+
+
+@contextlib.contextmanager
+def ended_afterwards(outage: Outage) -> Iterator[Outage]:
+    try:
+        yield outage
+    finally:
+        outage.end()
+
+
+@pytest.fixture
+def api_outage(converged: Fleet) -> Iterator[Outage]:
+    """Stopping the fleet's API."""
+    with ended_afterwards(Outage(converged.api.stop, converged.api.start)) as outage:
+        yield outage
+
+
+@pytest.fixture
+def remote_outage(converged: Fleet) -> Iterator[Outage]:
+    """Making the remote unreachable for the agent (the API still reaches it)."""
+    link = converged.agent_remote
+    with ended_afterwards(Outage(link.unlink,
+                                 lambda: link.symlink_to(converged.remote.bare))) as outage:
+        yield outage
+
+
+@pytest.fixture
+def global_project(converged: Fleet) -> Iterator[Outage]:
+    """Making the fleet's project global, which takes sudo from its members."""
+    def make_global(value: bool) -> Callable[[], object]:
+        return lambda: converged.call("PATCH", f"/v1/projects/{PROJECT}", "olga",
+                                      {"global": value})
+
+    with ended_afterwards(Outage(make_global(True), make_global(False))) as outage:
+        yield outage
+
+
+@pytest.fixture
+def runs_enabled_afterwards(converged: Fleet) -> Iterator[Agent]:
+    """The fleet's agent, for a test that disables it: enabled again at teardown."""
+    agent = converged.agent()
+    yield agent
+    agent.set_disabled(None)
+
+
+@pytest.fixture
+def members_removed_afterwards(converged: Fleet) -> Iterator[list[str]]:
+    """The people a test adds to the fleet's project (it appends them): removed at
+    teardown, so the project's members are carol and olga again."""
+    added: list[str] = []
+    yield added
+    for uid in added:
+        # 404 when the test removed them itself.
+        converged.api.request("DELETE", f"/v1/projects/{PROJECT}/members/{uid}", None,
+                              basic("olga"))
+
+
+@pytest.fixture
+def classes_restored_afterwards(converged: Fleet) -> Iterator[Fleet]:
+    """For a test that gives the host more classes: its only class is motd again at
+    teardown (the next test's ``converged`` applies that)."""
+    yield converged
+    converged.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd"]})
+
+
+def test_first_run_applies_reports_and_grants_sudo(fleet: Fleet) -> None:
+    """The real command, as a timer would start it (the fleet fixture's first run)."""
+    first = fleet.first
+
+    assert first.process.returncode == 0, first.process.stderr
+    assert first.motd == "first message\n"
+    [report] = first.reports
     assert (report["status"], report["trigger"], report["agent_version"]) == (
         "changed", "first", process_version())
-    assert report["commit"] == fleet.remote.head("production")
+    assert report["commit"] == first.commit
     assert report["changed"] >= 1
     assert report["failed"] == 0
-    assert "applying (first)" in process.stderr
-    sudoers = (fleet.work / "sudoers.d" / "opslab-project").read_text()
-    assert sudoers.splitlines()[2:] == ["carol ALL=(ALL:ALL) NOPASSWD: ALL",
-                                        "olga ALL=(ALL:ALL) NOPASSWD: ALL"]
-    assert oct((fleet.work / "sudoers.d" / "opslab-project").stat().st_mode & 0o777) == "0o440"
+    assert fleet.reports()[0] == report  # the oldest the API keeps, whatever ran since
+    assert "applying (first)" in first.process.stderr
+    assert first.sudoers is not None
+    assert first.sudoers.splitlines()[2:] == ["carol ALL=(ALL:ALL) NOPASSWD: ALL",
+                                              "olga ALL=(ALL:ALL) NOPASSWD: ALL"]
+    assert first.sudoers_mode == 0o440
 
 
 def process_version() -> str:
@@ -152,56 +301,59 @@ def process_version() -> str:
     return agent_version()
 
 
-def test_nothing_changed_means_no_run(fleet: Fleet) -> None:
-    check = fleet.agent().check()
+def test_nothing_changed_means_no_run(converged: Fleet) -> None:
+    count = len(converged.reports())
+
+    check = converged.agent().check()
 
     assert check.outcome == "unchanged"
-    assert len(fleet.reports()) == 1
+    assert len(converged.reports()) == count
 
 
-def test_a_classification_change_converges(fleet: Fleet) -> None:
-    fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol",
-               {"class_parameters": {"motd": {"message": "second message"}}})
+def test_a_classification_change_converges(converged: Fleet) -> None:
+    fleet = converged
+    fleet.set_message("second message")
 
     check = fleet.agent().check()
 
     assert check.outcome == "applied", check
-    assert fleet.motd() == "second message\n"
+    assert fleet.motd() == fleet.wanted_motd()
+    assert fleet.motd().startswith("second message\n")
     report = fleet.reports()[-1]
     assert (report["status"], report["trigger"]) == ("changed", "change")
     assert fleet.agent().check().outcome == "unchanged"
 
 
-def test_a_new_commit_on_the_branch_converges(fleet: Fleet) -> None:
-    manifest = (CONTROL_REPO / MOTD).read_text()
-    commit = fleet.remote.commit("production", {
-        MOTD: manifest.replace('"${message}\\n"', '"${message}\\n-- opslab\\n"')})
+def test_a_new_commit_on_the_branch_converges(converged: Fleet) -> None:
+    fleet = converged
+    commit = fleet.commit_trailer("-- opslab")
 
     check = fleet.agent().check()
 
     assert check.outcome == "applied", check
-    assert fleet.motd() == "second message\n-- opslab\n"
+    assert fleet.motd() == fleet.wanted_motd()
+    assert fleet.motd().endswith("\n-- opslab\n")
     report = fleet.reports()[-1]
     assert (report["commit"], report["status"], report["trigger"]) == (commit, "changed",
                                                                        "change")
 
 
-def test_api_down_during_a_run_spools_the_report_and_delivers_it_once(fleet: Fleet) -> None:
+def test_api_down_during_a_run_spools_the_report_and_delivers_it_once(
+        converged: Fleet, api_outage: Outage) -> None:
+    fleet = converged
     agent = fleet.agent()
     before = len(fleet.reports())
     (fleet.root / "motd").write_text("drifted\n")
-    fleet.api.stop()
-    try:
-        # Due for a drift run while the API is away: Puppet runs on the ENC's
-        # cached classification, and the report waits in the spool.
-        check = agent.check(now=_later(agent, agent.settings.apply_interval + 1))
-        assert check.outcome == "applied", check
-        assert fleet.motd() == "second message\n-- opslab\n"
-        [spooled] = agent.spool.pending()
-        assert spooled.kind == "report"
-        assert spooled.body["trigger"] == "drift"
-    finally:
-        fleet.api.start()
+    api_outage.begin()
+    # Due for a drift run while the API is away: Puppet runs on the ENC's
+    # cached classification, and the report waits in the spool.
+    check = agent.check(now=_later(agent, agent.settings.apply_interval + 1))
+    assert check.outcome == "applied", check
+    assert fleet.motd() == fleet.wanted_motd()
+    [spooled] = agent.spool.pending()
+    assert spooled.kind == "report"
+    assert spooled.body["trigger"] == "drift"
+    api_outage.end()
 
     delivery = agent.deliver()
     again = agent.deliver()
@@ -213,86 +365,96 @@ def test_api_down_during_a_run_spools_the_report_and_delivers_it_once(fleet: Fle
     assert agent.spool.pending() == []
 
 
-def test_remote_down_changes_nothing_and_reports_the_failure(fleet: Fleet) -> None:
+def test_remote_down_changes_nothing_and_reports_the_failure(converged: Fleet,
+                                                             remote_outage: Outage) -> None:
+    fleet = converged
     agent = fleet.agent()
-    manifest = (fleet.remote.work / MOTD).read_text()
-    commit = fleet.remote.commit("production", {MOTD: manifest.replace("-- opslab", "-- v3")})
-    fleet.agent_remote.unlink()
-    try:
-        check = agent.check()
-        assert check.outcome == "applied", check
-        assert fleet.motd() == "second message\n-- opslab\n"
-        report = fleet.reports()[-1]
-        assert report["status"] == "failed"
-        assert report["commit"] != commit
-        assert any("could not be updated" in message for message in report["errors"])
-        # The failed target is retried after agent.retry_interval, not on every check.
-        assert agent.check().outcome == "waiting"
-    finally:
-        fleet.agent_remote.symlink_to(fleet.remote.bare)
+    deployed = fleet.wanted_motd()
+    remote_outage.begin()
+    commit = fleet.commit_trailer("-- v3")
 
+    check = agent.check()
+
+    assert check.outcome == "applied", check
+    assert fleet.motd() == deployed
+    report = fleet.reports()[-1]
+    assert report["status"] == "failed"
+    assert report["commit"] != commit
+    assert any("could not be updated" in message for message in report["errors"])
+    # The failed target is retried after agent.retry_interval, not on every check.
+    assert agent.check().outcome == "waiting"
+
+    remote_outage.end()
     check = agent.check(now=_later(agent, agent.settings.retry_interval + 1))
 
     assert check.outcome == "applied", check
-    assert fleet.motd() == "second message\n-- v3\n"
+    assert fleet.motd() == fleet.wanted_motd()
+    assert fleet.motd().endswith("\n-- v3\n")
     assert fleet.reports()[-1]["commit"] == commit
 
 
-def test_a_disabled_agent_does_not_apply_and_the_api_shows_why(fleet: Fleet) -> None:
-    agent = fleet.agent()
+def test_a_disabled_agent_does_not_apply_and_the_api_shows_why(
+        converged: Fleet, runs_enabled_afterwards: Agent) -> None:
+    fleet = converged
+    agent = runs_enabled_afterwards
     agent.set_disabled("upgrading the database by hand")
     host = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")
     assert host["agent"]["disabled"] is True
     assert host["agent"]["reason"] == "upgrading the database by hand"
     count = len(fleet.reports())
-    fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol",
-               {"class_parameters": {"motd": {"message": "third message"}}})
+    before = fleet.motd()
+    fleet.set_message("third message")
 
     check = agent.check()
 
     assert check.outcome == "disabled"
     assert "upgrading the database by hand" in check.detail
-    assert fleet.motd() == "second message\n-- v3\n"
+    assert fleet.motd() == before
     assert len(fleet.reports()) == count
 
     agent.set_disabled(None)
     assert fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["agent"]["disabled"] is False
     assert agent.check().outcome == "applied"
-    assert fleet.motd() == "third message\n-- v3\n"
+    assert fleet.motd() == fleet.wanted_motd()
+    assert fleet.motd().startswith("third message\n")
 
 
-def test_a_reason_that_is_not_utf8_reaches_the_api(fleet: Fleet) -> None:
+def test_a_reason_that_is_not_utf8_reaches_the_api(converged: Fleet,
+                                                   runs_enabled_afterwards: Agent) -> None:
     """``opslab agent disable`` with bytes that are not UTF-8 in its argument (Python
     holds them as lone surrogates, which the API refuses)."""
-    agent = fleet.agent()
-    try:
-        delivery = agent.set_disabled(os.fsdecode(b"kernel \xff upgrade"))
-        assert (delivery.delivered, delivery.rejected, delivery.pending) == (1, 0, 0)
-        shown = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["agent"]
-        assert (shown["disabled"], shown["reason"]) == (True, "kernel \ufffd upgrade")
-    finally:
-        agent.set_disabled(None)
-    assert fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["agent"]["disabled"] is False
+    fleet = converged
+    agent = runs_enabled_afterwards
+
+    delivery = agent.set_disabled(os.fsdecode(b"kernel \xff upgrade"))
+
+    assert (delivery.delivered, delivery.rejected, delivery.pending) == (1, 0, 0)
+    shown = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["agent"]
+    assert (shown["disabled"], shown["reason"]) == (True, "kernel \ufffd upgrade")
 
 
-def test_a_membership_change_updates_sudo_without_a_puppet_run(fleet: Fleet) -> None:
+def test_a_membership_change_updates_sudo_without_a_puppet_run(
+        converged: Fleet, members_removed_afterwards: list[str]) -> None:
+    fleet = converged
     agent = fleet.agent()
     count = len(fleet.reports())
+    members_removed_afterwards.append("dave")
     fleet.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": "dave"})
-    try:
-        assert agent.check().outcome == "unchanged"
-        sudoers = (fleet.work / "sudoers.d" / "opslab-project").read_text()
-        assert "dave ALL=(ALL:ALL) NOPASSWD: ALL" in sudoers
-    finally:
-        fleet.call("DELETE", f"/v1/projects/{PROJECT}/members/dave", "olga")
+
     assert agent.check().outcome == "unchanged"
-    assert "dave" not in (fleet.work / "sudoers.d" / "opslab-project").read_text()
+    assert "dave ALL=(ALL:ALL) NOPASSWD: ALL" in fleet.sudoers.read_text()
+
+    fleet.call("DELETE", f"/v1/projects/{PROJECT}/members/dave", "olga")
+    assert agent.check().outcome == "unchanged"
+    assert "dave" not in fleet.sudoers.read_text()
     assert len(fleet.reports()) == count
 
 
-def test_a_run_whose_command_printed_a_nul_reaches_the_api(fleet: Fleet) -> None:
+def test_a_run_whose_command_printed_a_nul_reaches_the_api(
+        classes_restored_afterwards: Fleet) -> None:
     """Puppet passes a command's output on, NUL bytes and all; the API refuses any text
     holding one. The copy sent has U+FFFD in its place, the full report keeps it."""
+    fleet = classes_restored_afterwards
     agent = fleet.agent()
     fleet.remote.commit("production", {NUL_CLASS: (
         "class printsnul {\n  exec { 'migrate':\n"
@@ -300,27 +462,24 @@ def test_a_run_whose_command_printed_a_nul_reaches_the_api(fleet: Fleet) -> None
         "    provider  => shell,\n    logoutput => true,\n  }\n}\n")})
     fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd", "printsnul"]})
     count = len(fleet.reports())
-    try:
-        check = agent.check()
-        assert check.outcome == "applied", check
-        assert check.report is not None
-        assert "step 1\x00done" in check.report["output_tail"]  # what Puppet said
 
-        assert agent.spool.pending() == []
-        assert not agent.spool.rejected.exists()
-        reports = fleet.reports()
-        assert len(reports) == count + 1
-        assert (reports[-1]["status"], reports[-1]["failed"]) == ("failed", 1)
-        assert reports[-1]["failures"][0]["resource"] == "Exec[migrate]"
-    finally:
-        fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd"]})
-        recovery = agent.check()
-    assert recovery.outcome == "applied", recovery
-    assert fleet.reports()[-1]["status"] in ("changed", "unchanged")
+    check = agent.check()
+
+    assert check.outcome == "applied", check
+    assert check.report is not None
+    assert "step 1\x00done" in check.report["output_tail"]  # what Puppet said
+    assert agent.spool.pending() == []
+    assert not agent.spool.rejected.exists()
+    reports = fleet.reports()
+    assert len(reports) == count + 1
+    assert (reports[-1]["status"], reports[-1]["failed"]) == ("failed", 1)
+    assert reports[-1]["failures"][0]["resource"] == "Exec[migrate]"
 
 
-def test_a_run_with_hundreds_of_failures_reaches_the_api(fleet: Fleet) -> None:
+def test_a_run_with_hundreds_of_failures_reaches_the_api(
+        classes_restored_afterwards: Fleet) -> None:
     """Its full report is far above the API's max body: the agent sends a bounded copy."""
+    fleet = classes_restored_afterwards
     agent = fleet.agent()
     fleet.remote.commit("production", {FAILING: (
         "# Every file below a directory that does not exist: each one fails.\n"
@@ -329,32 +488,26 @@ def test_a_run_with_hundreds_of_failures_reaches_the_api(fleet: Fleet) -> None:
     fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd", "failing"]})
     reports = agent.directory / "reports"
     earlier = set(reports.glob("*.json"))
-    try:
-        check = agent.check()
-        assert check.outcome == "applied", check
-        assert check.report is not None
-        assert len(check.report["failed_resources"]) == FAILURES
-        assert len(json.dumps(check.report)) > 65536  # what the API would refuse whole
 
-        # Delivered (201), not set aside: nothing left in the spool, nothing rejected.
-        assert agent.spool.pending() == []
-        assert not agent.spool.rejected.exists()
-        last_run = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["last_run"]
-        assert (last_run["status"], last_run["failed"], last_run["commit"]) == (
-            "failed", FAILURES, fleet.remote.head("production"))
-        assert 0 < len(last_run["failures"]) <= 50
-        # The full report is kept on the instance, under the key it was delivered with.
-        [kept] = set(reports.glob("*.json")) - earlier
-        full = json.loads(kept.read_text())
-        assert len(full["failed_resources"]) == FAILURES
-        assert "truncated" not in full
-        assert oct(kept.stat().st_mode & 0o777) == "0o600"
-    finally:
-        fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd"]})
-        recovery = agent.check()  # the story goes on from a good run
+    check = agent.check()
 
-    assert recovery.outcome == "applied", recovery
-    assert fleet.reports()[-1]["status"] in ("changed", "unchanged")
+    assert check.outcome == "applied", check
+    assert check.report is not None
+    assert len(check.report["failed_resources"]) == FAILURES
+    assert len(json.dumps(check.report)) > 65536  # what the API would refuse whole
+    # Delivered (201), not set aside: nothing left in the spool, nothing rejected.
+    assert agent.spool.pending() == []
+    assert not agent.spool.rejected.exists()
+    last_run = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["last_run"]
+    assert (last_run["status"], last_run["failed"], last_run["commit"]) == (
+        "failed", FAILURES, fleet.remote.head("production"))
+    assert 0 < len(last_run["failures"]) <= 50
+    # The full report is kept on the instance, under the key it was delivered with.
+    [kept] = set(reports.glob("*.json")) - earlier
+    full = json.loads(kept.read_text())
+    assert len(full["failed_resources"]) == FAILURES
+    assert "truncated" not in full
+    assert oct(kept.stat().st_mode & 0o777) == "0o600"
 
 
 @pytest.fixture
@@ -391,21 +544,67 @@ def person_ldif(uid: str, number: int | None) -> str:
             f"sn: {uid}\n{posix}")
 
 
-def test_sudo_goes_only_to_a_members_own_local_account(
-        fleet: Fleet, slapd: ThrowawaySlapd, system_sudoers: Path, tmp_path: Path) -> None:
-    """sudo grants to the local account of a name, so a member gets sudo only where that
-    account, if any, is theirs: its uid is their directory uidNumber.
+class Candidates(NamedTuple):
+    """People the API grants sudo as members of the fleet's project, and their accounts."""
 
-    The directory cannot know an instance's accounts: ``backup`` (uid 34) and
-    ``nobody`` (65534, sshd's AuthorizedKeysCommandUser) are people there, with
-    uidNumbers of their own, and so are a person named like a local account of
-    another uid and one with no uidNumber at all. The API grants them all sudo
-    as members; the instance must grant it to none of them.
-    """
+    people: dict[str, int | None]  # uid -> the directory's uidNumber (None: no posixAccount)
+    local: dict[str, int]  # the local accounts' uids, by name
+    own: int  # LOCAL_MEMBER's uid, here and in the directory
+    impostor_local: int
+    impostor_number: int
+    numberless_local: int
+
+
+@pytest.fixture
+def sudo_candidates(converged: Fleet, slapd: ThrowawaySlapd) -> Iterator[Candidates]:
+    """``backup`` (uid 34) and ``nobody`` (65534, sshd's AuthorizedKeysCommandUser) as
+    people with uidNumbers of their own, a person named like a local account of another
+    uid, one with no uidNumber at all and one whose local account is theirs: local
+    accounts, directory entries and project members, all removed at teardown."""
+    require_root()
     local = {name: pwd.getpwnam(name).pw_uid for name in ("backup", "nobody")}
     own, impostor_local, impostor_number, numberless_local = free_uids(4)
     people = {"backup": 5034, "nobody": 7777, LOCAL_MEMBER: own, IMPOSTOR: impostor_number,
               NUMBERLESS: None}
+    with contextlib.ExitStack() as accounts:
+        for name, uid in ((LOCAL_MEMBER, own), (IMPOSTOR, impostor_local),
+                          (NUMBERLESS, numberless_local)):
+            accounts.enter_context(local_account(name, uid))
+            local[name] = uid
+        # Registered first: whatever of them was added goes, however far adding got.
+        accounts.callback(remove_people, converged, slapd, list(people))
+        for uid, number in people.items():
+            slapd.add_ldif(person_ldif(uid, number))
+            converged.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": uid})
+        yield Candidates(people, local, own, impostor_local, impostor_number,
+                         numberless_local)
+
+
+def remove_people(fleet: Fleet, slapd: ThrowawaySlapd, uids: list[str]) -> None:
+    """``uids`` out of the fleet's project and out of the directory, as far as they got."""
+    connection = slapd.connect()
+    try:
+        for uid in uids:
+            fleet.api.request("DELETE", f"/v1/projects/{PROJECT}/members/{uid}", None,
+                              basic("olga"))
+            with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+                connection.delete_s(f"uid={uid},{PEOPLE}")
+    finally:
+        connection.unbind_s()
+
+
+def test_sudo_goes_only_to_a_members_own_local_account(
+        converged: Fleet, system_sudoers: Path, sudo_candidates: Candidates,
+        slapd: ThrowawaySlapd, tmp_path: Path) -> None:
+    """sudo grants to the local account of a name, so a member gets sudo only where that
+    account, if any, is theirs: its uid is their directory uidNumber.
+
+    The directory cannot know an instance's accounts: the API grants all the
+    candidates sudo as members; the instance must grant it to none of them but
+    the one whose local account is their own.
+    """
+    fleet = converged
+    people, local = sudo_candidates.people, sudo_candidates.local
     messages: list[str] = []
     agent = Agent(load(str(fleet.config_path)), "0.1.0-test", messages.append)
     # The real agent, writing the drop-in where the real sudo reads it.
@@ -413,55 +612,41 @@ def test_sudo_goes_only_to_a_members_own_local_account(
     settings["agent"]["sudoers_file"] = str(system_sudoers)
     (tmp_path / "agent.yaml").write_text(yaml.safe_dump(settings))
     system_agent = Agent(load(str(tmp_path / "agent.yaml")), "0.1.0-test")
-    with contextlib.ExitStack() as accounts:
-        for name, uid in ((LOCAL_MEMBER, own), (IMPOSTOR, impostor_local),
-                          (NUMBERLESS, numberless_local)):
-            accounts.enter_context(local_account(name, uid))
-        try:
-            for uid, number in people.items():
-                slapd.add_ldif(person_ldif(uid, number))
-                fleet.call("POST", f"/v1/projects/{PROJECT}/members", "olga", {"uid": uid})
-            target = ApiClient(load(str(fleet.config_path)).enc).target(NODE, None)
-            assert target is not None
-            # What the agent must not take as it is.
-            assert set(people) <= set(target.document["sudo"])
-            assert {name: target.document["uid_numbers"][name] for name in people} == people
+    target = ApiClient(load(str(fleet.config_path)).enc).target(NODE, None)
+    assert target is not None
+    # What the agent must not take as it is.
+    assert set(people) <= set(target.document["sudo"])
+    assert {name: target.document["uid_numbers"][name] for name in people} == people
 
-            assert agent.check().outcome == "unchanged"
-            assert system_agent.check().outcome == "unchanged"
-
-            rules = [line for line in (fleet.work / "sudoers.d" / "opslab-project").read_text()
-                     .splitlines() if not line.startswith("#")]
-            assert rules == [f"{user} ALL=(ALL:ALL) NOPASSWD: ALL"
-                             for user in ("carol", LOCAL_MEMBER, "olga")]
-            for reason in (
-                    f"no sudo for backup: the local account 'backup' has uid {local['backup']}, "
-                    "which is below accounts.min_uid (1000)",
-                    f"no sudo for nobody: the local account 'nobody' has uid {local['nobody']}, "
-                    "which is above accounts.max_uid (60000)",
-                    f"no sudo for {IMPOSTOR}: the local account {IMPOSTOR!r} has uid "
-                    f"{impostor_local}, not the person's uidNumber {impostor_number}",
-                    f"no sudo for {NUMBERLESS}: a local account {NUMBERLESS!r} (uid "
-                    f"{numberless_local}) exists, and the directory gives this person no "
-                    "uidNumber"):
-                assert any(message.startswith(reason) for message in messages), (
-                    reason, messages)
-            assert system_sudoers.read_text() == (
-                fleet.work / "sudoers.d" / "opslab-project").read_text()
-            assert "NOPASSWD: ALL" in sudo_rights(LOCAL_MEMBER)  # sudo reads the drop-in
-            for name in ("backup", "nobody", IMPOSTOR, NUMBERLESS):
-                assert "is not allowed to run sudo" in sudo_rights(name), name
-        finally:
-            connection = slapd.connect()
-            for uid in people:
-                fleet.api.request("DELETE", f"/v1/projects/{PROJECT}/members/{uid}", None,
-                                  basic("olga"))
-                with contextlib.suppress(ldap.NO_SUCH_OBJECT):  # if it never got that far
-                    connection.delete_s(f"uid={uid},{PEOPLE}")
-            connection.unbind_s()
     assert agent.check().outcome == "unchanged"
-    rules = (fleet.work / "sudoers.d" / "opslab-project").read_text()
-    assert not any(name in rules for name in people)
+    assert system_agent.check().outcome == "unchanged"
+
+    rules = [line for line in fleet.sudoers.read_text().splitlines()
+             if not line.startswith("#")]
+    assert rules == [f"{user} ALL=(ALL:ALL) NOPASSWD: ALL"
+                     for user in ("carol", LOCAL_MEMBER, "olga")]
+    for reason in (
+            f"no sudo for backup: the local account 'backup' has uid {local['backup']}, "
+            "which is below accounts.min_uid (1000)",
+            f"no sudo for nobody: the local account 'nobody' has uid {local['nobody']}, "
+            "which is above accounts.max_uid (60000)",
+            f"no sudo for {IMPOSTOR}: the local account {IMPOSTOR!r} has uid "
+            f"{sudo_candidates.impostor_local}, not the person's uidNumber "
+            f"{sudo_candidates.impostor_number}",
+            f"no sudo for {NUMBERLESS}: a local account {NUMBERLESS!r} (uid "
+            f"{sudo_candidates.numberless_local}) exists, and the directory gives this "
+            "person no uidNumber"):
+        assert any(message.startswith(reason) for message in messages), (reason, messages)
+    assert system_sudoers.read_text() == fleet.sudoers.read_text()
+    assert "NOPASSWD: ALL" in sudo_rights(LOCAL_MEMBER)  # sudo reads the drop-in
+    for name in ("backup", "nobody", IMPOSTOR, NUMBERLESS):
+        assert "is not allowed to run sudo" in sudo_rights(name), name
+
+    # Taken out of the project (the fixture's teardown does it again, to no effect),
+    # none of them keeps a rule.
+    remove_people(fleet, slapd, list(people))
+    assert agent.check().outcome == "unchanged"
+    assert not any(name in fleet.sudoers.read_text() for name in people)
 
 
 def test_one_bad_name_in_the_target_never_keeps_a_removed_member(tmp_path: Path) -> None:
@@ -493,17 +678,17 @@ def test_one_bad_name_in_the_target_never_keeps_a_removed_member(tmp_path: Path)
                for message in messages), messages
 
 
-def test_members_of_a_global_project_get_no_sudo(fleet: Fleet) -> None:
-    agent = fleet.agent()
-    sudoers = fleet.work / "sudoers.d" / "opslab-project"
-    fleet.call("PATCH", f"/v1/projects/{PROJECT}", "olga", {"global": True})
-    try:
-        assert agent.check().outcome == "unchanged"
-        assert not sudoers.exists()
-    finally:
-        fleet.call("PATCH", f"/v1/projects/{PROJECT}", "olga", {"global": False})
+def test_members_of_a_global_project_get_no_sudo(converged: Fleet,
+                                                global_project: Outage) -> None:
+    agent = converged.agent()
+    global_project.begin()
+
     assert agent.check().outcome == "unchanged"
-    assert "carol ALL=" in sudoers.read_text()
+    assert not converged.sudoers.exists()
+
+    global_project.end()
+    assert agent.check().outcome == "unchanged"
+    assert "carol ALL=" in converged.sudoers.read_text()
 
 
 def test_the_target_is_a_304_until_something_changes(fleet: Fleet) -> None:
@@ -778,64 +963,80 @@ def test_no_text_sent_holds_a_nul_or_a_lone_surrogate() -> None:
     assert "\x00" in report["error"]  # the full report is kept as it was
 
 
+SMALL_API_HOST = "small-api.web.example.org"
+
+
+@pytest.fixture
+def api_of_max_body(slapd: ThrowawaySlapd, people: None,
+                    tmp_path: Path) -> Iterator[Callable[[int], ServedApi]]:
+    """An API of the test's own, (re)started on its one database with the api.max_body
+    asked for. At teardown its host goes (the session's directory is shared), then it
+    stops."""
+    work = tmp_path / "api"
+    work.mkdir()
+    served: list[ServedApi] = []
+
+    def serve(max_body: int) -> ServedApi:
+        if served:
+            served.pop().stop()
+        api = ServedApi(work, slapd, BASE, {"api": {"max_body": max_body}})
+        api.start()
+        served.append(api)
+        return api
+
+    yield serve
+    for api in served:
+        try:
+            api.request("DELETE", f"/v1/hosts/{SMALL_API_HOST}", None, basic("carol"))
+        finally:
+            api.stop()
+
+
 def test_a_report_the_apis_max_body_refuses_is_cut_until_it_is_taken(
-        slapd: ThrowawaySlapd, people: None, tmp_path: Path) -> None:
+        api_of_max_body: Callable[[int], ServedApi], tmp_path: Path) -> None:
     """A site's api.max_body below the agent's bound (48 KiB): on each 413 the report is
     sent again at half the size, never set aside; one no cut makes small enough stays
     spooled, waiting for api.max_body to be raised."""
-    work = tmp_path / "api"
-    work.mkdir()
-    api = ServedApi(work, slapd, BASE, {"api": {"max_body": 16384}})
-    api.start()
-    try:
-        status, answer = api.request("POST", "/v1/projects/web/hosts",
-                                     {"name": "small-api"}, basic("carol"))
-        assert status == 201, answer
-        certname = "small-api.web.example.org"
-        token = tmp_path / "host-token"
-        token.write_text(json.loads(answer)["token"])
-        messages: list[str] = []
+    api = api_of_max_body(16384)
+    status, answer = api.request("POST", "/v1/projects/web/hosts",
+                                 {"name": SMALL_API_HOST}, basic("carol"))
+    assert status == 201, answer
+    token = tmp_path / "host-token"
+    token.write_text(json.loads(answer)["token"])
+    messages: list[str] = []
 
-        def agent_of(api: ServedApi) -> Agent:
-            config = tmp_path / "agent.yaml"
-            config.write_text(yaml.safe_dump({
-                "enc": {"api_url": api.url, "api_token_file": str(token)},
-                "apply": {"certname": certname, "state_dir": str(tmp_path / "state")},
-                "agent": {"sudoers_file": None}}))
-            return Agent(load(str(config)), "0.1.0-test", messages.append)
+    def agent_of(api: ServedApi) -> Agent:
+        config = tmp_path / "agent.yaml"
+        config.write_text(yaml.safe_dump({
+            "enc": {"api_url": api.url, "api_token_file": str(token)},
+            "apply": {"certname": SMALL_API_HOST, "state_dir": str(tmp_path / "state")},
+            "agent": {"sudoers_file": None}}))
+        return Agent(load(str(config)), "0.1.0-test", messages.append)
 
-        agent = agent_of(api)
-        report = {**a_report(1000, "x" * 5000, 20), "certname": certname}
-        sent = bounded(report)
-        assert 16384 < len(json.dumps(sent)) < MAX_BODY  # what the API refuses (413)
-        agent.spool.add("report", certname, sent, "cut-until-taken")
+    agent = agent_of(api)
+    report = {**a_report(1000, "x" * 5000, 20), "certname": SMALL_API_HOST}
+    sent = bounded(report)
+    assert 16384 < len(json.dumps(sent)) < MAX_BODY  # what the API refuses (413)
+    agent.spool.add("report", SMALL_API_HOST, sent, "cut-until-taken")
 
-        delivery = agent.deliver()
+    delivery = agent.deliver()
 
-        assert (delivery.delivered, delivery.rejected, delivery.pending) == (1, 0, 0), delivery
-        [stored] = json.loads(api.request("GET", f"/v1/hosts/{certname}/reports", None,
-                                          basic("carol"))[1])
-        assert (stored["status"], stored["failed"], stored["truncated"]) == ("failed", 1000,
-                                                                             True)
-        assert 0 < len(stored["failures"]) < 50
-        assert any("too large (HTTP 413); sending it cut to" in message
-                   for message in messages), messages
+    assert (delivery.delivered, delivery.rejected, delivery.pending) == (1, 0, 0), delivery
+    [stored] = json.loads(api.request("GET", f"/v1/hosts/{SMALL_API_HOST}/reports", None,
+                                      basic("carol"))[1])
+    assert (stored["status"], stored["failed"], stored["truncated"]) == ("failed", 1000, True)
+    assert 0 < len(stored["failures"]) < 50
+    assert any("too large (HTTP 413); sending it cut to" in message
+               for message in messages), messages
 
-        # However far it is cut, a report is never this small. (The same API and
-        # database, restarted with a lower api.max_body.)
-        api.stop()
-        api = ServedApi(work, slapd, BASE, {"api": {"max_body": 256}})
-        api.start()
-        agent = agent_of(api)
-        agent.spool.add("report", certname, bounded(report), "too-large-whatever-is-cut")
-        delivery = agent.deliver()
-        assert (delivery.delivered, delivery.rejected, delivery.pending) == (0, 0, 1), delivery
-        assert "even cut to" in str(delivery.error)
-        assert "raise its api.max_body" in str(delivery.error)
-    finally:
-        # The session's directory is shared: the host goes, whatever happened above.
-        api.request("DELETE", "/v1/hosts/small-api.web.example.org", None, basic("carol"))
-        api.stop()
+    # However far it is cut, a report is never this small. (The same API and
+    # database, restarted with a lower api.max_body.)
+    agent = agent_of(api_of_max_body(256))
+    agent.spool.add("report", SMALL_API_HOST, bounded(report), "too-large-whatever-is-cut")
+    delivery = agent.deliver()
+    assert (delivery.delivered, delivery.rejected, delivery.pending) == (0, 0, 1), delivery
+    assert "even cut to" in str(delivery.error)
+    assert "raise its api.max_body" in str(delivery.error)
 
 
 def test_a_report_within_bounds_is_sent_as_it_is() -> None:
