@@ -2,10 +2,11 @@
 
 Under the sync lock: fetch into the mirror, map branches to environment
 names and decide which branch holds an environment several map to (one
-rule each, opslab.names), build what changed, swap, and, after a complete
-fetch, purge the environments whose selected branch is gone. A failed
-fetch changes no environment. Every environment touched gets a
-record: branch, commit, previous commit, when, how long, result.
+rule each, opslab.names), make the trees of what changed (an environment's
+spare tree brought up to date by the difference, else a new tree), swap,
+and, after a complete fetch, purge the environments whose selected branch
+is gone. A failed fetch changes no environment. Every environment touched
+gets a record: branch, commit, previous commit, when, how long, result.
 """
 
 import fnmatch
@@ -19,8 +20,8 @@ from opslab.config import BranchSettings
 from opslab.lock import FileLock
 from opslab.names import branches_by_environment, environment_holders, validate_branch
 
-from .environments import EnvironmentConflict, EnvironmentsDirectory, UnsafeTree
-from .git import GitError, Mirror
+from .environments import EnvironmentConflict, EnvironmentsDirectory, Layout, UnsafeTree
+from .git import GitError, Mirror, TreeEntry
 
 Log = Callable[[str], None]
 
@@ -37,6 +38,7 @@ class Outcome:
         self.branch = branch
         self.commit: str | None = None
         self.previous_commit: str | None = None
+        self.recycled_from: str | None = None  # the spare tree's commit, when one was used
         self.result = "failed"
         self.error: str | None = None
         self.started = time.time()
@@ -52,6 +54,7 @@ class Outcome:
             "branch": self.branch,
             "commit": self.commit,
             "previous_commit": self.previous_commit,
+            "recycled_from": self.recycled_from,
             "result": self.result,
             "error": self.error,
             "started_at": datetime.fromtimestamp(self.started, UTC).isoformat(),
@@ -69,6 +72,10 @@ class Deployment:
         self.mirror = Mirror(Path(settings.cache) / "mirror.git", settings.remote,
                              settings.git_timeout)
         self.log = log or (lambda message: None)
+        # The last commit listed in this sync and its files by path: the next
+        # commit's listing is that one plus their difference (forty branches
+        # a commit apart cost one ls-tree and forty small diffs).
+        self._listed: tuple[str, dict[str, TreeEntry]] | None = None
 
     def lock(self, purpose: str) -> FileLock:
         return FileLock(str(self.environments.lock_path), purpose, self.settings.lock_timeout)
@@ -173,7 +180,7 @@ class Deployment:
                     "previous_commit", commit)
             else:
                 if not self.environments.has_tree(environment, commit):
-                    self._build(environment, branch, commit)
+                    outcome.recycled_from = self._make_tree(environment, branch, commit)
                 self.environments.activate(environment, commit)
                 outcome.result = "deployed"
                 self.log(f"deployed {branch} at {commit[:12]} as {environment}")
@@ -185,22 +192,60 @@ class Deployment:
             self.environments.write_record(environment, outcome.as_record())
         return outcome
 
-    def _build(self, environment: str, branch: str, commit: str) -> None:
-        entries = self.mirror.tree(commit)
-        store = self.environments.store
-        missing = store.missing(
-            (e.sha, e.executable, e.size) for e in entries if not e.submodule)
-        flags_by_sha: dict[str, list[bool]] = {}
-        for sha, executable in missing:
-            flags_by_sha.setdefault(sha, []).append(executable)
-        for sha, content in self.mirror.blobs(list(flags_by_sha)):
-            for executable in flags_by_sha[sha]:
-                store.add(sha, executable, content)
+    def _make_tree(self, environment: str, branch: str, commit: str) -> str | None:
+        """Make the tree of ``commit``: the environment's spare brought up to it when it has
+        one (returns the spare's commit), else a new tree (returns None)."""
         def add_git_metadata(tree: Path) -> None:
             self.mirror.add_worktree_metadata(tree, commit)
 
-        self.environments.build(environment, commit, entries, branch,
-                                add_git_metadata if self.settings.git_metadata else None)
+        finish = add_git_metadata if self.settings.git_metadata else None
+        spare = self.environments.spare(environment)
+        if spare is not None:
+            try:
+                changes = self.mirror.changes(spare, commit)
+            except GitError:  # the spare's commit is gone from the mirror: build anew
+                spare = None
+            else:
+                self._store(change.new for change in changes if change.new is not None)
+                self.environments.recycle(environment, spare, commit, changes, branch, finish)
+                return spare
+        layout = self._layout(commit)
+        self._store(layout.entries)
+        self.environments.build(environment, commit, layout, branch, finish)
+        return None
+
+    def _layout(self, commit: str) -> Layout:
+        """The checked layout of ``commit``: listed in full, or derived from the commit
+        listed before it in this sync and their difference."""
+        if self._listed is None:
+            listing = self.mirror.tree(commit)
+            entries = {entry.path: entry for entry in listing}
+            if len(entries) != len(listing):
+                raise UnsafeTree(f"commit {commit} lists a path twice")
+        else:
+            base, entries = self._listed
+            entries = dict(entries)
+            for change in self.mirror.changes(base, commit):
+                if change.new is None:
+                    entries.pop(change.path, None)
+                else:
+                    entries[change.path] = change.new
+        layout = Layout(entries.values())
+        self._listed = (commit, entries)  # only a listing that passed the checks
+        return layout
+
+    def _store(self, entries: Iterable[TreeEntry]) -> None:
+        """Make sure the store holds every blob of ``entries`` intact, reading what it lacks
+        from the mirror in one stream."""
+        store = self.environments.store
+        missing = store.missing((e.sha, e.executable, e.size) for e in entries if not e.submodule)
+        flags_by_sha: dict[str, list[bool]] = {}
+        for sha, executable in missing:
+            flags_by_sha.setdefault(sha, []).append(executable)
+        if flags_by_sha:
+            for sha, content in self.mirror.blobs(list(flags_by_sha)):
+                for executable in flags_by_sha[sha]:
+                    store.add(sha, executable, content)
 
     def _purge(self, existing: set[str]) -> list[Outcome]:
         """Retire each environment whose branch is selected and gone from ``existing``.

@@ -4,35 +4,45 @@
     ENVIRONMENTS/.opslab/trees/<env>/<commit>/        a complete tree
     ENVIRONMENTS/.opslab/trees/<env>/<commit>.json    its marker: complete, when, retired
     ENVIRONMENTS/.opslab/objects/                     the blob store (same file system)
-    ENVIRONMENTS/.opslab/building/                    trees being built
+    ENVIRONMENTS/.opslab/building/                    trees being built or brought up to date
     ENVIRONMENTS/.opslab/records/<env>.json           the last change of each environment
     ENVIRONMENTS/.opslab/records/last-sync.json       the last sync, every environment
     ENVIRONMENTS/.opslab/lock                         the sync lock
 
-A tree is built in ``building/``, renamed into ``trees/`` and only then
+A tree is made in ``building/``, renamed into ``trees/`` and only then
 marked complete; the environment's symlink is replaced by rename(2), which
 is atomic, so Puppet sees the old tree or the new one and nothing between.
 ``.opslab`` is not a valid environment name, so Puppet never lists it.
+
 Superseded trees stay ``keep_seconds`` (so a run that started on one
-finishes on it) and the newest ``keep_previous`` of them stay longer.
+finishes on it) and the newest ``keep_previous`` of them stay until newer
+ones replace them. A tree past both, which pruning would delete, is
+*expired*: no run may still use it. An environment keeps its newest expired
+tree as its *spare*, and its next change brings the spare up to the new
+commit by applying only the difference (aside, in ``building/``) instead of
+building a whole tree: a one-line change costs a few calls, not the ten
+thousand links and three thousand directories of a tree. So a tree is
+modified only when it could have been deleted: never the live one, never
+one within ``keep_seconds`` of being superseded, never one of the newest
+``keep_previous``.
 """
 
 import contextlib
 import json
 import os
-import shutil
-import tempfile
+import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from opslab.files import write_atomic
 
-from .git import TreeEntry
+from .git import Change, TreeEntry
 from .store import ObjectStore
 
 STATE = ".opslab"
+FILE_MODES = ("100644", "100755", "100664")
 
 
 class UnsafeTree(Exception):
@@ -41,6 +51,57 @@ class UnsafeTree(Exception):
 
 class EnvironmentConflict(Exception):
     """An environment path holds something opslab did not put there."""
+
+
+class Layout:
+    """A commit's tree as the calls that make it: its directories, parents first, and its
+    entries, checked as git's fsck would.
+
+    No path may be empty, absolute or have an empty, ``.`` or ``..``
+    component, none may be or pass through ``.git`` (in any case), none may
+    lie below a file, symlink or submodule, and none may be listed twice.
+    Each directory's components are checked once, when it first appears, so
+    a tree of ten thousand files costs a set lookup per file.
+    """
+
+    __slots__ = ("directories", "entries")
+
+    def __init__(self, entries: Iterable[TreeEntry]) -> None:
+        self.entries: list[TreeEntry] = []
+        self.directories: list[str] = []
+        known = {""}
+        leaves: set[str] = set()
+        for entry in entries:
+            path = entry.path
+            parent, _, name = path.rpartition("/")
+            if path.startswith("/") or _unsafe(name):
+                raise UnsafeTree(f"refusing path {path!r}")
+            if parent not in known:
+                depth = 0
+                while True:
+                    depth = path.find("/", depth) + 1
+                    if not depth:
+                        break
+                    ancestor = path[:depth - 1]
+                    if ancestor in known:
+                        continue
+                    if _unsafe(ancestor.rpartition("/")[2]):
+                        raise UnsafeTree(f"refusing path {path!r}")
+                    if ancestor in leaves:
+                        raise UnsafeTree(f"refusing path {path!r}: {ancestor!r} is not a "
+                                         "directory")
+                    known.add(ancestor)
+                    self.directories.append(ancestor)
+            if path in leaves or path in known:
+                raise UnsafeTree(f"refusing path {path!r}: listed twice")
+            if entry.mode not in FILE_MODES and not entry.symlink and not entry.submodule:
+                raise UnsafeTree(f"refusing path {path!r}: unknown mode {entry.mode}")
+            leaves.add(path)
+            self.entries.append(entry)
+
+
+def _unsafe(name: str) -> bool:
+    return name in ("", ".", "..") or name.lower() == ".git"
 
 
 class EnvironmentsDirectory:
@@ -63,9 +124,9 @@ class EnvironmentsDirectory:
             directory.mkdir(parents=True, exist_ok=True)
 
     def clear_leftovers(self) -> None:
-        """Remove half-built trees and half-made symlinks (only under the sync lock)."""
+        """Remove half-made trees and half-made symlinks (only under the sync lock)."""
         for leftover in self.building.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+            _remove_tree(leftover)
         for entry in self.root.iterdir():
             if entry.name.startswith(".link-"):
                 entry.unlink()
@@ -86,12 +147,12 @@ class EnvironmentsDirectory:
         return self._commit_of(self.root / environment)
 
     def _commit_of(self, link: Path) -> str | None:
-        if not link.is_symlink():
+        try:
+            target = os.readlink(link)
+        except OSError:  # not there, or not a symlink
             return None
-        target = Path(os.readlink(link))
-        if target.parent != Path(STATE, "trees", link.name):
-            return None
-        return target.name
+        directory, _, commit = target.rpartition("/")
+        return commit if directory == f"{STATE}/trees/{link.name}" else None
 
     def deployed_from(self, environment: str) -> str | None:
         """The branch ``environment`` is deployed from (its record), or None if not deployed."""
@@ -110,32 +171,63 @@ class EnvironmentsDirectory:
         """True if a complete tree of ``commit`` exists for ``environment``."""
         return self._marker(environment, commit).exists()
 
-    # Building and swapping.
+    # Making trees and swapping them in.
 
-    def build(
-        self,
-        environment: str,
-        commit: str,
-        entries: Sequence[TreeEntry],
-        branch: str,
-        finish: Callable[[Path], None] | None = None,
-    ) -> Path:
-        """Materialise ``entries`` (all in the store already) as the tree of ``commit``.
+    def build(self, environment: str, commit: str, layout: Layout, branch: str,
+              finish: Callable[[Path], None] | None = None) -> Path:
+        """Materialise ``layout`` (its objects all in the store) as the tree of ``commit``.
 
         ``finish`` may add to the tree before it is moved into place.
         """
-        staging = Path(tempfile.mkdtemp(prefix=f"{environment}-", dir=self.building))
-        tree = staging / "tree"
-        materialise(entries, self.store, tree)
+        staging = self._staging(environment, commit)
+        materialise(layout, self.store, staging)
         if finish is not None:
-            finish(tree)
+            finish(staging)
+        return self._install(environment, commit, branch, staging)
+
+    def spare(self, environment: str) -> str | None:
+        """The commit of ``environment``'s spare tree: its newest expired one, if any."""
+        for commit in self._expired(environment, self.current(environment), time.time()):
+            if self.tree_path(environment, commit).is_dir():
+                return commit
+        return None
+
+    def recycle(self, environment: str, spare: str, commit: str, changes: Sequence[Change],
+                branch: str, finish: Callable[[Path], None] | None = None) -> Path:
+        """Bring the spare tree of ``spare`` up to ``commit`` and make it that commit's tree.
+
+        ``changes`` are what differs from ``spare`` to ``commit`` (their new
+        objects in the store already). The tree loses its marker before
+        anything else, so from then on nothing takes it for ``spare``'s: a
+        sync killed after that leaves an unmarked tree (pruned) or a tree in
+        ``building/`` (cleared), and the live environment was never involved.
+        ``finish`` (``.git`` metadata) is made anew after the changes.
+        """
+        self._marker(environment, spare).unlink()
+        staging = self._staging(environment, commit, empty=False)
+        os.rename(self.tree_path(environment, spare), staging)
+        if finish is not None:
+            _remove_tree(staging / ".git")
+        apply_changes(changes, self.store, staging)
+        if finish is not None:
+            finish(staging)
+        return self._install(environment, commit, branch, staging)
+
+    def _staging(self, environment: str, commit: str, empty: bool = True) -> Path:
+        """Where the tree of ``commit`` is made (only one sync runs: the name is free)."""
+        staging = self.building / f"{environment}-{commit}"
+        if empty:
+            staging.mkdir(mode=0o755)
+        return staging
+
+    def _install(self, environment: str, commit: str, branch: str, staging: Path) -> Path:
         destination = self.tree_path(environment, commit)
         destination.parent.mkdir(exist_ok=True)
         if destination.exists():  # from a sync killed before it wrote the marker
-            shutil.rmtree(destination)
-        tree.rename(destination)
-        staging.rmdir()
-        self._write_marker(environment, commit, {"branch": branch, "built_at": time.time()})
+            _remove_tree(destination)
+        staging.rename(destination)
+        self._write_marker(environment, commit, {"branch": branch, "built_at": time.time(),
+                                                 "retired_at": None})
         return destination
 
     def activate(self, environment: str, commit: str) -> None:
@@ -153,7 +245,8 @@ class EnvironmentsDirectory:
             temporary.unlink()
         temporary.symlink_to(Path(STATE, "trees", environment, commit))
         os.replace(temporary, link)
-        self._update_marker(environment, commit, retired_at=None)
+        if self._read_marker(environment, commit).get("retired_at") is not None:
+            self._update_marker(environment, commit, retired_at=None)
         if previous is not None and previous != commit:
             self._update_marker(environment, previous, retired_at=time.time())
 
@@ -166,8 +259,13 @@ class EnvironmentsDirectory:
             self._update_marker(environment, commit, retired_at=time.time())
         return commit
 
+    # Markers are not fsynced: the tree they vouch for is a hundred thousand
+    # names that are not fsynced either. rename(2) keeps them whole for any
+    # reader and through a killed sync.
+
     def _write_marker(self, environment: str, commit: str, marker: dict[str, Any]) -> None:
-        write_atomic(str(self._marker(environment, commit)), json.dumps(marker), mode=0o644)
+        write_atomic(str(self._marker(environment, commit)), json.dumps(marker), mode=0o644,
+                     durable=False)
 
     def _read_marker(self, environment: str, commit: str) -> dict[str, Any]:
         try:
@@ -181,15 +279,15 @@ class EnvironmentsDirectory:
             self._write_marker(environment, commit,
                                {**self._read_marker(environment, commit), **changes})
 
-    # Records.
+    # Records: written for people, so a crash may lose the last one (not fsynced).
 
     def write_record(self, environment: str, record: dict[str, Any]) -> None:
         write_atomic(str(self.records / f"{environment}.json"),
-                     json.dumps(record, indent=2) + "\n", mode=0o644)
+                     json.dumps(record, indent=2) + "\n", mode=0o644, durable=False)
 
     def write_sync_record(self, record: dict[str, Any]) -> None:
         write_atomic(str(self.records / "last-sync.json"), json.dumps(record, indent=2) + "\n",
-                     mode=0o644)
+                     mode=0o644, durable=False)
 
     def read_record(self, environment: str) -> dict[str, Any]:
         try:
@@ -200,8 +298,26 @@ class EnvironmentsDirectory:
 
     # Retention.
 
+    def _expired(self, environment: str, live: str | None, now: float) -> list[str]:
+        """``environment``'s trees past their time, newest first: not ``live``, not among
+        the newest ``keep_previous`` superseded ones (while it is deployed), and
+        superseded more than ``keep_seconds`` ago."""
+        retired = []
+        directory = self.trees / environment
+        with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+            for entry in entries:
+                commit, suffix = entry.name[:-5], entry.name[-5:]
+                if suffix == ".json" and commit != live:
+                    retired_at = self._read_marker(environment, commit).get("retired_at") or 0.0
+                    retired.append((retired_at, commit))
+        retired.sort(reverse=True)
+        keep = self.keep_previous if live is not None else 0
+        return [commit for retired_at, commit in retired[keep:]
+                if now - retired_at >= self.keep_seconds]
+
     def prune(self) -> int:
-        """Remove retired trees past their time, then unreferenced objects.
+        """Remove expired trees (each deployed environment keeps one as its spare), trees a
+        killed sync left unmarked, then unreferenced objects.
 
         Returns the number of trees removed.
         """
@@ -210,25 +326,16 @@ class EnvironmentsDirectory:
         deployed = self.deployed()
         for environment_dir in self.trees.iterdir():
             environment = environment_dir.name
-            retired = []
-            for marker in environment_dir.glob("*.json"):
-                commit = marker.stem
-                if deployed.get(environment) == commit:
-                    continue
-                retired_at = self._read_marker(environment, commit).get("retired_at") or 0.0
-                retired.append((retired_at, commit))
-            retired.sort(reverse=True)
-            keep = self.keep_previous if environment in deployed else 0
-            for index, (retired_at, commit) in enumerate(retired):
-                if index < keep or now - retired_at < self.keep_seconds:
-                    continue
+            live = deployed.get(environment)
+            expired = self._expired(environment, live, now)
+            for commit in expired[1:] if live is not None else expired:
                 self._marker(environment, commit).unlink()
-                shutil.rmtree(self.tree_path(environment, commit), ignore_errors=True)
+                _remove_tree(self.tree_path(environment, commit))
                 removed += 1
             # Trees whose marker never got written belong to a killed sync.
             for tree in environment_dir.iterdir():
                 if tree.is_dir() and not self.has_tree(environment, tree.name):
-                    shutil.rmtree(tree, ignore_errors=True)
+                    _remove_tree(tree)
             with contextlib.suppress(OSError):
                 environment_dir.rmdir()  # only if empty
         if removed:
@@ -236,62 +343,119 @@ class EnvironmentsDirectory:
         return removed
 
 
-def materialise(entries: Sequence[TreeEntry], store: ObjectStore, destination: Path) -> None:
-    """Create ``destination`` holding exactly ``entries``: hard links, symlinks, directories.
+def _remove_tree(path: Path) -> None:
+    import shutil  # only when something is removed: the no-change sync never is
 
-    Paths are checked as git's fsck would: no empty, ``.`` or ``..``
-    component, no ``.git``, nothing below a file or symlink. Since the tree
-    is built in a fresh directory, nothing can already be there to follow.
-    Every call is relative to a descriptor of the tree and of the store, so
-    the kernel walks only the path inside them.
-    """
-    destination.mkdir(mode=0o755)
-    tree = os.open(destination, os.O_RDONLY | os.O_DIRECTORY)
-    objects = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        _materialise(entries, store, tree, objects)
-    finally:
-        os.close(tree)
-        os.close(objects)
+    shutil.rmtree(path, ignore_errors=True)
 
 
-def _materialise(entries: Sequence[TreeEntry], store: ObjectStore, tree: int, objects: int
-                 ) -> None:
-    directories = {""}
-    files: set[str] = set()
-    for entry in entries:
-        path = entry.path
-        parts = path.split("/")
-        if any(part in ("", ".", "..") or part.lower() == ".git" for part in parts):
-            raise UnsafeTree(f"refusing path {path!r}")
-        parent = path.rpartition("/")[0]
-        if parent not in directories:
-            for depth in range(1, len(parts)):
-                ancestor = "/".join(parts[:depth])
-                if ancestor in files:
-                    raise UnsafeTree(f"refusing path {path!r}: {ancestor!r} is not a directory")
-                if ancestor not in directories:
-                    os.mkdir(ancestor, 0o755, dir_fd=tree)
-                    directories.add(ancestor)
-        if path in files or path in directories:
-            raise UnsafeTree(f"refusing path {path!r}: listed twice")
+class _TreeCalls:
+    """System calls relative to descriptors of a tree and of the object store, so the
+    kernel resolves only the path inside them."""
+
+    def __init__(self, tree: Path, store: ObjectStore) -> None:
+        self.store = store
+        self.tree = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.objects = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            os.close(self.tree)
+            raise
+
+    def __enter__(self) -> "_TreeCalls":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self.tree)
+        os.close(self.objects)
+
+    def place(self, entry: TreeEntry) -> None:
+        """Create ``entry``: a hard link to its object, a symlink, or a submodule's
+        empty directory (as git leaves an uninitialised submodule)."""
         if entry.submodule:
-            os.mkdir(path, 0o755, dir_fd=tree)  # as git leaves an uninitialised submodule
-            directories.add(path)
-            continue
-        if entry.symlink:
-            with open(store.name(entry.sha), "rb", opener=_opener(objects)) as stream:
-                os.symlink(stream.read(), path, dir_fd=tree)
-        elif entry.mode in ("100644", "100755", "100664"):
-            os.link(store.name(entry.sha, entry.executable), path,
-                    src_dir_fd=objects, dst_dir_fd=tree)
+            os.mkdir(entry.path, 0o755, dir_fd=self.tree)
+        elif entry.symlink:
+            descriptor = os.open(self.store.name(entry.sha), os.O_RDONLY, dir_fd=self.objects)
+            with open(descriptor, "rb") as stream:
+                os.symlink(stream.read(), entry.path, dir_fd=self.tree)
         else:
-            raise UnsafeTree(f"refusing path {path!r}: unknown mode {entry.mode}")
-        files.add(path)
+            os.link(self.store.name(entry.sha, entry.executable), entry.path,
+                    src_dir_fd=self.objects, dst_dir_fd=self.tree)
 
 
-def _opener(directory: int) -> Callable[[str, int], int]:
-    def opener(path: str, flags: int) -> int:
-        return os.open(path, flags, dir_fd=directory)
+def materialise(layout: Layout, store: ObjectStore, destination: Path) -> None:
+    """Fill the empty directory ``destination`` with ``layout``: directories, then hard
+    links, symlinks and submodules. Nothing can be there to follow: it is new."""
+    with _TreeCalls(destination, store) as calls:
+        tree = calls.tree
+        for directory in layout.directories:
+            os.mkdir(directory, 0o755, dir_fd=tree)
+        link, objects, name = os.link, calls.objects, store.name
+        for entry in layout.entries:
+            if entry.mode in FILE_MODES:  # the ten thousand: no method call for them
+                link(name(entry.sha, entry.executable), entry.path, src_dir_fd=objects,
+                     dst_dir_fd=tree)
+            else:
+                calls.place(entry)
 
-    return opener
+
+def apply_changes(changes: Sequence[Change], store: ObjectStore, destination: Path) -> None:
+    """Turn the tree at ``destination`` (exactly the old side of ``changes``) into the new
+    side: every removal first, then the directories they left empty (git has no
+    empty directories), then every addition, so a path may turn from a file into a
+    directory or back.
+
+    Added paths are checked as :class:`Layout` checks them, against the tree
+    on disk: each missing directory is created, and one that exists must be a
+    real directory (lstat), so nothing is ever written through a symlink or
+    below a file.
+    """
+    with _TreeCalls(destination, store) as calls:
+        tree = calls.tree
+        emptied = set()
+        for change in changes:
+            if change.old is not None:
+                if change.old.submodule:
+                    os.rmdir(change.path, dir_fd=tree)
+                else:
+                    os.unlink(change.path, dir_fd=tree)
+                emptied.add(change.path.rpartition("/")[0])
+        for directory in sorted(emptied, key=lambda path: path.count("/"), reverse=True):
+            while directory:
+                try:
+                    os.rmdir(directory, dir_fd=tree)
+                except OSError:  # not empty, or gone with a deeper one's parent already
+                    break
+                directory = directory.rpartition("/")[0]
+        directories = {""}
+        for change in changes:
+            entry = change.new
+            if entry is None:
+                continue
+            Layout([entry])  # the path's own components and the entry's mode
+            parent = entry.path.rpartition("/")[0]
+            if parent not in directories:
+                _make_directories(tree, parent, directories)
+            try:
+                calls.place(entry)
+            except FileExistsError:
+                raise UnsafeTree(f"refusing path {entry.path!r}: listed twice") from None
+
+
+def _make_directories(tree: int, directory: str, known: set[str]) -> None:
+    """Create ``directory`` and its missing parents below ``tree``; those that exist must be
+    real directories."""
+    depth = 0
+    while True:
+        depth = directory.find("/", depth) + 1
+        ancestor = directory[:depth - 1] if depth else directory
+        if ancestor not in known:
+            try:
+                os.mkdir(ancestor, 0o755, dir_fd=tree)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(ancestor, dir_fd=tree).st_mode):
+                    raise UnsafeTree(f"refusing path {directory!r}: {ancestor!r} is not a "
+                                     "directory") from None
+            known.add(ancestor)
+        if not depth:
+            return

@@ -14,7 +14,7 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from opslab import process
 from opslab.names import has_control_characters, validate_branch
@@ -81,7 +81,7 @@ def remote_heads(remote: str, timeout: float) -> dict[str, str]:
 
 
 class TreeEntry:
-    """One file of a commit, as ``git ls-tree -r`` lists it."""
+    """One file of a commit, as ``git ls-tree -r`` lists it (size -1: not listed)."""
 
     __slots__ = ("mode", "path", "sha", "size")
 
@@ -102,6 +102,14 @@ class TreeEntry:
     @property
     def submodule(self) -> bool:
         return self.mode == "160000"
+
+
+class Change(NamedTuple):
+    """One path that differs between two commits: what it was, what it is (None: absent)."""
+
+    path: str
+    old: TreeEntry | None
+    new: TreeEntry | None
 
 
 class Mirror:
@@ -169,15 +177,30 @@ class Mirror:
         """Every file, symlink and submodule of ``commit`` with its size, in git's order."""
         output = self._git("ls-tree", "-r", "-z", "-l", "--full-tree", commit)
         entries = []
-        for record in output.split(b"\0"):
+        for record in output.decode("utf-8", errors="surrogateescape").split("\0"):
             if not record:
                 continue
-            meta, _, path = record.partition(b"\t")
+            meta, _, path = record.partition("\t")
             mode, _, sha, size = meta.split(maxsplit=3)
-            entries.append(TreeEntry(mode.decode(), sha.decode(),
-                                     int(size) if size != b"-" else 0,
-                                     path.decode("utf-8", errors="surrogateescape")))
+            entries.append(TreeEntry(mode, sha, int(size) if size != "-" else 0, path))
         return entries
+
+    def changes(self, old: str, new: str) -> list[Change]:
+        """What differs between commits ``old`` and ``new``, file by file, in git's order.
+
+        A file that became a directory is its own deletion and the additions
+        below it; sizes are not listed (-1).
+        """
+        output = self._git("diff-tree", "-r", "-z", "--no-renames", old, new)
+        fields = output.decode("utf-8", errors="surrogateescape").split("\0")
+        changes = []
+        for meta, path in zip(fields[0:-1:2], fields[1::2], strict=True):
+            old_mode, new_mode, old_sha, new_sha, _ = meta.lstrip(":").split(" ")
+            changes.append(Change(
+                path,
+                TreeEntry(old_mode, old_sha, -1, path) if old_mode != "000000" else None,
+                TreeEntry(new_mode, new_sha, -1, path) if new_mode != "000000" else None))
+        return changes
 
     def blobs(self, shas: list[str]) -> Iterator[tuple[str, bytes]]:
         """The content of each blob, streamed from one ``git cat-file --batch``.

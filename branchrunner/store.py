@@ -8,25 +8,27 @@ every environment at once. An object whose link count has dropped to one is
 referenced by no tree and is removed by :meth:`ObjectStore.collect_garbage`.
 """
 
-import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-_TEMPORARY_PREFIX = ".incoming-"
+from opslab.files import write_atomic
 
 
 class ObjectStore:
     """A directory of immutable blob files named by their git id.
 
     Paths inside the store are handled as plain strings relative to its root:
-    a one-line change still touches every one of ten thousand names, and
-    pathlib's objects cost more than the system calls themselves.
+    a tree touches every one of ten thousand names, and pathlib's objects
+    cost more than the system calls themselves.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._directories: set[str] = set()
+        # Objects found or written intact by this process: forty trees that
+        # share ten thousand objects check each of them once, not forty times.
+        self._intact: set[tuple[str, bool]] = set()
 
     @staticmethod
     def name(sha: str, executable: bool = False) -> str:
@@ -34,50 +36,55 @@ class ObjectStore:
         return f"{sha[:2]}/{sha[2:]}.x" if executable else f"{sha[:2]}/{sha[2:]}"
 
     def missing(self, wanted: Iterable[tuple[str, bool, int]]) -> list[tuple[str, bool]]:
-        """The (sha, executable) of each (sha, executable, size) not stored intact yet.
+        """The (sha, executable) of each (sha, executable, size) not known to be intact.
 
         Objects are not fsynced one by one (ten thousand fsyncs would make a
         first deploy crawl); a crash can leave an object empty or short, so
-        its size is checked against git's before it is trusted.
+        its size is checked against git's before it is trusted. A negative
+        size (git's listing did not say) counts as missing: the caller reads
+        the blob, and :meth:`add` compares sizes then.
         """
         root = f"{self.root}/"
         missing = []
         for sha, executable, size in dict.fromkeys(wanted):
-            try:
-                intact = os.stat(root + self.name(sha, executable)).st_size == size
-            except FileNotFoundError:
-                intact = False
-            if not intact:
-                missing.append((sha, executable))
+            if (sha, executable) in self._intact:
+                continue
+            if size >= 0:
+                try:
+                    if os.stat(root + self.name(sha, executable)).st_size == size:
+                        self._intact.add((sha, executable))
+                        continue
+                except FileNotFoundError:
+                    pass
+            missing.append((sha, executable))
         return missing
 
     def add(self, sha: str, executable: bool, content: bytes) -> None:
-        """Store ``content`` as blob ``sha``: written aside, then renamed into place."""
+        """Store ``content`` as blob ``sha`` unless it is there intact already."""
         directory = f"{self.root}/{sha[:2]}"
-        if directory not in self._directories:
-            os.makedirs(directory, exist_ok=True)
-            self._directories.add(directory)
         target = f"{self.root}/{self.name(sha, executable)}"
-        temporary = f"{directory}/{_TEMPORARY_PREFIX}{sha[2:]}"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                             0o555 if executable else 0o444)
         try:
-            with os.fdopen(descriptor, "wb") as stream:
-                stream.write(content)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+            intact = os.stat(target).st_size == len(content)
+        except FileNotFoundError:
+            intact = False
+        if not intact:
+            if directory not in self._directories:
+                os.makedirs(directory, exist_ok=True)
+                self._directories.add(directory)
+            write_atomic(target, content, 0o555 if executable else 0o444, durable=False)
+        self._intact.add((sha, executable))
 
     def collect_garbage(self) -> int:
         """Remove objects no tree links to any more, and leftovers of crashed writes."""
         removed = 0
+        self._intact.clear()
         if not self.root.exists():
             return removed
         for directory in self.root.iterdir():
             for entry in os.scandir(directory):
-                if entry.name.startswith(_TEMPORARY_PREFIX) or entry.stat().st_nlink == 1:
+                # Objects are named by hex digits; a name with a dot first is
+                # write_atomic's temporary file, left by a killed writer.
+                if entry.name.startswith(".") or entry.stat().st_nlink == 1:
                     os.unlink(entry.path)
                     removed += 1
         return removed

@@ -5,16 +5,26 @@ import os
 import tempfile
 
 
-def write_atomic(path: str, text: str, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``text``: temp file beside it, fsync, rename."""
+def write_atomic(path: str, content: str | bytes, mode: int = 0o600, *,
+                 durable: bool = True) -> None:
+    """Replace ``path`` with ``content`` (text as UTF-8): a temporary file beside it, then
+    rename(2), so that a reader or a killed writer sees the old file or the new one.
+
+    ``durable`` fsyncs the file before the rename, so that a power cut cannot
+    leave the new name with its data missing. Callers that write thousands of
+    files turn it off and check what they find instead (the branch runner's
+    object store compares each object's size with git's).
+    """
+    data = content.encode() if isinstance(content, str) else content
     directory = os.path.dirname(path) or "."
     descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
     try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fchmod(stream.fileno(), mode)
-            os.fsync(stream.fileno())
+            if durable:
+                os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
