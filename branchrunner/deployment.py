@@ -11,9 +11,8 @@ gets a record: branch, commit, previous commit, when, how long, result.
 
 import fnmatch
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from opslab.config import BranchSettings
@@ -68,8 +67,8 @@ class Deployment:
     def __init__(self, settings: BranchSettings, log: Log | None = None) -> None:
         self.settings = settings
         self.environments = EnvironmentsDirectory(
-            Path(settings.environments), settings.keep_previous, settings.keep_seconds)
-        self.mirror = Mirror(Path(settings.cache) / "mirror.git", settings.remote,
+            settings.environments, settings.keep_previous, settings.keep_seconds)
+        self.mirror = Mirror(f"{settings.cache}/mirror.git", settings.remote,
                              settings.git_timeout)
         self.log = log or (lambda message: None)
         # The last commit listed in this sync and its files by path: the next
@@ -78,17 +77,21 @@ class Deployment:
         self._listed: tuple[str, dict[str, TreeEntry]] | None = None
 
     def lock(self, purpose: str) -> FileLock:
-        return FileLock(str(self.environments.lock_path), purpose, self.settings.lock_timeout)
+        return FileLock(self.environments.lock_path, purpose, self.settings.lock_timeout)
 
     def sync(self, branches: Sequence[str] | None = None,
-             remote_branches: Iterable[str] | None = None,
+             remote_branches: Mapping[str, str] | None = None,
              claim: bool = False) -> list[Outcome]:
         """Sync the named branches, or (None) every branch the filters select.
 
+        The remote's branches are listed first (``remote_branches`` when the
+        caller has just listed them, else ``git ls-remote`` here), and the
+        mirror fetches only when they differ from its own: a sync that finds
+        nothing changed costs two small git calls, not a fetch.
+
         Which branch holds an environment that several branches map to is
         decided among every branch of the remote: the mirror's after a full
-        fetch; for named branches, ``remote_branches`` when the caller has
-        just listed the remote, else a listing made here (the mirror holds
+        fetch; for named branches, the remote's listing (the mirror holds
         only what was fetched so far, so a new machine would otherwise let
         ``Production`` take an environment ``production`` holds). Each
         environment whose state changed gets its record replaced; the whole
@@ -111,10 +114,12 @@ class Deployment:
             self.environments.clear_leftovers()
             try:
                 self.mirror.prepare()
-                if branches is not None and remote_branches is None and not claim:
-                    remote_branches = self.mirror.remote_branches()
-                self.mirror.fetch(branches)
+                remote = (dict(remote_branches) if remote_branches is not None
+                          else self.mirror.remote_branches())
                 listing = self.mirror.branches()
+                if _behind(listing, remote, branches):
+                    self.mirror.fetch(branches)
+                    listing = self.mirror.branches()
             except GitError as error:
                 raise SyncFailed(f"fetch from the remote failed, nothing changed: {error}") \
                     from None
@@ -122,7 +127,7 @@ class Deployment:
                 wanted = {name: commit for name, commit in listing.items() if self._selected(name)}
             else:
                 wanted = {name: listing[name] for name in branches}
-            existing = set(listing if remote_branches is None else remote_branches)
+            existing = set(listing if branches is None else remote)
             outcomes = self._deploy_all(wanted, existing | set(wanted), claim)
             if branches is None:
                 outcomes += self._purge(set(listing))
@@ -195,7 +200,7 @@ class Deployment:
     def _make_tree(self, environment: str, branch: str, commit: str) -> str | None:
         """Make the tree of ``commit``: the environment's spare brought up to it when it has
         one (returns the spare's commit), else a new tree (returns None)."""
-        def add_git_metadata(tree: Path) -> None:
+        def add_git_metadata(tree: str) -> None:
             self.mirror.add_worktree_metadata(tree, commit)
 
         finish = add_git_metadata if self.settings.git_metadata else None
@@ -268,6 +273,16 @@ class Deployment:
             self.log(f"purged {environment}: its branch {branch!r} is gone")
             outcomes.append(outcome)
         return outcomes
+
+
+def _behind(mirrored: Mapping[str, str], remote: Mapping[str, str],
+            branches: Sequence[str] | None) -> bool:
+    """True if the mirror must fetch: every branch, or only the named ones, as the remote
+    has them (a named branch the remote lacks too: the fetch fails, naming it)."""
+    if branches is None:
+        return mirrored != remote
+    return any(branch not in remote or mirrored.get(branch) != remote[branch]
+               for branch in branches)
 
 
 def _claims(groups: dict[str, list[str]]) -> tuple[dict[str, str], dict[str, str]]:

@@ -33,13 +33,15 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opslab.files import write_atomic
 
 from .git import Change, TreeEntry
 from .store import ObjectStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 STATE = ".opslab"
 FILE_MODES = ("100644", "100755", "100664")
@@ -105,54 +107,59 @@ def _unsafe(name: str) -> bool:
 
 
 class EnvironmentsDirectory:
-    """The environments directory Puppet's environmentpath points at."""
+    """The environments directory Puppet's environmentpath points at.
 
-    def __init__(self, root: Path, keep_previous: int, keep_seconds: float) -> None:
-        self.root = root
-        self.state = root / STATE
-        self.trees = self.state / "trees"
-        self.building = self.state / "building"
-        self.records = self.state / "records"
-        self.store = ObjectStore(self.state / "objects")
-        self.lock_path = self.state / "lock"
+    Paths are plain strings: pathlib's import alone is a tenth of the time
+    a sync that finds nothing changed may take.
+    """
+
+    def __init__(self, root: "str | os.PathLike[str]", keep_previous: int,
+                 keep_seconds: float) -> None:
+        self.root = os.fspath(root)
+        self.state = f"{self.root}/{STATE}"
+        self.trees = f"{self.state}/trees"
+        self.building = f"{self.state}/building"
+        self.records = f"{self.state}/records"
+        self.store = ObjectStore(f"{self.state}/objects")
+        self.lock_path = f"{self.state}/lock"
         self.keep_previous = keep_previous
         self.keep_seconds = keep_seconds
+        # Records read or written by this process: a sync of forty environments
+        # consults each one's record several times.
+        self._records: dict[str, dict[str, Any]] = {}
 
     def prepare(self) -> None:
         """Create the layout, and clear what a killed sync may have left in building/."""
         for directory in (self.trees, self.building, self.records, self.store.root):
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
 
     def clear_leftovers(self) -> None:
         """Remove half-made trees and half-made symlinks (only under the sync lock)."""
-        for leftover in self.building.iterdir():
-            _remove_tree(leftover)
-        for entry in self.root.iterdir():
-            if entry.name.startswith(".link-"):
-                entry.unlink()
+        for leftover in os.listdir(self.building):
+            _remove_tree(f"{self.building}/{leftover}")
+        for name in os.listdir(self.root):
+            if name.startswith(".link-"):
+                os.unlink(f"{self.root}/{name}")
 
     # What is deployed.
 
     def deployed(self) -> dict[str, str]:
         """Every environment opslab deployed here and the commit it serves."""
         deployed = {}
-        for entry in self.root.iterdir():
-            commit = self._commit_of(entry)
+        for name in os.listdir(self.root):
+            commit = self.current(name)
             if commit is not None:
-                deployed[entry.name] = commit
+                deployed[name] = commit
         return deployed
 
     def current(self, environment: str) -> str | None:
         """The commit ``environment`` serves now, or None if it is not deployed."""
-        return self._commit_of(self.root / environment)
-
-    def _commit_of(self, link: Path) -> str | None:
         try:
-            target = os.readlink(link)
+            target = os.readlink(f"{self.root}/{environment}")
         except OSError:  # not there, or not a symlink
             return None
         directory, _, commit = target.rpartition("/")
-        return commit if directory == f"{STATE}/trees/{link.name}" else None
+        return commit if directory == f"{STATE}/trees/{environment}" else None
 
     def deployed_from(self, environment: str) -> str | None:
         """The branch ``environment`` is deployed from (its record), or None if not deployed."""
@@ -161,20 +168,26 @@ class EnvironmentsDirectory:
         branch = self.read_record(environment).get("branch")
         return branch if isinstance(branch, str) and branch else None
 
-    def tree_path(self, environment: str, commit: str) -> Path:
-        return self.trees / environment / commit
+    def tree_path(self, environment: str, commit: str) -> "Path":
+        """The tree of ``commit``, for a run that resolves it once (apply)."""
+        from pathlib import Path  # apply imports it anyway; a sync never needs it
 
-    def _marker(self, environment: str, commit: str) -> Path:
-        return self.trees / environment / f"{commit}.json"
+        return Path(self._tree(environment, commit))
+
+    def _tree(self, environment: str, commit: str) -> str:
+        return f"{self.trees}/{environment}/{commit}"
+
+    def _marker(self, environment: str, commit: str) -> str:
+        return f"{self.trees}/{environment}/{commit}.json"
 
     def has_tree(self, environment: str, commit: str) -> bool:
         """True if a complete tree of ``commit`` exists for ``environment``."""
-        return self._marker(environment, commit).exists()
+        return os.path.exists(self._marker(environment, commit))
 
     # Making trees and swapping them in.
 
     def build(self, environment: str, commit: str, layout: Layout, branch: str,
-              finish: Callable[[Path], None] | None = None) -> Path:
+              finish: Callable[[str], None] | None = None) -> str:
         """Materialise ``layout`` (its objects all in the store) as the tree of ``commit``.
 
         ``finish`` may add to the tree before it is moved into place.
@@ -187,13 +200,17 @@ class EnvironmentsDirectory:
 
     def spare(self, environment: str) -> str | None:
         """The commit of ``environment``'s spare tree: its newest expired one, if any."""
-        for commit in self._expired(environment, self.current(environment), time.time()):
-            if self.tree_path(environment, commit).is_dir():
+        try:
+            names = os.listdir(f"{self.trees}/{environment}")
+        except FileNotFoundError:
+            return None
+        for commit in self._expired(environment, names, self.current(environment), time.time()):
+            if commit in names:
                 return commit
         return None
 
     def recycle(self, environment: str, spare: str, commit: str, changes: Sequence[Change],
-                branch: str, finish: Callable[[Path], None] | None = None) -> Path:
+                branch: str, finish: Callable[[str], None] | None = None) -> str:
         """Bring the spare tree of ``spare`` up to ``commit`` and make it that commit's tree.
 
         ``changes`` are what differs from ``spare`` to ``commit`` (their new
@@ -203,47 +220,44 @@ class EnvironmentsDirectory:
         ``building/`` (cleared), and the live environment was never involved.
         ``finish`` (``.git`` metadata) is made anew after the changes.
         """
-        self._marker(environment, spare).unlink()
+        os.unlink(self._marker(environment, spare))
         staging = self._staging(environment, commit, empty=False)
-        os.rename(self.tree_path(environment, spare), staging)
+        os.rename(self._tree(environment, spare), staging)
         if finish is not None:
-            _remove_tree(staging / ".git")
+            _remove_tree(f"{staging}/.git")
         apply_changes(changes, self.store, staging)
         if finish is not None:
             finish(staging)
         return self._install(environment, commit, branch, staging)
 
-    def _staging(self, environment: str, commit: str, empty: bool = True) -> Path:
+    def _staging(self, environment: str, commit: str, empty: bool = True) -> str:
         """Where the tree of ``commit`` is made (only one sync runs: the name is free)."""
-        staging = self.building / f"{environment}-{commit}"
+        staging = f"{self.building}/{environment}-{commit}"
         if empty:
-            staging.mkdir(mode=0o755)
+            os.mkdir(staging, 0o755)
         return staging
 
-    def _install(self, environment: str, commit: str, branch: str, staging: Path) -> Path:
-        destination = self.tree_path(environment, commit)
-        destination.parent.mkdir(exist_ok=True)
-        if destination.exists():  # from a sync killed before it wrote the marker
+    def _install(self, environment: str, commit: str, branch: str, staging: str) -> str:
+        destination = self._tree(environment, commit)
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        if os.path.lexists(destination):  # from a sync killed before it wrote the marker
             _remove_tree(destination)
-        staging.rename(destination)
+        os.rename(staging, destination)
         self._write_marker(environment, commit, {"branch": branch, "built_at": time.time(),
                                                  "retired_at": None})
         return destination
 
     def activate(self, environment: str, commit: str) -> None:
         """Point ``environment`` at the tree of ``commit``, atomically."""
-        link = self.root / environment
-        if link.exists() or link.is_symlink():
-            previous = self._commit_of(link)
-            if previous is None:
-                raise EnvironmentConflict(
-                    f"{link} exists and was not deployed by opslab; move it away first")
-        else:
-            previous = None
-        temporary = self.root / f".link-{environment}-{os.getpid()}"
+        link = f"{self.root}/{environment}"
+        previous = self.current(environment)
+        if previous is None and os.path.lexists(link):
+            raise EnvironmentConflict(
+                f"{link} exists and was not deployed by opslab; move it away first")
+        temporary = f"{self.root}/.link-{environment}-{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        temporary.symlink_to(Path(STATE, "trees", environment, commit))
+            os.unlink(temporary)
+        os.symlink(f"{STATE}/trees/{environment}/{commit}", temporary)
         os.replace(temporary, link)
         if self._read_marker(environment, commit).get("retired_at") is not None:
             self._update_marker(environment, commit, retired_at=None)
@@ -252,10 +266,9 @@ class EnvironmentsDirectory:
 
     def deactivate(self, environment: str) -> str | None:
         """Remove ``environment`` from Puppet's view; its tree retires. Returns its commit."""
-        link = self.root / environment
-        commit = self._commit_of(link)
+        commit = self.current(environment)
         if commit is not None:
-            link.unlink()
+            os.unlink(f"{self.root}/{environment}")
             self._update_marker(environment, commit, retired_at=time.time())
         return commit
 
@@ -264,12 +277,13 @@ class EnvironmentsDirectory:
     # reader and through a killed sync.
 
     def _write_marker(self, environment: str, commit: str, marker: dict[str, Any]) -> None:
-        write_atomic(str(self._marker(environment, commit)), json.dumps(marker), mode=0o644,
+        write_atomic(self._marker(environment, commit), json.dumps(marker), mode=0o644,
                      durable=False)
 
     def _read_marker(self, environment: str, commit: str) -> dict[str, Any]:
         try:
-            marker: dict[str, Any] = json.loads(self._marker(environment, commit).read_text())
+            with open(self._marker(environment, commit), "rb") as stream:
+                marker: dict[str, Any] = json.load(stream)
             return marker
         except (OSError, ValueError):
             return {}
@@ -282,34 +296,36 @@ class EnvironmentsDirectory:
     # Records: written for people, so a crash may lose the last one (not fsynced).
 
     def write_record(self, environment: str, record: dict[str, Any]) -> None:
-        write_atomic(str(self.records / f"{environment}.json"),
+        write_atomic(f"{self.records}/{environment}.json",
                      json.dumps(record, indent=2) + "\n", mode=0o644, durable=False)
+        self._records[environment] = record
 
     def write_sync_record(self, record: dict[str, Any]) -> None:
-        write_atomic(str(self.records / "last-sync.json"), json.dumps(record, indent=2) + "\n",
+        write_atomic(f"{self.records}/last-sync.json", json.dumps(record, indent=2) + "\n",
                      mode=0o644, durable=False)
 
     def read_record(self, environment: str) -> dict[str, Any]:
-        try:
-            record: dict[str, Any] = json.loads((self.records / f"{environment}.json").read_text())
-            return record
-        except (OSError, ValueError):
-            return {}
+        if environment not in self._records:
+            try:
+                with open(f"{self.records}/{environment}.json", "rb") as stream:
+                    self._records[environment] = json.load(stream)
+            except (OSError, ValueError):
+                return {}
+        return self._records[environment]
 
     # Retention.
 
-    def _expired(self, environment: str, live: str | None, now: float) -> list[str]:
-        """``environment``'s trees past their time, newest first: not ``live``, not among
-        the newest ``keep_previous`` superseded ones (while it is deployed), and
-        superseded more than ``keep_seconds`` ago."""
+    def _expired(self, environment: str, names: Iterable[str], live: str | None,
+                 now: float) -> list[str]:
+        """The trees past their time among ``environment``'s (``names`` in its directory),
+        newest first: not ``live``, not among the newest ``keep_previous`` superseded
+        ones (while it is deployed), and superseded more than ``keep_seconds`` ago."""
         retired = []
-        directory = self.trees / environment
-        with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
-            for entry in entries:
-                commit, suffix = entry.name[:-5], entry.name[-5:]
-                if suffix == ".json" and commit != live:
-                    retired_at = self._read_marker(environment, commit).get("retired_at") or 0.0
-                    retired.append((retired_at, commit))
+        for name in names:
+            commit, suffix = name[:-5], name[-5:]
+            if suffix == ".json" and commit != live:
+                retired_at = self._read_marker(environment, commit).get("retired_at") or 0.0
+                retired.append((retired_at, commit))
         retired.sort(reverse=True)
         keep = self.keep_previous if live is not None else 0
         return [commit for retired_at, commit in retired[keep:]
@@ -324,26 +340,28 @@ class EnvironmentsDirectory:
         removed = 0
         now = time.time()
         deployed = self.deployed()
-        for environment_dir in self.trees.iterdir():
-            environment = environment_dir.name
+        for environment in os.listdir(self.trees):
+            directory = f"{self.trees}/{environment}"
+            names = os.listdir(directory)
             live = deployed.get(environment)
-            expired = self._expired(environment, live, now)
+            expired = self._expired(environment, names, live, now)
             for commit in expired[1:] if live is not None else expired:
-                self._marker(environment, commit).unlink()
-                _remove_tree(self.tree_path(environment, commit))
+                os.unlink(self._marker(environment, commit))
+                _remove_tree(f"{directory}/{commit}")
                 removed += 1
             # Trees whose marker never got written belong to a killed sync.
-            for tree in environment_dir.iterdir():
-                if tree.is_dir() and not self.has_tree(environment, tree.name):
-                    _remove_tree(tree)
+            marked = {name[:-5] for name in names if name.endswith(".json")}
+            for name in names:
+                if not name.endswith(".json") and name not in marked:
+                    _remove_tree(f"{directory}/{name}")
             with contextlib.suppress(OSError):
-                environment_dir.rmdir()  # only if empty
+                os.rmdir(directory)  # only if empty
         if removed:
             self.store.collect_garbage()
         return removed
 
 
-def _remove_tree(path: Path) -> None:
+def _remove_tree(path: str) -> None:
     import shutil  # only when something is removed: the no-change sync never is
 
     shutil.rmtree(path, ignore_errors=True)
@@ -353,7 +371,7 @@ class _TreeCalls:
     """System calls relative to descriptors of a tree and of the object store, so the
     kernel resolves only the path inside them."""
 
-    def __init__(self, tree: Path, store: ObjectStore) -> None:
+    def __init__(self, tree: str, store: ObjectStore) -> None:
         self.store = store
         self.tree = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -383,7 +401,7 @@ class _TreeCalls:
                     src_dir_fd=self.objects, dst_dir_fd=self.tree)
 
 
-def materialise(layout: Layout, store: ObjectStore, destination: Path) -> None:
+def materialise(layout: Layout, store: ObjectStore, destination: str) -> None:
     """Fill the empty directory ``destination`` with ``layout``: directories, then hard
     links, symlinks and submodules. Nothing can be there to follow: it is new."""
     with _TreeCalls(destination, store) as calls:
@@ -399,7 +417,7 @@ def materialise(layout: Layout, store: ObjectStore, destination: Path) -> None:
                 calls.place(entry)
 
 
-def apply_changes(changes: Sequence[Change], store: ObjectStore, destination: Path) -> None:
+def apply_changes(changes: Sequence[Change], store: ObjectStore, destination: str) -> None:
     """Turn the tree at ``destination`` (exactly the old side of ``changes``) into the new
     side: every removal first, then the directories they left empty (git has no
     empty directories), then every addition, so a path may turn from a file into a

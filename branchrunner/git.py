@@ -8,16 +8,16 @@ built from its objects and never contain a ``.git`` of their own unless
 import contextlib
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from opslab import process
 from opslab.names import has_control_characters, validate_branch
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # Never ask for credentials on a terminal; a timer or CI would hang forever.
 _GIT_ENVIRONMENT = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
@@ -47,8 +47,8 @@ def checked_remote(remote: str) -> str:
     return remote
 
 
-def _git(arguments: list[str], timeout: float, git_dir: Path | None = None,
-         work_tree: Path | None = None) -> bytes:
+def _git(arguments: list[str], timeout: float, git_dir: str | None = None,
+         work_tree: str | None = None) -> bytes:
     """Run ``git ARGUMENTS`` (in ``git_dir``); its output, or GitError with a redacted message.
 
     git runs in a process group of its own, so a timeout also stops the
@@ -113,15 +113,26 @@ class Change(NamedTuple):
 
 
 class Mirror:
-    """A bare mirror of the remote's branches: ``refs/heads/*`` as they are there."""
+    """A bare mirror of the remote's branches: ``refs/heads/*`` as they are there.
 
-    def __init__(self, path: Path, remote: str, timeout: float) -> None:
-        self.path = path
+    Paths are plain strings: pathlib's import alone is a tenth of the time
+    a sync that finds nothing changed may take.
+    """
+
+    def __init__(self, path: "str | os.PathLike[str]", remote: str, timeout: float) -> None:
+        self.directory = os.fspath(path)
         self.remote = checked_remote(remote)
         self.timeout = timeout
 
+    @property
+    def path(self) -> "Path":
+        """The mirror's directory, as a Path for callers that want one."""
+        from pathlib import Path
+
+        return Path(self.directory)
+
     def _git(self, *arguments: str) -> bytes:
-        return _git(list(arguments), self.timeout, self.path)
+        return _git(list(arguments), self.timeout, self.directory)
 
     def prepare(self) -> None:
         """Create the mirror if needed, point it at the remote, clear stale git locks.
@@ -130,27 +141,40 @@ class Mirror:
         then only be left over from a git killed mid-fetch, and would make
         every later fetch fail.
         """
-        if not (self.path / "HEAD").exists():
+        if not os.path.exists(f"{self.directory}/HEAD"):
+            import shutil  # only the first sync makes a mirror: the others skip these imports
+            import tempfile
+
+            parent = os.path.dirname(self.directory)
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                staging = Path(tempfile.mkdtemp(prefix=".mirror-", dir=self.path.parent))
+                os.makedirs(parent, exist_ok=True)
+                staging = tempfile.mkdtemp(prefix=".mirror-", dir=parent)
             except OSError as error:
-                raise GitError(f"cannot create the mirror {self.path}: {error}") from None
+                raise GitError(f"cannot create the mirror {self.directory}: {error}") from None
             try:
-                _git(["init", "--quiet", "--bare", str(staging)], self.timeout)
-                shutil.rmtree(self.path, ignore_errors=True)  # a half-made one from a crash
-                staging.rename(self.path)
+                _git(["init", "--quiet", "--bare", staging], self.timeout)
+                shutil.rmtree(self.directory, ignore_errors=True)  # a half-made one from a crash
+                os.rename(staging, self.directory)
             except (GitError, OSError) as error:
                 shutil.rmtree(staging, ignore_errors=True)
-                raise GitError(f"cannot create the mirror {self.path}: {error}") from None
-        for lock in [*self.path.glob("*.lock"), *(self.path / "refs").rglob("*.lock")]:
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
+                raise GitError(f"cannot create the mirror {self.directory}: {error}") from None
+        top = next(os.walk(self.directory))
+        for folder, _, names in [top, *os.walk(f"{self.directory}/refs")]:
+            for name in names:
+                if name.endswith(".lock"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{folder}/{name}")
         # Remember the URL we configured, to spare a git call on every sync.
-        configured = self.path / "opslab-remote-url"
-        if not configured.exists() or configured.read_text() != self.remote:
+        configured = f"{self.directory}/opslab-remote-url"
+        try:
+            with open(configured, encoding="utf-8") as stream:
+                current = stream.read()
+        except FileNotFoundError:
+            current = None
+        if current != self.remote:
             self._git("config", "remote.origin.url", self.remote)
-            configured.write_text(self.remote)
+            with open(configured, "w", encoding="utf-8") as stream:
+                stream.write(self.remote)
 
     def fetch(self, branches: Iterable[str] | None = None) -> None:
         """Fetch all branches (pruning deleted ones), or only the named ones."""
@@ -210,7 +234,7 @@ class Mirror:
         """
         try:
             cat_file = subprocess.Popen(
-                ["git", f"--git-dir={self.path}", "cat-file", "--batch"],
+                ["git", f"--git-dir={self.directory}", "cat-file", "--batch"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 env=_environment(), start_new_session=True,
             )
@@ -256,12 +280,14 @@ class Mirror:
             feeder.join(timeout=5)
             cat_file.stdout.close()
 
-    def add_worktree_metadata(self, tree: Path, commit: str) -> None:
+    def add_worktree_metadata(self, tree: "str | os.PathLike[str]", commit: str) -> None:
         """Give a built tree a ``.git`` that shares the mirror's objects (git_metadata)."""
-        git_dir = tree / ".git"
-        _git(["init", "--quiet", str(tree)], self.timeout)
-        (git_dir / "objects" / "info" / "alternates").write_text(
-            f"{(self.path / 'objects').resolve()}\n")
-        (git_dir / "HEAD").write_text(f"{commit}\n")
+        tree = os.fspath(tree)
+        git_dir = f"{tree}/.git"
+        _git(["init", "--quiet", tree], self.timeout)
+        with open(f"{git_dir}/objects/info/alternates", "w", encoding="utf-8") as stream:
+            stream.write(f"{os.path.realpath(self.directory)}/objects\n")
+        with open(f"{git_dir}/HEAD", "w", encoding="utf-8") as stream:
+            stream.write(f"{commit}\n")
         for arguments in (["read-tree", commit], ["update-index", "-q", "--refresh"]):
             _git(arguments, self.timeout, git_dir, work_tree=tree)

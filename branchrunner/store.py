@@ -10,7 +10,6 @@ referenced by no tree and is removed by :meth:`ObjectStore.collect_garbage`.
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from opslab.files import write_atomic
 
@@ -23,7 +22,7 @@ class ObjectStore:
     cost more than the system calls themselves.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: str) -> None:
         self.root = root
         self._directories: set[str] = set()
         # Objects found or written intact by this process: forty trees that
@@ -78,10 +77,10 @@ class ObjectStore:
         """Remove objects no tree links to any more, and leftovers of crashed writes."""
         removed = 0
         self._intact.clear()
-        if not self.root.exists():
+        if not os.path.isdir(self.root):
             return removed
-        for directory in self.root.iterdir():
-            for entry in os.scandir(directory):
+        for directory in os.listdir(self.root):
+            for entry in os.scandir(f"{self.root}/{directory}"):
                 # Objects are named by hex digits; a name with a dot first is
                 # write_atomic's temporary file, left by a killed writer.
                 if entry.name.startswith(".") or entry.stat().st_nlink == 1:

@@ -2,7 +2,10 @@
 
 import contextlib
 import os
-import tempfile
+
+# Tries at a free temporary name: with 64 random bits, a second is already
+# a sign that something else is wrong.
+_NAME_TRIES = 3
 
 
 def write_atomic(path: str, content: str | bytes, mode: int = 0o600, *,
@@ -16,8 +19,7 @@ def write_atomic(path: str, content: str | bytes, mode: int = 0o600, *,
     object store compares each object's size with git's).
     """
     data = content.encode() if isinstance(content, str) else content
-    directory = os.path.dirname(path) or "."
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    descriptor, temporary = _create_beside(path)
     try:
         with os.fdopen(descriptor, "wb") as stream:
             stream.write(data)
@@ -30,6 +32,21 @@ def write_atomic(path: str, content: str | bytes, mode: int = 0o600, *,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _create_beside(path: str) -> tuple[int, str]:
+    """A new file for writing, mode 0600, in the directory of ``path``: its descriptor and
+    name (``.NAME.`` and random hex, as tempfile.mkstemp would make it, without the
+    import time of tempfile, shutil and random on every command's start-up path)."""
+    directory, name = os.path.split(path)
+    for _ in range(_NAME_TRIES):
+        temporary = os.path.join(directory, f".{name}.{os.urandom(8).hex()}")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(temporary, flags, 0o600), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def read_secret(path: str) -> str:
