@@ -136,6 +136,32 @@ def test_every_command_says_its_version(base_install: BaseInstall) -> None:
         assert (result.stdout, result.stderr) == (f"opslab {opslab.__version__}\n", ""), command
 
 
+# The packages whose every module an instance may run.
+INSTANCE_PACKAGES = ("opslab", "opslab.enc", "opslab.branchrunner", "opslab.agent")
+IMPORT_ALL = """
+import importlib, pkgutil, sys
+for name in sys.argv[1:]:
+    package = importlib.import_module(name)
+    for module in pkgutil.iter_modules(package.__path__, name + "."):
+        if not module.ispkg and not module.name.endswith(".__main__"):
+            importlib.import_module(module.name)
+            print(module.name)
+"""
+
+
+def test_every_module_an_instance_runs_imports_from_the_base_install(
+        base_install: BaseInstall) -> None:
+    """Nothing of theirs imports the API's libraries, not even in a module no test runs."""
+    imported = completed(base_install.run("python", "-I", "-c", IMPORT_ALL,
+                                          *INSTANCE_PACKAGES)).stdout.split()
+
+    assert {"opslab.enc.cli", "opslab.branchrunner.cli", "opslab.agent.cli",
+            "opslab.agent.ssh_keys", "opslab.cli"} <= set(imported)
+    for component in ("branch", "agent"):
+        assert completed(base_install.run("opslab", component, "--help")).stdout.startswith(
+            f"usage: opslab {component} ")
+
+
 def test_opslab_enc_classifies_from_the_base_install(
         base_install: BaseInstall, config_file: Path, run_enc: EncRunner) -> None:
     result = completed(base_install.run("opslab-enc", f"--config={config_file}",
