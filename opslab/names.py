@@ -17,6 +17,7 @@ MAX_CERTNAME_LENGTH = 253
 # Puppet environment names must match \A[a-z0-9_]+\Z (the documented rule;
 # Puppet 7 also tolerates uppercase, which we never emit).
 _NOT_ENVIRONMENT_CHAR = re.compile(r"[^a-z0-9_]")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 DEFAULT_BRANCH = "production"
 
@@ -193,7 +194,9 @@ def environment_for_branch(branch: str) -> str:
     InvalidName. Distinct branches can map to one name; callers that hold
     several branches group them with :func:`branches_by_environment`.
     """
-    return _NOT_ENVIRONMENT_CHAR.sub("_", validate_branch(branch).lower())
+    # Only ASCII letters are lowercased: str.lower() may turn one character into
+    # two ("İ"), and the name must stay one character per character of the branch.
+    return _NOT_ENVIRONMENT_CHAR.sub("_", validate_branch(branch).translate(_ASCII_LOWER))
 
 
 def branches_by_environment(

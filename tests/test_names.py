@@ -266,3 +266,10 @@ def test_this_certname_is_the_configured_one_else_the_lowercased_fqdn(
     assert this_certname(None) == "web1.tools.example.org"
     with pytest.raises(InvalidName):
         this_certname("Web1.example.org")
+
+
+def test_an_environment_name_has_one_character_per_character_of_its_branch() -> None:
+    # "İ".lower() is two characters: a 200-character branch must never make a
+    # 400-character name (the name is a file name of at most 255 bytes).
+    assert environment_for_branch("İ" * 200) == "_" * 200
+    assert environment_for_branch("Feature/Ä-1") == "feature___1"
