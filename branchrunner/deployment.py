@@ -19,7 +19,13 @@ from opslab.config import BranchSettings
 from opslab.lock import FileLock
 from opslab.names import branches_by_environment, environment_holders, validate_branch
 
-from .environments import EnvironmentConflict, EnvironmentsDirectory, Layout, UnsafeTree
+from .environments import (
+    FILE_MODES,
+    EnvironmentConflict,
+    EnvironmentsDirectory,
+    Layout,
+    UnsafeTree,
+)
 from .git import GitError, Mirror, TreeEntry
 
 Log = Callable[[str], None]
@@ -74,7 +80,7 @@ class Deployment:
         # The last commit listed in this sync and its files by path: the next
         # commit's listing is that one plus their difference (forty branches
         # a commit apart cost one ls-tree and forty small diffs).
-        self._listed: tuple[str, dict[str, TreeEntry]] | None = None
+        self._listed: tuple[str, dict[str, TreeEntry], Layout] | None = None
 
     def lock(self, purpose: str) -> FileLock:
         return FileLock(self.environments.lock_path, purpose, self.settings.lock_timeout)
@@ -214,30 +220,40 @@ class Deployment:
                 self._store(change.new for change in changes if change.new is not None)
                 self.environments.recycle(environment, spare, commit, changes, branch, finish)
                 return spare
-        layout = self._layout(commit)
-        self._store(layout.entries)
+        layout, entries, new = self._layout(commit)
+        self._store(new)
+        # The next commit's listing can now be derived from this one: its files are stored.
+        self._listed = (commit, entries, layout)
         self.environments.build(environment, commit, layout, branch, finish)
         return None
 
-    def _layout(self, commit: str) -> Layout:
-        """The checked layout of ``commit``: listed in full, or derived from the commit
+    def _layout(self, commit: str) -> tuple[Layout, dict[str, TreeEntry], list[TreeEntry]]:
+        """The checked layout of ``commit``, its files by path, and those that may not be
+        in the store yet: listed in full the first time, then derived from the commit
         listed before it in this sync and their difference."""
         if self._listed is None:
             listing = self.mirror.tree(commit)
             entries = {entry.path: entry for entry in listing}
             if len(entries) != len(listing):
                 raise UnsafeTree(f"commit {commit} lists a path twice")
+            layout, new = Layout(listing), listing
         else:
-            base, entries = self._listed
-            entries = dict(entries)
-            for change in self.mirror.changes(base, commit):
+            base, base_entries, base_layout = self._listed
+            changes = self.mirror.changes(base, commit)
+            entries = dict(base_entries)
+            for change in changes:
                 if change.new is None:
                     entries.pop(change.path, None)
                 else:
                     entries[change.path] = change.new
-        layout = Layout(entries.values())
-        self._listed = (commit, entries)  # only a listing that passed the checks
-        return layout
+            new = [change.new for change in changes if change.new is not None]
+            if all(change.old is not None and change.new is not None
+                   and change.old.mode in FILE_MODES and change.new.mode in FILE_MODES
+                   for change in changes):
+                layout = base_layout.with_contents({entry.path: entry for entry in new})
+            else:
+                layout = Layout(entries.values())
+        return layout, entries, new
 
     def _store(self, entries: Iterable[TreeEntry]) -> None:
         """Make sure the store holds every blob of ``entries`` intact, reading what it lacks

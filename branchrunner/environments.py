@@ -56,8 +56,9 @@ class EnvironmentConflict(Exception):
 
 
 class Layout:
-    """A commit's tree as the calls that make it: its directories, parents first, and its
-    entries, checked as git's fsck would.
+    """A commit's tree as the calls that make it: its directories, parents first, its
+    files as (object in the store, path), and its symlinks and submodules; checked as
+    git's fsck would.
 
     No path may be empty, absolute or have an empty, ``.`` or ``..``
     component, none may be or pass through ``.git`` (in any case), none may
@@ -66,11 +67,12 @@ class Layout:
     a tree of ten thousand files costs a set lookup per file.
     """
 
-    __slots__ = ("directories", "entries")
+    __slots__ = ("directories", "files", "others")
 
     def __init__(self, entries: Iterable[TreeEntry]) -> None:
-        self.entries: list[TreeEntry] = []
         self.directories: list[str] = []
+        self.files: list[tuple[str, str]] = []
+        self.others: list[TreeEntry] = []
         known = {""}
         leaves: set[str] = set()
         for entry in entries:
@@ -96,10 +98,23 @@ class Layout:
                     self.directories.append(ancestor)
             if path in leaves or path in known:
                 raise UnsafeTree(f"refusing path {path!r}: listed twice")
-            if entry.mode not in FILE_MODES and not entry.symlink and not entry.submodule:
-                raise UnsafeTree(f"refusing path {path!r}: unknown mode {entry.mode}")
             leaves.add(path)
-            self.entries.append(entry)
+            if entry.mode in FILE_MODES:
+                self.files.append((ObjectStore.name(entry.sha, entry.executable), path))
+            elif entry.symlink or entry.submodule:
+                self.others.append(entry)
+            else:
+                raise UnsafeTree(f"refusing path {path!r}: unknown mode {entry.mode}")
+
+    def with_contents(self, changed: dict[str, TreeEntry]) -> "Layout":
+        """This layout with the files at ``changed``'s paths holding other contents or
+        modes (still files: no path added, removed or turned into something else)."""
+        derived = Layout(())
+        derived.directories, derived.others = self.directories, self.others
+        names = {path: ObjectStore.name(entry.sha, entry.executable)
+                 for path, entry in changed.items()}
+        derived.files = [(names.get(path, name), path) for name, path in self.files]
+        return derived
 
 
 def _unsafe(name: str) -> bool:
@@ -405,16 +420,13 @@ def materialise(layout: Layout, store: ObjectStore, destination: str) -> None:
     """Fill the empty directory ``destination`` with ``layout``: directories, then hard
     links, symlinks and submodules. Nothing can be there to follow: it is new."""
     with _TreeCalls(destination, store) as calls:
-        tree = calls.tree
+        tree, objects, mkdir, link = calls.tree, calls.objects, os.mkdir, os.link
         for directory in layout.directories:
-            os.mkdir(directory, 0o755, dir_fd=tree)
-        link, objects, name = os.link, calls.objects, store.name
-        for entry in layout.entries:
-            if entry.mode in FILE_MODES:  # the ten thousand: no method call for them
-                link(name(entry.sha, entry.executable), entry.path, src_dir_fd=objects,
-                     dst_dir_fd=tree)
-            else:
-                calls.place(entry)
+            mkdir(directory, 0o755, dir_fd=tree)
+        for name, path in layout.files:  # the ten thousand: nothing but the call
+            link(name, path, src_dir_fd=objects, dst_dir_fd=tree)
+        for entry in layout.others:
+            calls.place(entry)
 
 
 def apply_changes(changes: Sequence[Change], store: ObjectStore, destination: str) -> None:

@@ -125,6 +125,40 @@ def test_nothing_changed_means_nothing_rebuilt(tmp_path: Path, remote: Remote) -
         ("production", "unchanged")]
 
 
+def test_branches_listed_from_one_another_are_each_exact(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """One sync lists the first commit in full and each next one as the previous one plus
+    their difference: contents, modes, symlinks, additions and deletions, a file that
+    becomes a directory and back, all between siblings."""
+    work = remote.work
+    os.symlink("../motd/templates/motd.erb", work / "modules/shared/files/link")
+    remote.commit("production", {"modules/thing": "a file\n"})
+    remote.commit("a_contents", {"manifests/site.pp": "node a {}\n",
+                                 "modules/shared/files/big.txt": "other\n"}, base="production")
+    remote.git("checkout", "--quiet", "-b", "b_shapes", "production")
+    (work / "modules/shared/files/link").unlink()
+    os.symlink("../../motd", work / "modules/shared/files/link")
+    (work / "modules/motd/manifests/init.pp").chmod(0o755)
+    (work / "modules/thing").unlink()
+    remote.commit("b_shapes", {"modules/thing/init.pp": "a directory\n",
+                               "modules/motd/templates/motd.erb": None,
+                               "new/deep/file.pp": "added\n"})
+    remote.commit("c_back", {"modules/thing/init.pp": None, "modules/thing": "a file again\n"},
+                  base="b_shapes")
+    # Listed after it, production differs from d_contents in contents alone.
+    remote.commit("d_contents", {"manifests/site.pp": "node d {}\n"}, base="production")
+    config = settings(tmp_path, remote)
+
+    outcomes = sync(config)
+
+    assert {outcome.result for outcome in outcomes.values()} == {"deployed"}
+    environments = Path(config.environments)
+    for branch, outcome in outcomes.items():
+        assert tree_of(environments / branch) == git_tree(remote, str(outcome.commit)), branch
+    assert (environments / "b_shapes/modules/motd/manifests/init.pp").stat().st_mode & 0o100
+
+
 def test_one_line_change_shares_every_other_file(tmp_path: Path, remote: Remote) -> None:
     config = settings(tmp_path, remote)
     first = sync(config)["production"].commit
