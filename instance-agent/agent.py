@@ -15,11 +15,12 @@ atomically; reports and state changes go through the spool
 """
 
 import json
+import logging
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -28,6 +29,7 @@ from opslab.apiclient import ApiRefused, ApiUnavailable
 from opslab.config import Config
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
+from opslab.log import context
 from opslab.names import this_certname
 
 from . import sudoers
@@ -38,7 +40,7 @@ from .client import ApiClient, Target
 from .report import bounded, clean, keep, size
 from .spool import Delivery, Item, Spool
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 class Check(NamedTuple):
@@ -57,12 +59,12 @@ class Check(NamedTuple):
 class Agent:
     """The agent of this instance, for one configuration."""
 
-    def __init__(self, config: Config, version: str, log: Log | None = None) -> None:
+    def __init__(self, config: Config, version: str) -> None:
         self.config = config
         self.settings = config.agent
         self.version = version
-        self.log = log or (lambda message: None)
         self.certname = this_certname(config.apply.certname)
+        self.log = context(log, certname=self.certname)
         self.directory = Path(config.apply.state_dir) / "agent"
         self.spool = Spool(self.directory / "spool")
         self.client = ApiClient(config.enc)
@@ -89,11 +91,11 @@ class Agent:
         try:
             fresh = self.client.target(self.certname, state.get("etag"))
         except ApiRefused as error:
-            self.log(f"the API refused to give this host's target: {error}")
+            self.log.error("the API refused to give this host's target: %s", error)
             return Check("refused", str(error))
         except ApiUnavailable as error:
-            self.log(f"the API is unreachable ({error}); Puppet runs on the drift interval, "
-                     "with the ENC's cached classification")
+            self.log.warning("the API is unreachable (%s); Puppet runs on the drift interval, "
+                             "with the ENC's cached classification", error)
             trigger = self._trigger(state, None, now)
             if trigger is None:
                 return Check("unreachable", str(error))
@@ -132,9 +134,10 @@ class Agent:
 
         reason = disabled_reason(self.config)
         if reason is not None:
-            self.log(f"a Puppet run is due ({trigger}) but runs are disabled: {reason}")
+            self.log.warning("a Puppet run is due but runs are disabled: %s", reason,
+                             extra={"context": {"trigger": trigger}})
             return Check("disabled", reason)
-        self.log(f"applying ({trigger})")
+        self.log.info("applying", extra={"context": {"trigger": trigger}})
         target = fresh.document if fresh is not None else state.get("target") or {}
         result = Apply(self.config, self.certname, target.get("branch")).run()
         report = self._report(result, trigger)
@@ -143,7 +146,7 @@ class Agent:
         kept = keep(self.directory / "reports", key, report)
         sent = bounded(report)
         if sent.get("truncated"):
-            self.log(f"the report sent is cut to the API's bounds; the full one is {kept}")
+            self.log.info("the report sent is cut to the API's bounds; the full one is %s", kept)
         self.spool.add("report", self.certname, sent, key)
         self.deliver()
         synced = not result.get("sync_error")
@@ -155,8 +158,12 @@ class Agent:
             "retry_at": now + self.settings.retry_interval,
         }
         self._save_state(state)
-        self.log(f"run {report['status']} at commit {report.get('commit')}"
-                 + (f": {report['error']}" if report.get("error") else ""))
+        run = context(self.log, trigger=trigger, environment=report.get("environment"),
+                      commit=report.get("commit"), status=report["status"])
+        if report["success"]:
+            run.info("run %s", report["status"])
+        else:
+            run.error("run %s: %s", report["status"], report.get("error"))
         return Check("applied", report["status"], report)
 
     def _report(self, result: "RunResult", trigger: str) -> "RunResult":
@@ -181,12 +188,12 @@ class Agent:
             changed = sudoers.installed(path) != wanted
             if changed:
                 sudoers.install(path, wanted, self.settings.visudo)
-                self.log(f"sudo on this host now for: {', '.join(users) or 'nobody'}")
+                self.log.info("sudo on this host now for: %s", ", ".join(users) or "nobody")
             if changed or announce:
                 for user, reason in left_out.items():
-                    self.log(f"no sudo for {user}: {reason}")
+                    self.log.warning("no sudo for %s: %s", user, reason)
         except sudoers.SudoersError as error:
-            self.log(f"sudo access left as it was: {error}")
+            self.log.error("sudo access left as it was: %s", error)
 
     # -- telling the API -------------------------------------------------
 
@@ -200,11 +207,11 @@ class Agent:
 
         delivery = self.spool.deliver(send)
         if delivery.delivered or delivery.rejected:
-            self.log(f"delivered {delivery.delivered} spooled message(s)"
-                     + (f", set aside {delivery.rejected} the API refused"
-                        if delivery.rejected else ""))
+            self.log.info("delivered %s spooled message(s)%s", delivery.delivered,
+                          f", set aside {delivery.rejected} the API refused"
+                          if delivery.rejected else "")
         if delivery.error:
-            self.log(f"{delivery.pending} message(s) stay spooled: {delivery.error}")
+            self.log.warning("%s message(s) stay spooled: %s", delivery.pending, delivery.error)
         return delivery
 
     def _send_report(self, item: Item) -> None:
@@ -229,9 +236,9 @@ class Agent:
                     raise ApiUnavailable(
                         f"the API refuses report {item.key} as too large (HTTP 413) even cut "
                         f"to {size(body)} bytes: raise its api.max_body") from None
-                self.log(f"the API refused report {item.key} as too large (HTTP 413); "
-                         f"sending it cut to {size(smaller)} bytes (the full report is kept "
-                         "here)")
+                self.log.warning("the API refused report %s as too large (HTTP 413); sending it "
+                                 "cut to %s bytes (the full report is kept here)", item.key,
+                                 size(smaller))
                 body = smaller
 
     def set_disabled(self, reason: str | None) -> Delivery:
@@ -275,7 +282,7 @@ class Agent:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError):
-            self.log("state.json is unreadable; starting afresh (the next check applies)")
+            self.log.warning("state.json is unreadable; starting afresh (the next check applies)")
             return {}
 
     def _save_state(self, state: dict[str, Any]) -> None:
@@ -296,7 +303,12 @@ class Agent:
         stop.wait(random.uniform(0, self.settings.splay))  # noqa: S311
         while not stop.is_set():
             started = time.monotonic()
-            self.check()
+            try:
+                self.check()
+            except Exception:
+                # One check's bug must not leave the instance unmanaged until
+                # systemd restarts the agent: it is logged, and the next check runs.
+                self.log.exception("the check failed; the next one runs as planned")
             stop.wait(max(0.0, self.settings.check_interval - (time.monotonic() - started)))
 
 

@@ -14,27 +14,22 @@ applied, unless the drift interval was due); 2 bad usage or configuration.
 
 import argparse
 import json
+import logging
 import signal
-import sys
 import threading
-from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from opslab.config import ConfigError, load
+from opslab.log import setup as setup_logging
 
 if TYPE_CHECKING:
     from .agent import Agent
 
+log = logging.getLogger("opslab.agent")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-
-
-def _say(message: str) -> None:
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    sys.stderr.write(f"{stamp} opslab agent: {message}\n")
-    sys.stderr.flush()
 
 
 def agent_version() -> str:
@@ -64,8 +59,6 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     setup = actions.add_parser("bootstrap", help="make this instance a managed one")
     bootstrap.add_arguments(setup)
     arguments = parser.parse_args(argv)
-    from opslab.log import setup as setup_logging
-
     setup_logging()
 
     if arguments.action == "bootstrap":
@@ -74,22 +67,22 @@ def main(argv: list[str], config_path: str | None = None) -> int:
 
     try:
         config = load(arguments.config)
-        agent = Agent(config, agent_version(), _say)
+        agent = Agent(config, agent_version())
     except (ConfigError, ValueError) as error:
-        _say(str(error))
+        log.error("%s", error)
         return EXIT_USAGE
     if arguments.action == "run":
         return _run(agent, arguments.once)
     if arguments.action == "disable":
         if not arguments.reason.strip():
-            _say("say why: the reason is shown to the project's members")
+            log.error("say why: the reason is shown to the project's members")
             return EXIT_USAGE
         agent.set_disabled(arguments.reason.strip())
-        _say(f"Puppet runs are disabled on {agent.certname}")
+        log.info("Puppet runs are disabled on %s", agent.certname)
         return 0
     if arguments.action == "enable":
         agent.set_disabled(None)
-        _say(f"Puppet runs are enabled on {agent.certname}")
+        log.info("Puppet runs are enabled on %s", agent.certname)
         return 0
     report = agent.status()
     if arguments.json:
@@ -104,7 +97,7 @@ def _run(agent: "Agent", once: bool) -> int:
     if once:
         check = agent.check()
         if check.outcome != "applied":
-            _say(f"check: {check.outcome}" + (f" ({check.detail})" if check.detail else ""))
+            log.info("check: %s%s", check.outcome, f" ({check.detail})" if check.detail else "")
         if check.outcome in ("unreachable", "refused"):
             return EXIT_UNREACHABLE
         if check.report is not None and not check.report["success"]:
@@ -113,12 +106,13 @@ def _run(agent: "Agent", once: bool) -> int:
     stop = threading.Event()
 
     def request_stop(number: int, frame: FrameType | None) -> None:
-        _say(f"stopping on {signal.Signals(number).name} (a run under way finishes first)")
+        log.info("stopping on %s (a run under way finishes first)",
+                 signal.Signals(number).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    _say(f"checking {agent.certname} every {agent.settings.check_interval:g} s, applying "
-         f"at least every {agent.settings.apply_interval:g} s")
+    log.info("checking %s every %g s, applying at least every %g s", agent.certname,
+             agent.settings.check_interval, agent.settings.apply_interval)
     agent.run_forever(stop)
     return 0

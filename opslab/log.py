@@ -95,7 +95,6 @@ def setup(level: int = logging.INFO, stream: IO[str] | None = None,
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False
 
 
 class Context(logging.LoggerAdapter):  # type: ignore[type-arg]

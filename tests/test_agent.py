@@ -17,6 +17,7 @@ sudo, the target's ETag) have tests of their own that need no Puppet run.
 
 import contextlib
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -289,7 +290,8 @@ def test_first_run_applies_reports_and_grants_sudo(fleet: Fleet) -> None:
     assert report["changed"] >= 1
     assert report["failed"] == 0
     assert fleet.reports()[0] == report  # the oldest the API keeps, whatever ran since
-    assert "applying (first)" in first.process.stderr
+    assert f"info opslab.agent.agent: applying certname={NODE} trigger=first" in \
+        first.process.stderr.splitlines()
     assert first.sudoers is not None
     assert first.sudoers.splitlines()[2:] == ["carol ALL=(ALL:ALL) NOPASSWD: ALL",
                                               "olga ALL=(ALL:ALL) NOPASSWD: ALL"]
@@ -595,7 +597,7 @@ def remove_people(fleet: Fleet, slapd: ThrowawaySlapd, uids: list[str]) -> None:
 
 def test_sudo_goes_only_to_a_members_own_local_account(
         converged: Fleet, system_sudoers: Path, sudo_candidates: Candidates,
-        slapd: ThrowawaySlapd, tmp_path: Path) -> None:
+        slapd: ThrowawaySlapd, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """sudo grants to the local account of a name, so a member gets sudo only where that
     account, if any, is theirs: its uid is their directory uidNumber.
 
@@ -605,8 +607,8 @@ def test_sudo_goes_only_to_a_members_own_local_account(
     """
     fleet = converged
     people, local = sudo_candidates.people, sudo_candidates.local
-    messages: list[str] = []
-    agent = Agent(load(str(fleet.config_path)), "0.1.0-test", messages.append)
+    caplog.set_level(logging.INFO, logger="opslab.agent")
+    agent = Agent(load(str(fleet.config_path)), "0.1.0-test")
     # The real agent, writing the drop-in where the real sudo reads it.
     settings = yaml.safe_load(fleet.config_path.read_text())
     settings["agent"]["sudoers_file"] = str(system_sudoers)
@@ -636,7 +638,8 @@ def test_sudo_goes_only_to_a_members_own_local_account(
             f"no sudo for {NUMBERLESS}: a local account {NUMBERLESS!r} (uid "
             f"{sudo_candidates.numberless_local}) exists, and the directory gives this "
             "person no uidNumber"):
-        assert any(message.startswith(reason) for message in messages), (reason, messages)
+        assert any(message.startswith(reason) for message in caplog.messages), (
+            reason, caplog.messages)
     assert system_sudoers.read_text() == fleet.sudoers.read_text()
     assert "NOPASSWD: ALL" in sudo_rights(LOCAL_MEMBER)  # sudo reads the drop-in
     for name in ("backup", "nobody", IMPOSTOR, NUMBERLESS):
@@ -649,7 +652,8 @@ def test_sudo_goes_only_to_a_members_own_local_account(
     assert not any(name in fleet.sudoers.read_text() for name in people)
 
 
-def test_one_bad_name_in_the_target_never_keeps_a_removed_member(tmp_path: Path) -> None:
+def test_one_bad_name_in_the_target_never_keeps_a_removed_member(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A name that is not a login name (``j.doe``, written into the directory by hand) is
     left out on its own: the rest of the target still reaches the drop-in, so a member
     removed meanwhile loses sudo. The real agent, the real visudo."""
@@ -662,8 +666,8 @@ def test_one_bad_name_in_the_target_never_keeps_a_removed_member(tmp_path: Path)
         "enc": {"api_url": "http://127.0.0.1:9", "api_token_file": str(token)},
         "apply": {"certname": NODE, "state_dir": str(tmp_path / "state")},
         "agent": {"sudoers_file": str(sudoers)}}))
-    messages: list[str] = []
-    agent = Agent(load(str(config)), "0.1.0-test", messages.append)
+    caplog.set_level(logging.INFO, logger="opslab.agent")
+    agent = Agent(load(str(config)), "0.1.0-test")
     agent._keep_sudo({"project": PROJECT, "sudo": ["carol", "dave"],
                       "uid_numbers": {"carol": None, "dave": None}}, announce=True)
     assert "dave ALL=(ALL:ALL) NOPASSWD: ALL" in sudoers.read_text()
@@ -675,7 +679,7 @@ def test_one_bad_name_in_the_target_never_keeps_a_removed_member(tmp_path: Path)
     rules = [line for line in sudoers.read_text().splitlines() if not line.startswith("#")]
     assert rules == ["carol ALL=(ALL:ALL) NOPASSWD: ALL"]
     assert any(message.startswith("no sudo for j.doe: user name 'j.doe' is not a login name")
-               for message in messages), messages
+               for message in caplog.messages), caplog.messages
 
 
 def test_members_of_a_global_project_get_no_sudo(converged: Fleet,
@@ -993,7 +997,8 @@ def api_of_max_body(slapd: ThrowawaySlapd, people: None,
 
 
 def test_a_report_the_apis_max_body_refuses_is_cut_until_it_is_taken(
-        api_of_max_body: Callable[[int], ServedApi], tmp_path: Path) -> None:
+        api_of_max_body: Callable[[int], ServedApi], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A site's api.max_body below the agent's bound (48 KiB): on each 413 the report is
     sent again at half the size, never set aside; one no cut makes small enough stays
     spooled, waiting for api.max_body to be raised."""
@@ -1003,7 +1008,7 @@ def test_a_report_the_apis_max_body_refuses_is_cut_until_it_is_taken(
     assert status == 201, answer
     token = tmp_path / "host-token"
     token.write_text(json.loads(answer)["token"])
-    messages: list[str] = []
+    caplog.set_level(logging.INFO, logger="opslab.agent")
 
     def agent_of(api: ServedApi) -> Agent:
         config = tmp_path / "agent.yaml"
@@ -1011,7 +1016,7 @@ def test_a_report_the_apis_max_body_refuses_is_cut_until_it_is_taken(
             "enc": {"api_url": api.url, "api_token_file": str(token)},
             "apply": {"certname": SMALL_API_HOST, "state_dir": str(tmp_path / "state")},
             "agent": {"sudoers_file": None}}))
-        return Agent(load(str(config)), "0.1.0-test", messages.append)
+        return Agent(load(str(config)), "0.1.0-test")
 
     agent = agent_of(api)
     report = {**a_report(1000, "x" * 5000, 20), "certname": SMALL_API_HOST}
@@ -1027,7 +1032,7 @@ def test_a_report_the_apis_max_body_refuses_is_cut_until_it_is_taken(
     assert (stored["status"], stored["failed"], stored["truncated"]) == ("failed", 1000, True)
     assert 0 < len(stored["failures"]) < 50
     assert any("too large (HTTP 413); sending it cut to" in message
-               for message in messages), messages
+               for message in caplog.messages), caplog.messages
 
     # However far it is cut, a report is never this small. (The same API and
     # database, restarted with a lower api.max_body.)

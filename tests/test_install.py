@@ -259,7 +259,8 @@ def test_the_agent_runs_from_the_base_install(
                                        "--json"))
 
     assert first.returncode == 0, first.stderr
-    assert "applying (first)" in first.stderr
+    assert any(line.startswith("info opslab.agent.agent: applying ") and "trigger=first" in line
+               for line in first.stderr.splitlines()), first.stderr
     # The project web's classes and message, and the default entry's base class.
     assert (root / "motd").read_text() == "Welcome to the web project\n"
     assert (root / "base.conf").exists()
