@@ -77,16 +77,13 @@ Usage: ``python benchmarks/agent_benchmark.py [--quick] [--seconds N] [--workers
 """
 
 import argparse
-import http.client
 import json
+import logging
 import os
 import random
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -97,31 +94,35 @@ from typing import Any, NamedTuple
 import yaml
 from common import (
     CLIENT_START_MARGIN,
+    COMMAND_TIMEOUT,
     REQUEST_TIMEOUT,
     SCHEMAS,
     SEED,
     SUFFIX,
     Answer,
-    ApiServer,
     BenchmarkError,
     ClientProcesses,
     CpuSample,
     ExpectedNode,
+    Request,
+    ServedApi,
     bytecode_environment,
-    create_database,
     find_script,
-    latency_summary,
+    git,
+    load_client,
     load_directory,
     percentile,
-    print_environment,
-    read_client_spec,
+    print_targets,
     request_once,
+    rotated,
+    run_measured,
     run_script,
     seeded_random,
+    serve_api,
     sleep_until,
+    succeeded,
+    summary,
     verdict,
-    write_api_config,
-    write_client_result,
     write_results,
 )
 
@@ -132,7 +133,6 @@ SAMPLE_HOSTS = 20  # targets checked before anything is measured
 WARM_UP_THREADS = 4  # the parent's connections for the warm-up pass
 REWARM_HOSTS = 1000  # conditional GETs that warm a second server's workers
 AGENT_WARM_UP = 10  # in-process checks before the measured ones
-COMMAND_TIMEOUT = 60.0  # seconds, for one ``opslab agent run --once``
 LATE_MS = 5.0  # a request sent later than this after its scheduled time was sent late
 
 AGENT_CPU_TARGET_MS = 50.0
@@ -156,15 +156,6 @@ QUICK = Defaults(seconds=15.0, checks=100, process_runs=5, workers=(1,))
 # --- the control repository ----------------------------------------------------------------
 
 
-def git(*arguments: str) -> str:
-    """Run git; its stdout, stripped."""
-    result = subprocess.run(["git", *arguments], capture_output=True, text=True, timeout=60,
-                            check=False)
-    if result.returncode != 0:
-        raise BenchmarkError(f"git {' '.join(arguments)}: {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
 def make_control_repository(workdir: Path) -> tuple[str, str]:
     """A bare repository whose ``production`` branch holds one commit: its path (the API's
     ``branches.remote``) and that commit."""
@@ -173,12 +164,9 @@ def make_control_repository(workdir: Path) -> tuple[str, str]:
     (work / "README").write_text("The agent benchmark's control repository.\n",
                                  encoding="utf-8")
     git("-C", str(work), "add", "README")
-    # An identity of its own, and no signing: the user's git configuration must not matter.
-    git("-C", str(work), "-c", "user.name=opslab benchmark",
-        "-c", "user.email=benchmark@example.org", "-c", "commit.gpgsign=false",
-        "commit", "--quiet", "--message", "one commit")
+    git("-C", str(work), "commit", "--quiet", "--message", "one commit")
     git("clone", "--quiet", "--bare", str(work), str(bare))
-    commit = git("-C", str(bare), "rev-parse", "refs/heads/production")
+    commit = git("-C", str(bare), "rev-parse", "refs/heads/production").decode().strip()
     print(f"control repository: a bare repository, production at {commit[:12]}")
     return str(bare), commit
 
@@ -308,7 +296,7 @@ def seed_agent_state(instance: Instance) -> None:
 
 
 def measure_checks(
-    config_path: Path, checks: int, server: ApiServer, slapd_pid: int,
+    config_path: Path, checks: int, server: ServedApi, slapd_pid: int,
 ) -> dict[str, Any]:
     """``Agent.check()`` in this process, ``checks`` times after a warm-up: CPU and wall
     per check, and the API's CPU per check with nothing else loading it."""
@@ -317,7 +305,16 @@ def measure_checks(
     from opslab.config import load
 
     messages: list[str] = []
-    agent = Agent(load(str(config_path)), agent_version(), messages.append)
+
+    class Said(logging.Handler):
+        """What the agent says: a check that finds nothing changed says nothing."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logging.getLogger("opslab").addHandler(Said(logging.INFO))
+    logging.getLogger("opslab").setLevel(logging.INFO)
+    agent = Agent(load(str(config_path)), agent_version())
 
     def check() -> tuple[float, float]:
         """One check that must find nothing changed and say nothing: its CPU and wall ms."""
@@ -343,33 +340,10 @@ def measure_checks(
     }
 
 
-def run_measured(
-    command: Sequence[str], environment: dict[str, str], outcome: str = "",
-) -> tuple[float, float]:
-    """Run ``command`` to completion: its CPU (user + system) and wall time in ms.
-
-    Raises BenchmarkError unless it exits 0 and its stderr ends with ``outcome`` (the
-    agent names its check's outcome last; "" for a command that says nothing).
-    """
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, env=environment,
-                                timeout=COMMAND_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        raise BenchmarkError(f"timed out after {COMMAND_TIMEOUT:g} s: {command}") from None
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0 or not result.stderr.strip().endswith(outcome):
-        raise BenchmarkError(f"{command} exited {result.returncode}; stderr:\n"
-                             f"{result.stderr.strip()[-2000:]}")
-    cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
-    return cpu * 1000, wall * 1000
-
-
 def measure_processes(config_path: Path, runs: int, workdir: Path) -> dict[str, Any]:
     """``opslab agent run --once`` as a timer starts it, and the interpreter's floor
-    (``python -c pass``), interleaved: median CPU and wall per process."""
+    (``python -c pass``), interleaved: median CPU and wall per process, in ms. The agent
+    names its check's outcome last: it must be ``unchanged``."""
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "opslab agent run --once": [find_script("opslab"), "--config", str(config_path),
@@ -377,20 +351,24 @@ def measure_processes(config_path: Path, runs: int, workdir: Path) -> dict[str, 
     }
     outcomes = {"python -c pass": "", "opslab agent run --once": "unchanged"}
     environment = bytecode_environment(workdir / "pycache", drop=("OPSLAB_CONFIG",))
-    names = list(commands)
-    for name in names:  # warm-up: bytecode cached, files in the page cache; not counted
-        run_measured(commands[name], environment, outcomes[name])
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    wall: dict[str, list[float]] = {name: [] for name in names}
+
+    def run(name: str) -> tuple[float, float]:
+        result = succeeded(run_measured(commands[name], COMMAND_TIMEOUT, environment), name)
+        if not result.stderr.strip().endswith(outcomes[name]):
+            raise BenchmarkError(f"{name}: not {outcomes[name]}:\n{result.stderr[-2000:]}")
+        return result.cpu * 1000, result.seconds * 1000
+
+    for name in commands:  # warm-up: bytecode cached, files in the page cache; not counted
+        run(name)
+    cpu: dict[str, list[float]] = {name: [] for name in commands}
+    wall: dict[str, list[float]] = {name: [] for name in commands}
     for round_number in range(runs):
-        # Each round starts with the other command, so neither always runs first.
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
-            cpu_ms, wall_ms = run_measured(commands[name], environment, outcomes[name])
+        for name in rotated(list(commands), round_number):
+            cpu_ms, wall_ms = run(name)
             cpu[name].append(cpu_ms)
             wall[name].append(wall_ms)
     return {name: {"cpu_ms": statistics.median(cpu[name]),
-                   "wall_ms": statistics.median(wall[name])} for name in names}
+                   "wall_ms": statistics.median(wall[name])} for name in commands}
 
 
 def print_agent(checks: dict[str, Any], processes: dict[str, Any]) -> None:
@@ -418,67 +396,12 @@ def print_agent(checks: dict[str, Any], processes: dict[str, Any]) -> None:
 # --- the simulation: its client (a separate process) ---------------------------------------
 
 
-def run_client(spec_path: str) -> int:
-    """``--client SPEC``: send SPEC's checks at their scheduled times (open loop) from a
-    pool of threads; write per-request timings and statuses as JSON."""
-    spec = read_client_spec(spec_path)
-    port: int = spec["port"]
-    plan: list[list[Any]] = spec["requests"]  # [scheduled time, host, token, ETag], in order
-    count = len(plan)
-    lateness_ms = [0.0] * count  # sent - scheduled
-    latency_ms = [0.0] * count  # answered - scheduled: what the agent waits, queueing included
-    service_ms = [0.0] * count  # answered - sent
-    outcomes = [""] * count  # status, or the exception's name; "" for never sent
-    lock = threading.Lock()
-    pending = iter(range(count))
-    late_pickups = 0
-
-    def worker() -> None:
-        nonlocal late_pickups
-        while True:
-            with lock:
-                index = next(pending, None)
-            if index is None:
-                return
-            scheduled, host, token, etag = plan[index]
-            # A free thread takes the next check at once, long before it is due; taking it
-            # after it was due means every thread was busy then.
-            if time.time() > scheduled:
-                with lock:
-                    late_pickups += 1
-            sleep_until(scheduled)
-            sent = time.time()
-            try:
-                outcome = str(fetch_target(port, host, token, etag).status)
-            except (OSError, http.client.HTTPException) as error:  # timeouts, resets
-                outcome = type(error).__name__
-            done = time.time()
-            lateness_ms[index] = (sent - scheduled) * 1000
-            latency_ms[index] = (done - scheduled) * 1000
-            service_ms[index] = (done - sent) * 1000
-            outcomes[index] = outcome
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(spec["threads"])]
-    cpu_started = time.process_time()
-    for thread in threads:
-        thread.start()
-    deadline = (plan[-1][0] if plan else time.time()) + REQUEST_TIMEOUT + 5
-    for thread in threads:
-        thread.join(timeout=max(0.0, deadline - time.time()))
-    sent = [index for index in range(count) if outcomes[index]]
-    write_client_result(spec, {
-        "lateness_ms": [lateness_ms[index] for index in sent],
-        "latency_ms": [latency_ms[index] for index in sent],
-        "service_ms": [service_ms[index] for index in sent],
-        "statuses": dict(Counter(outcomes[index] for index in sent)),
-        "unsent": count - len(sent),
-        "late_pickups": late_pickups,
-        "last_done": max((plan[index][0] + latency_ms[index] / 1000 for index in sent),
-                         default=time.time()),
-        "cpu_s": time.process_time() - cpu_started,
-        "stuck_threads": sum(thread.is_alive() for thread in threads),
-    })
-    return 0
+def make_request(spec: dict[str, Any], index: int, rng: random.Random) -> Request:
+    """Check ``index`` of the plan, as its agent makes it (see :func:`fetch_target`)."""
+    host, token, etag = spec["requests"][index]
+    return Request("GET", f"/v1/nodes/{host}/target",
+                   {"Authorization": f"Bearer {token}", "Accept": "application/json",
+                    "User-Agent": USER_AGENT, "If-None-Match": etag})
 
 
 # --- the simulation: schedule, run, figures ------------------------------------------------
@@ -499,7 +422,7 @@ def plan_checks(
 
 
 def simulate(
-    server: ApiServer, slapd_pid: int, workdir: Path, workers: int,
+    server: ServedApi, slapd_pid: int, workdir: Path, workers: int,
     checks: Sequence[tuple[float, str]], tokens: dict[str, str], etags: dict[str, str],
     arguments: argparse.Namespace,
 ) -> dict[str, Any]:
@@ -511,10 +434,10 @@ def simulate(
             # Every n-th check: each process gets the same rate, spread over the window.
             share = checks[number::processes]
             clients.start(f"{workers}w-{number}", {
-                "port": server.port,
-                "threads": arguments.threads // processes,
-                "requests": [[start_at + offset, host, tokens[host], etags[host]]
-                             for offset, host in share],
+                "port": server.port, "threads": arguments.threads // processes,
+                "keep_alive": False, "seed": f"{SEED}-{workers}-{number}",
+                "start_at": start_at, "schedule": [start_at + offset for offset, _ in share],
+                "requests": [[host, tokens[host], etags[host]] for _, host in share],
             })
         sleep_until(start_at)
         before = CpuSample.take(server, slapd_pid)
@@ -529,16 +452,14 @@ def merge_results(
     workers: int, planned: int, arguments: argparse.Namespace,
 ) -> dict[str, Any]:
     """One simulation's figures from its clients' results and the CPU used meanwhile."""
-    latency = [ms for result in results for ms in result["latency_ms"]]
-    if not latency:
+    timings = [timing for result in results for timing in result["timings"]]
+    if not timings:
         raise BenchmarkError("the simulation's clients sent no request")
-    lateness = [ms for result in results for ms in result["lateness_ms"]]
-    statuses: Counter[str] = Counter()
-    for result in results:
-        statuses.update(result["statuses"])
+    lateness = [(sent - due) * 1000 for due, sent, _, _ in timings]
+    statuses = Counter(outcome for *_, outcome in timings)
     answered = statuses["304"]
     client_cpu = sum(result["cpu_s"] for result in results)
-    last_done = max(result["last_done"] for result in results)
+    last_done = max(done for _, _, done, _ in timings)
     return {
         "workers": workers,
         "planned": planned,
@@ -547,18 +468,18 @@ def merge_results(
         "achieved_per_s": answered / max(last_done - start_at, 1e-3),
         "answered_304": answered,
         "statuses": dict(statuses),
-        "unsent": sum(result["unsent"] for result in results),
-        "latency": latency_summary(latency),
-        "service": latency_summary([ms for result in results for ms in result["service_ms"]]),
-        "lateness": latency_summary(lateness),
+        "unsent": planned - len(timings),
+        "latency_ms": summary([(done - due) * 1000 for due, _, done, _ in timings]),
+        "service_ms": summary([(done - sent) * 1000 for _, sent, done, _ in timings]),
+        "lateness_ms": summary(lateness),
         "late_sends": sum(ms > LATE_MS for ms in lateness),
         "late_pickups": sum(result["late_pickups"] for result in results),
         "stuck_threads": sum(result["stuck_threads"] for result in results),
         "window_s": window,
         "api_cpu_share": used.server / window,
-        "api_cpu_ms_per_check": used.server * 1000 / len(latency),
-        "api_master_cpu_ms_per_check": used.master * 1000 / len(latency),
-        "slapd_cpu_ms_per_check": used.slapd * 1000 / len(latency),
+        "api_cpu_ms_per_check": used.server * 1000 / len(timings),
+        "api_master_cpu_ms_per_check": used.master * 1000 / len(timings),
+        "slapd_cpu_ms_per_check": used.slapd * 1000 / len(timings),
         "slapd_cpu_share": used.slapd / window,
         "client_cpu_share": client_cpu / window,
         "machine_busy_share": used.busy_share,
@@ -575,15 +496,15 @@ def client_kept_schedule(row: dict[str, Any]) -> bool:
 
 def print_simulation(row: dict[str, Any], arguments: argparse.Namespace, cores: int) -> None:
     """One simulation's figures."""
-    latency, service, lateness = row["latency"], row["service"], row["lateness"]
+    latency, service, lateness = row["latency_ms"], row["service_ms"], row["lateness_ms"]
     print(f"offered {row['offered_per_s']:.1f} checks/s ({row['planned']:,} over "
           f"{row['seconds']:g} s), achieved {row['achieved_per_s']:.1f}/s (304s until the "
           "last answer)")
-    print(f"latency from the schedule: median {latency['median_ms']:6.1f}  p90 "
-          f"{latency['p90_ms']:6.1f}  p99 {latency['p99_ms']:6.1f}  max {latency['max_ms']:7.1f}"
+    print(f"latency from the schedule: median {latency['median']:6.1f}  p90 "
+          f"{latency['p90']:6.1f}  p99 {latency['p99']:6.1f}  max {latency['max']:7.1f}"
           " ms")
-    print(f"  from the send:           median {service['median_ms']:6.1f}  p90 "
-          f"{service['p90_ms']:6.1f}  p99 {service['p99_ms']:6.1f}  max {service['max_ms']:7.1f}"
+    print(f"  from the send:           median {service['median']:6.1f}  p90 "
+          f"{service['p90']:6.1f}  p99 {service['p99']:6.1f}  max {service['max']:7.1f}"
           " ms")
     print(f"statuses {json.dumps(row['statuses'], sort_keys=True)}"
           + (f", {row['unsent']} never sent" if row["unsent"] else ""))
@@ -597,8 +518,8 @@ def print_simulation(row: dict[str, Any], arguments: argparse.Namespace, cores: 
     print(f"client: {arguments.client_processes} process(es) x "
           f"{arguments.threads // arguments.client_processes} threads, "
           f"{row['client_cpu_share'] * 100:.1f}% of one core; sent after the schedule by: median "
-          f"{lateness['median_ms']:.2f}  p99 {lateness['p99_ms']:.2f}  max "
-          f"{lateness['max_ms']:.1f} ms; {row['late_sends']} later than {LATE_MS:g} ms; "
+          f"{lateness['median']:.2f}  p99 {lateness['p99']:.2f}  max "
+          f"{lateness['max']:.1f} ms; {row['late_sends']} later than {LATE_MS:g} ms; "
           f"{row['late_pickups']} due with no thread free")
     if not client_kept_schedule(row):
         print("WARNING: the client did not keep the schedule (late sends, no free thread, or "
@@ -619,7 +540,7 @@ def simulation_targets(row: dict[str, Any], agents: int) -> dict[str, tuple[bool
              f"{row['seconds']:g} s), {row['workers']} worker(s)")
     return {
         f"{scale}: p99 under {P99_TARGET_MS:g} ms (from the schedule)": (
-            row["latency"]["p99_ms"] < P99_TARGET_MS, f"{row['latency']['p99_ms']:.1f} ms"),
+            row["latency_ms"]["p99"] < P99_TARGET_MS, f"{row['latency_ms']['p99']:.1f} ms"),
         f"{scale}: every check answered 304": (
             not others and not row["unsent"],
             f"{row['answered_304']:,} of {row['planned']:,}"
@@ -644,10 +565,7 @@ def print_summary(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
     simulations = list(results["simulations"].values())
     targets.update(simulation_targets(simulations[0], results["agents"]))
-    print("\n== summary ==")
-    print_environment()
-    for name, (ok, value) in targets.items():
-        print(f"{verdict(ok)}  {name}: {value}")
+    printed = print_targets(targets)
     for row in simulations[1:]:
         for name, (ok, value) in simulation_targets(row, results["agents"]).items():
             print(f"info  {name}: {value} ({verdict(ok)})")
@@ -658,7 +576,7 @@ def print_summary(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
           f"{floor['cpu_ms']:.0f} ms CPU ({within} {AGENT_CPU_TARGET_MS:g} ms)")
     if not all(client_kept_schedule(row) for row in simulations):
         print("note  the client did not keep its schedule in every simulation: see above")
-    return {name: {"pass": ok, "value": value} for name, (ok, value) in targets.items()}
+    return printed
 
 
 def parse_workers(text: str) -> tuple[int, ...]:
@@ -698,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", metavar="SPEC", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.client:
-        return run_client(arguments.client)
+        return load_client(arguments.client, make_request)
     defaults = QUICK if arguments.quick else FULL
     for name, value in defaults._asdict().items():
         if getattr(arguments, name) is None:
@@ -708,9 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= arguments.client_processes <= arguments.threads:
         parser.error("--client-processes must be between 1 and --threads")
 
-    from opslab.slapd import ThrowawaySlapd, free_port
+    from opslab.slapd import ThrowawaySlapd
 
-    print_environment()
     cores = os.cpu_count() or 1
     results: dict[str, Any] = {
         "interval": INTERVAL, "seconds": arguments.seconds, "workers": arguments.workers,
@@ -720,28 +637,35 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="opslab-agent-bench-") as scratch:
         workdir = Path(scratch)
         slapd = ThrowawaySlapd(SUFFIX, SCHEMAS)
-        server: ApiServer | None = None
+        server: ServedApi | None = None
         try:
             print("\n== 1. directory, control repository, database ==")
             expected = load_directory(slapd, workdir)
             remote, commit = make_control_repository(workdir)
-            database = f"sqlite:///{workdir / 'api.sqlite'}"
             hosts = sorted(expected)
-            tokens = create_database(database, {host: expected[host].project for host in hosts})
             results["agents"] = len(hosts)
             checks = plan_checks(hosts, arguments.seconds, INTERVAL,
                                  random.Random(f"{SEED}-phases"))  # noqa: S311 - not secrets
             scheduled = sorted({host for _, host in checks})
             etags: dict[str, str] = {}
+            tokens: dict[str, str] = {}
+            database = ""
             for number, workers in enumerate(arguments.workers):
-                port = free_port()
-                server = ApiServer(
-                    write_api_config(slapd, workdir, database, port, workers, remote), port,
-                    workdir, workers)
                 print(f"\n-- the API: opslab api serve, {workers} worker(s) of api.threads "
                       "(default 4) threads, branches.remote "
                       "the control repository, api.heads_ttl 30 s (the default)")
-                server.start()
+                settings: dict[str, dict[str, Any]] = {"api": {"workers": workers},
+                                                       "branches": {"remote": remote}}
+                work = workdir / f"api-{workers}w"
+                work.mkdir()
+                if number == 0:
+                    server, tokens = serve_api(work, slapd, expected, settings)
+                else:  # the first one's database, tokens and all
+                    settings["api"]["database"] = database
+                    server = ServedApi(work, slapd, SUFFIX, settings)
+                    server.start()
+                database = server.database
+                port = server.port
                 if number == 0:
                     check_targets(port, tokens, expected, commit, seeded_random())
                     etags = warm_up(port, scheduled, tokens, None)

@@ -59,14 +59,11 @@ Usage: ``python benchmarks/api_benchmark.py [--seconds N] [--warmup N] [--connec
 """
 
 import argparse
-import http.client
-import itertools
+import functools
 import json
 import os
 import random
-import resource
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -80,23 +77,21 @@ from common import (
     SCHEMAS,
     SEED,
     SUFFIX,
-    ApiServer,
     BenchmarkError,
     ClientProcesses,
     CpuSample,
     ExpectedNode,
-    create_database,
-    latency_summary,
+    Request,
+    ServedApi,
+    load_client,
     load_directory,
-    print_environment,
-    read_client_spec,
+    print_targets,
     request_once,
     run_script,
     seeded_random,
+    serve_api,
     sleep_until,
-    verdict,
-    write_api_config,
-    write_client_result,
+    summary,
     write_results,
 )
 
@@ -152,103 +147,37 @@ def count_reports(url: str) -> int:
 # --- the load-generating client (a separate process) ---------------------------------------
 
 
-def run_client(spec_path: str) -> int:
-    """``--client SPEC``: load the API as SPEC (JSON) says; write the results as JSON."""
-    spec = read_client_spec(spec_path)
-    tokens: dict[str, str] = json.loads(Path(spec["tokens"]).read_text(encoding="utf-8"))
-    hosts = sorted(tokens)
+@functools.cache
+def tokens_of(path: str) -> tuple[list[str], dict[str, str]]:
+    """The hosts (sorted) and their tokens, read once per client process."""
+    tokens: dict[str, str] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return sorted(tokens), tokens
+
+
+def make_request(spec: dict[str, Any], index: int, rng: random.Random) -> Request:
+    """The scenario's request for a random host, with the host's token when it needs one."""
+    hosts, tokens = tokens_of(spec["tokens"])
     scenario = next(s for s in SCENARIOS if s.name == spec["scenario"])
-    port: int = spec["port"]
-    start_at, warm_end, end_at = spec["start_at"], spec["warm_end"], spec["end_at"]
-    budget = itertools.count()  # next() is atomic under the GIL
-    max_requests: int = spec["max_requests"]
-    lock = threading.Lock()
-    latencies: list[float] = []
-    statuses: Counter[str] = Counter()  # measured requests, by status or exception name
-    all_expected = 0  # expected answers, warm-up included
-    opened = 0  # connections opened during the measuring window
-    last_done = warm_end
-
-    def worker(index: int) -> None:
-        nonlocal all_expected, opened, last_done
-        rng = random.Random(f"{spec['seed']}-{index}")  # noqa: S311 - load pattern, not secrets
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
-        my_latencies: list[float] = []
-        my_statuses: Counter[str] = Counter()
-        my_expected = my_opened = 0
-        my_last = warm_end
-        sleep_until(start_at)
-        try:
-            while time.time() < end_at and next(budget) < max_requests:
-                host = rng.choice(hosts)
-                headers = {"Host": f"127.0.0.1:{port}", "Accept": "application/json",
-                           "Connection": "keep-alive"}
-                if scenario.authenticated:
-                    headers["Authorization"] = f"Bearer {tokens[host]}"
-                body = None
-                if scenario.method == "POST":
-                    headers["Content-Type"] = "application/json"
-                    body = json.dumps({
-                        "status": "changed", "exit_code": 2,
-                        "commit": f"{rng.getrandbits(160):040x}", "environment": "production",
-                        "resources": {"changed": 3, "failed": 0}, "failed_resources": [],
-                        "duration": round(rng.uniform(1, 60), 1),
-                    }).encode()
-                measured = time.time() >= warm_end
-                reconnect = connection.sock is None
-                started = time.perf_counter()
-                try:
-                    connection.request(scenario.method, scenario.path.format(host=host),
-                                       body=body, headers=headers)
-                    response = connection.getresponse()
-                    response.read()
-                    outcome = str(response.status)
-                    if response.status == scenario.expect:
-                        my_expected += 1
-                except (OSError, http.client.HTTPException) as error:
-                    outcome = type(error).__name__
-                    connection.close()
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                if measured:
-                    my_latencies.append(elapsed_ms)
-                    my_statuses[outcome] += 1
-                    my_opened += reconnect
-                    my_last = time.time()
-        finally:
-            connection.close()
-        with lock:
-            latencies.extend(my_latencies)
-            statuses.update(my_statuses)
-            all_expected += my_expected
-            opened += my_opened
-            last_done = max(last_done, my_last)
-
-    threads = [threading.Thread(target=worker, args=(index,), daemon=True)
-               for index in range(spec["connections"])]
-    for thread in threads:
-        thread.start()
-    sleep_until(warm_end)
-    usage_start = resource.getrusage(resource.RUSAGE_SELF)
-    deadline = end_at + REQUEST_TIMEOUT + 5
-    for thread in threads:
-        thread.join(timeout=max(0.0, deadline - time.time()))
-    usage_end = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (usage_end.ru_utime + usage_end.ru_stime) - (usage_start.ru_utime + usage_start.ru_stime)
-    with lock:
-        result = {
-            "latencies_ms": latencies, "statuses": dict(statuses), "all_expected": all_expected,
-            "connections_opened": opened, "window_s": max(last_done - warm_end, 1e-3),
-            "cpu_s": cpu, "stuck_threads": sum(thread.is_alive() for thread in threads),
-        }
-    write_client_result(spec, result)
-    return 0
+    host = rng.choice(hosts)
+    headers = {"Accept": "application/json", "Connection": "keep-alive"}
+    if scenario.authenticated:
+        headers["Authorization"] = f"Bearer {tokens[host]}"
+    body = None
+    if scenario.method == "POST":
+        headers["Content-Type"] = "application/json"
+        body = json.dumps({
+            "status": "changed", "exit_code": 2, "commit": f"{rng.getrandbits(160):040x}",
+            "environment": "production", "resources": {"changed": 3, "failed": 0},
+            "failed_resources": [], "duration": round(rng.uniform(1, 60), 1),
+        }).encode()
+    return Request(scenario.method, scenario.path.format(host=host), headers, body)
 
 
 # --- one scenario --------------------------------------------------------------------------
 
 
 def run_scenario(
-    scenario: Scenario, arguments: argparse.Namespace, server: ApiServer, slapd_pid: int,
+    scenario: Scenario, arguments: argparse.Namespace, server: ServedApi, slapd_pid: int,
     workdir: Path, tokens_path: Path,
 ) -> dict[str, Any]:
     """Load the server with ``scenario`` from the client processes; the merged results."""
@@ -262,52 +191,48 @@ def run_scenario(
         for number, connections in enumerate(per_process):
             clients.start(f"{scenario.name}-{number}", {
                 "scenario": scenario.name, "port": server.port, "tokens": str(tokens_path),
-                "connections": connections, "seed": f"{SEED}-{scenario.name}-{number}",
-                "start_at": start_at, "warm_end": warm_end, "end_at": end_at,
-                "max_requests": MAX_REQUESTS // processes,
+                "threads": connections, "keep_alive": True, "schedule": None,
+                "count": MAX_REQUESTS // processes, "seed": f"{SEED}-{scenario.name}-{number}",
+                "start_at": start_at, "end_at": end_at,
             })
         sleep_until(warm_end)
         before = CpuSample.take(server, slapd_pid)
         sleep_until(end_at)
         after = CpuSample.take(server, slapd_pid)
         results = clients.results(deadline=end_at + REQUEST_TIMEOUT + 30)
-    return merge_results(scenario, results, before, after, arguments.seconds)
+    return merge_results(scenario, results, before, after, warm_end, arguments.seconds)
 
 
 def merge_results(
     scenario: Scenario, results: Sequence[dict[str, Any]], before: CpuSample,
-    after: CpuSample, seconds: float,
+    after: CpuSample, warm_end: float, seconds: float,
 ) -> dict[str, Any]:
-    """One scenario's figures from its client processes' results and the CPU samples."""
-    latencies = [ms for result in results for ms in result["latencies_ms"]]
-    statuses: Counter[str] = Counter()
-    for result in results:
-        statuses.update(result["statuses"])
-    if not latencies:
+    """One scenario's figures from its client processes' results and the CPU samples:
+    requests sent after the warm-up, and every expected answer (for the stored count)."""
+    timings = [timing for result in results for timing in result["timings"]]
+    measured = [(sent, done, outcome) for _, sent, done, outcome in timings if sent >= warm_end]
+    if not measured:
         raise BenchmarkError(f"{scenario.name}: no request completed in the measuring window")
-    window = max(result["window_s"] for result in results)
-    errors = sum(count for outcome, count in statuses.items() if outcome != str(scenario.expect))
-    count = len(latencies)
+    statuses = Counter(outcome for _, _, outcome in measured)
+    window = max(done for _, done, _ in measured) - warm_end
+    count = len(measured)
     used = after.since(before)
     client_cpu = sum(result["cpu_s"] for result in results)
-    cpu_ms = {
-        "workers": used.workers * 1000 / count,
-        "master": used.master * 1000 / count,
-        "slapd": used.slapd * 1000 / count,
-        "client": client_cpu * 1000 / count,
-    }
     return {
         "description": scenario.description,
         "expected_status": scenario.expect,
         "requests": count,
         "window_s": window,
         "requests_per_s": count / window,
-        **latency_summary(latencies),
-        "errors": errors,
+        "latency_ms": summary([(done - sent) * 1000 for sent, done, _ in measured]),
+        "errors": sum(n for outcome, n in statuses.items() if outcome != str(scenario.expect)),
         "statuses": dict(statuses),
         "connections_opened": sum(result["connections_opened"] for result in results),
-        "all_expected": sum(result["all_expected"] for result in results),
-        "cpu_ms_per_request": cpu_ms,
+        "all_expected": sum(outcome == str(scenario.expect) for *_, outcome in timings),
+        "cpu_ms_per_request": {"workers": used.workers * 1000 / count,
+                               "master": used.master * 1000 / count,
+                               "slapd": used.slapd * 1000 / count,
+                               "client": client_cpu * 1000 / count},
         "client_cpu_share": client_cpu / seconds,
         "machine_busy_share": used.busy_share,
         "other_busy_share": used.other_share(client_cpu),
@@ -317,12 +242,13 @@ def merge_results(
 
 def print_scenario(name: str, row: dict[str, Any], cores: int) -> None:
     """One scenario's figures."""
-    print(f"{name:<9} {row['requests_per_s']:8.1f} req/s  median {row['median_ms']:6.1f}  "
-          f"p90 {row['p90_ms']:6.1f}  p99 {row['p99_ms']:6.1f}  max {row['max_ms']:6.1f} ms  "
-          f"errors {row['errors']}")
+    latency = row["latency_ms"]
+    print(f"{name:<9} {row['requests_per_s']:8.1f} req/s  median {latency['median']:6.1f}  "
+          f"p90 {latency['p90']:6.1f}  p99 {latency['p99']:6.1f}  max {latency['max']:6.1f} ms"
+          f"  errors {row['errors']}")
     cpu = row["cpu_ms_per_request"]
     print(f"          {row['requests']:,} requests in {row['window_s']:.1f} s; "
-          f"{row['connections_opened']:,} connections opened; "
+          f"{row['connections_opened']:,} connections opened (warm-up included); "
           f"statuses {json.dumps(row['statuses'], sort_keys=True)}")
     print(f"          CPU per request: workers {cpu['workers']:.2f} ms, slapd "
           f"{cpu['slapd']:.2f} ms, client {cpu['client']:.2f} ms, master {cpu['master']:.2f} ms;"
@@ -379,27 +305,24 @@ def check_answers(
 # --- reporting -----------------------------------------------------------------------------
 
 
-def print_summary(scenarios: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Print PASS/FAIL per target; returns them for the JSON."""
+def summary_targets(scenarios: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """PASS/FAIL per target, printed; returned for the JSON."""
     classify, report = scenarios["classify"], scenarios["report"]
-    targets = {
+    targets = print_targets({
         f"classification at least {CLASSIFY_RPS_TARGET:g} requests/s": (
             classify["requests_per_s"] >= CLASSIFY_RPS_TARGET,
             f"{classify['requests_per_s']:.1f} req/s"),
         f"classification p99 under {CLASSIFY_P99_TARGET_MS:g} ms": (
-            classify["p99_ms"] < CLASSIFY_P99_TARGET_MS, f"{classify['p99_ms']:.1f} ms"),
+            classify["latency_ms"]["p99"] < CLASSIFY_P99_TARGET_MS,
+            f"{classify['latency_ms']['p99']:.1f} ms"),
         f"run reports at least {REPORT_RPS_TARGET:g} per second": (
             report["requests_per_s"] >= REPORT_RPS_TARGET,
             f"{report['requests_per_s']:.1f} req/s"),
-    }
-    print("\n== summary ==")
-    print_environment()
-    for name, (ok, value) in targets.items():
-        print(f"{verdict(ok)}  {name}: {value}")
+    })
     errors = {name: row["errors"] for name, row in scenarios.items() if row["errors"]}
     print(f"errors (status other than expected, or failed requests): "
           f"{json.dumps(errors) if errors else 'none'}")
-    return {name: {"pass": ok, "value": value} for name, (ok, value) in targets.items()}
+    return targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,15 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", metavar="SPEC", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.client:
-        return run_client(arguments.client)
+        return load_client(arguments.client, make_request)
     if arguments.seconds <= 0 or arguments.warmup < 0:
         parser.error("--seconds must be positive and --warmup not negative")
     if not 1 <= arguments.client_processes <= arguments.connections:
         parser.error("--client-processes must be between 1 and --connections")
 
-    from opslab.slapd import ThrowawaySlapd, free_port
+    from opslab.slapd import ThrowawaySlapd
 
-    print_environment()
     cores = os.cpu_count() or 1
     results: dict[str, Any] = {
         "seconds": arguments.seconds, "warmup": arguments.warmup,
@@ -435,21 +357,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="opslab-api-bench-") as scratch:
         workdir = Path(scratch)
         slapd = ThrowawaySlapd(SUFFIX, SCHEMAS)
-        server: ApiServer | None = None
+        server: ServedApi | None = None
         try:
             print("\n== 1. directory, database, server ==")
             expected = load_directory(slapd, workdir)
-            database = f"sqlite:///{workdir / 'api.sqlite'}"
-            tokens = create_database(database, {host: expected[host].project
-                                                for host in sorted(expected)})
+            server, tokens = serve_api(workdir, slapd, expected, {"api": {"workers": WORKERS}})
             tokens_path = workdir / "tokens.json"
             tokens_path.write_text(json.dumps(tokens), encoding="utf-8")
             tokens_path.chmod(0o600)
-            port = free_port()
-            server = ApiServer(write_api_config(slapd, workdir, database, port, WORKERS), port,
-                               workdir, WORKERS)
-            server.start()
-            posted = check_answers(port, tokens, expected, seeded_random())
+            posted = check_answers(server.port, tokens, expected, seeded_random())
 
             print(f"\n== 2. load: {arguments.connections} connections from "
                   f"{arguments.client_processes} client process(es), {arguments.warmup:g} s "
@@ -465,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 print_scenario(scenario.name, row, cores)
                 if scenario.name == "report":
                     posted += row["all_expected"]
-                    stored = count_reports(database)
+                    stored = count_reports(server.database)
                     row["stored_reports"] = stored
                     print(f"          reports stored {stored:,}, 201s seen by the clients "
                           f"{posted:,}: {'consistent' if stored == posted else 'MISMATCH'}")
@@ -474,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             if server is not None:
                 server.stop()
             slapd.destroy()
-    results["targets"] = print_summary(results["scenarios"])
+    results["targets"] = summary_targets(results["scenarios"])
     print(f"(closed loop: mean latency = {arguments.connections} connections / throughput; "
           "the server, slapd and the client share the machine's cores)")
     write_results(arguments.json, results)

@@ -1,7 +1,6 @@
-"""What the benchmarks share: the generated directory, finding opslab's commands,
-the environment of measured processes, the API under test (its database of
-host tokens, its configuration, gunicorn), CPU accounting from /proc,
-load-generating client processes, and reporting helpers.
+"""What the benchmarks share: the generated directory, measured processes, git, the API
+under test (served as the tests and the demo serve it), CPU accounting from /proc, the
+load-generating client, summaries of samples, and reporting.
 
 The benchmarks run as scripts (``python benchmarks/X.py``), so this module is
 imported as ``common`` from their own folder.
@@ -13,25 +12,29 @@ import json
 import os
 import platform
 import random
+import resource
 import secrets
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
-import yaml
-
 from opslab.names import environment_for_branch
 from opslab.slapd import ThrowawaySlapd
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = sorted((REPO / "schema").glob("*.ldif"))
+# The one way to serve the API on loopback, shared with the tests and the demo. Appended,
+# not prepended: the checkout's own opslab/ folder must not shadow the installed package.
+sys.path.append(str(REPO / "tests"))
+from served_api import ServedApi  # noqa: E402
 
 # The generated directory: 10,000 hosts in 500 projects.
 SUFFIX = "dc=example,dc=org"
@@ -46,6 +49,10 @@ HOST_CLASSES = (
 )
 PROJECT_CLASSES = ("motd", "profile::base", "profile::users", "profile::ssh", "profile::ntp")
 DEFAULT_CLASS = "base"
+
+COMMAND_TIMEOUT = 60.0  # seconds, for a measured command unless it says otherwise
+GIT_TIMEOUT = 600.0  # seconds, for one git command building or reading a repository
+REQUEST_TIMEOUT = 5.0  # seconds, for every request of a load client
 
 
 class BenchmarkError(RuntimeError):
@@ -64,9 +71,9 @@ class ExpectedNode:
 # --- the directory -------------------------------------------------------------------------
 
 
-def seeded_random() -> random.Random:
+def seeded_random(salt: str = "") -> random.Random:
     """The same pseudo-random sequence every run: same directory, same sample hosts."""
-    return random.Random(SEED)  # noqa: S311 - reproducible test data, not secrets
+    return random.Random(f"{SEED}{salt}")  # noqa: S311 - reproducible test data, not secrets
 
 
 def _entry(dn: str, *lines: str) -> str:
@@ -155,7 +162,7 @@ def load_directory(slapd: ThrowawaySlapd, workdir: Path) -> dict[str, ExpectedNo
     print(f"directory: {len(expected):,} hosts in {PROJECTS} projects, "
           f"{ldif.count('dn: '):,} entries, {len(ldif) / 1e6:.1f} MB of LDIF")
     print(f"  generate {generated - started:6.2f} s   slapadd {loaded - generated:6.2f} s   "
-          f"generate+load {loaded - started:6.2f} s   slapd start {running - loaded:5.2f} s")
+          f"slapd start {running - loaded:5.2f} s")
     return expected
 
 
@@ -184,11 +191,83 @@ def bytecode_environment(pycache: Path, drop: Iterable[str] = ()) -> dict[str, s
     return environment
 
 
-# --- the API under test --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Run:
+    """One whole process: wall time, CPU time, what it said; returncode None if it timed out.
 
-SERVER_START_DEADLINE = 60.0  # seconds until gunicorn must answer
-SERVER_STOP_DEADLINE = 20.0
-REQUEST_TIMEOUT = 5.0  # seconds, for every request
+    ``cpu`` is user + system time of the process and of every descendant it
+    waited for (git, for the branch runner), from getrusage(RUSAGE_CHILDREN):
+    far steadier than wall time on a shared machine, and blind to I/O waits.
+    """
+
+    seconds: float
+    cpu: float
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+
+def run_measured(command: Sequence[str], timeout: float = COMMAND_TIMEOUT,
+                 environment: dict[str, str] | None = None, cwd: Path | None = None,
+                 stdin: Any = subprocess.DEVNULL) -> Run:
+    """Run ``command`` to completion in a process group of its own (the whole group killed
+    at ``timeout``), reaped either way."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=environment, cwd=cwd,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+        returncode: int | None = process.returncode
+    except BaseException as error:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
+        if not isinstance(error, subprocess.TimeoutExpired):
+            raise
+        returncode = None
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(seconds, cpu, returncode, stdout.decode(errors="replace"),
+               stderr.decode(errors="replace"))
+
+
+def succeeded(result: Run, what: str) -> Run:
+    """``result`` if it exited 0; else BenchmarkError with its output."""
+    if result.returncode != 0:
+        status = "timed out" if result.returncode is None else f"exited {result.returncode}"
+        raise BenchmarkError(f"{what} {status} after {result.seconds:.1f} s:\n"
+                             f"{result.stdout[-1500:]}{result.stderr[-2500:]}")
+    return result
+
+
+def git(*arguments: str, cwd: Path | None = None, stdin: Any = subprocess.DEVNULL,
+        timeout: float = GIT_TIMEOUT) -> bytes:
+    """Run git (an identity of its own, no signing: the user's configuration must not
+    matter); its stdout. BenchmarkError on failure or timeout."""
+    command = ["git", "-c", "user.name=opslab benchmark", "-c", "user.email=bench@example.org",
+               "-c", "commit.gpgsign=false", *arguments]
+    try:
+        result = subprocess.run(command, cwd=cwd, stdin=stdin, capture_output=True,
+                                timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkError(f"git {' '.join(arguments[:3])} timed out") from None
+    if result.returncode != 0:
+        raise BenchmarkError(f"git {' '.join(arguments[:3])} failed: "
+                             f"{result.stderr.decode(errors='replace')[-1500:]}")
+    return result.stdout
+
+
+def rotated(names: Sequence[str], round_number: int) -> list[str]:
+    """``names`` starting with a different one each round, so none always goes first or
+    always follows the same neighbour."""
+    shift = round_number % len(names)
+    return [*names[shift:], *names[:shift]]
+
+
+# --- the API under test --------------------------------------------------------------------
 
 
 def create_database(url: str, hosts: dict[str, str]) -> dict[str, str]:
@@ -216,34 +295,18 @@ def create_database(url: str, hosts: dict[str, str]) -> dict[str, str]:
     return tokens
 
 
-def write_api_config(
-    slapd: ThrowawaySlapd, workdir: Path, database: str, port: int, workers: int,
-    remote: str | None = None,
-) -> Path:
-    """The opslab configuration for the API under test (``workdir/opslab.yaml``):
-    the directory's ldapi socket, the root DN as the API's writer, ``workers``
-    gunicorn workers on loopback ``port``, and ``remote`` as the control
-    repository whose branch heads targets carry (none: targets have no commit)."""
-    secret = workdir / "writer.secret"
-    secret.write_text(slapd.root_password, encoding="utf-8")
-    secret.chmod(0o600)
-    path = workdir / "opslab.yaml"
-    document: dict[str, Any] = {
-        "ldap": {"uri": slapd.ldapi_uri, "base": SUFFIX},
-        "api": {
-            "database": database,
-            "writer_dn": slapd.root_dn,
-            "writer_password_file": str(secret),
-            "domain": "example.org",
-            "listen": f"127.0.0.1:{port}",
-            "workers": workers,
-            "public_url": f"http://127.0.0.1:{port}",
-        },
-    }
-    if remote is not None:
-        document["branches"] = {"remote": remote}
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return path
+def serve_api(workdir: Path, slapd: ThrowawaySlapd, expected: dict[str, ExpectedNode],
+              settings: dict[str, dict[str, Any]]) -> tuple[ServedApi, dict[str, str]]:
+    """The API under test for the generated directory: its SQLite database holding every
+    host's token, then ``opslab api serve`` started (every worker up) with
+    ``settings``. Returns the server and the hosts' tokens."""
+    server = ServedApi(workdir, slapd, SUFFIX, settings)
+    tokens = create_database(server.database, {host: expected[host].project
+                                               for host in sorted(expected)})
+    server.start()
+    print(f"gunicorn: answering on {server.url}, master {server.pid}, "
+          f"{len(server.worker_pids())} worker(s)")
+    return server, tokens
 
 
 class Answer(NamedTuple):
@@ -254,10 +317,8 @@ class Answer(NamedTuple):
     body: bytes
 
 
-def request_once(
-    port: int, method: str, path: str, headers: dict[str, str] | None = None,
-    body: bytes | None = None, timeout: float = REQUEST_TIMEOUT,
-) -> Answer:
+def request_once(port: int, method: str, path: str, headers: dict[str, str] | None = None,
+                 body: bytes | None = None, timeout: float = REQUEST_TIMEOUT) -> Answer:
     """One request on a fresh connection to loopback ``port``."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -270,80 +331,6 @@ def request_once(
         connection.close()
 
 
-class ApiServer:
-    """``opslab --config FILE api serve`` as a child process, its output in a log file."""
-
-    def __init__(self, config_path: Path, port: int, workdir: Path, workers: int) -> None:
-        self.config_path = config_path
-        self.port = port
-        self.workdir = workdir
-        self.workers = workers
-        self.log_path = workdir / "gunicorn.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start gunicorn and wait until it answers HTTP with all its workers up (the first
-        answers before the others have booted), within SERVER_START_DEADLINE."""
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [find_script("opslab"), "--config", str(self.config_path), "api", "serve"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-            )
-        started = time.monotonic()
-        while True:
-            if self.process.poll() is not None:
-                raise BenchmarkError(f"opslab api serve exited with {self.process.returncode}:"
-                                     f"\n{self.log_tail()}")
-            try:
-                request_once(self.port, "GET", "/v1/no-such-route", timeout=2.0)
-                workers = self.worker_pids()
-                ready = len(workers) >= self.workers
-            except OSError:
-                ready = False
-            if not ready:
-                if time.monotonic() - started > SERVER_START_DEADLINE:
-                    raise BenchmarkError(
-                        f"opslab api serve did not answer with {self.workers} workers within "
-                        f"{SERVER_START_DEADLINE:g} s:\n{self.log_tail()}")
-                time.sleep(0.2)
-                continue
-            print(f"gunicorn: answering on 127.0.0.1:{self.port} after "
-                  f"{time.monotonic() - started:.1f} s, master {self.process.pid}, "
-                  f"{len(workers)} workers")
-            return
-
-    def worker_pids(self) -> list[int]:
-        """The master's child processes (the workers), from /proc."""
-        if self.process is None:
-            return []
-        return children_of(self.process.pid)
-
-    def stop(self) -> None:
-        """SIGTERM (gunicorn's graceful stop); SIGKILL master and workers after the deadline."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        workers = children_of(process.pid)
-        process.terminate()
-        try:
-            process.wait(timeout=SERVER_STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=SERVER_STOP_DEADLINE)
-        for pid in workers:  # gone with a graceful stop; not after a SIGKILL of the master
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines gunicorn wrote."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
 # --- CPU accounting from /proc -------------------------------------------------------------
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -353,18 +340,6 @@ def _stat_fields(pid: int) -> list[str]:
     with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
         text = stream.read()
     return text[text.rindex(")") + 2:].split()  # fields from the 3rd (state) on
-
-
-def children_of(parent: int) -> list[int]:
-    """Process ids whose parent is ``parent``."""
-    children = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            if int(_stat_fields(int(name))[1]) == parent:
-                children.append(int(name))
-    return children
 
 
 def process_cpu_seconds(pids: Sequence[int]) -> float:
@@ -399,12 +374,11 @@ class CpuSample:
     machine_total: float
 
     @classmethod
-    def take(cls, server: ApiServer, slapd_pid: int) -> "CpuSample":
-        assert server.process is not None
+    def take(cls, server: ServedApi, slapd_pid: int) -> "CpuSample":
         busy, total = machine_busy_seconds()
         return cls(
             workers=process_cpu_seconds(server.worker_pids()),
-            master=process_cpu_seconds([server.process.pid]),
+            master=process_cpu_seconds([server.pid]),
             slapd=process_cpu_seconds([slapd_pid]),
             machine_busy=busy,
             machine_total=total,
@@ -439,16 +413,111 @@ class CpuSample:
         return max(self.machine_busy - accounted, 0.0) / self.machine_total
 
 
-# --- load-generating client processes ------------------------------------------------------
+# --- the load-generating client ------------------------------------------------------------
 
 CLIENT_START_MARGIN = 3.0  # seconds between launching the clients and their first request
 
 
+class Request(NamedTuple):
+    """One request a client sends."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes | None = None
+
+
+# The one client loop, in a process of its own. Its spec (JSON) says: ``port``;
+# ``threads``; ``keep_alive`` (one connection per thread, reopened when the server
+# closes it) or a new connection per request, as an agent makes it; ``count``
+# requests at most; ``schedule``: each request's send time (open loop: sent at its
+# time whatever the others are doing, latency counted from it, so queueing shows),
+# or null with ``start_at`` and ``end_at`` (closed loop: each thread sends its next
+# request as soon as it has the answer, until ``end_at``); ``seed``. What to send
+# comes from the benchmark's ``make_request(spec, index, rng)``.
+RequestMaker = Callable[[dict[str, Any], int, random.Random], Request]
+
+
+def load_client(spec_path: str, make_request: RequestMaker) -> int:
+    """``--client SPEC``: send SPEC's requests, then write to SPEC's ``out`` (JSON) each
+    request's due, send and answer times (``time.time()``) and status (or the
+    exception's name), and how often a thread had to open a connection."""
+    spec: dict[str, Any] = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    schedule: list[float] | None = spec["schedule"]
+    count: int = len(schedule) if schedule is not None else spec["count"]
+    end_at: float = spec.get("end_at") or float("inf")
+    indexes = iter(range(count))
+    lock = threading.Lock()
+    timings: list[tuple[float, float, float, str]] = []
+    counters = {"late_pickups": 0, "connections_opened": 0}
+
+    def worker(thread: int) -> None:
+        rng = random.Random(f"{spec['seed']}-{thread}")  # noqa: S311 - load, not secrets
+        mine: list[tuple[float, float, float, str]] = []
+        connection: http.client.HTTPConnection | None = None
+        opened = late = 0
+        sleep_until(spec["start_at"])
+        try:
+            while time.time() < end_at:
+                with lock:
+                    index = next(indexes, None)
+                if index is None:
+                    return
+                due = time.time()
+                if schedule is not None:
+                    due = schedule[index]
+                    # A free thread takes its next request long before it is due;
+                    # taking it late means every thread was busy then.
+                    late += time.time() > due
+                    sleep_until(due)
+                request = make_request(spec, index, rng)
+                if connection is None or connection.sock is None or not spec["keep_alive"]:
+                    if connection is not None:
+                        connection.close()
+                    connection = http.client.HTTPConnection("127.0.0.1", spec["port"],
+                                                            timeout=REQUEST_TIMEOUT)
+                    opened += 1
+                sent = time.time()
+                try:
+                    connection.request(request.method, request.path, body=request.body,
+                                       headers=request.headers)
+                    response = connection.getresponse()
+                    response.read()
+                    outcome = str(response.status)
+                except (OSError, http.client.HTTPException) as error:  # timeouts, resets
+                    outcome = type(error).__name__
+                    connection.close()
+                mine.append((due if schedule is not None else sent, sent, time.time(), outcome))
+        finally:
+            if connection is not None:
+                connection.close()
+            with lock:
+                timings.extend(mine)
+                counters["late_pickups"] += late
+                counters["connections_opened"] += opened
+
+    threads = [threading.Thread(target=worker, args=(number,), daemon=True)
+               for number in range(spec["threads"])]
+    cpu_started = time.process_time()
+    for thread in threads:
+        thread.start()
+    last_due = schedule[-1] if schedule else min(end_at, time.time() + COMMAND_TIMEOUT)
+    deadline = last_due + REQUEST_TIMEOUT + 5
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.time()))
+    with lock:
+        Path(spec["out"]).write_text(json.dumps({
+            "timings": sorted(timings), **counters,
+            "cpu_s": time.process_time() - cpu_started,
+            "stuck_threads": sum(thread.is_alive() for thread in threads),
+        }), encoding="utf-8")
+    return 0
+
+
 class ClientProcesses:
-    """Clients that load the API from processes of their own, so that their CPU is not
-    the server's: ``python SCRIPT --client SPEC``, each given a JSON spec and writing
-    its results as JSON to the spec's ``out``. Clients still running when the
-    ``with`` block ends are killed."""
+    """Load clients in processes of their own, so that their CPU is not the server's:
+    ``python SCRIPT --client SPEC``, the script calling :func:`load_client`. Clients
+    still running when the ``with`` block ends are killed and reaped."""
 
     def __init__(self, script: Path, workdir: Path) -> None:
         self.script = script
@@ -462,10 +531,10 @@ class ClientProcesses:
         for process, _ in self._clients:
             if process.poll() is None:
                 process.kill()
-                process.wait()
+            process.wait()
 
     def start(self, name: str, spec: dict[str, Any]) -> None:
-        """Launch the client ``name`` with ``spec``."""
+        """Launch the client ``name`` with ``spec`` (see :func:`load_client`)."""
         spec_path = self.workdir / f"client-{name}.json"
         out_path = self.workdir / f"result-{name}.json"
         spec_path.write_text(json.dumps({**spec, "out": str(out_path)}), encoding="utf-8")
@@ -489,17 +558,6 @@ class ClientProcesses:
         return results
 
 
-def read_client_spec(path: str) -> dict[str, Any]:
-    """In a client process: the spec it was started with."""
-    spec: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
-    return spec
-
-
-def write_client_result(spec: dict[str, Any], result: dict[str, Any]) -> None:
-    """In a client process: hand its results to :meth:`ClientProcesses.results`."""
-    Path(spec["out"]).write_text(json.dumps(result), encoding="utf-8")
-
-
 def sleep_until(moment: float) -> None:
     """Sleep until ``time.time()`` reaches ``moment``: the wall clock, because the parent
     and its clients share schedules (``time.monotonic()`` compares only within a process)."""
@@ -508,7 +566,7 @@ def sleep_until(moment: float) -> None:
         time.sleep(delay)
 
 
-# --- reporting -----------------------------------------------------------------------------
+# --- summaries and reporting ---------------------------------------------------------------
 
 
 def percentile(samples: Sequence[float], percent: int) -> float:
@@ -518,19 +576,30 @@ def percentile(samples: Sequence[float], percent: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[percent - 1]
 
 
-def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:
-    """Median, p90, p99 and maximum of latencies in ms, under the keys the reports use."""
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    """Count, median, p90, p99, minimum and maximum of ``samples`` (whatever their unit)."""
     return {
-        "median_ms": statistics.median(samples_ms),
-        "p90_ms": percentile(samples_ms, 90),
-        "p99_ms": percentile(samples_ms, 99),
-        "max_ms": max(samples_ms),
+        "n": len(samples),
+        "median": statistics.median(samples),
+        "p90": percentile(samples, 90),
+        "p99": percentile(samples, 99),
+        "min": min(samples),
+        "max": max(samples),
     }
 
 
 def verdict(ok: bool) -> str:
     """PASS or FAIL."""
     return "PASS" if ok else "FAIL"
+
+
+def print_targets(targets: dict[str, tuple[bool, str]]) -> dict[str, dict[str, Any]]:
+    """Print PASS/FAIL per target with the machine's state; returns them for the JSON."""
+    print("\n== summary ==")
+    print_environment()
+    for name, (ok, value) in targets.items():
+        print(f"{verdict(ok)}  {name}: {value}")
+    return {name: {"pass": ok, "value": value} for name, (ok, value) in targets.items()}
 
 
 def write_results(path: str | None, results: dict[str, Any]) -> None:
@@ -551,5 +620,8 @@ def run_script(main: Callable[[], int], name: str) -> NoReturn:
 def print_environment() -> None:
     """One line on the machine: noisy numbers need their context."""
     load_1, _, _ = os.getloadavg()
-    print(f"python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, load average {load_1:.2f}")
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                            check=False).stdout.strip() or "unknown"
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}, commit {commit}, python "
+          f"{platform.python_version()}, {os.cpu_count()} CPUs, load average {load_1:.2f}")

@@ -38,11 +38,9 @@ Usage: ``python benchmarks/enc_benchmark.py [--runs N] [--classify-runs N] [--js
 """
 
 import argparse
-import json
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +50,7 @@ from typing import Any
 
 import yaml
 from common import (
+    COMMAND_TIMEOUT,
     SCHEMAS,
     SUFFIX,
     BenchmarkError,
@@ -59,10 +58,13 @@ from common import (
     bytecode_environment,
     find_script,
     load_directory,
-    percentile,
-    print_environment,
+    print_targets,
+    run_measured,
+    run_script,
     seeded_random,
-    verdict,
+    succeeded,
+    summary,
+    write_results,
 )
 
 from opslab.config import Config, load
@@ -73,7 +75,6 @@ from opslab.slapd import ThrowawaySlapd
 
 TARGET_HOSTS = 40
 NODE_FILTER = "(&(objectClass=puppetClient)(|(cn={host})(associatedDomain={host})))"
-COMMAND_TIMEOUT = 60.0  # seconds, for any one timed process
 
 ENC_FLOOR_RATIO_TARGET = 1.5
 CLASSIFY_MEDIAN_TARGET_MS = 2.0
@@ -121,20 +122,6 @@ def write_config(slapd: ThrowawaySlapd, workdir: Path) -> Path:
     return path
 
 
-# --- statistics ----------------------------------------------------------------------------
-
-
-def summarize(samples: Sequence[float]) -> dict[str, float]:
-    """Median, p90 and p99 of a list of milliseconds."""
-    return {
-        "n": len(samples),
-        "median_ms": statistics.median(samples),
-        "p90_ms": percentile(samples, 90),
-        "p99_ms": percentile(samples, 99),
-        "min_ms": min(samples),
-    }
-
-
 # --- whole processes -----------------------------------------------------------------------
 
 
@@ -143,21 +130,10 @@ def run_command(command: Sequence[str], environment: dict[str, str]) -> tuple[fl
 
     Raises BenchmarkError unless it exits 0 with something on stdout.
     """
-    started = time.perf_counter()
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
-            env=environment,
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchmarkError(f"timed out after {COMMAND_TIMEOUT:g} s: {command}") from None
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    if result.returncode != 0 or not result.stdout.strip():
-        raise BenchmarkError(
-            f"{command} exited {result.returncode} with "
-            f"{len(result.stdout)} bytes of stdout; stderr:\n{result.stderr.strip()[-2000:]}"
-        )
-    return elapsed_ms, result.stdout
+    result = succeeded(run_measured(command, COMMAND_TIMEOUT, environment), command[0])
+    if not result.stdout.strip():
+        raise BenchmarkError(f"{command} printed nothing; stderr:\n{result.stderr[-2000:]}")
+    return result.seconds * 1000, result.stdout
 
 
 def check_enc_answer(host: str, output: str, expected: ExpectedNode) -> None:
@@ -250,18 +226,10 @@ def parse_importtime(stderr: str) -> list[tuple[str, int, int]]:
 
 def import_profile(statement: str, environment: dict[str, str]) -> list[tuple[str, int, int]]:
     """What running ``statement`` in a fresh interpreter imports, per ``-X importtime``."""
-    try:
-        result = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", statement],
-            capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False,
-            env=environment,
-            # Not the checkout: its opslab/ folder would shadow the installed package.
-            cwd=tempfile.gettempdir(),
-        )
-    except subprocess.TimeoutExpired:
-        raise BenchmarkError(f"{statement!r} timed out") from None
-    if result.returncode != 0:
-        raise BenchmarkError(f"{statement!r} failed:\n{result.stderr.strip()[-2000:]}")
+    # Not in the checkout: its opslab/ folder would shadow the installed package.
+    result = succeeded(run_measured([sys.executable, "-X", "importtime", "-c", statement],
+                                    COMMAND_TIMEOUT, environment, Path(tempfile.gettempdir())),
+                       statement)
     return parse_importtime(result.stderr)
 
 
@@ -315,30 +283,25 @@ def print_import_report(imports: dict[str, Any]) -> None:
 def print_summary(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Print PASS/FAIL per target; returns them for the JSON."""
     ratio = results["processes"]["enc_over_floor"]
-    classify_median = results["in_process"]["classify"]["median_ms"]
+    classify_median = results["in_process"]["classify"]["median"]
     forbidden = results["imports"]["forbidden_found"]
-    targets = {
+    return print_targets({
         f"opslab-enc within {ENC_FLOOR_RATIO_TARGET}x of the Python floor": (
             ratio <= ENC_FLOOR_RATIO_TARGET, f"{ratio:.2f}x"),
         f"in-process classify median under {CLASSIFY_MEDIAN_TARGET_MS:g} ms": (
             classify_median < CLASSIFY_MEDIAN_TARGET_MS, f"{classify_median:.3f} ms"),
         "no flask/openstack/jenkins/git on the ENC start-up path": (
             not forbidden, ", ".join(forbidden) or "none"),
-    }
-    print("\n== summary ==")
-    print_environment()
-    for name, (ok, value) in targets.items():
-        print(f"{verdict(ok)}  {name}: {value}")
-    return {name: {"pass": ok, "value": value} for name, (ok, value) in targets.items()}
+    })
 
 
 def print_process_report(timings: dict[str, list[float]]) -> dict[str, Any]:
     """Print median/p90 per command and the ratios; returns them."""
-    stats = {name: summarize(samples) for name, samples in timings.items()}
+    stats = {name: summary(samples) for name, samples in timings.items()}
     print(f"{'command':<14} {'median':>9} {'p90':>9} {'min':>9}   (ms, whole process)")
     for name, row in stats.items():
-        print(f"{name:<14} {row['median_ms']:9.1f} {row['p90_ms']:9.1f} {row['min_ms']:9.1f}")
-    enc, floor, ldapsearch = (stats[n]["median_ms"] for n in ("opslab-enc", "floor", "ldapsearch"))
+        print(f"{name:<14} {row['median']:9.1f} {row['p90']:9.1f} {row['min']:9.1f}")
+    enc, floor, ldapsearch = (stats[n]["median"] for n in ("opslab-enc", "floor", "ldapsearch"))
     paired_overhead = statistics.median(
         e - f for e, f in zip(timings["opslab-enc"], timings["floor"], strict=True)
     )
@@ -366,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs and --classify-runs must be at least 2")
 
     ldapsearch, enc = find_ldapsearch(), find_script("opslab-enc")
-    print_environment()
     results: dict[str, Any] = {"runs": arguments.runs, "classify_runs": arguments.classify_runs}
     with tempfile.TemporaryDirectory(prefix="opslab-bench-") as scratch:
         workdir = Path(scratch)
@@ -403,10 +365,10 @@ def main(argv: list[str] | None = None) -> int:
             in_process = measure_in_process(
                 load(str(config_path)), all_hosts, arguments.classify_runs, rng
             )
-            results["in_process"] = {name: summarize(s) for name, s in in_process.items()}
+            results["in_process"] = {name: summary(s) for name, s in in_process.items()}
             for name, row in results["in_process"].items():
-                print(f"{name:<17} median {row['median_ms']:6.3f} ms   "
-                      f"p99 {row['p99_ms']:6.3f} ms")
+                print(f"{name:<17} median {row['median']:6.3f} ms   "
+                      f"p99 {row['p99']:6.3f} ms")
         finally:
             slapd.destroy()
 
@@ -415,14 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     results["imports"] = imports
     print_import_report(imports)
     results["targets"] = print_summary(results)
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"results written to {arguments.json}")
+    write_results(arguments.json, results)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchmarkError as error:
-        sys.exit(f"enc_benchmark: {error}")
+    run_script(main, "enc_benchmark")

@@ -1,7 +1,10 @@
-"""``opslab api serve`` (gunicorn) on a loopback port, for tests that need real HTTP."""
+"""``opslab api serve`` (gunicorn) on a loopback port: the one way the tests, the
+benchmarks and the demo serve the API over real HTTP."""
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,52 +17,99 @@ import yaml
 
 from opslab.slapd import ThrowawaySlapd, free_port
 
-START_DEADLINE = 30.0
+START_DEADLINE = 60.0  # seconds until gunicorn answers with every worker up
+STOP_DEADLINE = 30.0  # seconds for a graceful stop before the whole group is killed
 
 
 class ServedApi:
-    """A gunicorn serving the API for ``slapd``, with its own SQLite database."""
+    """A gunicorn serving the API for ``slapd``, with its own SQLite database, its
+    configuration, database and log (``api.log``) in ``work``."""
 
     def __init__(self, work: Path, slapd: ThrowawaySlapd, base: str,
                  settings: dict[str, dict[str, Any]] | None = None) -> None:
         """``settings``: more configuration, by section (``{"api": {"heads_ttl": 0}}``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.database = f"sqlite:///{work / 'api.sqlite'}"
+        self.log = work / "api.log"
         secret = work / "writer.secret"
         secret.write_text(slapd.root_password)
+        secret.chmod(0o600)
         self.config = work / "api.yaml"
         config: dict[str, dict[str, Any]] = {
             "ldap": {"uri": slapd.ldapi_uri, "base": base},
-            "api": {"database": f"sqlite:///{work / 'api.sqlite'}",
+            "api": {"database": self.database,
                     "writer_dn": slapd.root_dn, "writer_password_file": str(secret),
-                    "domain": "example.org",
+                    "domain": "example.org", "public_url": self.url,
                     "listen": f"127.0.0.1:{self.port}", "workers": 2},
         }
         for section, values in (settings or {}).items():
             config[section] = {**config.get(section, {}), **values}
+        self.workers: int = config["api"]["workers"]
         self.config.write_text(yaml.safe_dump(config))
         self._server: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """gunicorn's master."""
+        if self._server is None:
+            raise RuntimeError("the API is not running")
+        return self._server.pid
+
     def start(self) -> None:
-        self._server = subprocess.Popen(
-            [sys.executable, "-m", "opslab.cli", f"--config={self.config}", "api", "serve"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+        """Start gunicorn in a process group of its own; return once it answers with every
+        worker up (the first answers before the others have booted)."""
+        with open(self.log, "ab") as log:
+            self._server = subprocess.Popen(
+                [sys.executable, "-m", "opslab.cli", f"--config={self.config}", "api", "serve"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
         deadline = time.monotonic() + START_DEADLINE
         while True:
-            try:
+            with contextlib.suppress(OSError):
                 self.request("GET", "/v1/openapi.yaml")
-                return
-            except OSError:
-                if time.monotonic() > deadline or self._server.poll() is not None:
-                    self.stop()
-                    raise
-                time.sleep(0.2)
+                if len(self.worker_pids()) >= self.workers:
+                    return
+            if time.monotonic() > deadline or self._server.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"opslab api serve did not start; its log:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def worker_pids(self) -> list[int]:
+        """gunicorn's workers: the master's children, from /proc."""
+        if self._server is None:
+            return []
+        children = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{name}/stat", encoding="ascii") as stream:
+                        text = stream.read()
+                    if int(text[text.rindex(")") + 2:].split()[1]) == self._server.pid:
+                        children.append(int(name))
+        return children
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.terminate()
-            self._server.wait(timeout=30)
-            self._server = None
+        """SIGTERM (gunicorn's graceful stop); SIGKILL to the whole group past the deadline.
+        The master is reaped either way."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.terminate()
+        try:
+            server.wait(timeout=STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            # Not reaped yet, so its pid still names its group: the workers go too.
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines gunicorn wrote."""
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def request(self, method: str, path: str, body: Any = None,
                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
