@@ -14,27 +14,27 @@ Every diagnostic goes to stderr. Exit codes:
 """
 
 import argparse
+import logging
 import sys
 import traceback
 
 from opslab import __version__
 from opslab.config import Config, ConfigError, load
 from opslab.directory import Directory, DirectoryError, DirectoryUnavailable
+from opslab.log import setup
 from opslab.names import InvalidName, validate_certname
 
 from .cache import CacheError, ClassificationCache
 from .classifier import ClassificationError, Classifier, UnknownNode
 from .render import explain, to_yaml
 
+log = logging.getLogger("opslab.enc")
 EXIT_UNKNOWN_NODE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_UNCLASSIFIABLE = 4
 EXIT_INTERNAL_ERROR = 70  # sysexits.h EX_SOFTWARE
 
-
-def _say(message: str) -> None:
-    sys.stderr.write(f"opslab-enc: {message}\n")
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -54,11 +54,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the ENC; returns the process exit status."""
     arguments = _arguments(argv)
+    setup(prefix="opslab-enc")
     try:
         return _classify(arguments)
     except Exception:
         # Not exit 1, which Puppet's users read as "unknown node".
-        _say("internal error, please report:\n" + traceback.format_exc())
+        log.critical("internal error, please report:\n%s", traceback.format_exc())
         return EXIT_INTERNAL_ERROR
 
 
@@ -67,10 +68,10 @@ def _classify(arguments: argparse.Namespace) -> int:
         certname = validate_certname(arguments.certname)
         config = load(arguments.config)
     except (InvalidName, ConfigError) as error:
-        _say(f"error: {error}")
+        log.error("%s", error)
         return EXIT_USAGE
     if arguments.explain and config.enc.api_url:
-        _say("error: --explain reads the directory; it is not available through enc.api_url")
+        log.error("--explain reads the directory; it is not available through enc.api_url")
         return EXIT_USAGE
     cache = ClassificationCache(config.cache.dir, config.cache.max_age)
 
@@ -84,10 +85,10 @@ def _classify(arguments: argparse.Namespace) -> int:
     except UnknownNode as error:
         # The directory said so: a cached answer must never outlive the node.
         cache.forget(certname)
-        _say(f"unknown node {certname}: {error}")
+        log.info(f"unknown node {certname}: {error}")
         return EXIT_UNKNOWN_NODE
     except (ClassificationError, DirectoryError) as error:
-        _say(f"error: cannot classify {certname}: {error}")
+        log.error(f"cannot classify {certname}: {error}")
         return EXIT_UNCLASSIFIABLE
     except DirectoryUnavailable as error:
         return _serve_cached(cache, certname, str(error), arguments.explain)
@@ -96,7 +97,7 @@ def _classify(arguments: argparse.Namespace) -> int:
         try:
             cache.store(certname, output)
         except OSError as error:
-            _say(f"warning: cannot update the cache in {config.cache.dir}: {error.strerror}")
+            log.warning(f"cannot update the cache in {config.cache.dir}: {error.strerror}")
     sys.stdout.write(output)
     return 0
 
@@ -106,20 +107,20 @@ def _from_directory(config: Config, certname: str, explaining: bool) -> str:
     with Directory(config.ldap) as directory:
         classification = Classifier(directory, config).classify(certname)
     for warning in classification.warnings:
-        _say(f"warning: {warning}")
+        log.warning("%s", warning)
     return explain(classification) if explaining else to_yaml(classification)
 
 
 def _serve_cached(cache: ClassificationCache, certname: str, reason: str, explaining: bool) -> int:
     if explaining:
-        _say(f"error: directory unavailable: {reason}")
+        log.error(f"directory unavailable: {reason}")
         return EXIT_UNAVAILABLE
     try:
         output, age = cache.load(certname)
     except CacheError as error:
-        _say(f"error: directory unavailable ({reason}) and {error}")
+        log.error(f"directory unavailable ({reason}) and {error}")
         return EXIT_UNAVAILABLE
-    _say(f"warning: directory unavailable ({reason}); "
+    log.warning(f"directory unavailable ({reason}); "
          f"serving the cached classification confirmed {age:.0f} s ago")
     sys.stdout.write(output)
     return 0

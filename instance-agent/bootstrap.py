@@ -30,6 +30,7 @@ Exit status: 0 done; 1 a step failed (the message names it); 2 bad usage or inpu
 
 import argparse
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -44,6 +45,7 @@ from opslab.config import DEFAULT_PATH, ConfigError, check_api_url, check_ldap_u
 from opslab.files import write_atomic
 from opslab.names import InvalidName, has_control_characters, validate_certname
 
+log = logging.getLogger("opslab.agent.bootstrap")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -149,10 +151,10 @@ def run(arguments: argparse.Namespace, config_path: str | None) -> int:
     try:
         plan = _plan(arguments, config_path)
     except _BadInput as error:
-        _say(f"error: {error}; nothing was changed")
+        log.error(f"{error}; nothing was changed")
         return EXIT_USAGE
     except _StepFailed as error:
-        _say(f"error: {error}; nothing was changed")
+        log.error(f"{error}; nothing was changed")
         return EXIT_FAILED
     try:
         for file in plan.files:
@@ -160,14 +162,11 @@ def run(arguments: argparse.Namespace, config_path: str | None) -> int:
         if plan.start:
             return _start(plan)
     except _StepFailed as error:
-        _say(f"error: {error}")
+        log.error("%s", error)
         return EXIT_FAILED
     print("bootstrapped; not started (--no-start)")
     return 0
 
-
-def _say(message: str) -> None:
-    sys.stderr.write(f"opslab agent bootstrap: {message}\n")
 
 
 def _plan(arguments: argparse.Namespace, config_path: str | None) -> _Plan:
@@ -425,7 +424,7 @@ def _start(plan: _Plan) -> int:
         _step("reloading sshd", ["systemctl", "reload", "ssh"], SYSTEMCTL_TIMEOUT)
     if not first_run:
         # The service is enabled regardless: it retries, and the API may come later.
-        _say(f"error: the first run failed (see above); {SERVICE} is enabled and will retry")
+        log.error(f"the first run failed (see above); {SERVICE} is enabled and will retry")
         return EXIT_FAILED
     print(f"bootstrapped; {SERVICE} is running")
     return 0
@@ -442,5 +441,5 @@ def _step(name: str, command: Sequence[str], timeout: float | None, fatal: bool 
     if problem is not None and fatal:
         raise _StepFailed(f"{name} failed: {problem}")
     if problem is not None:
-        _say(f"{name} failed: {problem}")
+        log.warning(f"{name} failed: {problem}")
     return problem is None

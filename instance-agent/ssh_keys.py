@@ -33,6 +33,7 @@ searches: the person and this host together, then the membership check.
 """
 
 import argparse
+import logging
 import sys
 import traceback
 
@@ -49,8 +50,10 @@ from opslab.directory import (
     Search,
     fill_filter,
 )
+from opslab.log import setup
 from opslab.names import InvalidName, project_label, this_certname, validate_user_name
 
+log = logging.getLogger("opslab.agent.ssh_keys")
 EXIT_NOT_GRANTED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
@@ -72,9 +75,6 @@ class NotGranted(Exception):
     """The directory answered, and its answer grants no key."""
 
 
-def _say(message: str) -> None:
-    sys.stderr.write(f"opslab-ssh-keys: {message}\n")
-
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -92,11 +92,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the process exit status."""
     arguments = _arguments(argv)
+    setup(prefix="opslab-ssh-keys")
     try:
         return _serve(arguments)
     except Exception:
         # Not exit 1, which would read as an ordinary "not granted".
-        _say("internal error, please report:\n" + traceback.format_exc())
+        log.critical("internal error, please report:\n%s", traceback.format_exc())
         return EXIT_INTERNAL_ERROR
 
 
@@ -105,22 +106,22 @@ def _serve(arguments: argparse.Namespace) -> int:
     try:
         user = validate_user_name(arguments.user)
     except InvalidName as error:
-        _say(f"error: {error}")
+        log.error("%s", error)
         return EXIT_USAGE
     try:
         config = load(arguments.config)
         certname = this_certname(config.apply.certname)
     except (ConfigError, InvalidName) as error:
-        _say(f"error: access denied for {user}: {error}")
+        log.error(f"access denied for {user}: {error}")
         return EXIT_UNAVAILABLE
 
     try:
         keys = authorized_keys(config, certname, user)
     except NotGranted as error:
-        _say(f"no keys for {user}: {error}")
+        log.info(f"no keys for {user}: {error}")
         return EXIT_NOT_GRANTED
     except (DirectoryUnavailable, DirectoryError) as error:
-        _say(f"error: access denied for {user}, the directory could not be asked: {error}")
+        log.error(f"access denied for {user}, the directory could not be asked: {error}")
         return EXIT_UNAVAILABLE
     sys.stdout.write("".join(f"{key}\n" for key in keys))
     return 0

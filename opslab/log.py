@@ -69,6 +69,14 @@ def _value(value: Any) -> str:
     return text
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Whatever ``sys.stderr`` is when a line is written (a test may have replaced it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def under_journald(stream: IO[str]) -> bool:
     """Whether ``stream`` is the journal's (systemd sets ``$JOURNAL_STREAM`` to its
     device and inode)."""
@@ -87,9 +95,8 @@ def setup(level: int = logging.INFO, stream: IO[str] | None = None,
     ``prefix``: every line is ``PREFIX: message``, the stderr contract of a
     command such as ``opslab-enc``. Calling it again replaces the handler.
     """
-    target = stream or sys.stderr
-    handler = logging.StreamHandler(target)
-    handler.setFormatter(_Formatter(prefix, under_journald(target)))
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
+    handler.setFormatter(_Formatter(prefix, under_journald(stream or sys.stderr)))
     root = logging.getLogger(ROOT)
     for old in list(root.handlers):
         root.removeHandler(old)
