@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from opslab.api.app import create_app
 from opslab.api.store import engine_for, migrate
-from opslab.config import parse
+from opslab.config import Config, parse
 from opslab.puppet import enc_command
 from opslab.slapd import ThrowawaySlapd, free_port
 from tests.mariadb import ThrowawayMariaDB
@@ -181,17 +181,26 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         request.getfixturevalue("mariadb").reset()
 
 
-def api_client(tmp_path: Path, slapd: ThrowawaySlapd, database: str) -> Iterator[FlaskClient]:
-    """A test client of the API on ``database``, writing to ``slapd``."""
+def api_config(tmp_path: Path, slapd: ThrowawaySlapd, database: str | None = None,
+               **api: object) -> Config:
+    """The API's configuration for ``slapd`` (as its writer) and ``database`` (None: a new,
+    migrated SQLite database in ``tmp_path``); ``api`` adds or overrides ``api.*`` keys."""
     secret = tmp_path / "writer.secret"
     secret.write_text(slapd.root_password)
-    config = parse(yaml.safe_dump({
+    if database is None:
+        database = f"sqlite:///{tmp_path / 'api.sqlite'}"
+        migrate(database)
+    return parse(yaml.safe_dump({
         "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
         "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
-                "writer_password_file": str(secret), "max_body": 20000,
-                "public_url": "https://opslab.example.org"},
+                "writer_password_file": str(secret),
+                "public_url": "https://opslab.example.org", **api},
     }), "test")
-    app = create_app(config)
+
+
+def api_client(tmp_path: Path, slapd: ThrowawaySlapd, database: str) -> Iterator[FlaskClient]:
+    """A test client of the API on ``database``, writing to ``slapd``."""
+    app = create_app(api_config(tmp_path, slapd, database, max_body=20000))
     with app.test_client() as test_client:
         yield test_client
     app.extensions["opslab.engine"].dispose()

@@ -21,7 +21,16 @@ from opslab.api.app import create_app
 from opslab.api.store import Base, Change, engine_for, migrate
 from opslab.config import parse
 from opslab.slapd import ThrowawaySlapd
-from tests.conftest import BASE, HOSTS, PASSWORDS, PEOPLE, PROJECTS, basic, bearer
+from tests.conftest import (
+    BASE,
+    HOSTS,
+    PASSWORDS,
+    PEOPLE,
+    PROJECTS,
+    api_config,
+    basic,
+    bearer,
+)
 from tests.postgres import ThrowawayPostgres
 from tests.served_api import ServedApi
 
@@ -600,8 +609,6 @@ def test_authorization_matrix(client: FlaskClient, slapd: ThrowawaySlapd,
 def test_owners_may_create_projects_when_configured(
     tmp_path: Path, slapd: ThrowawaySlapd, people: None
 ) -> None:
-    secret = tmp_path / "writer.secret"
-    secret.write_text(slapd.root_password)
     database = f"sqlite:///{tmp_path / 'api.sqlite'}"
     migrate(database)
     connection = slapd.connect()  # dave owns a project of his own
@@ -611,11 +618,8 @@ def test_owners_may_create_projects_when_configured(
     connection.unbind_s()
     try:
         for allowed, expected in ((False, 403), (True, 201)):
-            app = create_app(parse(yaml.safe_dump({
-                "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-                "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
-                        "writer_password_file": str(secret),
-                        "owners_create_projects": allowed}}), "test"))
+            app = create_app(api_config(tmp_path, slapd, database,
+                                        owners_create_projects=allowed))
             response = app.test_client().post("/v1/projects", json={"name": "daves-second"},
                                               headers=basic("dave"))
             assert response.status_code == expected, response.json

@@ -26,10 +26,18 @@ from openapi_spec_validator import validate as validate_openapi
 
 from opslab.api.app import create_app
 from opslab.api.contract import Contract
-from opslab.api.store import migrate
-from opslab.config import parse
 from opslab.slapd import ThrowawaySlapd
-from tests.conftest import BASE, HOSTS, PEOPLE, PROJECTS, EncRunner, basic, bearer, legacy_ldif
+from tests.conftest import (
+    BASE,
+    HOSTS,
+    PEOPLE,
+    PROJECTS,
+    EncRunner,
+    api_config,
+    basic,
+    bearer,
+    legacy_ldif,
+)
 from tests.served_api import ServedApi
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -38,16 +46,8 @@ RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 
 @pytest.fixture
 def api(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> Iterator[FlaskClient]:
-    """The API on SQLite (its default store)."""
-    secret = tmp_path / "writer.secret"
-    secret.write_text(slapd.root_password)
-    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
-    migrate(database)
-    app = create_app(parse(yaml.safe_dump({
-        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-        "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
-                "writer_password_file": str(secret), "public_url": "https://opslab.example.org"},
-    }), "test"))
+    """The API on SQLite (its default store), with the default api.max_body."""
+    app = create_app(api_config(tmp_path, slapd))
     with app.test_client() as client:
         yield client
 
@@ -446,14 +446,7 @@ def test_times_keep_their_zone_and_feed_links_resolve(stored_client: FlaskClient
 def test_a_change_killed_after_its_directory_write_stays_in_the_audit_log(
     tmp_path: Path, slapd: ThrowawaySlapd, people: None
 ) -> None:
-    secret = tmp_path / "writer.secret"
-    secret.write_text(slapd.root_password)
-    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
-    migrate(database)
-    config = parse(yaml.safe_dump({
-        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-        "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
-                "writer_password_file": str(secret)}}), "test")
+    config = api_config(tmp_path, slapd)
     name = "killed.web.example.org"
     child = os.fork()
     if child == 0:  # the API, killed the moment its directory write is made
@@ -552,15 +545,7 @@ def test_membership_is_what_the_server_says(api: FlaskClient, slapd: ThrowawaySl
 def test_a_project_cannot_be_created_over_hosts_that_belong_to_nobody(
     tmp_path: Path, slapd: ThrowawaySlapd, people: None
 ) -> None:
-    secret = tmp_path / "writer.secret"
-    secret.write_text(slapd.root_password)
-    database = f"sqlite:///{tmp_path / 'api.sqlite'}"
-    migrate(database)
-    client = create_app(parse(yaml.safe_dump({
-        "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
-        "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
-                "writer_password_file": str(secret), "owners_create_projects": True}}),
-        "test")).test_client()
+    client = create_app(api_config(tmp_path, slapd, owners_create_projects=True)).test_client()
     stray = (f"dn: dc=db1.mail.example.org,{HOSTS}\nobjectClass: dNSDomain\n"
              "objectClass: domainRelatedObject\nobjectClass: puppetClient\n"
              "dc: db1.mail.example.org\nassociatedDomain: db1.mail.example.org\n")
