@@ -7,6 +7,7 @@ for apt-get, python3 and pip first in its PATH, so nothing is installed.
 
 import argparse
 import io
+import logging
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from typing import NamedTuple
 import pytest
 import yaml
 
+from opslab import log
 from opslab.agent.bootstrap import add_arguments, run
 from opslab.config import ApplySettings, load
 
@@ -66,8 +68,9 @@ def token_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def bootstrap(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> Bootstrap:
-    """Run bootstrap as the agent CLI will: ``add_arguments``, parse, ``run``."""
+) -> Iterator[Bootstrap]:
+    """Run bootstrap as the agent CLI will: logging set up, ``add_arguments``,
+    parse, ``run``."""
 
     def invoke(*argv: str, stdin: str = "", config_path: str | None = None) -> Outcome:
         monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
@@ -80,7 +83,11 @@ def bootstrap(
         out, err = capsys.readouterr()
         return Outcome(status, out, err)
 
-    return invoke
+    log.setup()  # whatever an earlier test left configured
+    yield invoke
+    root_logger = logging.getLogger(log.ROOT)
+    for handler in list(root_logger.handlers):
+        root_logger.removeHandler(handler)
 
 
 def tree(root: Path) -> dict[str, tuple[str, int, int]]:
