@@ -9,7 +9,7 @@ import argparse
 import logging
 from typing import Any
 
-from opslab.config import Config, ConfigError, load
+from opslab.config import Config, ConfigError, add_config_option, load
 from opslab.log import setup
 
 from .store import migrate
@@ -20,7 +20,7 @@ log = logging.getLogger("opslab.api")
 def main(argv: list[str], config_path: str | None = None) -> int:
     """Run ``opslab api ARGV``."""
     parser = argparse.ArgumentParser(prog="opslab api", description="The coordination API.")
-    parser.add_argument("--config", metavar="FILE", default=config_path)
+    add_config_option(parser, config_path)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("migrate", help="create or upgrade the database schema")
     serve = actions.add_parser("serve", help="serve the API with gunicorn")

@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Any
 
-from opslab.config import Config, ConfigError, load
+from opslab.config import Config, ConfigError, add_config_option, load
 from opslab.lock import LockHeld
 from opslab.log import setup
 from opslab.names import InvalidName, validate_branch
@@ -32,9 +32,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     """Run ``opslab branch ARGV``; ``config_path`` is ``opslab --config``."""
     branch = argparse.ArgumentParser(prog="opslab branch",
                                      description="Project branches as Puppet environments.")
-    branch.add_argument("--config", metavar="FILE", default=config_path,
-                        help="configuration file (default: $OPSLAB_CONFIG, "
-                        "else /etc/opslab/opslab.yaml)")
+    add_config_option(branch, config_path)
     actions = branch.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     sync = actions.add_parser("sync", help="deploy branches as environments")

@@ -19,7 +19,7 @@ import sys
 import traceback
 
 from opslab import __version__
-from opslab.config import Config, ConfigError, load
+from opslab.config import Config, ConfigError, add_config_option, load
 from opslab.directory import Directory, DirectoryError, DirectoryUnavailable
 from opslab.log import setup
 from opslab.names import InvalidName, validate_certname
@@ -43,8 +43,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         description="Puppet external node classifier reading the opslab LDAP directory.",
     )
     parser.add_argument("certname", help="the node's certname, as Puppet passes it")
-    parser.add_argument("--config", metavar="FILE", help="configuration file "
-                        "(default: $OPSLAB_CONFIG, else /etc/opslab/opslab.yaml)")
+    add_config_option(parser)
     parser.add_argument("--explain", action="store_true",
                         help="print where every class and variable comes from, for people")
     parser.add_argument("--version", action="version", version=f"opslab {__version__}")

@@ -20,7 +20,7 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from opslab.config import ConfigError, load
+from opslab.config import ConfigError, add_config_option, load
 from opslab.log import setup as setup_logging
 
 if TYPE_CHECKING:
@@ -45,9 +45,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="opslab agent",
                                      description="The agent on every managed instance.")
-    parser.add_argument("--config", metavar="FILE", default=config_path,
-                        help="configuration file (default: $OPSLAB_CONFIG, "
-                        "else /etc/opslab/opslab.yaml)")
+    add_config_option(parser, config_path)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = actions.add_parser("run", help="check and apply, every agent.check_interval")
     run.add_argument("--once", action="store_true", help="one check, then exit")

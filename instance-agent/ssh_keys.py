@@ -41,7 +41,7 @@ from ldap.dn import escape_dn_chars
 from ldap.filter import filter_format
 
 from opslab import __version__, accounts
-from opslab.config import Config, ConfigError, LdapSettings, load
+from opslab.config import Config, ConfigError, LdapSettings, add_config_option, load
 from opslab.directory import (
     Directory,
     DirectoryError,
@@ -83,8 +83,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         "directory if USER may log in to this instance.",
     )
     parser.add_argument("user", help="the login name, as sshd passes it (%%u)")
-    parser.add_argument("--config", metavar="FILE", help="configuration file "
-                        "(default: $OPSLAB_CONFIG, else /etc/opslab/opslab.yaml)")
+    add_config_option(parser)
     parser.add_argument("--version", action="version", version=f"opslab {__version__}")
     return parser.parse_args(argv)
 

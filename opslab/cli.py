@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from opslab import __version__
+from opslab.config import add_config_option
 
 # component subcommand -> (module with main(argv, config_path), one-line help)
 COMPONENTS = {
@@ -32,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="components: " + "; ".join(f"{name}: {text}"
                                           for name, (_, text) in COMPONENTS.items()),
     )
-    parser.add_argument("--config", metavar="FILE", help="configuration file "
-                        "(default: $OPSLAB_CONFIG, else /etc/opslab/opslab.yaml)")
+    add_config_option(parser)
     parser.add_argument("--version", action="version", version=f"opslab {__version__}")
     parser.add_argument("component", choices=sorted(COMPONENTS))
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the component's own")

@@ -11,9 +11,12 @@ the kind of mistake that only shows during an outage.
 import os
 import types
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, NamedTuple, Union, get_args, get_origin
 
 from opslab.names import has_control_characters
+
+if TYPE_CHECKING:
+    import argparse
 
 # Sections are NamedTuples rather than dataclasses, and PyYAML is imported
 # only when there is a file to read: short-lived commands (opslab-enc,
@@ -181,6 +184,13 @@ _SECTIONS: dict[str, type[Any]] = {
     "accounts": AccountSettings,
 }
 _ENC_MODES = ("opslab", "terminus")
+
+
+def add_config_option(parser: "argparse.ArgumentParser", default: str | None = None) -> None:
+    """Give a command the ``--config FILE`` option every opslab command takes."""
+    parser.add_argument("--config", metavar="FILE", default=default,
+                        help=f"configuration file (default: ${ENVIRONMENT_VARIABLE}, "
+                        f"else {DEFAULT_PATH})")
 
 
 def load(path: str | None = None) -> Config:
