@@ -18,9 +18,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from . import context
+from .errors import Refused
 from .store import Change
 
 log = logging.getLogger("opslab.api.audit")
@@ -96,3 +98,26 @@ def as_json(change: Change) -> dict[str, Any]:
     return {"id": change.id, "at": change.at.isoformat(), "actor": change.actor,
             "action": change.action, "target": change.target, "project": change.project,
             "before": change.before, "after": change.after, "state": change.state}
+
+
+FILTERS = ("project", "actor", "action", "target")
+MAX_CHANGES = 1000
+
+
+def recent(filters: dict[str, str], limit: int = 100) -> list[Change]:
+    """The newest ``limit`` changes (at most MAX_CHANGES) whose FILTERS fields are
+    exactly the values of ``filters``."""
+    query = select(Change).order_by(Change.id.desc()).limit(min(max(limit, 1), MAX_CHANGES))
+    for name, value in filters.items():
+        query = query.where(getattr(Change, name) == value)
+    with context.session() as session:
+        return list(session.scalars(query).all())
+
+
+def one(change_id: int) -> dict[str, Any]:
+    """One change; Refused (404) if there is none."""
+    with context.session() as session:
+        found = session.get(Change, change_id)
+    if found is None:
+        raise Refused(404, f"no change {change_id}")
+    return as_json(found)

@@ -17,7 +17,7 @@ stores). Every refusal is :class:`Invalid` with a message naming the field.
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,11 @@ def _check_text(text: str, where: str, is_key: bool = False) -> None:
     except UnicodeEncodeError:
         raise Invalid(f"{what} contains a lone surrogate (\\ud800-\\udfff), "
                       "which is not a character") from None
+
+
+# A request's body as services take it: read (and validated) only once the
+# caller has been found allowed, so a refusal never depends on the body.
+Body = Callable[[], dict[str, Any]]
 
 
 def request_document(app: Flask | None = None) -> Any:

@@ -8,15 +8,22 @@ last run, agent state or report history. A deleted host's reports stay in
 the store (retired), out of every view.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import context
+from .auth import Actor, must_be_host
+from .contract import Body
 from .errors import Invalid
-from .store import AgentState, HostToken, RunReport
+from .store import AgentState, HostToken, RunReport, now
+
+MAX_MESSAGES = 50
+MAX_MESSAGE = 2000
 
 
 def current_incarnation(host: str) -> str | None:
@@ -109,3 +116,80 @@ def moment(text: str, field: str) -> datetime:
     if not 1970 <= moment.year <= 9999:
         raise Invalid(f"{field} must be a date between the years 1970 and 9999")
     return moment
+
+
+def store_report(actor: Actor | None, fqdn: str, read_body: Body,
+                 read_key: Callable[[], str | None]) -> tuple[dict[str, Any], bool]:
+    """Store a run report of ``fqdn``, sent by its own token: (the stored report,
+    whether it is new). A report whose idempotency key this host (in its current
+    incarnation) used before is not stored again: the stored one is returned."""
+    host = must_be_host(actor, fqdn, "report runs")
+    body, key = read_body(), read_key()
+    resources = body.get("resources") or {}
+    report = RunReport(
+        host=fqdn, project=host.project, incarnation=host.incarnation,
+        commit=body.get("commit"), environment=body.get("environment"),
+        status=body["status"], exit_code=int(body["exit_code"]),
+        changed=int(resources.get("changed", 0)), failed=int(resources.get("failed", 0)),
+        failures=[{"resource": item["resource"], "messages": item.get("messages", [])}
+                  for item in body.get("failed_resources", [])],
+        duration=body.get("duration"), idempotency_key=key,
+        started_at=moment(body["started_at"], "started_at") if "started_at" in body else None,
+        agent_version=body.get("agent_version"), trigger=body.get("trigger"),
+        errors=_messages(body), truncated=body.get("truncated", False),
+    )
+    with context.session() as session:
+        if key is not None and (stored := _stored(session, host, key)) is not None:
+            return report_json(stored), False
+        session.add(report)
+        try:
+            session.commit()
+        except IntegrityError:
+            # The same report, delivered twice at once: the other delivery won.
+            session.rollback()
+            if key is None or (stored := _stored(session, host, key)) is None:
+                raise
+            return report_json(stored), False
+        return report_json(report), True
+
+
+def _messages(body: dict[str, Any]) -> list[str]:
+    """The run's error messages, the agent's and Puppet's, once each and bounded."""
+    messages = [body.get("error"), body.get("sync_error"), *body.get("errors", [])]
+    unique = dict.fromkeys(message[:MAX_MESSAGE] for message in messages if message)
+    return list(unique)[:MAX_MESSAGES]
+
+
+def _stored(session: Session, host: Actor, key: str) -> RunReport | None:
+    """The report this host (in its current incarnation) already sent under ``key``."""
+    found: RunReport | None = session.scalars(
+        select(RunReport).where(RunReport.host == host.name,
+                                RunReport.incarnation == host.incarnation,
+                                RunReport.idempotency_key == key)).first()
+    return found
+
+
+def store_agent_state(actor: Actor | None, fqdn: str, read_body: Body) -> dict[str, Any]:
+    """Keep what ``fqdn``'s agent says of itself (an ``AgentStateChange``, sent by its
+    own token), unless the stored state is newer; answer the state kept."""
+    host = must_be_host(actor, fqdn, "say what its agent does")
+    body = read_body()
+    # An agent whose clock runs ahead must not make every later state look older:
+    # no state is dated after its arrival.
+    changed_at = min(moment(body["changed_at"], "changed_at"), now())
+    with context.session() as session:
+        state = session.get(AgentState, fqdn)
+        if state is None or state.incarnation != host.incarnation:
+            # A state left by an earlier incarnation of this name counts for nothing.
+            if state is not None:
+                session.delete(state)
+                session.flush()
+            state = AgentState(host=fqdn, project=host.project, incarnation=host.incarnation)
+            session.add(state)
+        elif state.changed_at > changed_at:
+            return state_json(state)
+        state.disabled, state.reason = body["disabled"], body.get("reason")
+        state.version = body.get("version")
+        state.changed_at, state.received_at = changed_at, now()
+        session.commit()
+        return state_json(state)

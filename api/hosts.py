@@ -1,4 +1,5 @@
-"""Hosts: the host document, its directory entry, and the rules for creating one.
+"""Hosts: the host document, its directory entry, the rules, and the writes with
+their audit records (create, change, delete) that every front end calls.
 
 JSON in, JSON out::
 
@@ -18,7 +19,10 @@ exists, exactly as the ENC classifies it.
 """
 
 import json
+import secrets
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from opslab.directory import attribute_values, fill_filter
 from opslab.enc.classifier import Classifier
@@ -31,9 +35,13 @@ from opslab.names import (
     validate_certname,
 )
 
-from . import context
+from . import context, history
+from .audit import recorded_write
+from .auth import Actor, may_change_project, may_read_host
+from .contract import Body
 from .directory import Attributes, escape
 from .errors import Invalid, NotConfigured, Refused
+from .store import Change, HostToken, new_incarnation, token_digest
 
 EDITABLE = ("classes", "class_parameters", "variables", "branch", "addresses")
 MAX_VALUE = 4096
@@ -119,8 +127,6 @@ def changed_entry(before: Attributes, host: dict[str, Any]) -> Attributes:
         key = next((k for k in before if k.lower() == "objectclass"), "objectClass")
         after[key] = [*before.get(key, []), "opslabNode"]
     return after
-
-
 
 
 def from_entry(entry: Attributes) -> dict[str, Any]:
@@ -228,3 +234,70 @@ def query(projects: list[str], classes: list[str], variables: list[str]) -> \
     hosts = documents([entry for _, entry in found])
     return sorted((host for host in hosts if all(host["project"] == p for p in projects)),
                   key=lambda host: str(host["name"]))
+
+
+def view(actor: Actor | None, fqdn: str) -> dict[str, Any]:
+    """The host as the directory has it, with what its agent last said and its last run."""
+    _, _, host = existing(fqdn)
+    may_read_host(actor, host["name"])
+    incarnation = history.current_incarnation(host["name"])
+    return {**host, "agent": history.agent_state(host["name"], incarnation),
+            "last_run": history.latest_report(host["name"], incarnation)}
+
+
+def create(actor: Actor | None, project: str, body: Body) -> tuple[dict[str, Any], str]:
+    """Create the host ``body`` asks for in ``project``: (its document, its token). The
+    token is given this once; the store keeps only its digest."""
+    may_change_project(actor, project)
+    host = new_host(body(), project)
+    taken = claims(host["name"])
+    if taken:
+        raise Refused(409, f"{host['name']} would take over existing entries: "
+                           + "; ".join(taken[:5]))
+    directory = context.directory()
+    dn = directory.host_dn(host["name"])
+    entry = to_entry(host)
+    token = secrets.token_urlsafe(32)
+
+    def token_row(rows: Session) -> None:
+        # merge: a token left behind by an entry deleted by hand is replaced.
+        rows.merge(HostToken(host=host["name"], project=project, digest=token_digest(token),
+                             incarnation=new_incarnation()))
+
+    with context.session() as session:
+        change = Change(actor=str(actor), action="host.create", target=host["name"],
+                        project=project, before=None, after=from_entry(entry))
+        # Two requests creating one name: the directory takes one entry, and the
+        # other request's write is a conflict (409) before any token is stored.
+        recorded_write(session, change, write=lambda: directory.add(dn, entry),
+                       undo=lambda: directory.delete(dn), rows=token_row)
+    return from_entry(entry), token
+
+
+def update(actor: Actor | None, fqdn: str, body: Body) -> dict[str, Any]:
+    """Change a host's classes, class parameters, variables, branch or addresses."""
+    dn, before_entry, before = existing(fqdn)
+    may_change_project(actor, before["project"])
+    after = {**before, **changes(body())}
+    after_entry = changed_entry(before_entry, after)
+    directory = context.directory()
+    with context.session() as session:
+        change = Change(actor=str(actor), action="host.update", target=before["name"],
+                        project=before["project"], before=before, after=after)
+        recorded_write(session, change,
+                       write=lambda: directory.replace(dn, before_entry, after_entry),
+                       undo=lambda: directory.replace(dn, after_entry, before_entry))
+    return after
+
+
+def delete(actor: Actor | None, fqdn: str) -> None:
+    """Delete a host: its entry and token go, its agent state and reports are retired."""
+    dn, before_entry, before = existing(fqdn)
+    may_change_project(actor, before["project"])
+    directory = context.directory()
+    with context.session() as session:
+        change = Change(actor=str(actor), action="host.delete", target=before["name"],
+                        project=before["project"], before=before, after=None)
+        recorded_write(session, change, write=lambda: directory.delete(dn),
+                       undo=lambda: directory.add(dn, before_entry),
+                       rows=lambda rows: history.retire(rows, before["name"]))

@@ -1,4 +1,5 @@
-"""Projects: their directory entries, documents, and writes with their audit record.
+"""Projects: their directory entries, documents, the rules for changing them, and the
+writes with their audit records that every front end calls.
 
 A project entry is a ``groupOfNames`` (``member``, ``owner``) that also
 carries project-wide Puppet settings as a host does (``puppetClass``,
@@ -9,16 +10,24 @@ branch), a ``description`` and ``opslabGlobal``.
 from typing import Any
 
 import ldap
-from flask import g
-from sqlalchemy import select
 
 from opslab.directory import attribute_values
+from opslab.names import InvalidName, validate_user_name
 
-from . import context, hosts
+from . import adminlog, context, hosts
 from .audit import recorded_write
+from .auth import (
+    Actor,
+    is_operator,
+    may_add_member,
+    may_change_project,
+    may_remove_member,
+    person,
+)
+from .contract import Body
 from .directory import Attributes, escape
 from .errors import Refused
-from .store import Change, LogEntry
+from .store import Change
 
 PUPPET_ATTRIBUTES = ("puppetClass", "puppetVar", "opslabClassParameter", "environment")
 RECENT_LOG = 10
@@ -75,13 +84,10 @@ def document(entry: Attributes) -> dict[str, Any]:
 def full_document(project: str) -> dict[str, Any]:
     """The project with its hosts (by the one project rule) and its recent log."""
     entry = read(project)
-    with context.session() as session:
-        log = session.scalars(select(LogEntry).where(LogEntry.project == project)
-                              .order_by(LogEntry.id.desc()).limit(RECENT_LOG)).all()
     return {**document(entry),
             "hosts": [str(host["name"]) for host in hosts.query([project], [], [])],
-            "recent_log": [{"id": item.id, "at": item.at.isoformat(), "project": item.project,
-                            "author": item.author, "message": item.message} for item in log]}
+            "recent_log": [adminlog.as_json(item)
+                           for item in adminlog.entries(project, RECENT_LOG)]}
 
 
 def all_summaries() -> list[dict[str, Any]]:
@@ -97,8 +103,93 @@ def owns_any(dn: str) -> bool:
     return bool(found)
 
 
-def modify(action: str, project: str, before: Attributes,
-           changes: list[tuple[int, str, list[str]]], after: Attributes) -> None:
+def create(actor: Actor | None, read_body: Body) -> dict[str, Any]:
+    """Create the project ``read_body`` asks for; its creator becomes its first
+    member and owner. Operations may; owners of a project may if
+    ``api.owners_create_projects``; a global project, or one whose name would take
+    in hosts that belong to no project today, is for operations only."""
+    dn = person(actor)
+    operator = is_operator(dn)
+    owners_may = context.config().api.owners_create_projects
+    if not operator and not (owners_may and owns_any(dn)):
+        raise Refused(403, "only operations may create projects"
+                      + (" (or owners of a project)" if owners_may else ""))
+    body = read_body()
+    if body.get("global") and not operator:
+        raise Refused(403, "only operations may create a global project")
+    name = body["name"]
+    adopted = hosts.named_into(name)
+    if adopted and not operator:
+        # The project would take hosts that are nobody's today (their names put
+        # them in it): their classes, branch and root would be its members'.
+        raise Refused(409, f"a project {name!r} would take in hosts that belong to no "
+                           f"project today: {', '.join(adopted[:10])}; only operations may "
+                           "create it")
+    new_settings = {**hosts.changes(body), "description": body.get("description"),
+                    "global": body.get("global", False)}
+    entry = entry_for(name, new_settings, [dn], [dn])
+    _write(actor, "project.create", name, None, entry)
+    return full_document(name)
+
+
+def update(actor: Actor | None, project: str, read_body: Body) -> dict[str, Any]:
+    """Change a project's description, branch, classes, variables (global: operations)."""
+    may_change_project(actor, project)
+    body = read_body()
+    if "global" in body and not is_operator(person(actor)):
+        raise Refused(403, "only operations may mark a project global or not")
+    before = read(project)
+    changes: dict[str, Any] = {
+        **hosts.changes(body),
+        **{key: body[key] for key in ("description", "global") if key in body}}
+    after: Attributes = {**before, **entry_for(project, {**settings(before), **changes},
+                                   attribute_values(before, "member"),
+                                   attribute_values(before, "owner"))}
+    _write(actor, "project.update", project, before, after)
+    return full_document(project)
+
+
+def add_member(actor: Actor | None, project: str, uid: str, owner: bool) -> dict[str, Any]:
+    """Add an existing person as a member (any member may) or owner (owners may)."""
+    directory = context.directory()
+    new = directory.person_dn(uid)
+    found = may_add_member(actor, project, new, owner)
+    if directory.read(new, ["uid"]) is None:
+        raise Refused(404, f"no person {uid!r}")
+    changes = ([] if found.other_member else [(ldap.MOD_ADD, "member", [new])]) + \
+        ([(ldap.MOD_ADD, "owner", [new])] if owner and not found.other_owner else [])
+    if changes:
+        before = read(project)
+        after = {**before, **{name: attribute_values(before, name) + values
+                              for _, name, values in changes}}
+        _modify(actor, "project.member.add", project, before, changes, after)
+    return full_document(project)
+
+
+def remove_member(actor: Actor | None, project: str, uid: str) -> dict[str, Any]:
+    """Remove a member (owners and operations may; anyone may leave; global: operations)."""
+    try:
+        gone = context.directory().person_dn(validate_user_name(uid))
+    except InvalidName:
+        raise Refused(404, f"{uid[:40]!r} is not a member of project {project!r}") from None
+    found = may_remove_member(actor, project, gone)
+    if found.members == 1:
+        raise Refused(409, f"{uid!r} is the last member of {project!r}; a project needs one")
+    # Deleted by value: the server matches it by its equality rule, however the
+    # stored value is spelt.
+    changes = [(ldap.MOD_DELETE, "member", [gone])] + \
+        ([(ldap.MOD_DELETE, "owner", [gone])] if found.other_owner else [])
+    before = read(project)
+    directory = context.directory()
+    after = {**before, **{name: [value for value in attribute_values(before, name)
+                                 if directory.uids([value]) != [uid]]
+                          for _, name, _ in changes}}
+    _modify(actor, "project.member.remove", project, before, changes, after)
+    return full_document(project)
+
+
+def _modify(actor: Actor | None, action: str, project: str, before: Attributes,
+            changes: list[tuple[int, str, list[str]]], after: Attributes) -> None:
     """Add or delete single values of a project entry (members, owners), with the audit
     record; ``after`` is ``before`` as the changes leave it, for the record."""
     directory = context.directory()
@@ -106,13 +197,14 @@ def modify(action: str, project: str, before: Attributes,
     undo = [(ldap.MOD_DELETE if operation == ldap.MOD_ADD else ldap.MOD_ADD, name, values)
             for operation, name, values in reversed(changes)]
     with context.session() as session:
-        change = Change(actor=str(g.actor), action=action, target=project, project=project,
+        change = Change(actor=str(actor), action=action, target=project, project=project,
                         before=document(before), after=document(after))
         recorded_write(session, change, write=lambda: directory.modify(dn, changes),
                        undo=lambda: directory.modify(dn, undo))
 
 
-def write(action: str, project: str, before: Attributes | None, after: Attributes) -> None:
+def _write(actor: Actor | None, action: str, project: str, before: Attributes | None,
+           after: Attributes) -> None:
     """Create (no ``before``) or change a project entry, with its audit record."""
     directory = context.directory()
     dn = directory.project_dn(project)
@@ -130,7 +222,7 @@ def write(action: str, project: str, before: Attributes | None, after: Attribute
             directory.replace(dn, after, before)
 
     with context.session() as session:
-        change = Change(actor=str(g.actor), action=action, target=project, project=project,
+        change = Change(actor=str(actor), action=action, target=project, project=project,
                         before=document(before) if before is not None else None,
                         after=document(after))
         recorded_write(session, change, write=apply, undo=undo)

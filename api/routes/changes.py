@@ -3,50 +3,39 @@
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
-from sqlalchemy import select
 
-from .. import context
-from ..audit import as_json
+from .. import audit, context
 from ..auth import person
-from ..errors import Invalid, Refused
+from ..errors import Invalid
 from ..feeds import FeedEntry, atom
 from ..store import Change
 
 blueprint = Blueprint("changes", __name__)
-FILTERS = ("project", "actor", "action", "target")
 
 
 def _query() -> list[Change]:
     person(g.actor)
-    unknown = sorted(set(request.args) - {*FILTERS, "limit"})
+    unknown = sorted(set(request.args) - {*audit.FILTERS, "limit"})
     if unknown:
         raise Invalid(f"unknown filters: {', '.join(unknown)}")
     try:
-        limit = min(int(request.args.get("limit", "100")), 1000)
+        limit = int(request.args.get("limit", "100"))
     except ValueError:
         raise Invalid("limit must be a whole number") from None
-    query = select(Change).order_by(Change.id.desc()).limit(max(limit, 1))
-    for name in FILTERS:
-        if name in request.args:
-            query = query.where(getattr(Change, name) == request.args[name])
-    with context.session() as session:
-        return list(session.scalars(query).all())
+    return audit.recent({name: request.args[name] for name in audit.FILTERS
+                         if name in request.args}, limit)
 
 
 @blueprint.get("/changes")
 def changes() -> Any:
-    return jsonify([as_json(change) for change in _query()])
+    return jsonify([audit.as_json(change) for change in _query()])
 
 
 @blueprint.get("/changes/<int(max=2147483647):change_id>")
 def change(change_id: int) -> Any:
     """One change; the Atom feed's entries link here."""
     person(g.actor)
-    with context.session() as session:
-        found = session.get(Change, change_id)
-    if found is None:
-        raise Refused(404, f"no change {change_id}")
-    return jsonify(as_json(found))
+    return jsonify(audit.one(change_id))
 
 
 @blueprint.get("/changes.atom")

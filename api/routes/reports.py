@@ -11,27 +11,15 @@ import re
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from .. import context, history, hosts
-from ..auth import Actor, may_read_host, must_be_host, person, project_membership
+from .. import history, hosts
+from ..auth import may_read_host, person, project_membership
 from ..contract import request_document
 from ..errors import Invalid
-from ..store import RunReport
 
 blueprint = Blueprint("reports", __name__)
 
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
-MAX_MESSAGES = 50
-MAX_MESSAGE = 2000
-
-
-def _messages(body: dict[str, Any]) -> list[str]:
-    """The run's error messages, the agent's and Puppet's, once each and bounded."""
-    messages = [body.get("error"), body.get("sync_error"), *body.get("errors", [])]
-    unique = dict.fromkeys(message[:MAX_MESSAGE] for message in messages if message)
-    return list(unique)[:MAX_MESSAGES]
 
 
 def _idempotency_key() -> str | None:
@@ -48,45 +36,8 @@ def _idempotency_key() -> str | None:
 @blueprint.post("/hosts/<fqdn>/reports")
 def post(fqdn: str) -> Any:
     """An instance reports one run of its own."""
-    actor = must_be_host(g.actor, fqdn, "report runs")
-    body = request_document()
-    key = _idempotency_key()
-    resources = body.get("resources") or {}
-    report = RunReport(
-        host=fqdn, project=actor.project, incarnation=actor.incarnation,
-        commit=body.get("commit"), environment=body.get("environment"),
-        status=body["status"], exit_code=int(body["exit_code"]),
-        changed=int(resources.get("changed", 0)), failed=int(resources.get("failed", 0)),
-        failures=[{"resource": item["resource"], "messages": item.get("messages", [])}
-                  for item in body.get("failed_resources", [])],
-        duration=body.get("duration"), idempotency_key=key,
-        started_at=history.moment(body["started_at"], "started_at")
-        if "started_at" in body else None,
-        agent_version=body.get("agent_version"), trigger=body.get("trigger"),
-        errors=_messages(body), truncated=body.get("truncated", False),
-    )
-    with context.session() as session:
-        if key is not None and (stored := _stored(session, actor, key)) is not None:
-            return jsonify(history.report_json(stored)), 200
-        session.add(report)
-        try:
-            session.commit()
-        except IntegrityError:
-            # The same report, delivered twice at once: the other delivery won.
-            session.rollback()
-            if key is None or (stored := _stored(session, actor, key)) is None:
-                raise
-            return jsonify(history.report_json(stored)), 200
-    return jsonify(history.report_json(report)), 201
-
-
-def _stored(session: Any, actor: Actor, key: str) -> RunReport | None:
-    """The report this host (in its current incarnation) already sent under ``key``."""
-    found: RunReport | None = session.scalars(
-        select(RunReport).where(RunReport.host == actor.name,
-                                RunReport.incarnation == actor.incarnation,
-                                RunReport.idempotency_key == key)).first()
-    return found
+    report, new = history.store_report(g.actor, fqdn, request_document, _idempotency_key)
+    return jsonify(report), 201 if new else 200
 
 
 @blueprint.get("/hosts/<fqdn>/reports")
