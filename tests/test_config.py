@@ -86,11 +86,31 @@ def test_bad_configuration_names_the_problem(text: str, message: str) -> None:
     assert str(error.value).startswith("opslab.yaml: ")
 
 
-def test_every_key_is_documented_in_the_readme() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_every_key_is_documented_with_its_default_in_docs_configuration() -> None:
+    """docs/configuration.md has a row for every key: | `KEY` | DEFAULT | meaning |, the
+    default either null (``null: ...``), none (``(none...``: an empty string) or its value
+    in YAML between backticks."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    defaults = {}
+    for line in page.splitlines():
+        # A cell may hold "\|", a "|" that does not end it.
+        cells = [cell.strip().replace("\0", "|")
+                 for cell in line.replace("\\|", "\0").split("|")[1:-1]]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].endswith("`"):
+            defaults[cells[0].strip("`")] = cells[1]
     for section, settings in opslab_config._SECTIONS.items():
         for name in settings._fields:
-            assert f"`{section}.{name}`" in readme, f"{section}.{name} undocumented"
+            key = f"{section}.{name}"
+            assert key in defaults, f"{key} is not in docs/configuration.md"
+            documented, actual = defaults[key], getattr(settings(), name)
+            if documented.startswith("null"):
+                assert actual is None, f"{key}: documented null, is {actual!r}"
+            elif documented.startswith("(none"):
+                assert actual == "", f"{key}: documented as none, is {actual!r}"
+            else:
+                value = yaml.safe_load(documented.split("`")[1])
+                expected = list(actual) if isinstance(actual, tuple) else actual
+                assert value == expected, f"{key}: documented {value!r}, is {expected!r}"
 
 
 # Channels that decide who logs in and who gets root: never cleartext to another host
