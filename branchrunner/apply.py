@@ -141,7 +141,7 @@ class Apply:
     def _run_locked(self, result: RunResult, started: float, sync: bool) -> RunResult:
         environment = self._classify()
         result["environment"] = environment
-        deployment = Deployment(self.config.branches, self.log.info)
+        deployment = Deployment(self.config.branches, certname=self.certname)
         if sync:
             self._sync(deployment, environment, result)
         commit = deployment.environments.current(environment)

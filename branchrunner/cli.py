@@ -25,7 +25,7 @@ from .deployment import Deployment, SyncFailed, named_branches
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-log = logging.getLogger("opslab.branchrunner")
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:
@@ -96,7 +96,7 @@ def _sync(arguments: argparse.Namespace) -> int:
         branches = named_branches(arguments.branches) if arguments.branches else None
         if not config.branches.remote:
             raise ConfigError("no remote: give --remote or set branches.remote")
-        deployment = Deployment(config.branches, log=log.info)
+        deployment = Deployment(config.branches)
         outcomes = deployment.sync(branches)
     except (ConfigError, InvalidName) as error:
         log.error("%s", error)

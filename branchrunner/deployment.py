@@ -3,20 +3,24 @@
 Under the sync lock: fetch into the mirror, map branches to environment
 names and decide which branch holds an environment several map to (one
 rule each, opslab.names), make the trees of what changed (an environment's
-spare tree brought up to date by the difference, else a new tree), swap,
-and, after a complete fetch, purge the environments whose selected branch
-is gone. A failed fetch changes no environment. Every environment touched
-gets a record: branch, commit, previous commit, when, how long, result.
+spare tree brought up to date by the difference, else a new tree), write
+them to disk (one syncfs), mark and swap them in, and, after a complete
+fetch, purge the environments whose selected branch is gone; the swaps are
+made durable before the records tell of them and before anything is pruned.
+A failed fetch changes no environment. Every environment touched gets a
+record: branch, commit, previous commit, when, how long, result.
 """
 
 import fnmatch
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from opslab.config import BranchSettings
 from opslab.lock import FileLock
+from opslab.log import context
 from opslab.names import branches_by_environment, environment_holders, validate_branch
 
 from .environments import (
@@ -28,7 +32,7 @@ from .environments import (
 )
 from .git import GitError, Mirror, TreeEntry
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 class SyncFailed(Exception):
@@ -70,13 +74,17 @@ class Outcome:
 class Deployment:
     """The mirror and the environments directory of one configuration."""
 
-    def __init__(self, settings: BranchSettings, log: Log | None = None) -> None:
+    def __init__(self, settings: BranchSettings, **log_context: Any) -> None:
+        """``log_context``: ``key=value`` pairs on every line this sync logs (apply's
+        certname)."""
         self.settings = settings
         self.environments = EnvironmentsDirectory(
             settings.environments, settings.keep_previous, settings.keep_seconds)
         self.mirror = Mirror(f"{settings.cache}/mirror.git", settings.remote,
                              settings.git_timeout)
-        self.log = log or (lambda message: None)
+        self.log = context(log, **log_context)
+        # Seconds this sync spent writing its new trees to disk (syncfs), for the record.
+        self.flush_seconds = 0.0
         # The last commit listed in this sync and its files by path: the next
         # commit's listing is that one plus their difference (forty branches
         # a commit apart cost one ls-tree and forty small diffs).
@@ -136,11 +144,26 @@ class Deployment:
             existing = set(listing if branches is None else remote)
             outcomes = self._deploy_all(wanted, existing | set(wanted), claim)
             if branches is None:
-                outcomes += self._purge(set(listing))
+                # The branch of an environment this sync deployed or failed to deploy is
+                # the outcome's (its record is written below, after the swaps are durable).
+                handled = {outcome.environment: outcome.branch for outcome in outcomes
+                           if outcome.environment is not None
+                           and outcome.result in ("deployed", "failed")}
+                outcomes += self._purge(set(listing), handled)
+            changed = {outcome.environment: outcome for outcome in outcomes
+                       if outcome.environment is not None
+                       and outcome.result in ("deployed", "failed", "purged")}
+            if any(outcome.result != "failed" for outcome in changed.values()):
+                # The swaps on disk before the records say so, and before pruning may
+                # delete or bring up to date a tree a lost swap would leave live.
+                self.environments.flush_links()
+            for environment, outcome in changed.items():
+                self.environments.write_record(environment, outcome.as_record())
             self.environments.prune()
             self.environments.write_sync_record({
                 "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
                 "duration": round(time.time() - started, 4),
+                "flush_seconds": round(self.flush_seconds, 4),
                 "branches": list(branches) if branches is not None else "all",
                 "ok": all(outcome.ok for outcome in outcomes),
                 "environments": [outcome.as_record() for outcome in outcomes],
@@ -165,47 +188,86 @@ class Deployment:
                         if (branch := self.environments.deployed_from(environment))}
             holders, refused = environment_holders(existing, deployed)
         outcomes = [self._refuse(None, branch, reason) for branch, reason in unusable.items()]
+        swaps: list[tuple[Outcome, bool]] = []
         for environment, names in sorted(groups.items()):
             for branch in names:
                 if holders.get(environment) == branch:
-                    outcomes.append(self._deploy(environment, branch, wanted[branch]))
+                    outcome, made = self._prepare(environment, branch, wanted[branch])
+                    outcomes.append(outcome)
+                    if made is not None:
+                        swaps.append((outcome, made))
                 else:
                     outcomes.append(self._refuse(environment, branch, refused[branch]))
+        self._swap(swaps)
         return outcomes
 
     def _refuse(self, environment: str | None, branch: str, reason: str) -> Outcome:
         outcome = Outcome(environment, branch)
         outcome.result, outcome.error = "refused", reason
-        self.log(f"refused branch {branch!r}: {reason}")
+        self.log.warning("refused branch %r: %s", branch, reason)
         return outcome
 
-    def _deploy(self, environment: str, branch: str, commit: str) -> Outcome:
+    def _prepare(self, environment: str, branch: str,
+                 commit: str) -> tuple[Outcome, bool | None]:
+        """The environment's outcome, and whether its swap needs a tree made here (True),
+        only a swap to a tree kept from before (False), or nothing (None: unchanged or
+        failed, and finished)."""
         outcome = Outcome(environment, branch)
         outcome.commit = commit
         outcome.previous_commit = self.environments.current(environment)
         try:
-            if outcome.previous_commit == commit and self.environments.has_tree(
-                    environment, commit):
+            if outcome.previous_commit == commit:
+                # The live tree: swapped in only once on disk. Without its marker (lost
+                # in a power cut) it is complete all the same: it vouches for it again.
+                if not self.environments.has_tree(environment, commit):
+                    self.environments.mark(environment, commit, branch)
                 outcome.result = "unchanged"
                 outcome.previous_commit = self.environments.read_record(environment).get(
                     "previous_commit", commit)
-            else:
-                if not self.environments.has_tree(environment, commit):
-                    outcome.recycled_from = self._make_tree(environment, branch, commit)
-                self.environments.activate(environment, commit)
-                outcome.result = "deployed"
-                self.log(f"deployed {branch} at {commit[:12]} as {environment}")
-        except (GitError, UnsafeTree, EnvironmentConflict, OSError) as error:
-            outcome.error = str(error)
-            self.log(f"failed to deploy {branch} as {environment}: {error}")
-        outcome.duration = time.time() - outcome.started
-        if outcome.result != "unchanged":
-            self.environments.write_record(environment, outcome.as_record())
-        return outcome
+                return outcome, None
+            if self.environments.has_tree(environment, commit):
+                return outcome, False
+            outcome.recycled_from = self._make_tree(environment, commit)
+            return outcome, True
+        except (GitError, UnsafeTree, OSError) as error:
+            self._failed(outcome, error)
+            return outcome, None
 
-    def _make_tree(self, environment: str, branch: str, commit: str) -> str | None:
-        """Make the tree of ``commit``: the environment's spare brought up to it when it has
-        one (returns the spare's commit), else a new tree (returns None)."""
+    def _swap(self, swaps: list[tuple[Outcome, bool]]) -> None:
+        """Write the trees made in this sync to disk (once), then mark each and swap it in."""
+        if any(made for _, made in swaps):
+            flushed = time.monotonic()
+            try:
+                self.environments.flush()
+            except OSError as error:  # not on disk: neither marked nor swapped in
+                for outcome, _ in swaps:
+                    self._failed(outcome, error)
+                return
+            finally:
+                self.flush_seconds += time.monotonic() - flushed
+        for outcome, made in swaps:
+            environment, commit = outcome.environment or "", outcome.commit or ""
+            try:
+                if made:
+                    self.environments.mark(environment, commit, outcome.branch)
+                self.environments.activate(environment, commit)
+            except (EnvironmentConflict, OSError) as error:
+                self._failed(outcome, error)
+                continue
+            outcome.result = "deployed"
+            outcome.duration = time.time() - outcome.started
+            self.log.info("deployed %s at %s as %s", outcome.branch, commit[:12], environment)
+
+    def _failed(self, outcome: Outcome, error: Exception) -> None:
+        outcome.result, outcome.error = "failed", str(error)
+        outcome.duration = time.time() - outcome.started
+        self.log.error("failed to deploy %s as %s: %s", outcome.branch, outcome.environment,
+                       error)
+
+    def _make_tree(self, environment: str, commit: str) -> str | None:
+        """Make the tree of ``commit``, unmarked in ``trees/``: the environment's spare
+        brought up to it when it has one (returns the spare's commit), else a new tree
+        (returns None)."""
         def add_git_metadata(tree: str) -> None:
             self.mirror.add_worktree_metadata(tree, commit)
 
@@ -218,13 +280,13 @@ class Deployment:
                 spare = None
             else:
                 self._store(change.new for change in changes if change.new is not None)
-                self.environments.recycle(environment, spare, commit, changes, branch, finish)
+                self.environments.recycle(environment, spare, commit, changes, finish)
                 return spare
         layout, entries, new = self._layout(commit)
         self._store(new)
         # The next commit's listing can now be derived from this one: its files are stored.
         self._listed = (commit, entries, layout)
-        self.environments.build(environment, commit, layout, branch, finish)
+        self.environments.build(environment, commit, layout, finish)
         return None
 
     def _layout(self, commit: str) -> tuple[Layout, dict[str, TreeEntry], list[TreeEntry]]:
@@ -268,7 +330,7 @@ class Deployment:
                 for executable in flags_by_sha[sha]:
                     store.add(sha, executable, content)
 
-    def _purge(self, existing: set[str]) -> list[Outcome]:
+    def _purge(self, existing: set[str], handled: Mapping[str, str]) -> list[Outcome]:
         """Retire each environment whose branch is selected and gone from ``existing``.
 
         Only after a complete fetch. An environment deployed from a branch
@@ -278,15 +340,14 @@ class Deployment:
         """
         outcomes = []
         for environment in sorted(self.environments.deployed()):
-            branch = self.environments.deployed_from(environment)
+            branch = handled.get(environment) or self.environments.deployed_from(environment)
             if branch is None or branch in existing or not self._selected(branch):
                 continue
             outcome = Outcome(environment, branch)
             outcome.previous_commit = self.environments.deactivate(environment)
             outcome.result = "purged"
             outcome.duration = time.time() - outcome.started
-            self.environments.write_record(environment, outcome.as_record())
-            self.log(f"purged {environment}: its branch {branch!r} is gone")
+            self.log.info("purged %s: its branch %r is gone", environment, branch)
             outcomes.append(outcome)
         return outcomes
 

@@ -9,9 +9,16 @@
     ENVIRONMENTS/.opslab/records/last-sync.json       the last sync, every environment
     ENVIRONMENTS/.opslab/lock                         the sync lock
 
-A tree is made in ``building/``, renamed into ``trees/`` and only then
-marked complete; the environment's symlink is replaced by rename(2), which
-is atomic, so Puppet sees the old tree or the new one and nothing between.
+A tree is made in ``building/`` and renamed into ``trees/``; once every
+tree of the sync is there, one syncfs(2) writes them (their objects,
+directories and links) to disk, and only then is each marked complete and
+its environment's symlink replaced by rename(2), which is atomic, so Puppet
+sees the old tree or the new one and nothing between. The environments
+directory is fsynced after the swaps, before anything is pruned. So after a
+power cut too, a symlink never points at a tree whose files did not reach
+the disk, and a marker never vouches for one (a marker or record may be
+lost or empty: a live tree without its marker is taken for complete, as
+only a flushed tree is ever swapped in, and its marker is written again).
 ``.opslab`` is not a valid environment name, so Puppet never lists it.
 
 Superseded trees stay ``keep_seconds`` (so a run that started on one
@@ -201,9 +208,10 @@ class EnvironmentsDirectory:
 
     # Making trees and swapping them in.
 
-    def build(self, environment: str, commit: str, layout: Layout, branch: str,
+    def build(self, environment: str, commit: str, layout: Layout,
               finish: Callable[[str], None] | None = None) -> str:
-        """Materialise ``layout`` (its objects all in the store) as the tree of ``commit``.
+        """Materialise ``layout`` (its objects all in the store) as the tree of ``commit``,
+        unmarked in ``trees/`` (:meth:`flush`, then :meth:`mark`).
 
         ``finish`` may add to the tree before it is moved into place.
         """
@@ -211,7 +219,7 @@ class EnvironmentsDirectory:
         materialise(layout, self.store, staging)
         if finish is not None:
             finish(staging)
-        return self._install(environment, commit, branch, staging)
+        return self._install(environment, commit, staging)
 
     def spare(self, environment: str) -> str | None:
         """The commit of ``environment``'s spare tree: its newest expired one, if any."""
@@ -225,8 +233,9 @@ class EnvironmentsDirectory:
         return None
 
     def recycle(self, environment: str, spare: str, commit: str, changes: Sequence[Change],
-                branch: str, finish: Callable[[str], None] | None = None) -> str:
-        """Bring the spare tree of ``spare`` up to ``commit`` and make it that commit's tree.
+                finish: Callable[[str], None] | None = None) -> str:
+        """Bring the spare tree of ``spare`` up to ``commit`` and make it that commit's tree,
+        unmarked in ``trees/`` as :meth:`build` leaves a new one.
 
         ``changes`` are what differs from ``spare`` to ``commit`` (their new
         objects in the store already). The tree loses its marker before
@@ -243,7 +252,7 @@ class EnvironmentsDirectory:
         apply_changes(changes, self.store, staging)
         if finish is not None:
             finish(staging)
-        return self._install(environment, commit, branch, staging)
+        return self._install(environment, commit, staging)
 
     def _staging(self, environment: str, commit: str, empty: bool = True) -> str:
         """Where the tree of ``commit`` is made (only one sync runs: the name is free)."""
@@ -252,15 +261,38 @@ class EnvironmentsDirectory:
             os.mkdir(staging, 0o755)
         return staging
 
-    def _install(self, environment: str, commit: str, branch: str, staging: str) -> str:
+    def _install(self, environment: str, commit: str, staging: str) -> str:
         destination = self._tree(environment, commit)
         os.makedirs(os.path.dirname(destination), exist_ok=True)
         if os.path.lexists(destination):  # from a sync killed before it wrote the marker
             _remove_tree(destination)
         os.rename(staging, destination)
+        return destination
+
+    def flush(self) -> None:
+        """Write everything made so far on the environments' file system to disk: the
+        trees built or brought up to date, and their objects (syncfs(2), once per sync,
+        before any of them is marked or swapped in)."""
+        descriptor = os.open(self.state, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            syncfs(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def mark(self, environment: str, commit: str, branch: str) -> None:
+        """Vouch that the tree of ``commit`` is complete (only once it is on disk)."""
         self._write_marker(environment, commit, {"branch": branch, "built_at": time.time(),
                                                  "retired_at": None})
-        return destination
+
+    def flush_links(self) -> None:
+        """Make the swaps and removals of environment symlinks durable (fsync of the
+        environments directory), before a record tells of them or a tree they left is
+        pruned or brought up to date."""
+        descriptor = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
     def activate(self, environment: str, commit: str) -> None:
         """Point ``environment`` at the tree of ``commit``, atomically."""
@@ -287,9 +319,11 @@ class EnvironmentsDirectory:
             self._update_marker(environment, commit, retired_at=time.time())
         return commit
 
-    # Markers are not fsynced: the tree they vouch for is a hundred thousand
-    # names that are not fsynced either. rename(2) keeps them whole for any
-    # reader and through a killed sync.
+    # Markers are written after the flush of the trees they vouch for, and are
+    # not fsynced themselves: rename(2) keeps them whole for any reader and
+    # through a killed sync; a power cut may lose one (an unmarked tree is
+    # pruned, or taken for complete if it is live) or leave it empty (read as
+    # {}: no branch, retired long ago).
 
     def _write_marker(self, environment: str, commit: str, marker: dict[str, Any]) -> None:
         write_atomic(self._marker(environment, commit), json.dumps(marker), mode=0o644,
@@ -364,16 +398,31 @@ class EnvironmentsDirectory:
                 os.unlink(self._marker(environment, commit))
                 _remove_tree(f"{directory}/{commit}")
                 removed += 1
-            # Trees whose marker never got written belong to a killed sync.
+            # Trees whose marker never got written belong to a killed sync; the live
+            # one can only have lost its marker to a power cut, after its flush.
             marked = {name[:-5] for name in names if name.endswith(".json")}
             for name in names:
-                if not name.endswith(".json") and name not in marked:
+                if not name.endswith(".json") and name not in marked and name != live:
                     _remove_tree(f"{directory}/{name}")
             with contextlib.suppress(OSError):
                 os.rmdir(directory)  # only if empty
         if removed:
             self.store.collect_garbage()
         return removed
+
+
+def syncfs(descriptor: int) -> None:
+    """syncfs(2) of the file system holding the open file ``descriptor``: its data and
+    metadata on disk when this returns (os.sync() where the C library lacks syncfs)."""
+    import ctypes  # only a sync that made a tree flushes: the no-change sync never does
+
+    function = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    if function is None:
+        os.sync()
+        return
+    if function(descriptor) != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"syncfs: {os.strerror(number)}")
 
 
 def _remove_tree(path: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from opslab.api.heads import BranchHeads
 from opslab.branchrunner.deployment import Deployment, Outcome, SyncFailed
+from opslab.branchrunner.environments import EnvironmentsDirectory
 from opslab.config import BranchSettings
 from opslab.lock import FileLock, LockHeld
 from tests.remote import Remote
@@ -573,6 +574,65 @@ def test_kill_during_sync_leaves_the_environment_intact_and_is_repaired(
         assert list((environments / ".opslab/building").iterdir()) == []
     assert tree_of(environments / "production") == git_tree(large_remote, new)
     assert interrupted >= 1  # at least one kill landed before the swap
+
+
+def test_trees_are_on_disk_before_they_are_marked_or_swapped_in(
+    tmp_path: Path, remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut cannot leave a symlink or a marker naming a tree whose files never reached
+    the disk: one syncfs of the new trees comes before any marker or swap, and the swaps
+    are fsynced before the records tell of them (and before pruning)."""
+    config = settings(tmp_path, remote, keep_seconds=0.0, keep_previous=0)
+    environments = Path(config.environments)
+    trees = environments / ".opslab/trees/production"
+    record = environments / ".opslab/records/production.json"
+    first = sync(config)["production"].commit
+    second = remote.commit("production", {"manifests/site.pp": "node default { }\n"})
+    seen: list[tuple[object, ...]] = []
+    flush, flush_links = EnvironmentsDirectory.flush, EnvironmentsDirectory.flush_links
+
+    def watched_flush(self: EnvironmentsDirectory) -> None:
+        seen.append(("flush", Path(environment_link(config, "production")).name,
+                     (trees / second).is_dir(), (trees / f"{second}.json").exists()))
+        flush(self)  # the real syncfs(2)
+
+    def watched_flush_links(self: EnvironmentsDirectory) -> None:
+        seen.append(("links", Path(environment_link(config, "production")).name,
+                     json.loads(record.read_text())["commit"]))
+        flush_links(self)
+
+    monkeypatch.setattr(EnvironmentsDirectory, "flush", watched_flush)
+    monkeypatch.setattr(EnvironmentsDirectory, "flush_links", watched_flush_links)
+
+    assert sync(config)["production"].result == "deployed"
+    # At the flush: the new tree made, unmarked, the environment still on the old one.
+    # At the fsync of the links: swapped, the record not yet written.
+    assert seen == [("flush", first, True, False), ("links", second, first)]
+    assert tree_of(environments / "production") == git_tree(remote, second)
+
+    seen.clear()
+    assert sync(config)["production"].result == "unchanged"
+    assert seen == []  # nothing made, nothing swapped: the no-change sync writes nothing
+
+
+def test_a_live_tree_that_lost_its_marker_is_kept(tmp_path: Path, remote: Remote) -> None:
+    """A power cut may lose a marker written after its tree's flush; the live tree is then
+    complete all the same: never pruned or rebuilt, and marked again."""
+    remote.commit("feature/x", {"x": "1\n"}, base="production")
+    config = settings(tmp_path, remote, keep_seconds=0.0, keep_previous=0)
+    commit = sync(config)["production"].commit
+    trees = Path(config.environments) / ".opslab/trees/production"
+    tree_inode = (trees / commit).stat().st_ino
+    (trees / f"{commit}.json").unlink()
+
+    remote.commit("feature/x", {"x": "2\n"})
+    assert sync(config, ["feature/x"])["feature/x"].result == "deployed"  # prunes
+    assert (trees / commit).stat().st_ino == tree_inode
+
+    assert sync(config)["production"].result == "unchanged"
+    assert (trees / commit).stat().st_ino == tree_inode
+    assert json.loads((trees / f"{commit}.json").read_text())["branch"] == "production"
+    assert tree_of(Path(config.environments) / "production") == git_tree(remote, commit)
 
 
 def test_command_line_without_configuration(tmp_path: Path, remote: Remote) -> None:
