@@ -225,7 +225,7 @@ def _config_text(arguments: argparse.Namespace) -> str:
         except InvalidName as error:
             raise _BadInput(f"--certname: {error}") from None
     text = ("# Written by `opslab agent bootstrap`; a re-bootstrap rewrites it. Keys not\n"
-            "# named here have the defaults listed in opslab's README.\n"
+            "# named here have the defaults listed in opslab's docs/configuration.md.\n"
             + yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
     try:
         parse(text, "the generated configuration")
@@ -419,14 +419,19 @@ def _start(plan: _Plan) -> int:
     # No timeout of ours: the agent bounds its git calls and puppet apply itself.
     first_run = _step("the first run", [opslab, "--config", plan.config_path, "agent", "run",
                                         "--once"], None, fatal=False)
-    _step(f"enabling {SERVICE}", ["systemctl", "enable", "--now", SERVICE], SYSTEMCTL_TIMEOUT)
+    _step(f"enabling {SERVICE}", ["systemctl", "enable", SERVICE], SYSTEMCTL_TIMEOUT)
+    # Restarted, not only started: after an upgrade a running agent would go on
+    # with the old code. Not waited for: stopping lets a Puppet run under way
+    # finish (TimeoutStopSec), and systemd carries the job out without us.
+    _step(f"restarting {SERVICE}", ["systemctl", "--no-block", "restart", SERVICE],
+          SYSTEMCTL_TIMEOUT)
     if _sshd() is not None:
         _step("reloading sshd", ["systemctl", "reload", "ssh"], SYSTEMCTL_TIMEOUT)
     if not first_run:
         # The service is enabled regardless: it retries, and the API may come later.
         log.error(f"the first run failed (see above); {SERVICE} is enabled and will retry")
         return EXIT_FAILED
-    print(f"bootstrapped; {SERVICE} is running")
+    print(f"bootstrapped; {SERVICE} is enabled and (re)starting")
     return 0
 
 

@@ -5,7 +5,7 @@
     opslab agent disable REASON stop Puppet runs here, saying why (shown in the API)
     opslab agent enable         allow them again
     opslab agent status         what the agent acted on, what is spooled
-    opslab agent bootstrap ...  make this instance a managed one (see the README)
+    opslab agent bootstrap ...  make this instance a managed one (see docs/agent.md)
 
 Exit status of ``run --once``: 0 nothing to do, or the run succeeded; 1 the
 Puppet run failed; 3 the API could not be asked or refused (nothing was

@@ -47,7 +47,7 @@ class LdapSettings(NamedTuple):
 
 
 class EncSettings(NamedTuple):
-    """How the node classifier reads the directory (see the README)."""
+    """How the node classifier reads the directory (see docs/enc.md)."""
 
     mode: str = "opslab"
     node_filter: str = "(&(objectClass=puppetClient)(|(cn=%s)(associatedDomain=%s)))"

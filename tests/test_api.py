@@ -232,7 +232,7 @@ def test_run_reports_from_the_hosts_own_token(stored_client: FlaskClient) -> Non
     assert [(r["host"], r["status"]) for r in latest] == [
         ("api1.web.example.org", "changed"), ("api2.web.example.org", "failed")]
     assert latest[1]["failures"] == [{"resource": "Exec[x]", "messages": ["boom"]}]
-    # Open to every person of the community (the README's read rule), not to anonymous callers.
+    # Open to every person of the community (docs/api.md's read rule), not to anonymous callers.
     assert stored_client.get("/v1/projects/web/reports", headers=basic("dave")).json == latest
     assert stored_client.get("/v1/projects/web/reports").status_code == 401
     for name in ("api1", "api2"):
