@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import ldap
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -81,6 +82,18 @@ def recorded_write(
         raise AuditFailed(f"recording {change.action} failed; the change was undone") from error
     change.state = "done"
     return change
+
+
+def recorded_modify(change: Change, dn: str,
+                    changes: list[tuple[int, str, list[str]]]) -> None:
+    """Add or delete single values of the entry ``dn`` (``ldap.MOD_ADD``/``MOD_DELETE``)
+    and record ``change``, as :func:`recorded_write` does; the undo is the inverse."""
+    directory = context.directory()
+    undo = [(ldap.MOD_DELETE if operation == ldap.MOD_ADD else ldap.MOD_ADD, name, values)
+            for operation, name, values in reversed(changes)]
+    with context.session() as session:
+        recorded_write(session, change, write=lambda: directory.modify(dn, changes),
+                       undo=lambda: directory.modify(dn, undo))
 
 
 def _forget(session: Session, change: Change) -> None:

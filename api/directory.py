@@ -45,7 +45,7 @@ class DirectoryAccess:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._kept = threading.local()
-        # What people's entries said, for the agents' targets (see api/people.py).
+        # What people's entries said, for the agents' targets (see api/sudo.py).
         self.accounts = _Accounts()
         ldap_settings = config.ldap
         self._settings = {

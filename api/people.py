@@ -1,85 +1,217 @@
-"""People as the API hands them to instances: who of a project's members gets sudo.
+"""People: their accounts (created by operations or account admins) and their SSH keys.
 
-A member DN is only a name in a list: it may point at no person at all, or
-at a person who is locked or whose name is a system account. sudo goes only
-to members who are people (an entry at ``uid=NAME`` below the people base)
-and whom :mod:`opslab.accounts` does not refuse, the same rule
-``opslab-ssh-keys`` applies at login.
+A person is ``uid=NAME`` below the people base: ``inetOrgPerson`` for the
+name, ``posixAccount`` for the account every instance of their projects
+gives them (a uidNumber from :mod:`opslab.api.ids`, the primary group
+``accounts.primary_gid``, home ``accounts.home_base/NAME``, shell
+``accounts.shell``), ``ldapPublicKey`` for the keys ``opslab-ssh-keys``
+hands to sshd. The password the API makes at creation is shown once; the
+directory keeps only its hash.
 
-Every agent asks for its target every minute, so what each person's entry
-says (exists, locked or not, uidNumber) is kept by each API worker for
-:data:`ACCOUNT_TTL` seconds: membership itself is read afresh from the
-project on every request, and a person locked out loses sudo within that
-time plus the agents' check interval (logins are refused at once: that is
-``opslab-ssh-keys``' own question to the directory).
+Who may do what: operations and members of ``api.account_admins_project``
+create people; a person manages their own keys, and so may those who
+create people (to help someone locked out of their keys). Everyone in the
+community reads people (name, projects, public keys).
 """
 
-import time
+import secrets
+from typing import Any
 
 import ldap
-import ldap.dn
 
 from opslab import accounts
-from opslab.directory import Entry, Search, fill_filter
+from opslab.directory import attribute_values, fill_filter
 from opslab.names import InvalidName, validate_user_name
+from opslab.sshkeys import InvalidKey, PublicKey, parse
 
-from . import context
+from . import context, ids, projects
+from .audit import recorded_modify, recorded_write
+from .auth import Actor, is_operator, person, standing
+from .contract import Body
+from .directory import Attributes
+from .errors import Invalid, Refused
+from .store import Change
 
-ACCOUNT_TTL = 10.0
+OBJECT_CLASSES = ["inetOrgPerson", "posixAccount", "ldapPublicKey"]
+MAX_KEYS = 20
 
 
-def sudo_users(member_dns: list[str]) -> dict[str, int | None]:
-    """The user names among ``member_dns`` who may have an account and sudo, sorted, each
-    with its directory uidNumber (the instance grants only to the local account of that
-    uid)."""
-    names = [name for name in context.directory().uids(member_dns) if _login_name(name)]
+def view(actor: Actor | None, uid: str) -> dict[str, Any]:
+    """A person as the community sees them: name, account, projects and public keys."""
+    person(actor)
+    entry = _read(uid)
+    directory = context.directory()
+    found = directory.search(context.config().projects_base_dn, fill_filter(
+        "(&(objectClass=groupOfNames)(member=%s))", directory.person_dn(uid)))
+    names = sorted(value for _, project in found for value in attribute_values(project, "cn"))
+    return {**document(entry), "projects": names}
+
+
+def create(actor: Actor | None, read_body: Body) -> tuple[dict[str, Any], str]:
+    """Create the person ``read_body`` asks for: (their document, their password, given
+    this once). They join ``api.default_project`` when it is set."""
+    _may_create_people(actor)
+    body = read_body()
+    uid = _valid_name(body["uid"])
+    keys = [_parsed(text, f"ssh_keys[{index}]") for index, text in
+            enumerate(body.get("ssh_keys", []))]
     config = context.config()
-    entries = _people(names)
-    allowed: dict[str, int | None] = {}
-    for name in names:
-        entry = entries.get(name)
-        if entry is not None and accounts.refusal(name, entry, config.accounts) is None:
-            allowed[name] = accounts.uid_number(entry)
-    return allowed
+    directory = context.directory()
+    dn = directory.person_dn(uid)
+    if directory.read(dn, ["uid"]) is not None:
+        raise Refused(409, f"a person {uid!r} exists")
+    name = " ".join(body["name"].split())
+    entry: Attributes = {
+        "objectClass": OBJECT_CLASSES, "uid": [uid], "cn": [name],
+        "sn": [name.rsplit(" ", 1)[-1]], "mail": [body["mail"]] if body.get("mail") else [],
+        "uidNumber": [str(ids.take())], "gidNumber": [str(config.accounts.primary_gid)],
+        "homeDirectory": [f"{config.accounts.home_base.rstrip('/')}/{uid}"],
+        "loginShell": [config.accounts.shell],
+        "sshPublicKey": _unique_lines(keys),
+    }
+    password = secrets.token_urlsafe(18)
+
+    def write() -> None:
+        directory.add(dn, entry)
+        directory.writer().set_password(dn, password)
+
+    with context.session() as session:
+        change = Change(actor=str(actor), action="person.create", target=uid, project=None,
+                        before=None, after=document(entry))
+        recorded_write(session, change, write=write, undo=lambda: directory.delete(dn))
+    if config.api.default_project:
+        projects.enrol(actor, config.api.default_project, dn)
+    return document(_read(uid)), password
 
 
-def _people(names: list[str]) -> dict[str, Entry | None]:
-    """The person entry of each of ``names`` (None: there is none), from the directory
-    or, when read within ACCOUNT_TTL, from what was read."""
-    now = time.monotonic()
-    cache = context.directory().accounts
-    with cache.lock:
-        known = {name: cache.known[name] for name in names if name in cache.known}
-    found = {name: entry for name, (until, entry) in known.items() if until > now}
-    missing = [name for name in names if name not in found]
-    if missing:
-        directory = context.directory()
-        # One search for all of them; each entry found is then matched by its DN,
-        # never by a uid value (an entry may carry several).
-        wanted = "(|" + "".join(fill_filter("(uid=%s)", name) for name in missing) + ")"
-        [hits] = directory.writer().search([Search(context.config().people_base_dn, wanted,
-                                                   list(accounts.ATTRIBUTES))])
-        by_dn = {_normal(entry.dn): entry for entry in hits}
-        fresh = {name: by_dn.get(_normal(directory.person_dn(name))) for name in missing}
-        with cache.lock:
-            cache.known.update({name: (now + ACCOUNT_TTL, entry)
-                                for name, entry in fresh.items()})
-            for name in [name for name, (until, _) in cache.known.items() if until <= now]:
-                del cache.known[name]
-        found.update(fresh)
-    return found
+def add_key(actor: Actor | None, uid: str, read_body: Body) -> dict[str, Any]:
+    """Add a public key to ``uid``'s keys (the person, or those who create people)."""
+    dn, entry = _may_change_keys(actor, uid)
+    key = _parsed(read_body()["key"], "key")
+    stored = _keys(entry)
+    if any(known is not None and known.fingerprint == key.fingerprint for known in stored):
+        raise Refused(409, f"{uid} has the key {key.fingerprint} already")
+    if len(stored) >= MAX_KEYS:
+        raise Refused(409, f"{uid} has {len(stored)} keys, the most a person may have")
+    changes: list[tuple[int, str, list[str]]] = [(ldap.MOD_ADD, "sshPublicKey", [key.line])]
+    if "ldappublickey" not in {value.lower() for value in attribute_values(entry,
+                                                                            "objectClass")}:
+        changes.insert(0, (ldap.MOD_ADD, "objectClass", ["ldapPublicKey"]))
+    after = {**entry, "sshPublicKey": [*attribute_values(entry, "sshPublicKey"), key.line]}
+    _modify(actor, "person.key.add", uid, dn, entry, changes, after)
+    return _key_json(key)
 
 
-def _login_name(name: str) -> bool:
+def remove_key(actor: Actor | None, uid: str, fingerprint: str) -> None:
+    """Remove the key of ``fingerprint`` (``SHA256:...``) from ``uid``'s keys."""
+    dn, entry = _may_change_keys(actor, uid)
+    lines = attribute_values(entry, "sshPublicKey")
+    found = [line for line, key in zip(lines, _keys(entry), strict=True)
+             if key is not None and key.fingerprint == fingerprint]
+    if not found:
+        raise Refused(404, f"{uid} has no key {fingerprint[:60]!r}")
+    after = {**entry, "sshPublicKey": [line for line in lines if line not in found]}
+    _modify(actor, "person.key.remove", uid, dn, entry,
+            [(ldap.MOD_DELETE, "sshPublicKey", found)], after)
+
+
+def document(entry: Attributes) -> dict[str, Any]:
+    """A person's public document (never their password or its hash)."""
+    def first(name: str) -> str | None:
+        return next(iter(attribute_values(entry, name)), None)
+
+    uid = first("uid") or ""
+    number = first("uidNumber")
+    return {
+        "uid": uid, "name": first("cn"),
+        "uid_number": int(number) if number and number.isdigit() else None,
+        "home": first("homeDirectory"), "shell": first("loginShell"),
+        "ssh_keys": [_key_json(key) if key is not None else {"key": line, "invalid": True}
+                     for line, key in zip(attribute_values(entry, "sshPublicKey"),
+                                          _keys(entry), strict=True)],
+    }
+
+
+def _read(uid: str) -> Attributes:
     try:
-        validate_user_name(name)
+        name = validate_user_name(uid)
     except InvalidName:
-        return False
-    return True
+        raise Refused(404, f"no person {uid[:40]!r}") from None
+    directory = context.directory()
+    entry = directory.read(directory.person_dn(name),
+                           ["objectClass", "uid", "cn", "uidNumber", "homeDirectory",
+                            "loginShell", "sshPublicKey"])
+    if entry is None:
+        raise Refused(404, f"no person {uid!r}")
+    return entry
 
 
-def _normal(dn: str) -> str:
+def _keys(entry: Attributes) -> list[PublicKey | None]:
+    """Each stored key parsed (None: one written by hand that is not a valid key)."""
+    parsed: list[PublicKey | None] = []
+    for line in attribute_values(entry, "sshPublicKey"):
+        try:
+            parsed.append(parse(line))
+        except InvalidKey:
+            parsed.append(None)
+    return parsed
+
+
+def _key_json(key: PublicKey) -> dict[str, Any]:
+    return {"key": key.line, "type": key.type, "bits": key.bits,
+            "fingerprint": key.fingerprint, "comment": key.comment}
+
+
+def _parsed(text: str, field: str) -> PublicKey:
     try:
-        return str(ldap.dn.dn2str(ldap.dn.str2dn(dn.lower())))
-    except ldap.DECODING_ERROR:
-        return dn.lower()
+        return parse(text)
+    except InvalidKey as error:
+        raise Invalid(f"{field}: {error}") from None
+
+
+def _unique_lines(keys: list[PublicKey]) -> list[str]:
+    return list({key.fingerprint: key.line for key in keys}.values())
+
+
+def _valid_name(uid: str) -> str:
+    try:
+        name = validate_user_name(uid)
+    except InvalidName as error:
+        raise Invalid(f"uid: {error}") from None
+    if name in accounts.SYSTEM_NAMES:
+        raise Invalid(f"uid: {name!r} is a system account")
+    return name
+
+
+def _may_create_people(actor: Actor | None) -> None:
+    dn = person(actor)
+    admins = context.config().api.account_admins_project
+    if is_operator(dn) or (admins and standing(admins, dn).member):
+        return
+    raise Refused(403, "only operations" + (f" and members of {admins!r}" if admins else "")
+                  + " may create people")
+
+
+def _may_change_keys(actor: Actor | None, uid: str) -> tuple[str, Attributes]:
+    """The person's DN and entry, if ``actor`` may change their keys: the person, operations,
+    and account admins (but only operations change an operator's keys: a key is a login
+    as its owner, and an operator's login is root on shared infrastructure)."""
+    dn = person(actor)
+    entry = _read(uid)
+    target = context.directory().person_dn(uid)
+    if actor is not None and actor.name == attribute_values(entry, "uid")[0]:
+        return target, entry
+    if is_operator(dn):
+        return target, entry
+    admins = context.config().api.account_admins_project
+    if admins and standing(admins, dn).member:
+        if is_operator(target):
+            raise Refused(403, f"only operations may change the keys of {uid}, who is one")
+        return target, entry
+    raise Refused(403, f"only {uid} (and those who create people) may change {uid}'s keys")
+
+
+def _modify(actor: Actor | None, action: str, uid: str, dn: str, before: Attributes,
+            changes: list[tuple[int, str, list[str]]], after: Attributes) -> None:
+    recorded_modify(Change(actor=str(actor), action=action, target=uid, project=None,
+                           before=document(before), after=document(after)), dn, changes)

@@ -14,8 +14,8 @@ import ldap
 from opslab.directory import attribute_values
 from opslab.names import InvalidName, validate_user_name
 
-from . import adminlog, context, hosts
-from .audit import recorded_write
+from . import adminlog, context, hosts, ids
+from .audit import recorded_modify, recorded_write
 from .auth import (
     Actor,
     is_operator,
@@ -23,6 +23,7 @@ from .auth import (
     may_change_project,
     may_remove_member,
     person,
+    standing,
 )
 from .contract import Body
 from .directory import Attributes, escape
@@ -43,12 +44,14 @@ def read(project: str) -> Attributes:
 
 
 def entry_for(name: str, settings: dict[str, Any], members: list[str],
-              owners: list[str]) -> Attributes:
-    """The directory attributes of a project (its Puppet settings as on a host)."""
+              owners: list[str], gid: str) -> Attributes:
+    """The directory attributes of a project: its Puppet settings as on a host, and its
+    ``gid`` as the posix group its members share on its instances."""
     puppet = hosts.to_entry({"name": name, "project": name, **settings})
     return {
-        "objectClass": ["groupOfNames", "puppetClient", "opslabNode"],
+        "objectClass": ["groupOfNames", "puppetClient", "opslabNode", "opslabPosixGroup"],
         "cn": [name],
+        "gidNumber": [gid],
         "description": [settings["description"]] if settings.get("description") else [],
         "member": members,
         "owner": owners,
@@ -76,9 +79,11 @@ def summary(entry: Attributes) -> dict[str, Any]:
 def document(entry: Attributes) -> dict[str, Any]:
     """The project document of the API's answers to writes (and, with more, to reads)."""
     directory = context.directory()
+    gid = next(iter(attribute_values(entry, "gidNumber")), None)
     return {**settings(entry), **summary(entry),
             "members": directory.uids(attribute_values(entry, "member")),
-            "owners": directory.uids(attribute_values(entry, "owner"))}
+            "owners": directory.uids(attribute_values(entry, "owner")),
+            "gid_number": int(gid) if gid is not None and gid.isdigit() else None}
 
 
 def full_document(project: str) -> dict[str, Any]:
@@ -127,7 +132,7 @@ def create(actor: Actor | None, read_body: Body) -> dict[str, Any]:
                            "create it")
     new_settings = {**hosts.changes(body), "description": body.get("description"),
                     "global": body.get("global", False)}
-    entry = entry_for(name, new_settings, [dn], [dn])
+    entry = entry_for(name, new_settings, [dn], [dn], str(ids.take()))
     _write(actor, "project.create", name, None, entry)
     return full_document(name)
 
@@ -142,9 +147,11 @@ def update(actor: Actor | None, project: str, read_body: Body) -> dict[str, Any]
     changes: dict[str, Any] = {
         **hosts.changes(body),
         **{key: body[key] for key in ("description", "global") if key in body}}
+    # A project made before projects were posix groups becomes one at its next change.
+    gid = next(iter(attribute_values(before, "gidNumber")), None) or str(ids.take())
     after: Attributes = {**before, **entry_for(project, {**settings(before), **changes},
-                                   attribute_values(before, "member"),
-                                   attribute_values(before, "owner"))}
+                                               attribute_values(before, "member"),
+                                               attribute_values(before, "owner"), gid)}
     _write(actor, "project.update", project, before, after)
     return full_document(project)
 
@@ -188,19 +195,25 @@ def remove_member(actor: Actor | None, project: str, uid: str) -> dict[str, Any]
     return full_document(project)
 
 
+def enrol(actor: Actor | None, project: str, dn: str) -> None:
+    """Make the person ``dn`` a member of ``project`` on ``actor``'s behalf, with its audit
+    record, whatever ``actor``'s own standing in it (a new person joining the default
+    project); nothing if they are one already."""
+    if standing(project, dn).member:
+        return
+    before = read(project)
+    after = {**before, "member": [*attribute_values(before, "member"), dn]}
+    _modify(actor, "project.member.add", project, before, [(ldap.MOD_ADD, "member", [dn])],
+            after)
+
+
 def _modify(actor: Actor | None, action: str, project: str, before: Attributes,
             changes: list[tuple[int, str, list[str]]], after: Attributes) -> None:
     """Add or delete single values of a project entry (members, owners), with the audit
     record; ``after`` is ``before`` as the changes leave it, for the record."""
-    directory = context.directory()
-    dn = directory.project_dn(project)
-    undo = [(ldap.MOD_DELETE if operation == ldap.MOD_ADD else ldap.MOD_ADD, name, values)
-            for operation, name, values in reversed(changes)]
-    with context.session() as session:
-        change = Change(actor=str(actor), action=action, target=project, project=project,
-                        before=document(before), after=document(after))
-        recorded_write(session, change, write=lambda: directory.modify(dn, changes),
-                       undo=lambda: directory.modify(dn, undo))
+    recorded_modify(Change(actor=str(actor), action=action, target=project, project=project,
+                           before=document(before), after=document(after)),
+                    context.directory().project_dn(project), changes)
 
 
 def _write(actor: Actor | None, action: str, project: str, before: Attributes | None,

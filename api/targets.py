@@ -17,7 +17,7 @@ from . import context
 from .auth import Actor, may_read_host
 from .directory import is_global
 from .errors import Refused
-from .people import sudo_users
+from .sudo import sudo_users
 
 
 def classification(actor: Actor | None, fqdn: str) -> Classification:

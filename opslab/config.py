@@ -117,6 +117,10 @@ class ApiSettings(NamedTuple):
     # Hosts created through the API are named NAME.PROJECT.DOMAIN; None: the
     # API creates no hosts until it is set.
     domain: str | None = None
+    # A person created through the API joins this project (None: none).
+    default_project: str | None = None
+    # Members of this project create people, as operations do (None: only operations).
+    account_admins_project: str | None = None
 
 
 class AgentSettings(NamedTuple):
@@ -142,6 +146,13 @@ class AccountSettings(NamedTuple):
     # (nobody is 65534), never a person's.
     min_uid: int = 1000
     max_uid: int = 60000
+    # The numbers the API gives people (uidNumber) and projects (gidNumber)
+    # start here: above the accounts an image makes itself (debian is 1000).
+    first_id: int = 10000
+    # Every person's primary group: Debian's "users", which every instance has.
+    primary_gid: int = 100
+    home_base: str = "/home"
+    shell: str = "/bin/bash"
 
 
 class Config(NamedTuple):
@@ -329,6 +340,12 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: accounts.min_uid ({config.accounts.min_uid}) is above "
                           f"accounts.max_uid ({config.accounts.max_uid}): no uid would be a "
                           "person's")
+    if not config.accounts.min_uid <= config.accounts.first_id <= config.accounts.max_uid:
+        raise ConfigError(f"{source}: accounts.first_id ({config.accounts.first_id}) must lie "
+                          f"between accounts.min_uid and accounts.max_uid")
+    for key in ("home_base", "shell"):
+        if not getattr(config.accounts, key).startswith("/"):
+            raise ConfigError(f"{source}: accounts.{key} must be an absolute path")
     for section, key in (("ldap", "connect_timeout"), ("ldap", "timeout"), ("ldap", "deadline"),
                          ("branches", "git_timeout"), ("apply", "timeout"),
                          ("agent", "check_interval"), ("agent", "apply_interval"),

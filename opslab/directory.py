@@ -312,6 +312,12 @@ class Directory:
         """Delete the entry ``dn``; DirectoryConflict if it does not exist."""
         self._write(f"deleting {dn}", lambda connection: connection.delete_ext_s(dn))
 
+    def set_password(self, dn: str, password: str) -> None:
+        """Give ``dn`` the password ``password``, which the server hashes as its own policy
+        says (RFC 3062 Password Modify): opslab never makes or stores a hash."""
+        self._write(f"giving {dn} a new password",
+                    lambda connection: connection.passwd_s(dn, None, password))
+
     def check_password(self, dn: str, password: str) -> bool:
         """Whether ``password`` is ``dn``'s, by binding this connection as ``dn``.
 
@@ -353,11 +359,11 @@ class Directory:
         return self._connect()
 
     def _write(self, what: str, operation: Callable[["ldap.ldapobject.LDAPObject"], object]) \
-            -> None:
+            -> object:
         connection = self._usable()
         try:
             connection.timeout = self._timeout()
-            operation(connection)
+            return operation(connection)
         except _CONFLICTS as error:
             raise DirectoryConflict(f"{what}: {_describe(error)}") from None
         except _TRANSPORT_ERRORS as error:

@@ -39,6 +39,7 @@ INDEXES = (
     "cn,uid,associatedDomain,dc eq",
     "member,owner eq",
     "puppetClass,opslabProject eq",
+    "uidNumber,gidNumber eq",
 )
 
 
