@@ -155,6 +155,23 @@ class AccountSettings(NamedTuple):
     shell: str = "/bin/bash"
 
 
+class InstanceSettings(NamedTuple):
+    """Instances launched for hosts (opslab.instances): where, and what they boot."""
+
+    provider: str = "local"  # "local" (containers of this machine's OS) or "openstack"
+    # The metadata value that marks this installation's servers: the reaper
+    # deletes only servers that carry it.
+    installation: str = "opslab"
+    image: str | None = None  # the default image (openstack: its name or id)
+    flavor: str | None = None  # the default flavor (openstack: its name or id)
+    network: str | None = None  # openstack: the network servers are attached to
+    cloud: str | None = None  # openstack: the cloud's name in clouds.yaml
+    clouds_file: str | None = None  # openstack: clouds.yaml (None: openstacksdk's places)
+    request_timeout: float = 30.0  # one request to the cloud
+    launch_timeout: float = 300.0  # until a server is ACTIVE
+    delete_timeout: float = 120.0  # until a deleted server is gone
+
+
 class Config(NamedTuple):
     """The whole configuration file, one attribute per section."""
 
@@ -166,6 +183,7 @@ class Config(NamedTuple):
     api: ApiSettings = ApiSettings()
     agent: AgentSettings = AgentSettings()
     accounts: AccountSettings = AccountSettings()
+    instances: InstanceSettings = InstanceSettings()
     source: str = "embedded defaults"
 
     @property
@@ -193,8 +211,10 @@ _SECTIONS: dict[str, type[Any]] = {
     "api": ApiSettings,
     "agent": AgentSettings,
     "accounts": AccountSettings,
+    "instances": InstanceSettings,
 }
 _ENC_MODES = ("opslab", "terminus")
+_PROVIDERS = ("local", "openstack")
 
 
 def add_config_option(parser: "argparse.ArgumentParser", default: str | None = None) -> None:
@@ -340,6 +360,8 @@ def _check(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: accounts.min_uid ({config.accounts.min_uid}) is above "
                           f"accounts.max_uid ({config.accounts.max_uid}): no uid would be a "
                           "person's")
+    if config.instances.provider not in _PROVIDERS:
+        raise ConfigError(f"{source}: instances.provider must be one of {', '.join(_PROVIDERS)}")
     if not config.accounts.min_uid <= config.accounts.first_id <= config.accounts.max_uid:
         raise ConfigError(f"{source}: accounts.first_id ({config.accounts.first_id}) must lie "
                           f"between accounts.min_uid and accounts.max_uid")
@@ -349,7 +371,9 @@ def _check(config: Config, source: str) -> None:
     for section, key in (("ldap", "connect_timeout"), ("ldap", "timeout"), ("ldap", "deadline"),
                          ("branches", "git_timeout"), ("apply", "timeout"),
                          ("agent", "check_interval"), ("agent", "apply_interval"),
-                         ("agent", "retry_interval"), ("agent", "ssh_keys_timeout")):
+                         ("agent", "retry_interval"), ("agent", "ssh_keys_timeout"),
+                         ("instances", "request_timeout"), ("instances", "launch_timeout"),
+                         ("instances", "delete_timeout")):
         if getattr(getattr(config, section), key) <= 0:
             raise ConfigError(f"{source}: {section}.{key} must be greater than 0")
 

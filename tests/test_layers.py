@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Where each package's source lives (pyproject.toml's package-dir).
 PACKAGES = {"opslab": "opslab", "opslab.enc": "enc", "opslab.branchrunner": "branchrunner",
             "opslab.api": "api", "opslab.api.routes": "api/routes",
-            "opslab.agent": "instance-agent"}
-COMPONENTS = ("opslab.enc", "opslab.branchrunner", "opslab.api", "opslab.agent")
+            "opslab.agent": "instance-agent", "opslab.instances": "instances"}
+COMPONENTS = ("opslab.enc", "opslab.branchrunner", "opslab.api", "opslab.agent",
+              "opslab.instances")
 
 
 def modules() -> dict[str, Path]:
