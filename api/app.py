@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from opslab.config import Config
 from opslab.directory import DirectoryConflict, DirectoryError, DirectoryUnavailable
+from opslab.instances.provider import ProviderError, ProviderUnavailable
 from opslab.names import has_control_characters
 
 from .audit import AuditFailed
@@ -85,6 +86,14 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(DirectoryError)
     def directory_error(error: DirectoryError) -> Any:
         return _error(502, f"the directory refused: {error}")
+
+    @app.errorhandler(ProviderUnavailable)
+    def cloud_unavailable(error: ProviderUnavailable) -> Any:
+        return _error(503, f"the cloud is unavailable: {error}")
+
+    @app.errorhandler(ProviderError)
+    def cloud_refused(error: ProviderError) -> Any:
+        return _error(502, f"the cloud refused: {error}")
 
     @app.errorhandler(AuditFailed)
     def audit_failed(error: AuditFailed) -> Any:

@@ -6,6 +6,8 @@ from sqlalchemy.orm import Session
 
 from opslab.config import Config
 from opslab.directory import Directory
+from opslab.instances import provider_for
+from opslab.instances.provider import Provider
 
 from .contract import Contract
 from .directory import DirectoryAccess
@@ -51,3 +53,12 @@ def heads() -> BranchHeads:
     """The control repository's branch heads, as instances are told them."""
     known: BranchHeads = current_app.extensions["opslab.heads"]
     return known
+
+
+def provider() -> Provider:
+    """The instance provider, made on first use (openstacksdk is imported only then)."""
+    extensions = current_app.extensions
+    if "opslab.provider" not in extensions:
+        extensions["opslab.provider"] = provider_for(config())
+    made: Provider = extensions["opslab.provider"]
+    return made

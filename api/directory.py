@@ -87,6 +87,10 @@ class DirectoryAccess:
     def host_dn(self, fqdn: str) -> str:
         return f"dc={escape_dn_chars(fqdn)},{self.config.hosts_base_dn}"
 
+    def dns_dn(self, name: str) -> str:
+        """The DN of the alias entry of the DNS name ``name`` (needs ``api.dns_base``)."""
+        return f"dc={escape_dn_chars(name)},{self.config.api.dns_base},{self.config.ldap.base}"
+
     def uids(self, dns: list[str]) -> list[str]:
         """The sorted user names of the people among ``dns`` (members that are not people,
         such as nested groups, are left out)."""

@@ -35,7 +35,7 @@ from opslab.names import (
     validate_certname,
 )
 
-from . import context, history
+from . import context, history, instances
 from .audit import recorded_write
 from .auth import Actor, may_change_project, may_read_host
 from .contract import Body
@@ -237,19 +237,23 @@ def query(projects: list[str], classes: list[str], variables: list[str]) -> \
 
 
 def view(actor: Actor | None, fqdn: str) -> dict[str, Any]:
-    """The host as the directory has it, with what its agent last said and its last run."""
+    """The host as the directory has it, with what its agent last said, its last run and
+    its instance."""
     _, _, host = existing(fqdn)
     may_read_host(actor, host["name"])
     incarnation = history.current_incarnation(host["name"])
     return {**host, "agent": history.agent_state(host["name"], incarnation),
-            "last_run": history.latest_report(host["name"], incarnation)}
+            "last_run": history.latest_report(host["name"], incarnation),
+            "instance": instances.view(host["name"], incarnation)}
 
 
 def create(actor: Actor | None, project: str, body: Body) -> tuple[dict[str, Any], str]:
-    """Create the host ``body`` asks for in ``project``: (its document, its token). The
-    token is given this once; the store keeps only its digest."""
+    """Create the host ``body`` asks for in ``project``, and launch its instance if it asks
+    for one: (its document, its token). The token is given this once; the store keeps
+    only its digest. A launch that fails takes the host away again."""
     may_change_project(actor, project)
-    host = new_host(body(), project)
+    document = body()
+    host = new_host(document, project)
     taken = claims(host["name"])
     if taken:
         raise Refused(409, f"{host['name']} would take over existing entries: "
@@ -258,11 +262,12 @@ def create(actor: Actor | None, project: str, body: Body) -> tuple[dict[str, Any
     dn = directory.host_dn(host["name"])
     entry = to_entry(host)
     token = secrets.token_urlsafe(32)
+    incarnation = new_incarnation()
 
     def token_row(rows: Session) -> None:
         # merge: a token left behind by an entry deleted by hand is replaced.
         rows.merge(HostToken(host=host["name"], project=project, digest=token_digest(token),
-                             incarnation=new_incarnation()))
+                             incarnation=incarnation))
 
     with context.session() as session:
         change = Change(actor=str(actor), action="host.create", target=host["name"],
@@ -271,7 +276,15 @@ def create(actor: Actor | None, project: str, body: Body) -> tuple[dict[str, Any
         # other request's write is a conflict (409) before any token is stored.
         recorded_write(session, change, write=lambda: directory.add(dn, entry),
                        undo=lambda: directory.delete(dn), rows=token_row)
-    return from_entry(entry), token
+    created = from_entry(entry)
+    if document.get("instance") is not None:
+        try:
+            instances.launch(actor, created, incarnation, token, document["instance"])
+        except BaseException:
+            _remove(actor, dn, entry, created)
+            raise
+        return view(actor, host["name"]), token
+    return created, token
 
 
 def update(actor: Actor | None, fqdn: str, body: Body) -> dict[str, Any]:
@@ -291,9 +304,16 @@ def update(actor: Actor | None, fqdn: str, body: Body) -> dict[str, Any]:
 
 
 def delete(actor: Actor | None, fqdn: str) -> None:
-    """Delete a host: its entry and token go, its agent state and reports are retired."""
+    """Delete a host: its instance first (a cloud that cannot be reached leaves the host
+    as it is), then its entry and token; its agent state and reports are retired."""
     dn, before_entry, before = existing(fqdn)
     may_change_project(actor, before["project"])
+    instances.destroy(actor, before)
+    _remove(actor, dn, before_entry, before)
+
+
+def _remove(actor: Actor | None, dn: str, before_entry: Attributes,
+            before: dict[str, Any]) -> None:
     directory = context.directory()
     with context.session() as session:
         change = Change(actor=str(actor), action="host.delete", target=before["name"],

@@ -13,7 +13,10 @@ default, PostgreSQL or MariaDB/MySQL by URL. The tables:
   shown once, when the host is created, and never stored), and its
   *incarnation*: a name can be deleted and created again, and the reports
   and agent state of the host that was deleted must never show as the new
-  one's. Reports and agent states carry the incarnation they were sent by.
+  one's. Reports and agent states carry the incarnation they were sent by;
+* ``instances``: the server launched for a host (provider, server id,
+  state, the cloud's fault, image, flavor, size, addresses);
+* ``project_quotas``: what operations allow a project to launch.
 
 Every time is stored in UTC and read back as an aware datetime, on every
 database (:class:`UTCDateTime`).
@@ -158,6 +161,36 @@ class HostToken(Base):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     incarnation: Mapped[str] = mapped_column(String(32), default=new_incarnation)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class Instance(Base):
+    """The server a provider runs for a host (one per host incarnation)."""
+
+    __tablename__ = "instances"
+    host: Mapped[str] = mapped_column(String(253), primary_key=True)
+    incarnation: Mapped[str] = mapped_column(String(32))
+    project: Mapped[str] = mapped_column(String(64), index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    server_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    fault: Mapped[str | None] = mapped_column(Text)
+    image: Mapped[str] = mapped_column(String(255))
+    flavor: Mapped[str] = mapped_column(String(255))
+    cores: Mapped[int | None] = mapped_column(Integer)
+    ram_mb: Mapped[int | None] = mapped_column(Integer)
+    addresses: Mapped[Any] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, onupdate=now)
+
+
+class ProjectQuota(Base):
+    """What a project may launch; a missing row or a null limit is no limit."""
+
+    __tablename__ = "project_quotas"
+    project: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instances: Mapped[int | None] = mapped_column(Integer)
+    cores: Mapped[int | None] = mapped_column(Integer)
+    ram_mb: Mapped[int | None] = mapped_column(Integer)
 
 
 def token_digest(token: str) -> str:

@@ -117,6 +117,9 @@ class ApiSettings(NamedTuple):
     # Hosts created through the API are named NAME.PROJECT.DOMAIN; None: the
     # API creates no hosts until it is set.
     domain: str | None = None
+    # Alias entries (CNAMEs naming an instance by its id, for PowerDNS) go below
+    # this, under the base DN; None: no aliases.
+    dns_base: str | None = "ou=dns"
     # A person created through the API joins this project (None: none).
     default_project: str | None = None
     # Members of this project create people, as operations do (None: only operations).
@@ -170,6 +173,16 @@ class InstanceSettings(NamedTuple):
     request_timeout: float = 30.0  # one request to the cloud
     launch_timeout: float = 300.0  # until a server is ACTIVE
     delete_timeout: float = 120.0  # until a deleted server is gone
+    # What an instance's user-data tells it (instance-agent/cloud-init.yaml):
+    # where bootstrap.sh and the opslab package are, and how it reaches the
+    # API, the directory and the Puppet repository; None: the API's own
+    # api.public_url, ldap.uri and branches.remote.
+    bootstrap_url: str | None = None
+    package: str | None = None
+    api_url: str | None = None
+    ldap_uri: str | None = None
+    remote: str | None = None
+    bootstrap_options: tuple[str, ...] = ()  # more options for opslab agent bootstrap
 
 
 class Config(NamedTuple):

@@ -101,7 +101,29 @@ def host_certname(name: str, project: str, domain: str) -> str:
     if not re.fullmatch(_LABEL, label):
         raise InvalidName(f"host name {label[:70]!r} is not a DNS label "
                           "(a-z, 0-9 and inner '-', 1 to 63 characters)")
+    if _INSTANCE_LABEL.fullmatch(label):
+        raise InvalidName(f"host name {label!r} is kept for instance ids (i- and 8 hex "
+                          "digits name an instance by its id in DNS)")
     return validate_certname(label + suffix)
+
+
+# The DNS name of an instance by its id: i-0000012a.PROJECT.DOMAIN, a CNAME of
+# the host's name, as the cloud's ec2-style id names it. Host names never take
+# this form, so an id's name can never be a host's.
+_INSTANCE_LABEL = re.compile(r"i-[0-9a-f]{8}")
+
+
+def instance_alias(server_id: str, project: str, domain: str) -> str:
+    """The second DNS name of the instance ``server_id`` of ``project``: the id itself when
+    it is ec2-style (``i-0000012a``), else ``i-`` and the first 8 hex digits of the id
+    (an OpenStack UUID)."""
+    label = server_id.lower()
+    if not _INSTANCE_LABEL.fullmatch(label):
+        digits = "".join(char for char in label if char in "0123456789abcdef")
+        if len(digits) < 8:
+            raise InvalidName(f"instance id {server_id[:70]!r} has fewer than 8 hex digits")
+        label = f"i-{digits[:8]}"
+    return validate_certname(f"{label}.{project}.{domain}")
 
 
 def this_certname(configured: str | None) -> str:

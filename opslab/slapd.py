@@ -217,11 +217,12 @@ class ThrowawaySlapd:
         return connection
 
     def create_base(self) -> None:
-        """Create the suffix entry and the ou=people, ou=projects, ou=hosts branches."""
+        """Create the suffix entry and the ou=people, ou=projects, ou=hosts and ou=dns
+        branches."""
         top = self.suffix.split(",")[0].partition("=")[2]
         branches = "".join(
             f"\ndn: ou={ou},{self.suffix}\nobjectClass: organizationalUnit\nou: {ou}\n"
-            for ou in ("people", "projects", "hosts")
+            for ou in ("people", "projects", "hosts", "dns")
         )
         self.add_ldif(
             f"dn: {self.suffix}\nobjectClass: dcObject\nobjectClass: organization\n"

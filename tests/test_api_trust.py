@@ -715,9 +715,9 @@ def test_a_person_with_a_photo_is_a_member_like_any_other(
 def test_a_person_locked_out_loses_sudo_within_the_account_ttl(
     api: FlaskClient, slapd: ThrowawaySlapd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opslab.api import people
+    from opslab.api import sudo
 
-    monkeypatch.setattr(people, "ACCOUNT_TTL", 0.5)
+    monkeypatch.setattr(sudo, "ACCOUNT_TTL", 0.5)
     project = (f"dn: cn=ttl,{PROJECTS}\nobjectClass: groupOfNames\nobjectClass: puppetClient\n"
                f"cn: ttl\nmember: uid=soonlocked,{PEOPLE}\n\n"
                f"dn: dc=x.ttl.example.org,{HOSTS}\nobjectClass: dNSDomain\n"

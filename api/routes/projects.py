@@ -4,7 +4,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 
-from .. import hosts, projects
+from .. import hosts, instances, projects
 from ..auth import person, project_membership
 from ..contract import request_document
 from ..errors import Invalid
@@ -63,3 +63,15 @@ def add_member(project: str) -> Any:
 @blueprint.delete("/projects/<project>/members/<uid>")
 def remove_member(project: str, uid: str) -> Any:
     return jsonify(projects.remove_member(g.actor, project, uid))
+
+
+@blueprint.get("/projects/<project>/quota")
+def quota(project: str) -> Any:
+    person(g.actor)
+    project_membership(project)
+    return jsonify(instances.quota(project))
+
+
+@blueprint.put("/projects/<project>/quota")
+def set_quota(project: str) -> Any:
+    return jsonify(instances.set_quota(g.actor, project, request_document))

@@ -1,0 +1,230 @@
+"""Hosts with instances: the API launches through openstacksdk against the OpenStack
+stand-in, names the instance in the directory (addresses, the id's alias), documents it,
+enforces quotas, and leaves nothing behind when a launch fails or a host is deleted."""
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ldap
+import pytest
+import yaml
+from flask.testing import FlaskClient
+
+from opslab.api.app import create_app
+from opslab.slapd import ThrowawaySlapd
+from tests.conftest import BASE, api_config, basic
+from tests.openstack_standin import Created, Fate, StandIn
+
+HOSTS = f"ou=hosts,{BASE}"
+DNS = f"ou=dns,{BASE}"
+
+
+class Cloud:
+    """The API (a test client) on an OpenStack stand-in."""
+
+    def __init__(self, client: FlaskClient, standin: StandIn) -> None:
+        self.client = client
+        self.standin = standin
+        self.created: list[Created] = []
+
+    def create(self, label: str, **instance: Any) -> Any:
+        return self.client.post("/v1/projects/web/hosts",
+                                json={"name": label, "classes": ["motd"],
+                                      "instance": instance}, headers=basic("carol"))
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> Iterator[Cloud]:
+    with StandIn() as standin:
+        clouds = standin.clouds_yaml(tmp_path / "clouds.yaml")
+        config = api_config(tmp_path, slapd)
+        instances = config.instances._replace(
+            provider="openstack", cloud="standin", clouds_file=str(clouds),
+            image="debian-12", flavor="m1.small", network="private",
+            bootstrap_url="https://opslab.example.org/bootstrap.sh", package="opslab==0.1",
+            ldap_uri="ldaps://ldap.example.org", remote="https://git.example.org/puppet.git",
+            launch_timeout=3.0, delete_timeout=3.0, request_timeout=2.0)
+        app = create_app(config._replace(instances=instances))
+        with app.test_client() as client:
+            made = Cloud(client, standin)
+            standin_hook = standin.on_create
+
+            def record(created: Created) -> Fate:
+                made.created.append(created)
+                return standin_hook(created)
+
+            standin.on_create = record
+            yield made
+        app.extensions["opslab.engine"].dispose()
+    remove_left_hosts(slapd)
+
+
+def remove_left_hosts(slapd: ThrowawaySlapd) -> None:
+    """The hosts and aliases a test left (a failed assertion), so the next starts clean."""
+    connection = slapd.connect()
+    for base, pattern in ((HOSTS, "(associatedDomain=*.web.example.org)"),
+                          (DNS, "(objectClass=dNSDomain)")):
+        for dn, _ in connection.search_s(base, ldap.SCOPE_ONELEVEL, pattern, ["1.1"]):
+            with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+                connection.delete_s(dn)
+    connection.unbind_s()
+
+
+def entry(slapd: ThrowawaySlapd, dn: str) -> dict[str, list[bytes]] | None:
+    connection = slapd.connect()
+    try:
+        found = connection.search_s(dn, ldap.SCOPE_BASE)
+    except ldap.NO_SUCH_OBJECT:
+        return None
+    finally:
+        connection.unbind_s()
+    return dict(found[0][1])
+
+
+def log_lines(client: FlaskClient) -> list[str]:
+    return [item["message"] for item in client.get("/v1/projects/web/log").json]
+
+
+def actions(client: FlaskClient, target: str) -> list[str]:
+    return [change["action"] for change in
+            client.get(f"/v1/changes?target={target}", headers=basic("olga")).json][::-1]
+
+
+def test_a_member_launches_an_instance_that_is_named_and_documented(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    answer = cloud.create("app1")
+    assert answer.status_code == 201, answer.json
+    host, token = answer.json["host"], answer.json["token"]
+    instance = host["instance"]
+    assert (instance["state"], instance["image"], instance["flavor"]) == (
+        "active", "debian-12", "m1.small")
+    assert (instance["cores"], instance["ram_mb"]) == (1, 2048)
+    assert instance["addresses"]
+
+    # The cloud got the host's user-data: its certname and its token, once.
+    [created] = cloud.created
+    assert created.name == "app1.web.example.org"
+    assert created.metadata == {"opslab-installation": "opslab", "opslab-project": "web",
+                                "opslab-host": "app1.web.example.org"}
+    user_data = yaml.safe_load(created.user_data or "")
+    assert token in user_data["write_files"][0]["content"]
+    assert "app1.web.example.org" in user_data["runcmd"][0]
+
+    # DNS: the entry's addresses (A and PTR), and the alias of its id (CNAME).
+    stored = entry(slapd, f"dc=app1.web.example.org,{HOSTS}")
+    assert stored is not None
+    assert [value.decode() for value in stored["aRecord"]] == instance["addresses"]
+    alias = f"i-{created.id.replace('-', '')[:8]}.web.example.org"
+    assert entry(slapd, f"dc={alias},{DNS}") == {
+        "objectClass": [b"dNSDomain", b"domainRelatedObject"], "dc": [alias.encode()],
+        "associatedDomain": [alias.encode()], "cNAMERecord": [b"app1.web.example.org"]}
+
+    # It documents itself: the audit log, the Server Admin Log, the host view.
+    assert actions(cloud.client, "app1.web.example.org") == ["host.create", "instance.launch"]
+    assert any(line.startswith(f"launched app1.web.example.org ({created.id}")
+               for line in log_lines(cloud.client))
+    view = cloud.client.get("/v1/hosts/app1.web.example.org", headers=basic("dave")).json
+    assert view["instance"] == instance
+
+    # Deleting the host deletes the instance first, then the names.
+    assert cloud.client.delete("/v1/hosts/app1.web.example.org",
+                               headers=basic("carol")).status_code == 204
+    assert cloud.standin.status(created.id) is None
+    assert entry(slapd, f"dc={alias},{DNS}") is None
+    assert entry(slapd, f"dc=app1.web.example.org,{HOSTS}") is None
+    assert actions(cloud.client, "app1.web.example.org")[-2:] == ["instance.delete",
+                                                                  "host.delete"]
+    assert log_lines(cloud.client)[0] == f"deleted the instance of app1.web.example.org " \
+                                         f"({created.id})"
+
+
+@pytest.mark.parametrize(("fate", "status", "complaint"), [
+    (Fate.error("No valid host was found."), 502, "No valid host was found."),
+    (Fate.stuck(), 503, "is still building after 3 seconds"),
+])
+def test_a_launch_that_fails_leaves_nothing_behind(
+    cloud: Cloud, slapd: ThrowawaySlapd, fate: Fate, status: int, complaint: str
+) -> None:
+    cloud.standin.on_create = lambda created: (cloud.created.append(created), fate)[1]
+    answer = cloud.create("broken")
+    assert answer.status_code == status, answer.json
+    assert complaint in answer.json["error"]
+    [created] = cloud.created
+    assert cloud.standin.status(created.id) is None  # the server was deleted, and is gone
+    assert entry(slapd, f"dc=broken.web.example.org,{HOSTS}") is None
+    assert cloud.client.get("/v1/hosts/broken.web.example.org",
+                            headers=basic("carol")).status_code == 404
+    assert cloud.client.get("/v1/projects/web/quota",
+                            headers=basic("carol")).json["used"]["instances"] == 0
+    assert actions(cloud.client, "broken.web.example.org") == ["host.create", "host.delete"]
+    # The name is free again: nothing of the failed launch is in its way.
+    cloud.standin.on_create = lambda created: Fate.active()
+    again = cloud.create("broken")
+    assert again.status_code == 201, again.json
+    assert cloud.client.delete("/v1/hosts/broken.web.example.org",
+                               headers=basic("carol")).status_code == 204
+
+
+def test_quotas_are_set_by_operations_and_refuse_with_a_clear_message(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    limits = {"instances": 1, "cores": None, "ram_mb": None}
+    assert cloud.client.put("/v1/projects/web/quota", json=limits,
+                            headers=basic("carol")).status_code == 403
+    set_ = cloud.client.put("/v1/projects/web/quota", json=limits, headers=basic("olga"))
+    assert set_.status_code == 200, set_.json
+    try:
+        assert cloud.create("first").status_code == 201
+        refused = cloud.create("second")
+        assert refused.status_code == 403
+        assert "would be over its quota with this instance (instances: 2 of 1)" in \
+            refused.json["error"]
+        assert len(cloud.created) == 1  # the cloud was never asked
+        assert entry(slapd, f"dc=second.web.example.org,{HOSTS}") is None
+        assert cloud.client.get("/v1/projects/web/quota", headers=basic("dave")).json == {
+            **limits, "used": {"instances": 1, "cores": 1, "ram_mb": 2048}}
+    finally:
+        cloud.client.delete("/v1/hosts/first.web.example.org", headers=basic("carol"))
+        cloud.client.put("/v1/projects/web/quota",
+                         json={"instances": None, "cores": None, "ram_mb": None},
+                         headers=basic("olga"))
+
+
+def test_the_clouds_own_refusal_is_passed_on_and_nothing_is_left(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    cloud.standin.max_instances = 0
+    answer = cloud.create("refused")
+    assert answer.status_code == 502, answer.json
+    assert "Quota exceeded for instances" in answer.json["error"]
+    assert cloud.standin.password not in answer.json["error"]
+    assert entry(slapd, f"dc=refused.web.example.org,{HOSTS}") is None
+
+
+def test_a_host_whose_cloud_cannot_be_reached_is_not_deleted(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    assert cloud.create("kept").status_code == 201
+    [created] = cloud.created
+    cloud.standin.hang(10, lambda method, path: method == "DELETE")
+    answer = cloud.client.delete("/v1/hosts/kept.web.example.org", headers=basic("carol"))
+    assert answer.status_code == 503, answer.json
+    assert entry(slapd, f"dc=kept.web.example.org,{HOSTS}") is not None
+    assert cloud.client.get("/v1/hosts/kept.web.example.org",
+                            headers=basic("carol")).json["instance"]["state"] == "active"
+    cloud.standin.hangs.clear()
+    assert cloud.client.delete("/v1/hosts/kept.web.example.org",
+                               headers=basic("carol")).status_code == 204
+    assert cloud.standin.status(created.id) is None
+
+
+def test_an_unknown_flavor_is_refused_before_the_cloud_is_asked(
+    cloud: Cloud
+) -> None:
+    answer = cloud.create("nosize", flavor="m1.huge")
+    assert answer.status_code == 422
+    assert "instance.flavor" in answer.json["error"]
+    assert cloud.created == []
