@@ -76,7 +76,7 @@ def mirror_from_apt(sources: str = "/etc/apt") -> str:
                         and SUITE in fields.get("Suites", "").split()
                         and fields.get("Enabled", "yes").lower() != "no"
                         and fields.get("URIs")):
-                    return fields["URIs"].split()[0].rstrip("/")
+                    return str(fields["URIs"]).split()[0].rstrip("/")
     return DEFAULT_MIRROR
 
 
