@@ -13,9 +13,11 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 # them as well as SQLite; git: the branch runner and its tests; openssl: the TLS
 # test's certificate; sudo: visudo checks the agent's sudoers drop-in;
 # openssh-server, openssh-client: a real sshd asks opslab-ssh-keys, a real ssh
-# logs in; libldap2-dev, libsasl2-dev, gcc: to build python-ldap.
+# logs in; libldap2-dev, libsasl2-dev, gcc: to build python-ldap; systemd-container,
+# debootstrap, iproute2: local instances (systemd-nspawn, their image, netns and veth).
 SYSTEM_PACKAGES := slapd ldap-utils puppet postgresql mariadb-server git openssl sudo \
-	openssh-server openssh-client libldap2-dev libsasl2-dev gcc make
+	openssh-server openssh-client libldap2-dev libsasl2-dev gcc make \
+	systemd-container debootstrap iproute2
 
 .PHONY: demo test bench lint system-packages
 
