@@ -2,86 +2,16 @@
 stand-in, names the instance in the directory (addresses, the id's alias), documents it,
 enforces quotas, and leaves nothing behind when a launch fails or a host is deleted."""
 
-import contextlib
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-import ldap
 import pytest
 import yaml
 from flask.testing import FlaskClient
 
-from opslab.api.app import create_app
 from opslab.slapd import ThrowawaySlapd
-from tests.conftest import BASE, api_config, basic
-from tests.openstack_standin import Created, Fate, StandIn
+from tests.cloud_api import DNS, HOSTS, Cloud, cloud, entry
+from tests.conftest import basic
+from tests.openstack_standin import Fate
 
-HOSTS = f"ou=hosts,{BASE}"
-DNS = f"ou=dns,{BASE}"
-
-
-class Cloud:
-    """The API (a test client) on an OpenStack stand-in."""
-
-    def __init__(self, client: FlaskClient, standin: StandIn) -> None:
-        self.client = client
-        self.standin = standin
-        self.created: list[Created] = []
-
-    def create(self, label: str, **instance: Any) -> Any:
-        return self.client.post("/v1/projects/web/hosts",
-                                json={"name": label, "classes": ["motd"],
-                                      "instance": instance}, headers=basic("carol"))
-
-
-@pytest.fixture
-def cloud(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> Iterator[Cloud]:
-    with StandIn() as standin:
-        clouds = standin.clouds_yaml(tmp_path / "clouds.yaml")
-        config = api_config(tmp_path, slapd)
-        instances = config.instances._replace(
-            provider="openstack", cloud="standin", clouds_file=str(clouds),
-            image="debian-12", flavor="m1.small", network="private",
-            bootstrap_url="https://opslab.example.org/bootstrap.sh", package="opslab==0.1",
-            ldap_uri="ldaps://ldap.example.org", remote="https://git.example.org/puppet.git",
-            launch_timeout=3.0, delete_timeout=3.0, request_timeout=2.0)
-        app = create_app(config._replace(instances=instances))
-        with app.test_client() as client:
-            made = Cloud(client, standin)
-            standin_hook = standin.on_create
-
-            def record(created: Created) -> Fate:
-                made.created.append(created)
-                return standin_hook(created)
-
-            standin.on_create = record
-            yield made
-        app.extensions["opslab.engine"].dispose()
-    remove_left_hosts(slapd)
-
-
-def remove_left_hosts(slapd: ThrowawaySlapd) -> None:
-    """The hosts and aliases a test left (a failed assertion), so the next starts clean."""
-    connection = slapd.connect()
-    for base, pattern in ((HOSTS, "(associatedDomain=*.web.example.org)"),
-                          (DNS, "(objectClass=dNSDomain)")):
-        for dn, _ in connection.search_s(base, ldap.SCOPE_ONELEVEL, pattern, ["1.1"]):
-            with contextlib.suppress(ldap.NO_SUCH_OBJECT):
-                connection.delete_s(dn)
-    connection.unbind_s()
-
-
-def entry(slapd: ThrowawaySlapd, dn: str) -> dict[str, list[bytes]] | None:
-    connection = slapd.connect()
-    try:
-        found = connection.search_s(dn, ldap.SCOPE_BASE)
-    except ldap.NO_SUCH_OBJECT:
-        return None
-    finally:
-        connection.unbind_s()
-    return dict(found[0][1])
-
+__all__ = ["cloud"]  # the fixture, imported for pytest
 
 def log_lines(client: FlaskClient) -> list[str]:
     return [item["message"] for item in client.get("/v1/projects/web/log").json]
