@@ -40,6 +40,8 @@ INDEXES = (
     "member,owner eq",
     "puppetClass,opslabProject eq",
     "uidNumber,gidNumber eq",
+    # PowerDNS in strict mode answers a PTR query by searching (aRecord=ADDRESS).
+    "aRecord eq",
 )
 
 
