@@ -14,10 +14,12 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 # test's certificate; sudo: visudo checks the agent's sudoers drop-in;
 # openssh-server, openssh-client: a real sshd asks opslab-ssh-keys, a real ssh
 # logs in; libldap2-dev, libsasl2-dev, gcc: to build python-ldap; systemd-container,
-# debootstrap, iproute2: local instances (systemd-nspawn, their image, netns and veth).
+# debootstrap, iproute2: local instances (systemd-nspawn, their image, netns and veth);
+# pdns-server, pdns-backend-ldap, dnsutils: a real PowerDNS serves the instances' names
+# from the directory, and dig asks it.
 SYSTEM_PACKAGES := slapd ldap-utils puppet postgresql mariadb-server git openssl sudo \
 	openssh-server openssh-client libldap2-dev libsasl2-dev gcc make \
-	systemd-container debootstrap iproute2
+	systemd-container debootstrap iproute2 pdns-server pdns-backend-ldap dnsutils
 
 .PHONY: demo test bench lint system-packages
 
