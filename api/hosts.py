@@ -312,6 +312,13 @@ def delete(actor: Actor | None, fqdn: str) -> None:
     _remove(actor, dn, before_entry, before)
 
 
+def discard(actor: Actor, fqdn: str) -> None:
+    """Remove a host whose launch was abandoned (the reaper's: no access check); its
+    instance must be dealt with first."""
+    dn, before_entry, before = existing(fqdn)
+    _remove(actor, dn, before_entry, before)
+
+
 def _remove(actor: Actor | None, dn: str, before_entry: Attributes,
             before: dict[str, Any]) -> None:
     directory = context.directory()

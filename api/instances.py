@@ -175,7 +175,7 @@ def _reserve(row: Instance) -> None:
             for what in ("instances", "cores", "ram_mb")
             if usage[what] is not None and usage["used"][what] > usage[what]]
     if over:
-        _forget_row(row.host)
+        forget(row.host)
         raise Refused(403, f"project {row.project!r} would be over its quota with this "
                            f"instance ({'; '.join(over)}); operations set quotas")
 
@@ -189,12 +189,19 @@ def _update(host: str, **values: Any) -> None:
             session.commit()
 
 
-def _forget_row(host: str) -> None:
+def forget(host: str) -> None:
+    """Forget the host's instance row (its server is deleted, or never was)."""
     with context.session() as session:
         row = session.get(Instance, host)
         if row is not None:
             session.delete(row)
             session.commit()
+
+
+def mark_gone(host: str) -> None:
+    """The host's server is gone from the cloud (found by the reaper): its instance is in
+    error, for people to decide; the host is kept."""
+    _update(host, state=ERROR, fault="the server is gone from the cloud (found by the reaper)")
 
 
 def _undo(cloud: Provider, host: str, server: Server | None,
@@ -208,7 +215,7 @@ def _undo(cloud: Provider, host: str, server: Server | None,
                       "reaper will delete it", server.id, error)
             _update(host, state=ERROR, fault=f"launch failed; deleting it failed: {error}")
             return
-    _forget_row(host)
+    forget(host)
 
 
 def _user_data(certname: str, token: str, settings: InstanceSettings) -> str:

@@ -16,7 +16,9 @@ default, PostgreSQL or MariaDB/MySQL by URL. The tables:
   one's. Reports and agent states carry the incarnation they were sent by;
 * ``instances``: the server launched for a host (provider, server id,
   state, the cloud's fault, image, flavor, size, addresses);
-* ``project_quotas``: what operations allow a project to launch.
+* ``project_quotas``: what operations allow a project to launch;
+* ``orphan_sightings``: servers of this installation that no host claims,
+  and when the reaper first saw each (it deletes one seen twice).
 
 Every time is stored in UTC and read back as an aware datetime, on every
 database (:class:`UTCDateTime`).
@@ -191,6 +193,15 @@ class ProjectQuota(Base):
     instances: Mapped[int | None] = mapped_column(Integer)
     cores: Mapped[int | None] = mapped_column(Integer)
     ram_mb: Mapped[int | None] = mapped_column(Integer)
+
+
+class OrphanSighting(Base):
+    """A server the reaper found with no host to claim it, first seen at ``first_seen``."""
+
+    __tablename__ = "orphan_sightings"
+    server_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str | None] = mapped_column(String(253))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
 
 
 def token_digest(token: str) -> str:

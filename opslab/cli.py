@@ -3,6 +3,7 @@
     opslab [--config FILE] branch sync|apply|disable|enable    the branch runner
     opslab [--config FILE] api migrate|serve                   the coordination API
     opslab [--config FILE] agent run|disable|enable|status|bootstrap   the instance agent
+    opslab [--config FILE] instances reap                      the instances' reaper
 
 Only the chosen component is imported, so each subcommand starts as fast as
 its own dependencies allow.
@@ -20,9 +21,10 @@ COMPONENTS = {
     "branch": ("opslab.branchrunner.cli", "project branches as Puppet environments, and apply"),
     "api": ("opslab.api.cli", "the coordination API: migrate its database, serve it"),
     "agent": ("opslab.agent.cli", "the instance agent: keep this instance on its branch"),
+    "instances": ("opslab.api.reaper", "instances launched for hosts: the reaper"),
 }
 # Components whose libraries are an extra, not in the base install an instance has.
-EXTRAS = {"api": "api"}
+EXTRAS = {"api": "api", "instances": "api"}
 
 
 def main(argv: list[str] | None = None) -> int:

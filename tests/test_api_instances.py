@@ -2,10 +2,15 @@
 stand-in, names the instance in the directory (addresses, the id's alias), documents it,
 enforces quotas, and leaves nothing behind when a launch fails or a host is deleted."""
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
 import yaml
 from flask.testing import FlaskClient
 
+from opslab.api import context, reaper
+from opslab.api.store import Instance
 from opslab.slapd import ThrowawaySlapd
 from tests.cloud_api import DNS, HOSTS, Cloud, cloud, entry
 from tests.conftest import basic
@@ -158,3 +163,79 @@ def test_an_unknown_flavor_is_refused_before_the_cloud_is_asked(
     assert answer.status_code == 422
     assert "instance.flavor" in answer.json["error"]
     assert cloud.created == []
+
+
+def reap(cloud: Cloud, at: datetime | None = None) -> Any:
+    app = cloud.client.application
+    with app.app_context():
+        app.extensions["opslab.directory"].begin_request()
+        return reaper.reap(at)
+
+
+def tags(host: str, installation: str = "opslab") -> dict[str, str]:
+    return {"opslab-installation": installation, "opslab-project": "web", "opslab-host": host}
+
+
+def test_the_reaper_deletes_a_server_no_host_claims_once_it_has_seen_it_twice(
+    cloud: Cloud
+) -> None:
+    assert cloud.create("claimed").status_code == 201
+    [claimed] = cloud.created
+    stray = cloud.standin.add_server("stray.web.example.org", tags("stray.web.example.org"))
+    others = cloud.standin.add_server("x.web.example.org", tags("x.web.example.org", "other"))
+    try:
+        first = reap(cloud)
+        assert (first.watching, first.deleted) == ([stray], [])
+        assert cloud.standin.status(stray) == "ACTIVE"
+        second = reap(cloud)
+        assert (second.watching, second.deleted) == ([], [stray])
+        assert cloud.standin.status(stray) is None
+        # Another installation's server and a host's own server are never touched.
+        assert cloud.standin.status(others) == "ACTIVE"
+        assert cloud.standin.status(claimed.id) == "ACTIVE"
+        assert actions(cloud.client, stray) == ["instance.reap"]
+        assert log_lines(cloud.client)[0] == (
+            f"deleted the server {stray} (stray.web.example.org), which no host claimed")
+    finally:
+        cloud.client.delete("/v1/hosts/claimed.web.example.org", headers=basic("carol"))
+
+
+def test_the_reaper_undoes_a_launch_the_api_did_not_live_to_finish(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    # What an API killed between asking the cloud and storing the server's id leaves:
+    # the host, its instance row still building, and a server that carries its tag.
+    assert cloud.client.post("/v1/projects/web/hosts", json={"name": "halfway"},
+                             headers=basic("carol")).status_code == 201
+    app = cloud.client.application
+    with app.app_context(), context.session() as session:
+        session.add(Instance(host="halfway.web.example.org", incarnation="x", project="web",
+                             provider="openstack", state="building", image="debian-12",
+                             flavor="m1.small", addresses=[]))
+        session.commit()
+    server = cloud.standin.add_server("halfway.web.example.org",
+                                      tags("halfway.web.example.org"))
+    assert reap(cloud).undone == []  # a launch may still be under way
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    assert reap(cloud, later).undone == ["halfway.web.example.org"]
+    assert cloud.standin.status(server) is None
+    assert entry(slapd, f"dc=halfway.web.example.org,{HOSTS}") is None
+    assert actions(cloud.client, "halfway.web.example.org")[-1] == "host.delete"
+
+
+def test_the_reaper_reports_a_host_whose_server_is_gone_and_keeps_the_host(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    assert cloud.create("vanished").status_code == 201
+    [created] = cloud.created
+    del cloud.standin.servers[created.id]  # deleted behind opslab's back
+    try:
+        assert reap(cloud).gone == ["vanished.web.example.org"]
+        instance = cloud.client.get("/v1/hosts/vanished.web.example.org",
+                                    headers=basic("carol")).json["instance"]
+        assert (instance["state"], instance["fault"]) == (
+            "error", "the server is gone from the cloud (found by the reaper)")
+        assert entry(slapd, f"dc=vanished.web.example.org,{HOSTS}") is not None
+    finally:
+        assert cloud.client.delete("/v1/hosts/vanished.web.example.org",
+                                   headers=basic("carol")).status_code == 204

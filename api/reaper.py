@@ -1,0 +1,159 @@
+"""The reaper, ``opslab instances reap``: servers nobody claims, and launches nobody finished.
+
+Run it every few minutes (a systemd timer beside the API, docs/operations.md).
+One pass:
+
+* **Orphans.** A server that carries this installation's tag
+  (``instances.installation``) but that no host's instance claims is seen
+  once and remembered; seen again on a later pass, it is deleted. A launch
+  in flight (its server made, its id not yet stored) is not a leak: it is
+  claimed by the next pass.
+* **Launches nobody finished.** An instance still ``building`` long after
+  ``instances.launch_timeout`` (the API was killed in the middle) is undone
+  as a failed launch is: its server deleted (by id, or by the host its tag
+  names), then its host.
+* **Servers gone.** A host whose server the cloud no longer has is
+  reported, and its instance marked in error, for people to decide.
+
+Every deletion is in the audit log and its project's Server Admin Log,
+written by ``service:reaper``.
+"""
+
+import argparse
+import logging
+import sys
+from contextlib import suppress
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from sqlalchemy import delete, select
+
+from opslab.config import ConfigError, add_config_option, load
+from opslab.instances.provider import BUILDING, ERROR, HOST, PROJECT, ProviderError, Server
+from opslab.log import setup
+
+from . import context, hosts, instances
+from .auth import Actor
+from .errors import Refused
+from .store import Change, Instance, LogEntry, OrphanSighting, now
+
+log = logging.getLogger(__name__)
+REAPER = Actor("service", "reaper")
+# How long after launch_timeout a launch still building is taken as abandoned.
+GRACE = timedelta(minutes=2)
+
+
+class Pass(NamedTuple):
+    """What one pass did, server ids and host names."""
+
+    deleted: list[str]  # orphans deleted
+    watching: list[str]  # orphans seen for the first time
+    undone: list[str]  # hosts whose launch was abandoned, removed
+    gone: list[str]  # hosts whose server is gone
+
+
+def reap(at: datetime | None = None) -> Pass:
+    """One pass of the reaper (in an app context); ``at`` is now."""
+    at = at or now()
+    settings = context.config().instances
+    cloud = context.provider()
+    servers = {server.id: server for server in cloud.servers(settings.installation)}
+    undone = _undo_abandoned(at - timedelta(seconds=settings.launch_timeout) - GRACE, servers)
+    if undone:
+        servers = {server.id: server for server in cloud.servers(settings.installation)}
+    with context.session() as session:
+        rows = list(session.scalars(select(Instance)).all())
+        sightings = {row.server_id: row for row in session.scalars(select(OrphanSighting))}
+    claimed = {row.server_id for row in rows if row.server_id is not None}
+    deleted, watching = [], []
+    for server in servers.values():
+        if server.id in claimed:
+            continue
+        if server.id in sightings:
+            _delete_orphan(server)
+            deleted.append(server.id)
+        else:
+            watching.append(server.id)
+    with context.session() as session:
+        # Only what is still an orphan stays remembered.
+        session.execute(delete(OrphanSighting).where(OrphanSighting.server_id.not_in(watching)))
+        for server_id in watching:
+            session.add(OrphanSighting(server_id=server_id,
+                                       host=servers[server_id].metadata.get(HOST), first_seen=at))
+        session.commit()
+    gone = [row.host for row in rows if row.server_id is not None and row.state != BUILDING
+            and row.server_id not in servers and row.state != ERROR]
+    for host in gone:
+        instances.mark_gone(host)
+        log.warning("the server of %s is gone from the cloud; its host is kept", host)
+    return Pass(deleted, watching, undone, gone)
+
+
+def _undo_abandoned(before: datetime, servers: dict[str, Server]) -> list[str]:
+    with context.session() as session:
+        abandoned = list(session.scalars(select(Instance).where(
+            Instance.state == BUILDING, Instance.updated_at < before)).all())
+    undone = []
+    for row in abandoned:
+        # Its server, by the id stored, or by the host its tag names (the API died
+        # before it stored the id).
+        ids = {row.server_id} if row.server_id else {
+            server.id for server in servers.values() if server.metadata.get(HOST) == row.host}
+        for server_id in ids:
+            context.provider().delete(server_id, context.config().instances.delete_timeout)
+        instances.forget(row.host)
+        with suppress(Refused):  # its entry is gone already
+            hosts.discard(REAPER, row.host)
+        log.warning("undid the abandoned launch of %s (servers: %s)", row.host,
+                    ", ".join(sorted(ids)) or "none")
+        undone.append(row.host)
+    return undone
+
+
+def _delete_orphan(server: Server) -> None:
+    settings = context.config().instances
+    context.provider().delete(server.id, settings.delete_timeout)
+    project = server.metadata.get(PROJECT)
+    with context.session() as session:
+        session.add(Change(actor=str(REAPER), action="instance.reap", target=server.id,
+                           project=project, before={"server_id": server.id,
+                                                    "name": server.name,
+                                                    "host": server.metadata.get(HOST)},
+                           after=None))
+        if project:
+            session.add(LogEntry(project=project, author=str(REAPER),
+                                 message=f"deleted the server {server.id} ({server.name}), "
+                                         "which no host claimed"))
+        session.commit()
+    log.warning("deleted the orphaned server %s (%s)", server.id, server.name)
+
+
+def main(argv: list[str], config_path: str | None = None) -> int:
+    """Run ``opslab instances ARGV``."""
+    parser = argparse.ArgumentParser(prog="opslab instances",
+                                     description="Instances: the reaper.")
+    add_config_option(parser, config_path)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("reap", help="delete servers no host claims (seen twice), undo "
+                                    "abandoned launches, report servers gone")
+    arguments = parser.parse_args(argv)
+    setup()
+    try:
+        config = load(arguments.config)
+    except ConfigError as error:
+        log.error("%s", error)
+        return 2
+    from .app import create_app
+
+    app = create_app(config)
+    with app.app_context():
+        context.directory().begin_request()
+        try:
+            done = reap()
+        except ProviderError as error:
+            log.error("the reaper could not finish: %s", error)
+            return 1
+    for name, items in done._asdict().items():
+        if items:
+            sys.stdout.write(f"{name}: {' '.join(items)}\n")
+    return 0
