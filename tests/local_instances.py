@@ -14,6 +14,7 @@ never skip.
 """
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -30,6 +31,10 @@ from opslab.instances.local import LocalProvider, Namespace, Record, namespace_o
 from opslab.process import run
 
 IMAGE_CACHE = os.environ.get("OPSLAB_TEST_IMAGE", "/var/cache/opslab-test-image")
+# The providers' roots, one per test process and module: PID-RANDOM. A root whose
+# process is gone (a test run killed before its finalisers ran) is swept at the start
+# of the next session: its instances deleted, its directory removed.
+TEST_ROOTS = Path("/var/tmp/opslab-test-instances")
 TOOLS = ("systemd-nspawn", "debootstrap", "ip", "nsenter")
 DELETE_DEADLINE = 60.0
 
@@ -53,6 +58,7 @@ def local_image_fixture() -> Path:
     local_image_fixture, local_provider_fixture  # noqa: F401`` (names of their own, so
     the tests' arguments redefine nothing)."""
     require_local_instances()
+    sweep_stale_roots()
     try:
         seconds = image.build(IMAGE_CACHE)
     except image.ImageError as error:
@@ -63,15 +69,30 @@ def local_image_fixture() -> Path:
 
 
 @pytest.fixture(scope="module", name="local_provider")
-def local_provider_fixture(tmp_path_factory: pytest.TempPathFactory,
-                           local_image: Path) -> Iterator[LocalProvider]:
+def local_provider_fixture(local_image: Path) -> Iterator[LocalProvider]:
     """``local_provider``: a LocalProvider under a root of its own; every instance it holds
     is deleted after the module, and checked gone."""
-    provider = LocalProvider(InstanceSettings(installation="opslab-test"),
-                             root=tmp_path_factory.mktemp("local-instances"),
+    root = TEST_ROOTS / f"{os.getpid()}-{secrets.token_hex(4)}"
+    root.mkdir(parents=True)
+    provider = LocalProvider(InstanceSettings(installation="opslab-test"), root=root,
                              image=local_image)
     yield provider
     remove_all(provider)
+    shutil.rmtree(root)
+
+
+def sweep_stale_roots() -> None:
+    """Delete the instances of test runs that ended without their finalisers."""
+    if not TEST_ROOTS.is_dir():
+        return
+    for root in TEST_ROOTS.iterdir():
+        pid = root.name.split("-")[0]
+        if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            continue  # a run still going (or a PID taken again: left for later)
+        provider = LocalProvider(InstanceSettings(), root=root, image=IMAGE_CACHE)
+        for record in provider.records():
+            provider.delete(record.id, DELETE_DEADLINE)
+        shutil.rmtree(root)
 
 
 def remove_all(provider: LocalProvider) -> None:

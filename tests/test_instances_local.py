@@ -26,6 +26,7 @@ from opslab.instances.provider import (
     INSTALLATION,
     Launch,
     ProviderError,
+    ProviderUnavailable,
     Server,
 )
 from tests.local_instances import (
@@ -50,6 +51,7 @@ class Booted(NamedTuple):
     launches: dict[str, Launch]
     created: dict[str, Server]  # as create() returned them
     alpha_status_when_active: str  # cloud-init's status when alpha was first ACTIVE
+    early_wait: str  # what wait() with no time left said of an instance still booting
     seconds: dict[str, float]  # create to ACTIVE (or ERROR)
 
 
@@ -80,6 +82,10 @@ def booted(local_provider: LocalProvider, tmp_path_factory: pytest.TempPathFacto
         thread.join()
     if failures:
         raise failures[0]
+    try:
+        early_wait = repr(local_provider.wait(created["beta"].id, 0))
+    except ProviderUnavailable as error:
+        early_wait = f"ProviderUnavailable: {error}"
     servers, seconds = {}, {}
     for name, server in created.items():
         servers[name] = local_provider.wait(server.id, LAUNCH_DEADLINE)
@@ -88,7 +94,7 @@ def booted(local_provider: LocalProvider, tmp_path_factory: pytest.TempPathFacto
     if servers["alpha"].state == ACTIVE:
         status = str(inside(local_provider, servers["alpha"].id, "cloud-init status").stdout)
         inside(local_provider, servers["alpha"].id, "touch /run/opslab-go")
-    return Booted(servers, launches, created, status, seconds)
+    return Booted(servers, launches, created, status, early_wait, seconds)
 
 
 def test_concurrent_creates_get_their_own_ids_and_subnets(booted: Booted) -> None:
@@ -99,6 +105,11 @@ def test_concurrent_creates_get_their_own_ids_and_subnets(booted: Booted) -> Non
     subnets = {address.rsplit(".", 1)[0] + "." + str(int(address.rsplit(".", 1)[1]) // 4)
                for address in addresses}
     assert len(subnets) == len(addresses)
+
+
+def test_wait_gives_up_at_its_deadline(booted: Booted) -> None:
+    assert booted.early_wait == (f"ProviderUnavailable: {booted.created['beta'].id} was "
+                                 f"still building after 0 s")
 
 
 def test_an_instance_boots_with_its_name_and_user_data(
