@@ -157,8 +157,11 @@ class LocalProvider:
                 record = self._allocate(launch, image, cores, ram_mb, instances)
                 try:
                     self._start(record, launch.user_data)
-                except BaseException:
-                    self._destroy(record, time.monotonic() + COMMAND_TIMEOUT * 4)
+                except BaseException as error:
+                    with contextlib.suppress(ProviderError):  # the first failure is the news
+                        self._destroy(record, time.monotonic() + COMMAND_TIMEOUT * 4)
+                    if isinstance(error, OSError):
+                        raise ProviderError(f"could not start {record.id}: {error}") from error
                     raise
         except LockHeld as error:
             raise ProviderUnavailable(str(error)) from None
