@@ -8,13 +8,11 @@ infrastructure's public record.
 import re
 from typing import Any
 
-from sqlalchemy import select
-
 from opslab.names import InvalidName, validate_project_name
 
-from . import context
+from . import context, rows
 from .auth import Actor, may_change_project
-from .errors import Invalid, Refused
+from .errors import Invalid
 from .store import LogEntry
 
 CHAT_LINE = re.compile(r"!log\s+(?P<project>\S+)\s+(?P<message>\S.*)", re.DOTALL)
@@ -53,20 +51,13 @@ def record(actor: Actor | None, project: str, message: str) -> dict[str, Any]:
 
 def entries(project: str | None, limit: int = 100) -> list[LogEntry]:
     """The newest ``limit`` entries (at most MAX_ENTRIES) of ``project``, or of all."""
-    query = select(LogEntry).order_by(LogEntry.id.desc()).limit(min(max(limit, 1), MAX_ENTRIES))
-    if project is not None:
-        query = query.where(LogEntry.project == project)
-    with context.session() as session:
-        return list(session.scalars(query).all())
+    return rows.newest(LogEntry, limit, MAX_ENTRIES,
+                       **({"project": project} if project is not None else {}))
 
 
 def one(entry_id: int) -> dict[str, Any]:
     """One entry; Refused (404) if there is none."""
-    with context.session() as session:
-        found = session.get(LogEntry, entry_id)
-    if found is None:
-        raise Refused(404, f"no log entry {entry_id}")
-    return as_json(found)
+    return as_json(rows.by_id(LogEntry, entry_id, "log entry"))
 
 
 def as_json(entry: LogEntry) -> dict[str, Any]:

@@ -19,11 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 import ldap
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from . import context
-from .errors import Refused
+from . import context, rows
 from .store import Change
 
 log = logging.getLogger("opslab.api.audit")
@@ -120,17 +119,9 @@ MAX_CHANGES = 1000
 def recent(filters: dict[str, str], limit: int = 100) -> list[Change]:
     """The newest ``limit`` changes (at most MAX_CHANGES) whose FILTERS fields are
     exactly the values of ``filters``."""
-    query = select(Change).order_by(Change.id.desc()).limit(min(max(limit, 1), MAX_CHANGES))
-    for name, value in filters.items():
-        query = query.where(getattr(Change, name) == value)
-    with context.session() as session:
-        return list(session.scalars(query).all())
+    return rows.newest(Change, limit, MAX_CHANGES, **filters)
 
 
 def one(change_id: int) -> dict[str, Any]:
     """One change; Refused (404) if there is none."""
-    with context.session() as session:
-        found = session.get(Change, change_id)
-    if found is None:
-        raise Refused(404, f"no change {change_id}")
-    return as_json(found)
+    return as_json(rows.by_id(Change, change_id, "change"))

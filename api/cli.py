@@ -27,19 +27,27 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     serve.add_argument("--listen", help="address:port (default: api.listen)")
     serve.add_argument("--workers", type=int, help="worker processes (default: api.workers)")
     arguments = parser.parse_args(argv)
-    # The audit log's alarms and the workers' errors go to journald with their
-    # priorities (gunicorn's own log and access log stay gunicorn's).
-    setup()
-    try:
-        config = load(arguments.config)
-    except ConfigError as error:
-        log.error("%s", error)
+    config = configured(arguments.config)
+    if config is None:
         return 2
     migrate(config.api.database)
     if arguments.action == "serve":
         _serve(config, arguments.listen or config.api.listen,
                arguments.workers or config.api.workers)
     return 0
+
+
+def configured(path: str | None) -> Config | None:
+    """Logging set up and the configuration loaded for a command of the API's server;
+    None (the error logged) if the configuration is bad."""
+    # The audit log's alarms and the workers' errors go to journald with their
+    # priorities (gunicorn's own log and access log stay gunicorn's).
+    setup()
+    try:
+        return load(path)
+    except ConfigError as error:
+        log.error("%s", error)
+        return None
 
 
 def _serve(config: Config, listen: str, workers: int) -> None:

@@ -28,12 +28,12 @@ from typing import NamedTuple
 
 from sqlalchemy import delete, select
 
-from opslab.config import ConfigError, add_config_option, load
+from opslab.config import add_config_option
 from opslab.instances.provider import BUILDING, ERROR, HOST, PROJECT, ProviderError, Server
-from opslab.log import setup
 
 from . import context, hosts, instances
 from .auth import Actor
+from .cli import configured
 from .errors import Refused
 from .store import Change, Instance, LogEntry, OrphanSighting, now
 
@@ -137,11 +137,8 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     actions.add_parser("reap", help="delete servers no host claims (seen twice), undo "
                                     "abandoned launches, report servers gone")
     arguments = parser.parse_args(argv)
-    setup()
-    try:
-        config = load(arguments.config)
-    except ConfigError as error:
-        log.error("%s", error)
+    config = configured(arguments.config)
+    if config is None:
         return 2
     from .app import create_app
 
