@@ -23,4 +23,6 @@ def provider_for(config: "Config") -> "Provider":
         return OpenStackProvider(config.instances)
     from .local import LocalProvider
 
-    return LocalProvider(config.instances)
+    settings = config.instances
+    return LocalProvider(settings, root=settings.local_root, image=settings.local_image,
+                         subnet=settings.local_subnet)

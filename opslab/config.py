@@ -183,6 +183,11 @@ class InstanceSettings(NamedTuple):
     ldap_uri: str | None = None
     remote: str | None = None
     bootstrap_options: tuple[str, ...] = ()  # more options for opslab agent bootstrap
+    # local: where instances live, the image they boot (None: LOCAL_ROOT/image,
+    # built by `python -m opslab.instances.image`), and the /30s they are given.
+    local_root: str = "/var/lib/opslab/instances"
+    local_image: str | None = None
+    local_subnet: str = "10.213.0.0/16"
 
 
 class Config(NamedTuple):
