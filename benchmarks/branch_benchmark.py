@@ -30,8 +30,11 @@ files) away from it, written with ``git fast-import`` from a fixed seed.
 4. every branch from cold: opslab at least 5x faster than r10k; beside them
    the *floor*, the mkdir(2), link(2) and symlink(2) calls of the 41 trees made
    by a tight loop (``--floor``), so the report says how far opslab is from the
-   calls no tree-per-environment deployer can avoid. Then the disk used
-   (``du``, a hard-linked file counted once) and the files and inodes.
+   calls no tree-per-environment deployer can avoid, and where the rest goes
+   (opslab's sync record times its phases: asking the remote and fetching,
+   listing commits, reading and storing objects, making trees, and the one
+   syncfs(2) that puts them on disk before any is swapped in). Then the disk
+   used (``du``, a hard-linked file counted once) and the files and inodes.
 
 opslab's trees are checked against ``git archive`` of their commits (paths,
 exec bits, symlink targets, sizes): production after (1) and after every
@@ -79,7 +82,10 @@ SEED = 20240611
 BASE_TIME = 1_717_000_000  # commit timestamps: same repository, same commit ids, every run
 FEATURE_BRANCHES = 40
 DEPLOY_TIMEOUT = 1800.0  # seconds, for any one deploy
-SETTLE_SECONDS = 35.0  # ext4 without a journal skips inodes freed in the last 30-35 s
+# ext4 without a journal (this machine's) will not reuse an inode freed less than 60 s
+# ago (RECENTCY_MIN in fs/ext4/ialloc.c; 300 s while its inode table block is dirty,
+# hence the sync after every delete), and skipping them costs every allocation.
+SETTLE_SECONDS = 65.0
 TARGETS = {"first": 1.0, "one_line_spare": 1.5, "all": 5.0}  # r10k / opslab, at least
 TARGET_NO_CHANGE_S = 0.1
 # Variables that would point git at some other repository than the one meant.
@@ -327,6 +333,8 @@ class Bench:
         self.environment = bytecode_environment(
             workdir / "pycache", drop=("OPSLAB_CONFIG", *GIT_REPOSITORY_VARIABLES))
         self.samples: dict[str, dict[str, list[Run]]] = {}
+        # opslab's own account of each sample: its sync record's seconds by phase.
+        self.phases: dict[str, dict[str, list[dict[str, float]]]] = {}
         self.extra: dict[str, Any] = {}
         self.deleted_at = 0.0
 
@@ -357,8 +365,14 @@ class Bench:
         return succeeded(run_measured(command, DEPLOY_TIMEOUT, self.environment, self.workdir),
                          what)
 
-    def record(self, measure: str, tool: str, result: Run) -> None:
+    def record(self, measure: str, tool: str, result: Run,
+               space: Workspace | None = None) -> None:
+        """Keep a sample; for opslab (``space``), also its sync record's phases."""
         self.samples.setdefault(measure, {}).setdefault(tool, []).append(result)
+        if space is not None and space.tool != "r10k":
+            record = json.loads((space.environments / ".opslab/records/last-sync.json")
+                                .read_text(encoding="utf-8"))
+            self.phases.setdefault(measure, {}).setdefault(tool, []).append(record["seconds"])
 
     def settle(self) -> None:
         """What the previous command left dirty is written back now, untimed (opslab
@@ -503,7 +517,7 @@ def measure_first(bench: Bench, rounds: int) -> dict[str, Workspace]:
             result = bench.run(spaces[tool].one(), f"{tool} first deploy")
             if tool == "opslab":
                 opslab_records(result, {"production": "deployed"})
-            bench.record("first", tool, result)
+            bench.record("first", tool, result, spaces[tool])
     for space in spaces.values():
         check_tree(bench, space, "production", head(bench, "production"))
     show(bench, "first")
@@ -518,7 +532,7 @@ def measure_no_change(bench: Bench, spaces: dict[str, Workspace], rounds: int) -
             result = bench.run(spaces[tool].one(), f"{tool} no-change redeploy")
             if tool == "opslab":
                 opslab_records(result, {"production": "unchanged"})
-            bench.record("no_change", tool, result)
+            bench.record("no_change", tool, result, spaces[tool])
     show(bench, "no_change")
 
 
@@ -544,7 +558,7 @@ def measure_one_line(bench: Bench, spaces: dict[str, Workspace], rounds: int) ->
                 check_tree(bench, spaces[tool], "production", commit)
             check_content(spaces[tool], "production", bench.repository.one_line_path, content)
             if number:  # the first change is the untimed one
-                bench.record("one_line", tool, result)
+                bench.record("one_line", tool, result, spaces[tool])
     print("  check: every opslab tree matches git archive of its commit after every round")
     show(bench, "one_line")
 
@@ -563,9 +577,10 @@ def measure_all(bench: Bench, rounds: int) -> None:
                 calls = json.loads(result.stdout)
                 # The calls alone: not the interpreter's start nor the spec's reading.
                 result = Run(calls["seconds"], calls["cpu"], 0, "", "")
+                bench.record("all", tool, result)
             else:
                 result = bench.run(spaces[tool].command, f"{tool} deploy of every branch")
-            bench.record("all", tool, result)
+                bench.record("all", tool, result, spaces[tool])
             print(f"  round {number + 1}: {tool:6} {result.seconds:7.1f} s (CPU "
                   f"{result.cpu:.1f} s)", flush=True)
         check_all(bench, spaces, branches)
@@ -634,12 +649,23 @@ def ratio(bench: Bench, measure: str, tool: str, other: str = "r10k") -> tuple[f
             statistics.median(b.seconds / a.seconds for a, b in zip(mine, theirs, strict=True)))
 
 
+def phase_medians(bench: Bench, measure: str, tool: str) -> dict[str, float]:
+    """Median seconds of each phase opslab's sync records give for ``measure``."""
+    records = bench.phases.get(measure, {}).get(tool, [])
+    return {phase: statistics.median(record[phase] for record in records)
+            for phase in (records[0] if records else {})}
+
+
 def show(bench: Bench, measure: str) -> None:
-    """Each tool's median and every round, wall and CPU."""
+    """Each tool's median and every round, wall and CPU; opslab's phases."""
     for tool, runs in bench.samples[measure].items():
         wall, cpu = medians(bench, measure, tool)
         print(f"  {tool:13} median {wall:8.3f} s (CPU {cpu:7.3f} s)   rounds "
               + " ".join(f"{run.seconds:.3f}" for run in runs))
+        phases = phase_medians(bench, measure, tool)
+        if any(phases.values()):
+            print(f"  {'':13} its phases (medians): "
+                  + ", ".join(f"{phase} {value:.3f} s" for phase, value in phases.items()))
 
 
 def report(bench: Bench) -> dict[str, Any]:
@@ -656,12 +682,16 @@ def report(bench: Bench) -> dict[str, Any]:
         print(f"{label:52} {mine:8.3f}s {theirs:8.3f}s {of_medians:10.2f}x {per_round:8.2f}x")
         table.append({"measure": label, "tool": tool, "opslab_s": mine, "r10k_s": theirs,
                       "ratio": of_medians, "ratio_per_round": per_round})
-    floor = medians(bench, "all", "floor")[0]
-    opslab, r10k = medians(bench, "all", "opslab")[0], medians(bench, "all", "r10k")[0]
-    print(f"floor of all 41 trees (the mkdir, link and symlink calls alone): {floor:.1f} s; "
-          f"opslab {opslab / floor:.2f}x the floor (+{opslab - floor:.1f} s), r10k "
-          f"{r10k / floor:.2f}x; r10k / floor {r10k / floor:.2f}x is the most any tree per "
-          "environment could reach")
+    floor, floor_cpu = medians(bench, "all", "floor")
+    (opslab, opslab_cpu), r10k = medians(bench, "all", "opslab"), medians(bench, "all", "r10k")[0]
+    print(f"floor of all 41 trees (the mkdir, link and symlink calls alone): {floor:.1f} s "
+          f"(CPU {floor_cpu:.1f} s); opslab {opslab / floor:.2f}x the "
+          f"floor (+{opslab - floor:.1f} s; CPU {opslab_cpu:.1f} s, +{opslab_cpu - floor_cpu:.1f}"
+          f" s), r10k {r10k / floor:.2f}x; r10k / floor is the most any tree per environment "
+          "could reach")
+    phases = phase_medians(bench, "all", "opslab")
+    print("opslab's all-branches deploy by phase (medians of its sync records): "
+          + ", ".join(f"{phase} {value:.1f} s" for phase, value in phases.items()))
     for tool, extra in bench.extra.items():
         print(f"all 41 branches, {tool:6}: {extra['disk_mb']:,.0f} MB on disk (environments + "
               f"cache), {extra['files']:,} files in {extra['file_inodes']:,} inodes, "
@@ -679,7 +709,10 @@ def report(bench: Bench) -> dict[str, Any]:
         f"all 41 branches from cold: r10k/opslab at least {TARGETS['all']:g}x": (
             every >= TARGETS["all"], f"{every:.2f}x (r10k/floor {r10k / floor:.2f}x)"),
     })
-    return {"table": table, "targets": targets, "floor_s": floor, "all_branches": bench.extra,
+    return {"table": table, "targets": targets, "floor_s": floor, "floor_cpu_s": floor_cpu,
+            "all_branches": bench.extra,
+            "phases": {measure: {tool: records for tool, records in tools.items()}
+                       for measure, tools in bench.phases.items()},
             "samples": {measure: {tool: [[run.seconds, run.cpu] for run in runs]
                                   for tool, runs in tools.items()}
                         for measure, tools in bench.samples.items()}}

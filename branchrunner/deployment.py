@@ -83,8 +83,10 @@ class Deployment:
         self.mirror = Mirror(f"{settings.cache}/mirror.git", settings.remote,
                              settings.git_timeout)
         self.log = context(log, **log_context)
-        # Seconds this sync spent writing its new trees to disk (syncfs), for the record.
-        self.flush_seconds = 0.0
+        # Where this sync's time went, for its record: asking the remote and fetching,
+        # listing commits, reading objects from the mirror and storing them, making
+        # trees, writing them to disk.
+        self.seconds = dict.fromkeys(("fetch", "listing", "objects", "trees", "flush"), 0.0)
         # The last commit listed in this sync and its files by path: the next
         # commit's listing is that one plus their difference (forty branches
         # a commit apart cost one ls-tree and forty small diffs).
@@ -126,6 +128,7 @@ class Deployment:
         self.environments.prepare()
         with self.lock("opslab branch sync"):
             self.environments.clear_leftovers()
+            fetching = time.monotonic()
             try:
                 self.mirror.prepare()
                 remote = (dict(remote_branches) if remote_branches is not None
@@ -137,6 +140,7 @@ class Deployment:
             except GitError as error:
                 raise SyncFailed(f"fetch from the remote failed, nothing changed: {error}") \
                     from None
+            self.seconds["fetch"] = time.monotonic() - fetching
             if branches is None:
                 wanted = {name: commit for name, commit in listing.items() if self._selected(name)}
             else:
@@ -163,7 +167,7 @@ class Deployment:
             self.environments.write_sync_record({
                 "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
                 "duration": round(time.time() - started, 4),
-                "flush_seconds": round(self.flush_seconds, 4),
+                "seconds": {phase: round(value, 4) for phase, value in self.seconds.items()},
                 "branches": list(branches) if branches is not None else "all",
                 "ok": all(outcome.ok for outcome in outcomes),
                 "environments": [outcome.as_record() for outcome in outcomes],
@@ -227,7 +231,7 @@ class Deployment:
                 return outcome, None
             if self.environments.has_tree(environment, commit):
                 return outcome, False
-            outcome.recycled_from = self._make_tree(environment, commit)
+            self._make_tree(outcome)
             return outcome, True
         except (GitError, UnsafeTree, OSError) as error:
             self._failed(outcome, error)
@@ -244,7 +248,7 @@ class Deployment:
                     self._failed(outcome, error)
                 return
             finally:
-                self.flush_seconds += time.monotonic() - flushed
+                self.seconds["flush"] += time.monotonic() - flushed
         for outcome, made in swaps:
             environment, commit = outcome.environment or "", outcome.commit or ""
             try:
@@ -264,30 +268,40 @@ class Deployment:
         self.log.error("failed to deploy %s as %s: %s", outcome.branch, outcome.environment,
                        error)
 
-    def _make_tree(self, environment: str, commit: str) -> str | None:
-        """Make the tree of ``commit``, unmarked in ``trees/``: the environment's spare
-        brought up to it when it has one (returns the spare's commit), else a new tree
-        (returns None)."""
+    def _make_tree(self, outcome: Outcome) -> None:
+        """Make the tree of the outcome's commit, unmarked in ``trees/``: the environment's
+        spare brought up to it when it has one (``recycled_from`` says the spare's
+        commit), else a new tree."""
+        environment, commit = outcome.environment or "", outcome.commit or ""
+
         def add_git_metadata(tree: str) -> None:
             self.mirror.add_worktree_metadata(tree, commit)
 
         finish = add_git_metadata if self.settings.git_metadata else None
         spare = self.environments.spare(environment)
         if spare is not None:
+            started = time.monotonic()
             try:
                 changes = self.mirror.changes(spare, commit)
             except GitError:  # the spare's commit is gone from the mirror: build anew
                 spare = None
             else:
+                self.seconds["listing"] += time.monotonic() - started
                 self._store(change.new for change in changes if change.new is not None)
+                started = time.monotonic()
                 self.environments.recycle(environment, spare, commit, changes, finish)
-                return spare
+                self.seconds["trees"] += time.monotonic() - started
+                outcome.recycled_from = spare
+                return
+        started = time.monotonic()
         layout, entries, new = self._layout(commit)
+        self.seconds["listing"] += time.monotonic() - started
         self._store(new)
         # The next commit's listing can now be derived from this one: its files are stored.
         self._listed = (commit, entries, layout)
+        started = time.monotonic()
         self.environments.build(environment, commit, layout, finish)
-        return None
+        self.seconds["trees"] += time.monotonic() - started
 
     def _layout(self, commit: str) -> tuple[Layout, dict[str, TreeEntry], list[TreeEntry]]:
         """The checked layout of ``commit``, its files by path, and those that may not be
@@ -320,6 +334,13 @@ class Deployment:
     def _store(self, entries: Iterable[TreeEntry]) -> None:
         """Make sure the store holds every blob of ``entries`` intact, reading what it lacks
         from the mirror in one stream."""
+        started = time.monotonic()
+        try:
+            self._store_objects(entries)
+        finally:
+            self.seconds["objects"] += time.monotonic() - started
+
+    def _store_objects(self, entries: Iterable[TreeEntry]) -> None:
         store = self.environments.store
         missing = store.missing((e.sha, e.executable, e.size) for e in entries if not e.submodule)
         flags_by_sha: dict[str, list[bool]] = {}
