@@ -64,7 +64,7 @@ def _serve(config: Config, listen: str, workers: int) -> None:
             # A request that launches an instance waits for it (and, if the launch
             # fails, for its deletion): no worker may be taken for hung meanwhile.
             instances = config.instances
-            timeout = max(60, instances.launch_timeout + instances.delete_timeout + 30)
+            timeout = int(max(60, instances.launch_timeout + instances.delete_timeout + 30))
             for key, value in {"bind": listen, "workers": workers, "timeout": timeout,
                                "graceful_timeout": 10, "accesslog": "-", "threads": threads,
                                "worker_class": "gthread" if threads > 1 else "sync"}.items():
