@@ -35,6 +35,7 @@ class Cloud:
 
 @pytest.fixture
 def cloud(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> Iterator[Cloud]:
+    before = entries_below(slapd)
     with StandIn() as standin:
         clouds = standin.clouds_yaml(tmp_path / "clouds.yaml")
         config = api_config(tmp_path, slapd)
@@ -56,18 +57,24 @@ def cloud(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> Iterator[Cloud
             standin.on_create = record
             yield made
         app.extensions["opslab.engine"].dispose()
-    remove_left_hosts(slapd)
-
-
-def remove_left_hosts(slapd: ThrowawaySlapd) -> None:
-    """The hosts and aliases a test left (a failed assertion), so the next starts clean."""
+    # What a test left (a failed assertion) goes, so the next starts clean; what was
+    # there before it (the example directory) stays.
     connection = slapd.connect()
-    for base, pattern in ((HOSTS, "(associatedDomain=*.web.example.org)"),
-                          (DNS, "(objectClass=dNSDomain)")):
-        for dn, _ in connection.search_s(base, ldap.SCOPE_ONELEVEL, pattern, ["1.1"]):
-            with contextlib.suppress(ldap.NO_SUCH_OBJECT):
-                connection.delete_s(dn)
+    for dn in entries_below(slapd) - before:
+        with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+            connection.delete_s(dn)
     connection.unbind_s()
+
+
+def entries_below(slapd: ThrowawaySlapd) -> set[str]:
+    """The DNs of the host and alias entries."""
+    connection = slapd.connect()
+    try:
+        return {dn for base in (HOSTS, DNS)
+                for dn, _ in connection.search_s(base, ldap.SCOPE_ONELEVEL, "(objectClass=*)",
+                                                 ["1.1"])}
+    finally:
+        connection.unbind_s()
 
 
 def entry(slapd: ThrowawaySlapd, dn: str) -> dict[str, list[bytes]] | None:
