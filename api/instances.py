@@ -76,21 +76,31 @@ def launch(actor: Actor | None, host: dict[str, Any], incarnation: str, token: s
                    cores=cores, ram_mb=ram_mb, addresses=[])
     _reserve(row)
     server: Server | None = None
+    named = False
     try:
         server = cloud.create(Launch(host["name"], host["project"], image, flavor, user_data,
                                      settings.installation))
         _update(host["name"], server_id=server.id)
         server = cloud.wait(server.id, settings.launch_timeout)
+        fresh_deadline()
         if server.state == ERROR:
             raise ProviderError(f"the cloud put {host['name']} in ERROR: "
                                 f"{server.fault or 'no fault given'}")
         _name_in_dns(actor, host, server)
+        named = True
+        _update(host["name"], state=ACTIVE, addresses=server.addresses)
     except BaseException:
-        _undo(cloud, host["name"], server, settings)
+        fresh_deadline()
+        _undo(actor, cloud, host, server, named, settings)
         raise
-    _update(host["name"], state=ACTIVE, addresses=server.addresses)
     _say(actor, host["project"], f"launched {host['name']} ({server.id}, image {image}, "
                                  f"flavor {flavor}) at {', '.join(server.addresses)}")
+
+
+def fresh_deadline() -> None:
+    """A new overall deadline for the directory after waiting on the cloud: a launch or a
+    deletion takes longer than ``ldap.deadline`` allows one request's directory work."""
+    context.directory().begin_request()
 
 
 def destroy(actor: Actor | None, host: dict[str, Any]) -> None:
@@ -103,7 +113,8 @@ def destroy(actor: Actor | None, host: dict[str, Any]) -> None:
     settings = context.config().instances
     if row.server_id is not None:
         context.provider().delete(row.server_id, settings.delete_timeout)
-        _forget_alias(actor, host, row.server_id)
+        fresh_deadline()
+        forget_alias(actor, host, row.server_id)
     with context.session() as session:
         found = session.get(Instance, host["name"])
         if found is not None:
@@ -204,18 +215,20 @@ def mark_gone(host: str) -> None:
     _update(host, state=ERROR, fault="the server is gone from the cloud (found by the reaper)")
 
 
-def _undo(cloud: Provider, host: str, server: Server | None,
-          settings: InstanceSettings) -> None:
-    """Delete what a failed launch made; what cannot be deleted now, the reaper will."""
+def _undo(actor: Actor | None, cloud: Provider, host: dict[str, Any], server: Server | None,
+          named: bool, settings: InstanceSettings) -> None:
+    """Delete what a failed launch made. A server that cannot be deleted now is left
+    unclaimed (its row goes): the reaper deletes it as an orphan."""
     if server is not None:
         try:
             cloud.delete(server.id, settings.delete_timeout)
         except ProviderError as error:
-            log.error("the server %s of a failed launch could not be deleted (%s); the "
-                      "reaper will delete it", server.id, error)
-            _update(host, state=ERROR, fault=f"launch failed; deleting it failed: {error}")
-            return
-    forget(host)
+            log.error("the server %s of a failed launch of %s could not be deleted (%s); the "
+                      "reaper will delete it", server.id, host["name"], error)
+        fresh_deadline()
+        if named:
+            forget_alias(actor, host, server.id)
+    forget(host["name"])
 
 
 def _user_data(certname: str, token: str, settings: InstanceSettings) -> str:
@@ -255,7 +268,10 @@ def _name_in_dns(actor: Actor | None, host: dict[str, Any], server: Server) -> N
     alias = _alias(host, server.id)
 
     def write() -> None:
-        directory.writer().modify(dn, [(ldap.MOD_REPLACE, "aRecord", server.addresses or None)])
+        # aRecord holds IPv4 addresses only (an A record); IPv6 would need dnsdomain2's
+        # aAAARecord, which an entry made as a dNSDomain cannot take.
+        ipv4 = [address for address in server.addresses if ":" not in address]
+        directory.writer().modify(dn, [(ldap.MOD_REPLACE, "aRecord", ipv4 or None)])
         if alias is not None:
             directory.add(alias[0], _alias_entry(alias[1], host["name"]))
 
@@ -272,7 +288,8 @@ def _name_in_dns(actor: Actor | None, host: dict[str, Any], server: Server) -> N
         recorded_write(session, change, write=write, undo=undo)
 
 
-def _forget_alias(actor: Actor | None, host: dict[str, Any], server_id: str) -> None:
+def forget_alias(actor: Actor | None, host: dict[str, Any], server_id: str) -> None:
+    """Remove the alias entry of ``host``'s server ``server_id``, if there is one."""
     alias = _alias(host, server_id)
     if alias is None or context.directory().read(alias[0], ["dc"]) is None:
         return
@@ -291,8 +308,14 @@ def _alias_entry(alias: str, target: str) -> dict[str, list[str]]:
 
 
 def _say(actor: Actor | None, project: str, message: str) -> None:
-    """A line in the project's Server Admin Log: the instance documents itself."""
-    with context.session() as session:
-        session.add(LogEntry(project=project, author=actor.name if actor else "opslab",
-                             message=message))
-        session.commit()
+    """A line in the project's Server Admin Log: the instance documents itself. A line
+    that cannot be written is logged; the change it tells of stands (the audit log has
+    it)."""
+    try:
+        with context.session() as session:
+            session.add(LogEntry(project=project, author=actor.name if actor else "opslab",
+                                 message=message))
+            session.commit()
+    except Exception:
+        log.exception("the Server Admin Log line %r of project %s could not be written",
+                      message, project)

@@ -9,9 +9,10 @@ hands to sshd. The password the API makes at creation is shown once; the
 directory keeps only its hash.
 
 Who may do what: operations and members of ``api.account_admins_project``
-create people; a person manages their own keys, and so may those who
-create people (to help someone locked out of their keys). Everyone in the
-community reads people (name, projects, public keys).
+create people (with their first keys); a person manages their own keys, and
+so does operations (a key is a login as its owner: no one else may add
+one). Everyone in the community reads people (name, projects, public
+keys).
 """
 
 import secrets
@@ -21,12 +22,12 @@ import ldap
 
 from opslab import accounts
 from opslab.directory import attribute_values, fill_filter
-from opslab.names import InvalidName, validate_user_name
+from opslab.names import InvalidName, has_format_characters, validate_user_name
 from opslab.sshkeys import InvalidKey, PublicKey, parse
 
 from . import context, ids, projects
 from .audit import recorded_modify, recorded_write
-from .auth import Actor, is_operator, person, standing
+from .auth import Actor, is_operator, person, project_membership, standing
 from .contract import Body
 from .directory import Attributes
 from .errors import Invalid, Refused
@@ -53,6 +54,10 @@ def create(actor: Actor | None, read_body: Body) -> tuple[dict[str, Any], str]:
     _may_create_people(actor)
     body = read_body()
     uid = _valid_name(body["uid"])
+    name = " ".join(body["name"].split())
+    if not name or has_format_characters(name):
+        raise Invalid("name: must hold visible characters, and no invisible formatting "
+                      "(such as right-to-left overrides)")
     keys = [_parsed(text, f"ssh_keys[{index}]") for index, text in
             enumerate(body.get("ssh_keys", []))]
     config = context.config()
@@ -60,7 +65,9 @@ def create(actor: Actor | None, read_body: Body) -> tuple[dict[str, Any], str]:
     dn = directory.person_dn(uid)
     if directory.read(dn, ["uid"]) is not None:
         raise Refused(409, f"a person {uid!r} exists")
-    name = " ".join(body["name"].split())
+    if config.api.default_project:
+        # Checked first: a person made and then not enrolled would be half-made.
+        project_membership(config.api.default_project)
     entry: Attributes = {
         "objectClass": OBJECT_CLASSES, "uid": [uid], "cn": [name],
         "sn": [name.rsplit(" ", 1)[-1]], "mail": [body["mail"]] if body.get("mail") else [],
@@ -178,8 +185,9 @@ def _valid_name(uid: str) -> str:
         name = validate_user_name(uid)
     except InvalidName as error:
         raise Invalid(f"uid: {error}") from None
-    if name in accounts.SYSTEM_NAMES:
-        raise Invalid(f"uid: {name!r} is a system account")
+    reason = accounts.reserved_reason(name)
+    if reason:
+        raise Invalid(f"uid: {reason}")
     return name
 
 
@@ -193,9 +201,9 @@ def _may_create_people(actor: Actor | None) -> None:
 
 
 def _may_change_keys(actor: Actor | None, uid: str) -> tuple[str, Attributes]:
-    """The person's DN and entry, if ``actor`` may change their keys: the person, operations,
-    and account admins (but only operations change an operator's keys: a key is a login
-    as its owner, and an operator's login is root on shared infrastructure)."""
+    """The person's DN and entry, if ``actor`` may change their keys: the person, and
+    operations. A key is a login as its owner (and sudo on their projects' instances), so
+    no one else may add one, account admins included (they give keys at creation)."""
     dn = person(actor)
     entry = _read(uid)
     target = context.directory().person_dn(uid)
@@ -203,12 +211,7 @@ def _may_change_keys(actor: Actor | None, uid: str) -> tuple[str, Attributes]:
         return target, entry
     if is_operator(dn):
         return target, entry
-    admins = context.config().api.account_admins_project
-    if admins and standing(admins, dn).member:
-        if is_operator(target):
-            raise Refused(403, f"only operations may change the keys of {uid}, who is one")
-        return target, entry
-    raise Refused(403, f"only {uid} (and those who create people) may change {uid}'s keys")
+    raise Refused(403, f"only {uid} and operations may change {uid}'s keys")
 
 
 def _modify(actor: Actor | None, action: str, uid: str, dn: str, before: Attributes,

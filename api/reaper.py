@@ -50,6 +50,7 @@ class Pass(NamedTuple):
     watching: list[str]  # orphans seen for the first time
     undone: list[str]  # hosts whose launch was abandoned, removed
     gone: list[str]  # hosts whose server is gone
+    failed: list[str]  # servers or hosts it could not deal with (tried again next pass)
 
 
 def reap(at: datetime | None = None) -> Pass:
@@ -58,7 +59,9 @@ def reap(at: datetime | None = None) -> Pass:
     settings = context.config().instances
     cloud = context.provider()
     servers = {server.id: server for server in cloud.servers(settings.installation)}
-    undone = _undo_abandoned(at - timedelta(seconds=settings.launch_timeout) - GRACE, servers)
+    failed: list[str] = []
+    undone = _undo_abandoned(at - timedelta(seconds=settings.launch_timeout) - GRACE, servers,
+                             failed)
     if undone:
         servers = {server.id: server for server in cloud.servers(settings.installation)}
     with context.session() as session:
@@ -70,13 +73,21 @@ def reap(at: datetime | None = None) -> Pass:
         if server.id in claimed:
             continue
         if server.id in sightings:
-            _delete_orphan(server)
+            # One server the cloud will not delete must not stop the pass.
+            try:
+                _delete_orphan(server)
+            except ProviderError as error:
+                log.error("the orphaned server %s could not be deleted: %s", server.id, error)
+                failed.append(server.id)
+                continue
             deleted.append(server.id)
         else:
             watching.append(server.id)
     with context.session() as session:
-        # Only what is still an orphan stays remembered.
-        session.execute(delete(OrphanSighting).where(OrphanSighting.server_id.not_in(watching)))
+        # Only what is still an orphan stays remembered (one that could not be deleted
+        # is deleted at the next pass).
+        session.execute(delete(OrphanSighting).where(
+            OrphanSighting.server_id.not_in([*watching, *failed])))
         for server_id in watching:
             session.add(OrphanSighting(server_id=server_id,
                                        host=servers[server_id].metadata.get(HOST), first_seen=at))
@@ -86,10 +97,11 @@ def reap(at: datetime | None = None) -> Pass:
     for host in gone:
         instances.mark_gone(host)
         log.warning("the server of %s is gone from the cloud; its host is kept", host)
-    return Pass(deleted, watching, undone, gone)
+    return Pass(deleted, watching, undone, gone, failed)
 
 
-def _undo_abandoned(before: datetime, servers: dict[str, Server]) -> list[str]:
+def _undo_abandoned(before: datetime, servers: dict[str, Server],
+                    failed: list[str]) -> list[str]:
     with context.session() as session:
         abandoned = list(session.scalars(select(Instance).where(
             Instance.state == BUILDING, Instance.updated_at < before)).all())
@@ -99,8 +111,16 @@ def _undo_abandoned(before: datetime, servers: dict[str, Server]) -> list[str]:
         # before it stored the id).
         ids = {row.server_id} if row.server_id else {
             server.id for server in servers.values() if server.metadata.get(HOST) == row.host}
-        for server_id in ids:
-            context.provider().delete(server_id, context.config().instances.delete_timeout)
+        host = {"name": row.host, "project": row.project}
+        try:
+            for server_id in ids:
+                context.provider().delete(server_id, context.config().instances.delete_timeout)
+                instances.fresh_deadline()
+                instances.forget_alias(REAPER, host, server_id)
+        except ProviderError as error:
+            log.error("the abandoned launch of %s could not be undone: %s", row.host, error)
+            failed.append(row.host)
+            continue
         instances.forget(row.host)
         with suppress(Refused):  # its entry is gone already
             hosts.discard(REAPER, row.host)
@@ -153,4 +173,4 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     for name, items in done._asdict().items():
         if items:
             sys.stdout.write(f"{name}: {' '.join(items)}\n")
-    return 0
+    return 1 if done.failed else 0

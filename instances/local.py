@@ -137,6 +137,9 @@ class LocalProvider:
         self.settings = settings
         self.root = Path(root)
         self.image = Path(image) if image is not None else self.root / "image"
+        # The images a launch may name: the image under each of IMAGE_NAMES (an
+        # operator or a test may add more, by name).
+        self.images: dict[str, Path] = dict.fromkeys(IMAGE_NAMES, self.image)
         self.subnet = ipaddress.IPv4Network(subnet)
         self.lock = lock
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -238,13 +241,15 @@ class LocalProvider:
     # -- creating -------------------------------------------------------------------------
 
     def _image_for(self, name: str) -> Path:
-        if not name or name in IMAGE_NAMES:
+        # By name only: a launch's image comes from a member's request, and a path
+        # would let them boot any directory of this machine (its / too) as root.
+        if not name:
             image = self.image
-        elif os.path.isabs(name):
-            image = Path(name)
+        elif name in self.images:
+            image = self.images[name]
         else:
             raise ProviderError(f"no image {name!r:.80} here (the local provider boots "
-                                f"{' or '.join(IMAGE_NAMES)}, or an image directory's path)")
+                                f"{', '.join(sorted(self.images))})")
         if not image.is_dir():
             raise ProviderError(f"the image {image} is not there (build it with "
                                 f"python -m opslab.instances.image {image})")

@@ -36,6 +36,28 @@ UID_NUMBER_ATTRIBUTE = "uidNumber"
 ATTRIBUTES = (LOCKED_ATTRIBUTE, EXPIRE_ATTRIBUTE, UID_NUMBER_ATTRIBUTE)
 
 SYSTEM_NAMES = frozenset({"root"})
+# Names a new person may not take: Debian's static system accounts
+# (base-passwd), the accounts packages on an instance make or may make later,
+# and the image's own user. Such a name is no one's login: once an instance
+# resolves accounts through the directory, a package would find the person
+# where it expects its own account. Names starting with "_" or "systemd-"
+# are the packages' conventions, refused as a whole.
+RESERVED_NAMES = SYSTEM_NAMES | frozenset({
+    "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
+    "www-data", "backup", "list", "irc", "gnats", "nobody", "messagebus", "sshd", "ntp",
+    "nslcd", "puppet", "postgres", "mysql", "redis", "memcache", "openldap", "pdns",
+    "postfix", "dnsmasq", "tss", "uuidd", "tcpdump", "statd", "avahi", "polkitd", "debian",
+    "admin", "administrator", "ubuntu", "cloud-user", "opslab", "opslab-api", "nogroup",
+    "sudo", "adm", "staff", "users", "operator",
+})
+RESERVED_PREFIXES = ("_", "systemd-")
+
+
+def reserved_reason(name: str) -> str | None:
+    """Why ``name`` cannot be a new person's, or None."""
+    if name in RESERVED_NAMES or name.startswith(RESERVED_PREFIXES):
+        return f"{name!r} is the name of a system or package account"
+    return None
 _SECONDS_PER_DAY = 86400
 _NEVER_EXPIRES = -1
 

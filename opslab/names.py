@@ -136,6 +136,14 @@ def this_certname(configured: str | None) -> str:
     return validate_certname(socket.getfqdn().lower())
 
 
+def has_format_characters(text: str) -> bool:
+    """Whether ``text`` holds invisible formatting (Unicode category Cf: right-to-left
+    overrides, zero-width joiners), which can make a name look like another's."""
+    import unicodedata
+
+    return any(unicodedata.category(char) == "Cf" for char in text)
+
+
 def has_control_characters(text: str) -> bool:
     """Whether ``text`` holds ASCII control characters (C0 or DEL)."""
     return any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)

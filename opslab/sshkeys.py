@@ -22,7 +22,7 @@ import re
 import subprocess
 from typing import NamedTuple
 
-from opslab.names import has_control_characters
+from opslab.names import has_control_characters, has_format_characters
 
 # The types OpenSSH 8.2+ accepts for user keys by default (sshd_config(5),
 # PubkeyAcceptedAlgorithms); ssh-dss is gone from that list.
@@ -85,6 +85,9 @@ def parse(text: str) -> PublicKey:
     if not _BASE64.fullmatch(blob):
         raise InvalidKey("the key's second field must be its base64 data")
     comment = " ".join(comment.split())[:MAX_COMMENT]
+    if has_format_characters(comment):
+        raise InvalidKey("the key's comment holds invisible formatting (such as a "
+                         "right-to-left override)")
     # ssh-keygen also refuses data of another type than the line says.
     bits, fingerprint, listed_type = _keygen(f"{key_type} {blob}")
     if listed_type == "RSA" and bits < MIN_RSA_BITS:

@@ -44,8 +44,10 @@ def cloud(tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> Iterator[Cloud
             image="debian-12", flavor="m1.small", network="private",
             bootstrap_url="https://opslab.example.org/bootstrap.sh", package="opslab==0.1",
             ldap_uri="ldaps://ldap.example.org", remote="https://git.example.org/puppet.git",
-            launch_timeout=3.0, delete_timeout=3.0, request_timeout=2.0)
-        app = create_app(config._replace(instances=instances))
+            launch_timeout=4.0, delete_timeout=3.0, request_timeout=2.0)
+        # A directory deadline shorter than a launch: the launch must not spend it.
+        ldap_settings = config.ldap._replace(deadline=2.0)
+        app = create_app(config._replace(instances=instances, ldap=ldap_settings))
         with app.test_client() as client:
             made = Cloud(client, standin)
             standin_hook = standin.on_create

@@ -78,7 +78,7 @@ def test_a_member_launches_an_instance_that_is_named_and_documented(
 
 @pytest.mark.parametrize(("fate", "status", "complaint"), [
     (Fate.error("No valid host was found."), 502, "No valid host was found."),
-    (Fate.stuck(), 503, "is still building after 3 seconds"),
+    (Fate.stuck(), 503, "is still building after 4 seconds"),
 ])
 def test_a_launch_that_fails_leaves_nothing_behind(
     cloud: Cloud, slapd: ThrowawaySlapd, fate: Fate, status: int, complaint: str
@@ -239,3 +239,82 @@ def test_the_reaper_reports_a_host_whose_server_is_gone_and_keeps_the_host(
     finally:
         assert cloud.client.delete("/v1/hosts/vanished.web.example.org",
                                    headers=basic("carol")).status_code == 204
+
+
+def test_a_launch_and_a_deletion_longer_than_the_directory_deadline_succeed(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    cloud.standin.on_create = lambda created: (cloud.created.append(created),
+                                               Fate.active(after=2.5))[1]
+    cloud.standin.delete_after = 2.5
+    answer = cloud.create("slow")
+    assert answer.status_code == 201, answer.json
+    assert cloud.client.delete("/v1/hosts/slow.web.example.org",
+                               headers=basic("carol")).status_code == 204
+    assert entry(slapd, f"dc=slow.web.example.org,{HOSTS}") is None
+
+
+def test_only_ipv4_addresses_become_a_records(cloud: Cloud, slapd: ThrowawaySlapd) -> None:
+    cloud.standin.on_create = lambda created: Fate.active(addresses=("10.0.0.9",
+                                                                     "2001:db8::9"))
+    answer = cloud.create("dual")
+    assert answer.status_code == 201, answer.json
+    assert answer.json["host"]["instance"]["addresses"] == ["10.0.0.9", "2001:db8::9"]
+    stored = entry(slapd, f"dc=dual.web.example.org,{HOSTS}")
+    assert stored is not None
+    assert stored["aRecord"] == [b"10.0.0.9"]
+    assert cloud.client.delete("/v1/hosts/dual.web.example.org",
+                               headers=basic("carol")).status_code == 204
+
+
+def test_a_failed_launch_whose_server_will_not_go_leaves_it_to_the_reaper(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    cloud.standin.on_create = lambda created: (cloud.created.append(created),
+                                               Fate.error("boom"))[1]
+    cloud.standin.hang(10, lambda method, path: method == "DELETE")
+    answer = cloud.create("sticky")
+    assert answer.status_code == 502, answer.json
+    [created] = cloud.created
+    assert cloud.standin.status(created.id) == "ERROR"  # still there
+    assert entry(slapd, f"dc=sticky.web.example.org,{HOSTS}") is None
+    # Nothing claims it any more, and it no longer counts against the quota.
+    assert cloud.client.get("/v1/projects/web/quota",
+                            headers=basic("carol")).json["used"]["instances"] == 0
+    cloud.standin.hangs.clear()
+    assert reap(cloud).watching == [created.id]
+    assert reap(cloud).deleted == [created.id]
+    assert cloud.standin.status(created.id) is None
+
+
+def test_the_reaper_removes_the_alias_of_a_launch_it_undoes(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    # The API died after naming the instance in DNS, before marking it active.
+    assert cloud.create("named").status_code == 201
+    [created] = cloud.created
+    alias = f"dc=i-{created.id.replace('-', '')[:8]}.web.example.org,{DNS}"
+    assert entry(slapd, alias) is not None
+    app = cloud.client.application
+    with app.app_context(), context.session() as session:
+        row = session.get(Instance, "named.web.example.org")
+        assert row is not None
+        row.state = "building"
+        session.commit()
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    assert reap(cloud, later).undone == ["named.web.example.org"]
+    assert entry(slapd, alias) is None
+    assert entry(slapd, f"dc=named.web.example.org,{HOSTS}") is None
+    assert cloud.standin.status(created.id) is None
+
+
+def test_one_server_the_cloud_will_not_delete_does_not_stop_the_reaper(cloud: Cloud) -> None:
+    stuck = cloud.standin.add_server("a.web.example.org", tags("a.web.example.org"))
+    stray = cloud.standin.add_server("b.web.example.org", tags("b.web.example.org"))
+    assert sorted(reap(cloud).watching) == sorted([stuck, stray])
+    cloud.standin.hang(10, lambda method, path: method == "DELETE" and stuck in path)
+    done = reap(cloud)
+    assert (done.deleted, done.failed) == ([stray], [stuck]), (done, stuck, stray)
+    assert cloud.standin.status(stray) is None
+    cloud.standin.hangs.clear()
+    assert reap(cloud).deleted == [stuck]

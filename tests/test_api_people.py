@@ -143,7 +143,14 @@ def test_only_operations_and_account_admins_create_people(
 
 
 @pytest.mark.parametrize(("fields", "complaint"), [
-    ({"uid": "root"}, "system account"),
+    ({"uid": "root"}, "system or package account"),
+    ({"uid": "nobody"}, "system or package account"),
+    ({"uid": "debian"}, "system or package account"),
+    ({"uid": "_apt"}, "system or package account"),
+    ({"uid": "systemd-network"}, "system or package account"),
+    ({"name": "\u3000\u3000"}, "must hold visible characters"),
+    ({"name": "Eve \u202egnp.exe"}, "invisible formatting"),
+    ({"mail": "ev\u0093@example.org"}, "is not a mail address"),
     ({"uid": "Nina"}, "is not a login name"),
     ({"uid": "carol"}, "a person 'carol' exists"),
     ({"name": "two\nlines"}, "must be one line of text"),
@@ -171,6 +178,7 @@ def test_a_bad_person_is_refused_and_nothing_is_made(
     ("two", "one key, on one line"),
     ("mislabelled", "OpenSSH cannot read"),
     ("garbage", "OpenSSH cannot read"),
+    ("spoofed", "invisible formatting"),
 ])
 def test_keys_that_are_not_a_good_public_key_are_refused(
     api: FlaskClient, keys: dict[str, str], kind: str, complaint: str
@@ -178,7 +186,8 @@ def test_keys_that_are_not_a_good_public_key_are_refused(
     blob = keys["ed25519"].split()[1]
     text = {"dsa": f"ssh-dss {blob}", "options": f'command="/bin/sh" {keys["ed25519"]}',
             "two": f"{keys['ed25519']}\n{keys['ecdsa']}", "mislabelled": f"ssh-rsa {blob}",
-            "garbage": "ssh-ed25519 bm90IGEga2V5"}.get(kind) or keys[kind]
+            "garbage": "ssh-ed25519 bm90IGEga2V5",
+            "spoofed": f"{keys['ed25519']} alice\u202e@laptop"}.get(kind) or keys[kind]
     answer = api.post("/v1/people/carol/keys", json={"key": text}, headers=basic("carol"))
     assert answer.status_code == 422
     assert complaint in answer.json["error"]
@@ -203,16 +212,16 @@ def test_a_person_manages_their_own_keys_and_nobody_elses(
         assert api.post("/v1/people/carol/keys", json={"key": keys["rsa3072"]},
                         headers=carol).status_code == 201
 
-        # An account admin may help (dave is one here); a member may not touch another
-        # person's keys: a key added there is a login as them.
+        # Operations may help; no one else may touch another person's keys, an account
+        # admin (dave is one here) included: a key added there is a login as them.
         helped = api.post("/v1/people/carol/keys", json={"key": keys["ecdsa"]},
-                          headers=basic("dave"))
+                          headers=basic("olga"))
         assert helped.status_code == 201
-        # ... but not an operator's: that login is root on shared infrastructure.
-        escalation = api.post("/v1/people/olga/keys", json={"key": keys["ed25519b"]},
-                              headers=basic("dave"))
-        assert escalation.status_code == 403
-        assert "only operations may change the keys of olga" in escalation.json["error"]
+        for target in ("carol", "olga"):
+            refused = api.post(f"/v1/people/{target}/keys", json={"key": keys["ed25519b"]},
+                               headers=basic("dave"))
+            assert refused.status_code == 403
+            assert f"only {target} and operations may change" in refused.json["error"]
         assert api.post("/v1/people/dave/keys", json={"key": keys["ed25519b"]},
                         headers=carol).status_code == 403
         assert api.delete(f"/v1/people/dave/keys/{quote(added.json['fingerprint'], safe='')}",
@@ -291,3 +300,15 @@ def test_people_created_at_once_get_numbers_of_their_own(
         assert sorted(int(a["uidNumber"][0]) for _, a in found) == sorted(numbers)
     finally:
         served.stop()
+
+
+def test_a_person_is_not_made_when_the_default_project_is_missing(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None, made: list[str]
+) -> None:
+    app = create_app(api_config(tmp_path, slapd, default_project="nosuchproject"))
+    with app.test_client() as client:
+        answer = create(client, made, "halfmade")
+        assert answer.status_code == 404
+        assert "no project 'nosuchproject'" in answer.json["error"]
+        assert client.get("/v1/people/halfmade", headers=basic("olga")).status_code == 404
+    app.extensions["opslab.engine"].dispose()

@@ -57,13 +57,13 @@ class Booted(NamedTuple):
 
 @pytest.fixture(scope="module")
 def booted(local_provider: LocalProvider, tmp_path_factory: pytest.TempPathFactory) -> Booted:
-    not_an_os = tmp_path_factory.mktemp("not-an-os")
+    local_provider.images["not-an-os"] = tmp_path_factory.mktemp("not-an-os")
     launches = {}
     for name, installation in NAMES.items():
         fqdn = f"{name}.local-test.example.org"
         launches[name] = Launch(
             name=fqdn, project="local-test",
-            image=str(not_an_os) if name == "broken" else "debian-12", flavor="small",
+            image="not-an-os" if name == "broken" else "debian-12", flavor="small",
             user_data=serving_user_data(fqdn, hold=name == "alpha"), installation=installation)
     created: dict[str, Server] = {}
     failures: list[BaseException] = []
@@ -248,7 +248,9 @@ def test_an_instance_whose_nspawn_fails_is_in_error(local_provider: LocalProvide
     assert broken.id not in local_provider._children
 
 
-def test_refusals_leave_nothing(local_provider: LocalProvider, booted: Booted) -> None:
+def test_refusals_leave_nothing(local_provider: LocalProvider, booted: Booted,
+                                tmp_path: Path) -> None:
+    local_provider.images["missing"] = tmp_path / "no-such-image"
     assert local_provider.flavor("small") == (1, 512)
     assert local_provider.flavor("medium") == (2, 2048)
     with pytest.raises(ProviderError, match="no flavor 'huge'"):
@@ -258,7 +260,9 @@ def test_refusals_leave_nothing(local_provider: LocalProvider, booted: Booted) -
     for launch, refusal in (
             (good._replace(flavor="huge"), "no flavor"),
             (good._replace(image="ubuntu"), "no image 'ubuntu'"),
-            (good._replace(image="/nonexistent/image"), "is not there"),
+            # A path is no image name: a member could boot this machine's own /.
+            (good._replace(image="/usr/.."), "no image '/usr/..'"),
+            (good._replace(image="missing"), "is not there"),
             (good._replace(name="Not A Name"), "not a host name")):
         with pytest.raises(ProviderError, match=refusal):
             local_provider.create(launch)
