@@ -12,6 +12,7 @@ by hand already uses is skipped. Nothing here needs an overlay on slapd.
 from contextlib import suppress
 
 import ldap
+import ldap.dn
 
 from opslab.directory import DirectoryConflict, Search
 
@@ -54,4 +55,5 @@ def _used(number: int) -> bool:
     config = context.config()
     [found] = context.directory().writer().search([Search(
         config.ldap.base, f"(|(uidNumber={number})(gidNumber={number}))", ["1.1"])])
-    return any(not entry.dn.lower().startswith(POOL + ",") for entry in found)
+    pool = ldap.dn.str2dn(f"{POOL},{config.ldap.base}".lower())
+    return any(ldap.dn.str2dn(entry.dn.lower()) != pool for entry in found)
