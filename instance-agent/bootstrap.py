@@ -8,9 +8,11 @@
 
 It writes the host token (``/etc/opslab/host-token``, 0600), the configuration
 file (``/etc/opslab/opslab.yaml``), the agent's systemd units (into
-``/etc/systemd/system``) and an sshd drop-in that asks ``opslab-ssh-keys`` for
-users' keys; then, unless ``--no-start``, reloads systemd, runs the agent once,
-enables ``opslab-agent.service`` and reloads sshd. ``--root DIR`` writes the
+``/etc/systemd/system``), nslcd's configuration and the directory's place in
+nsswitch.conf and sshd's PAM stack (people as accounts: opslab.agent.nss) and
+an sshd drop-in that asks ``opslab-ssh-keys`` for users' keys; then, unless
+``--no-start``, reloads systemd, runs the agent once, enables and restarts
+``opslab-agent.service``, restarts nslcd and reloads sshd. ``--root DIR`` writes the
 same files below DIR and touches nothing of the running system (tests, images).
 
 Every value is checked, the configuration is parsed by ``opslab.config`` and
@@ -41,9 +43,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from opslab.config import DEFAULT_PATH, ConfigError, check_api_url, check_ldap_uri, parse
+from opslab.config import (
+    DEFAULT_PATH,
+    Config,
+    ConfigError,
+    check_api_url,
+    check_ldap_uri,
+    parse,
+)
 from opslab.files import write_atomic
-from opslab.names import InvalidName, has_control_characters, validate_certname
+from opslab.names import (
+    InvalidName,
+    has_control_characters,
+    project_label,
+    this_certname,
+    validate_certname,
+)
+
+from . import nss
 
 log = logging.getLogger("opslab.agent.bootstrap")
 EXIT_FAILED = 1
@@ -190,6 +207,7 @@ def _plan(arguments: argparse.Namespace, config_path: str | None) -> _Plan:
         # World-readable: sshd runs opslab-ssh-keys as nobody, and it reads this.
         _File(DEFAULT_PATH, config_text, 0o644),
         *(_File(f"{UNIT_DIRECTORY}/{name}", text, 0o644) for name, text in units),
+        *_accounts(arguments.root, parse(config_text, DEFAULT_PATH)),
         _File(SSHD_DROP_IN, _sshd_drop_in(bin_directory), 0o644),
     ]
     return _Plan(arguments.root, files, DEFAULT_PATH, bin_directory, not arguments.no_start)
@@ -329,6 +347,30 @@ def _units(bin_directory: str) -> list[tuple[str, str]]:
     return units
 
 
+def _accounts(root: str | None, config: Config) -> list[_File]:
+    """nslcd's configuration, and the directory in nsswitch.conf and sshd's PAM stack:
+    people as accounts here (opslab.agent.nss)."""
+    try:
+        certname = this_certname(config.apply.certname)
+    except InvalidName as error:
+        raise _BadInput(f"this instance's certname: {error}") from None
+    project = project_label(certname)
+    if project is None:
+        raise _BadInput(f"this instance's certname {certname} names no project "
+                        "(NAME.PROJECT.DOMAIN): whose members may log in cannot be told")
+    files = [_File(nss.NSLCD_CONF, nss.nslcd_conf(config, project), 0o600)]
+    for path, edit in ((nss.NSSWITCH, nss.with_directory),
+                       (nss.PAM_SSHD, lambda text: nss.with_logins(text,
+                                                                   config.accounts.min_uid))):
+        target = os.path.join(root, path.lstrip("/")) if root is not None else path
+        current = _current(target)
+        if current is None:
+            raise _BadInput(f"{target} is missing: is this a Debian system with sshd "
+                            "(bootstrap.sh installs it)?")
+        files.append(_File(path, edit(current[0]), current[1]))
+    return files
+
+
 def _sshd_drop_in(bin_directory: str) -> str:
     return ("# Written by `opslab agent bootstrap`: users' SSH keys come from the directory.\n"
             f"AuthorizedKeysCommand {bin_directory}/opslab-ssh-keys %u\n"
@@ -425,6 +467,9 @@ def _start(plan: _Plan) -> int:
     # finish (TimeoutStopSec), and systemd carries the job out without us.
     _step(f"restarting {SERVICE}", ["systemctl", "--no-block", "restart", SERVICE],
           SYSTEMCTL_TIMEOUT)
+    # nslcd reads its configuration only when it starts.
+    _step("restarting nslcd", ["systemctl", "restart", "nslcd"], SYSTEMCTL_TIMEOUT,
+          fatal=False)
     if _sshd() is not None:
         _step("reloading sshd", ["systemctl", "reload", "ssh"], SYSTEMCTL_TIMEOUT)
     if not first_run:

@@ -28,7 +28,10 @@ PREFIX=${OPSLAB_PREFIX:-/opt/opslab}
 # puppet and git: the agent's puppet apply and branch sync; sudo: project
 # members' sudo rights; python3-venv, python3-dev, libldap2-dev,
 # libsasl2-dev and gcc: to build python-ldap in the virtualenv.
-PACKAGES="puppet git sudo python3-venv python3-dev libldap2-dev libsasl2-dev gcc ca-certificates"
+# nslcd, libnss-ldapd, libpam-ldapd: people as accounts from the directory; installed
+# without recommends, so no nscd caches a removed member.
+PACKAGES="puppet git sudo python3-venv python3-dev libldap2-dev libsasl2-dev gcc ca-certificates \
+openssh-server nslcd libnss-ldapd libpam-ldapd"
 
 say() {
     printf '==> %s\n' "$*"
@@ -78,6 +81,12 @@ umask 022
 
 say "installing Debian packages: $PACKAGES"
 export DEBIAN_FRONTEND=noninteractive
+# libnss-ldapd must leave nsswitch.conf alone: opslab agent bootstrap edits it,
+# together with nslcd's configuration, which it writes whole.
+if command -v debconf-set-selections >/dev/null 2>&1; then
+    printf '%s\n' 'libnss-ldapd libnss-ldapd/nsswitch multiselect' \
+        'libnss-ldapd libnss-ldapd/clean_nsswitch boolean false' | debconf-set-selections
+fi
 apt-get update -q
 # shellcheck disable=SC2086 # one word per package
 apt-get install -y -q --no-install-recommends $PACKAGES

@@ -51,10 +51,43 @@ Bootstrap = Callable[..., Outcome]
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    """The empty directory bootstrap writes below."""
+    """The directory bootstrap writes below: a Debian system's nsswitch.conf and sshd PAM
+    stack, as the files bootstrap edits."""
     directory = tmp_path / "root"
-    directory.mkdir()
+    (directory / "etc/pam.d").mkdir(parents=True)
+    (directory / "etc/nsswitch.conf").write_text(DEBIAN_NSSWITCH)
+    (directory / "etc/pam.d/sshd").write_text(DEBIAN_PAM_SSHD)
     return directory
+
+
+# Debian 12's /etc/nsswitch.conf and /etc/pam.d/sshd (comments left out).
+DEBIAN_NSSWITCH = """passwd:         files systemd
+group:          files systemd
+shadow:         files
+gshadow:        files
+
+hosts:          files dns
+networks:       files
+
+protocols:      db files
+services:       db files
+ethers:         db files
+rpc:            db files
+
+netgroup:       nis
+"""
+DEBIAN_PAM_SSHD = """@include common-auth
+account    required     pam_nologin.so
+@include common-account
+session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_selinux.so close
+session    required     pam_loginuid.so
+session    optional     pam_keyinit.so force revoke
+@include common-session
+session    optional     pam_motd.so  motd=/run/motd.dynamic
+session    required     pam_limits.so
+session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_selinux.so open
+@include common-password
+"""
 
 
 @pytest.fixture
@@ -90,6 +123,12 @@ def bootstrap(
         root_logger.removeHandler(handler)
 
 
+def untouched(root: Path) -> bool:
+    """Whether ``root`` holds just what the fixture put there, as it put it."""
+    return {path: text for path, (text, _, _) in tree(root).items()} == {
+        "etc/nsswitch.conf": DEBIAN_NSSWITCH, "etc/pam.d/sshd": DEBIAN_PAM_SSHD}
+
+
 def tree(root: Path) -> dict[str, tuple[str, int, int]]:
     """Every file below ``root``: its text, mode and mtime, by relative path."""
     return {
@@ -109,8 +148,8 @@ def test_writes_every_file_with_its_mode_and_content(
     files = tree(root)
     assert set(files) == {
         "etc/opslab/host-token", "etc/opslab/opslab.yaml",
-        "etc/ssh/sshd_config.d/opslab.conf",
-        *(f"etc/systemd/system/{name}" for name in UNITS),
+        "etc/ssh/sshd_config.d/opslab.conf", "etc/nslcd.conf", "etc/nsswitch.conf",
+        "etc/pam.d/sshd", *(f"etc/systemd/system/{name}" for name in UNITS),
     }  # and no temp file left behind
     assert files["etc/opslab/host-token"][:2] == (TOKEN + "\n", 0o600)
     assert files["etc/opslab/opslab.yaml"][1] == 0o644  # sshd's nobody reads it
@@ -134,6 +173,24 @@ def test_writes_every_file_with_its_mode_and_content(
         assert (text, mode) == (packaged.replace("/opt/opslab/bin/", f"{BIN}/"), 0o644)
     assert f"ExecStart={BIN}/opslab agent run\n" in files[
         "etc/systemd/system/opslab-agent.service"][0]
+
+    # People are accounts here: users and groups from the directory, logins for the
+    # members of this instance's project (tools), a home at the first login.
+    nslcd, mode, _ = files["etc/nslcd.conf"]
+    assert mode == 0o600
+    assert "uri ldaps://ldap.example.org\n" in nslcd
+    assert "base passwd ou=people,dc=example,dc=org\n" in nslcd
+    assert ("pam_authz_search (&(objectClass=groupOfNames)(cn=tools)(|(member=$dn)"
+            "(opslabGlobal=TRUE)))\n") in nslcd
+    nsswitch = files["etc/nsswitch.conf"][0].splitlines()
+    assert nsswitch[:3] == ["passwd:         files systemd ldap",
+                            "group:          files systemd ldap", "shadow:         files"]
+    pam = files["etc/pam.d/sshd"][0].splitlines()
+    account = pam.index("@include common-account")
+    assert "authinfo_unavail=bad" in pam[account - 1]
+    assert pam[account - 1].endswith("pam_ldap.so minimum_uid=1000")
+    assert pam[pam.index("@include common-session") + 2].startswith(
+        "session optional pam_mkhomedir.so")
 
     drop_in, mode, _ = files["etc/ssh/sshd_config.d/opslab.conf"]
     assert mode == 0o644
@@ -239,7 +296,7 @@ def test_bad_input_is_refused_before_anything_is_written(
     assert result.status == 2
     assert complaint in result.err
     assert "nothing was changed" in result.err
-    assert list(root.iterdir()) == []
+    assert untouched(root)
     assert TOKEN not in result.out + result.err
 
 
@@ -313,7 +370,7 @@ def test_a_ca_file_nobody_could_use_is_refused(
                        str(token_file), "--root", str(root), "--no-start")
     assert result.status == 2
     assert complaint in result.err
-    assert list(root.iterdir()) == []
+    assert untouched(root)
 
 
 def test_a_relative_ca_file_is_refused(bootstrap: Bootstrap, root: Path,
@@ -338,7 +395,7 @@ def test_bad_usage_is_refused_before_anything_is_written(
     result = bootstrap(*SETTINGS, *extra, "--root", str(root), "--no-start")
     assert result.status == 2
     assert complaint in result.err
-    assert list(root.iterdir()) == []
+    assert untouched(root)
     assert TOKEN not in result.out + result.err
 
 
@@ -353,7 +410,7 @@ def test_root_needs_no_start_and_the_default_config_path(
     elsewhere = bootstrap(*common, "--no-start", config_path="/etc/other.yaml")
     assert elsewhere.status == 2
     assert "/etc/other.yaml" in elsewhere.err
-    assert list(root.iterdir()) == []
+    assert untouched(root)
 
     missing = bootstrap(*SETTINGS, "--token-file", str(token_file), "--root",
                         str(root / "missing"), "--no-start")
