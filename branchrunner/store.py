@@ -8,10 +8,12 @@ every environment at once. An object whose link count has dropped to one is
 referenced by no tree and is removed by :meth:`ObjectStore.collect_garbage`.
 """
 
+import contextlib
 import os
 from collections.abc import Iterable
 
-from opslab.files import write_atomic
+# Creating an object: a new file only (never through a symlink), closed on exec.
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ObjectStore:
@@ -38,10 +40,12 @@ class ObjectStore:
         """The (sha, executable) of each (sha, executable, size) not known to be intact.
 
         Objects are not fsynced one by one (ten thousand fsyncs would make a
-        first deploy crawl); a crash can leave an object empty or short, so
-        its size is checked against git's before it is trusted. A negative
-        size (git's listing did not say) counts as missing: the caller reads
-        the blob, and :meth:`add` compares sizes then.
+        first deploy crawl: the sync flushes the whole file system once,
+        before any tree is marked or swapped in), and are written in place;
+        a kill or a power cut before that flush can leave an object empty or
+        short, so its size is checked against git's before it is trusted. A
+        negative size (git's listing did not say) counts as missing: the
+        caller reads the blob, and :meth:`add` compares sizes then.
         """
         root = f"{self.root}/"
         missing = []
@@ -59,18 +63,37 @@ class ObjectStore:
         return missing
 
     def add(self, sha: str, executable: bool, content: bytes) -> None:
-        """Store ``content`` as blob ``sha`` unless it is there intact already."""
+        """Store ``content`` as blob ``sha`` unless it is there intact already.
+
+        The object is written in place, with its final mode, not to a temporary
+        name renamed over it: a name that holds the wrong size is removed and
+        made anew (a new inode, so no tree that links the old one changes), and
+        nothing links an object before it is whole (trees are made after their
+        objects are stored), so a reader never sees one half-written.
+        """
         directory = f"{self.root}/{sha[:2]}"
         target = f"{self.root}/{self.name(sha, executable)}"
         try:
             intact = os.stat(target).st_size == len(content)
         except FileNotFoundError:
-            intact = False
+            intact = None
         if not intact:
-            if directory not in self._directories:
+            if intact is not None:  # there, but short: left by a killed or cut-off sync
+                os.unlink(target)
+            elif directory not in self._directories:
                 os.makedirs(directory, exist_ok=True)
                 self._directories.add(directory)
-            write_atomic(target, content, 0o555 if executable else 0o444, durable=False)
+            descriptor = os.open(target, _CREATE, 0o555 if executable else 0o444)
+            try:
+                view = memoryview(content)
+                while view:
+                    view = view[os.write(descriptor, view):]
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(target)
+                raise
+            finally:
+                os.close(descriptor)
         self._intact.add((sha, executable))
 
     def collect_garbage(self) -> int:
@@ -81,8 +104,8 @@ class ObjectStore:
             return removed
         for directory in os.listdir(self.root):
             for entry in os.scandir(f"{self.root}/{directory}"):
-                # Objects are named by hex digits; a name with a dot first is
-                # write_atomic's temporary file, left by a killed writer.
+                # Objects are named by hex digits; a name with a dot first is a
+                # temporary file of an earlier version's, left by a killed writer.
                 if entry.name.startswith(".") or entry.stat().st_nlink == 1:
                     os.unlink(entry.path)
                     removed += 1

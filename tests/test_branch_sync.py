@@ -635,6 +635,24 @@ def test_a_live_tree_that_lost_its_marker_is_kept(tmp_path: Path, remote: Remote
     assert tree_of(Path(config.environments) / "production") == git_tree(remote, commit)
 
 
+def test_a_short_object_is_written_anew_not_trusted(tmp_path: Path, remote: Remote) -> None:
+    """An object cut short (a sync killed, or a power cut before its flush) is caught by its
+    size and written again as a new inode; the next tree holds the whole content."""
+    config = settings(tmp_path, remote)
+    sync(config)
+    environments = Path(config.environments)
+    big = environments / "production/modules/shared/files/big.txt"
+    inode = big.stat().st_ino
+    os.truncate(big, 10)  # the object itself: every tree that links it sees this
+
+    commit = remote.commit("production", {"manifests/site.pp": "node default { }\n"})
+    assert sync(config)["production"].result == "deployed"
+
+    assert big.read_text() == "line\n" * 1000
+    assert big.stat().st_ino != inode
+    assert tree_of(environments / "production") == git_tree(remote, commit)
+
+
 def test_command_line_without_configuration(tmp_path: Path, remote: Remote) -> None:
     environments = tmp_path / "environments"
     command = [sys.executable, "-m", "opslab.cli", "branch", "sync", f"--remote={remote.url}",
