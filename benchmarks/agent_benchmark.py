@@ -120,6 +120,7 @@ from common import (
     seeded_random,
     serve_api,
     sleep_until,
+    start_served,
     succeeded,
     summary,
     verdict,
@@ -663,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:  # the first one's database, tokens and all
                     settings["api"]["database"] = database
                     server = ServedApi(work, slapd, SUFFIX, settings)
-                    server.start()
+                    start_served(server, work)
                 database = server.database
                 port = server.port
                 if number == 0:
