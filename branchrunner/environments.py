@@ -35,6 +35,7 @@ one within ``keep_seconds`` of being superseded, never one of the newest
 """
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -461,8 +462,19 @@ class _TreeCalls:
             with open(descriptor, "rb") as stream:
                 os.symlink(stream.read(), entry.path, dir_fd=self.tree)
         else:
-            os.link(self.store.name(entry.sha, entry.executable), entry.path,
-                    src_dir_fd=self.objects, dst_dir_fd=self.tree)
+            self.link(self.store.name(entry.sha, entry.executable), entry.path)
+
+    def link(self, name: str, path: str) -> None:
+        """Hard-link the object ``name`` at ``path``; an object at the file system's
+        limit of links (65,000 on ext4: an empty file in every module of forty
+        environments) is linked through a copy of it (:meth:`ObjectStore.spare_copy`)."""
+        try:
+            os.link(name, path, src_dir_fd=self.objects, dst_dir_fd=self.tree)
+        except OSError as error:
+            if error.errno != errno.EMLINK:
+                raise
+            os.link(self.store.spare_copy(name), path, src_dir_fd=self.objects,
+                    dst_dir_fd=self.tree)
 
 
 def materialise(layout: Layout, store: ObjectStore, destination: str) -> None:
@@ -473,7 +485,12 @@ def materialise(layout: Layout, store: ObjectStore, destination: str) -> None:
         for directory in layout.directories:
             mkdir(directory, 0o755, dir_fd=tree)
         for name, path in layout.files:  # the ten thousand: nothing but the call
-            link(name, path, src_dir_fd=objects, dst_dir_fd=tree)
+            try:
+                link(name, path, src_dir_fd=objects, dst_dir_fd=tree)
+            except OSError as error:
+                if error.errno != errno.EMLINK:
+                    raise
+                calls.link(name, path)
         for entry in layout.others:
             calls.place(entry)
 

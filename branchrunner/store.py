@@ -14,6 +14,9 @@ from collections.abc import Iterable
 
 # Creating an object: a new file only (never through a symlink), closed on exec.
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# A copy made for an object at its link limit is used while it has fewer links than
+# this (ext4 allows 65,000; a copy found with fewer is used again by later syncs).
+_SPARE_LINKS = 60_000
 
 
 class ObjectStore:
@@ -30,6 +33,8 @@ class ObjectStore:
         # Objects found or written intact by this process: forty trees that
         # share ten thousand objects check each of them once, not forty times.
         self._intact: set[tuple[str, bool]] = set()
+        # The copy in use for each object at its link limit (see spare_copy).
+        self._copies: dict[str, int] = {}
 
     @staticmethod
     def name(sha: str, executable: bool = False) -> str:
@@ -96,10 +101,46 @@ class ObjectStore:
                 os.close(descriptor)
         self._intact.add((sha, executable))
 
+    def spare_copy(self, name: str) -> str:
+        """A copy of the object ``name`` (relative to the store) with links to spare, for
+        an object that has as many as the file system allows: ``NAME.1``, ``NAME.2``, ...,
+        made the first time it is needed. Garbage collection treats copies as objects."""
+        source = f"{self.root}/{name}"
+        original = os.stat(source)
+        number = self._copies.get(name, 1)
+        while True:
+            copy = f"{self.root}/{name}.{number}"
+            try:
+                found = os.stat(copy)
+            except FileNotFoundError:
+                break
+            if found.st_size != original.st_size:  # cut short by a kill: made again
+                os.unlink(copy)
+                break
+            if found.st_nlink < _SPARE_LINKS:
+                self._copies[name] = number
+                return f"{name}.{number}"
+            number += 1
+        with open(source, "rb") as stream:
+            content = stream.read()
+        descriptor = os.open(copy, _CREATE, original.st_mode & 0o777)
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(descriptor, view):]
+        except BaseException:
+            os.unlink(copy)
+            raise
+        finally:
+            os.close(descriptor)
+        self._copies[name] = number
+        return f"{name}.{number}"
+
     def collect_garbage(self) -> int:
         """Remove objects no tree links to any more, and leftovers of crashed writes."""
         removed = 0
         self._intact.clear()
+        self._copies.clear()
         if not os.path.isdir(self.root):
             return removed
         for directory in os.listdir(self.root):

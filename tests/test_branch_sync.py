@@ -1,5 +1,6 @@
 """``opslab branch sync`` against real git remotes on disk."""
 
+import errno
 import io
 import json
 import os
@@ -651,6 +652,32 @@ def test_a_short_object_is_written_anew_not_trusted(tmp_path: Path, remote: Remo
     assert big.read_text() == "line\n" * 1000
     assert big.stat().st_ino != inode
     assert tree_of(environments / "production") == git_tree(remote, commit)
+
+
+def test_an_object_at_the_link_limit_is_linked_through_a_copy(
+    tmp_path: Path, remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ext4 allows 65,000 links to one inode, which an empty file in every module of forty
+    environments reaches. An object at the limit is linked through a copy of it."""
+    config = settings(tmp_path, remote)
+    sha = remote.git("rev-parse", "production:modules/shared/files/big.txt")
+    name = f"{sha[:2]}/{sha[2:]}"
+    link = os.link
+
+    def limited(source: str, *arguments: object, **options: object) -> None:
+        if source == name:  # the object itself is at the limit; its copies are not
+            raise OSError(errno.EMLINK, os.strerror(errno.EMLINK))
+        link(source, *arguments, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "link", limited)
+    commit = sync(config)["production"].commit
+
+    environments = Path(config.environments)
+    objects = environments / ".opslab/objects"
+    assert tree_of(environments / "production") == git_tree(remote, commit)
+    big = environments / "production/modules/shared/files/big.txt"
+    assert big.stat().st_ino == (objects / f"{name}.1").stat().st_ino
+    assert (objects / name).stat().st_nlink == 1  # never linked: at its limit
 
 
 def test_command_line_without_configuration(tmp_path: Path, remote: Remote) -> None:
