@@ -24,6 +24,7 @@ import yaml
 from opslab import log
 from opslab.agent.bootstrap import add_arguments, run
 from opslab.config import ApplySettings, load
+from tests.debian_files import DEBIAN_NSSWITCH, DEBIAN_PAM_SSHD, debian_root
 
 AGENT = Path(__file__).resolve().parent.parent / "instance-agent"
 UNITS = ("opslab-agent.service", "opslab-agent-once.service", "opslab-agent.timer")
@@ -53,41 +54,9 @@ Bootstrap = Callable[..., Outcome]
 def root(tmp_path: Path) -> Path:
     """The directory bootstrap writes below: a Debian system's nsswitch.conf and sshd PAM
     stack, as the files bootstrap edits."""
-    directory = tmp_path / "root"
-    (directory / "etc/pam.d").mkdir(parents=True)
-    (directory / "etc/nsswitch.conf").write_text(DEBIAN_NSSWITCH)
-    (directory / "etc/pam.d/sshd").write_text(DEBIAN_PAM_SSHD)
-    return directory
+    return debian_root(tmp_path / "root")
 
 
-# Debian 12's /etc/nsswitch.conf and /etc/pam.d/sshd (comments left out).
-DEBIAN_NSSWITCH = """passwd:         files systemd
-group:          files systemd
-shadow:         files
-gshadow:        files
-
-hosts:          files dns
-networks:       files
-
-protocols:      db files
-services:       db files
-ethers:         db files
-rpc:            db files
-
-netgroup:       nis
-"""
-DEBIAN_PAM_SSHD = """@include common-auth
-account    required     pam_nologin.so
-@include common-account
-session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_selinux.so close
-session    required     pam_loginuid.so
-session    optional     pam_keyinit.so force revoke
-@include common-session
-session    optional     pam_motd.so  motd=/run/motd.dynamic
-session    required     pam_limits.so
-session [success=ok ignore=ignore module_unknown=ignore default=bad]        pam_selinux.so open
-@include common-password
-"""
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from tests.conftest import (
     project_ldif,
     write_config,
 )
+from tests.debian_files import debian_root
 from tests.http_stubs import Recorder
 
 SSH_KEYS = Path(sys.executable).with_name("opslab-ssh-keys")
@@ -100,8 +101,7 @@ def test_opslab_ssh_keys_over_starttls_as_bootstrap_configures_it(
     slapd, _ = tls_slapd
     token = tmp_path / "token"
     token.write_text("host-token\n")
-    root = tmp_path / "root"
-    root.mkdir()
+    root = debian_root(tmp_path / "root")
     bootstrap = subprocess.run(
         [sys.executable, "-m", "opslab.cli", "agent", "bootstrap",
          "--api-url", "https://api.example.org", "--ldap-uri", slapd.ldap_uri,
@@ -111,6 +111,10 @@ def test_opslab_ssh_keys_over_starttls_as_bootstrap_configures_it(
         capture_output=True, text=True, timeout=120, check=False)
     assert bootstrap.returncode == 0, bootstrap.stderr
     config = root / "etc/opslab/opslab.yaml"
+    # nslcd gets the same channel: StartTLS, and the CA that makes the server's name count.
+    nslcd = (root / "etc/nslcd.conf").read_text().splitlines()
+    assert {f"uri {slapd.ldap_uri}", "ssl start_tls", f"tls_cacertfile {ca_file}",
+            "tls_reqcert demand"} <= set(nslcd)
 
     granted = ssh_keys(config, "tls-member")
 
