@@ -1,14 +1,14 @@
 """A stand-in for an OpenStack cloud: Keystone v3, Nova v2.1, Glance v2 and Neutron v2.0,
 enough of each for openstacksdk, on a loopback port in a thread of this process.
 
-It follows /work/shared/contracts/gerrit-jenkins-openstack.md sections 6 and 7 (what
-openstacksdk 4.22 sends and expects) and checks what it receives as the real services
-do: a token from its Keystone on every call but discovery and the token request itself,
-the user and password of its one account, Nova's schema for a server (name, base64
-``user_data`` of at most 65535 characters, metadata keys of ``[a-zA-Z0-9-_:. ]{1,255}``
-and values of at most 255 characters, at most 128 of them), an image, flavor and
-network that exist, Nova's compute microversion range, and 404 for what it does not
-know. Servers live in memory.
+It follows the project's wire contract for OpenStack
+(contracts/gerrit-jenkins-openstack.md, sections 6 and 7: what openstacksdk 4.22 sends
+and expects) and checks what it receives as the real services do: a token from its
+Keystone on every call but discovery and the token request itself, the user and password
+of its one account, Nova's schema for a server (name, base64 ``user_data`` of at most
+65535 characters, metadata keys of ``[a-zA-Z0-9-_:. ]{1,255}`` and values of at most 255
+characters, at most 128 of them), an image, flavor and network that exist, Nova's
+compute microversion range, and 404 for what it does not know. Servers live in memory.
 
 What becomes of a created server is a test's to decide: ``StandIn.on_create`` gets the
 request (:class:`Created`, the user-data decoded) and returns a :class:`Fate`: by
