@@ -25,12 +25,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from opslab import process
+from opslab.clock import iso_utc
 from opslab.config import Config
 from opslab.files import write_atomic
 from opslab.lock import FileLock, LockHeld
@@ -67,7 +67,7 @@ def disable(config: Config, reason: str) -> None:
     Path(config.apply.state_dir).mkdir(parents=True, exist_ok=True)
     write_atomic(str(disabled_path(config)), json.dumps({
         "reason": reason, "by": getpass.getuser(),
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "at": iso_utc(time.time(), fraction=False),
     }), mode=0o644)
 
 
@@ -118,7 +118,7 @@ class Apply:
         """Run and return the structured result (also written to last_apply.json)."""
         started = time.time()
         result: RunResult = {
-            "certname": self.certname, "started_at": _iso(started),
+            "certname": self.certname, "started_at": iso_utc(started, fraction=False),
             "environment": None, "branch": None, "commit": None,
         }
         reason = disabled_reason(self.config)
@@ -295,5 +295,3 @@ def _environment_of(branch: str) -> str | None:
         return None
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")

@@ -13,11 +13,12 @@ record: branch, commit, previous commit, when, how long, result.
 
 import fnmatch
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from opslab.clock import iso_utc
 from opslab.config import BranchSettings
 from opslab.lock import FileLock
 from opslab.log import context
@@ -66,7 +67,7 @@ class Outcome:
             "recycled_from": self.recycled_from,
             "result": self.result,
             "error": self.error,
-            "started_at": datetime.fromtimestamp(self.started, UTC).isoformat(),
+            "started_at": iso_utc(self.started),
             "duration": round(self.duration, 4),
         }
 
@@ -131,9 +132,7 @@ class Deployment:
             fetching = time.monotonic()
             try:
                 self.mirror.prepare()
-                remote = (dict(remote_branches) if remote_branches is not None
-                          else self.mirror.remote_branches())
-                listing = self.mirror.branches()
+                listing, remote = self._listings(remote_branches)
                 if _behind(listing, remote, branches):
                     self.mirror.fetch(branches)
                     listing = self.mirror.branches()
@@ -165,7 +164,7 @@ class Deployment:
                 self.environments.write_record(environment, outcome.as_record())
             self.environments.prune()
             self.environments.write_sync_record({
-                "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+                "started_at": iso_utc(started),
                 "duration": round(time.time() - started, 4),
                 "seconds": {phase: round(value, 4) for phase, value in self.seconds.items()},
                 "branches": list(branches) if branches is not None else "all",
@@ -177,6 +176,34 @@ class Deployment:
     def _selected(self, branch: str) -> bool:
         return any(fnmatch.fnmatchcase(branch, p) for p in self.settings.include) and not any(
             fnmatch.fnmatchcase(branch, p) for p in self.settings.exclude)
+
+    def _listings(self, remote_branches: Mapping[str, str] | None,
+                  ) -> tuple[dict[str, str], dict[str, str]]:
+        """The mirror's branches and the remote's (``remote_branches``, else listed).
+
+        The two git calls run side by side: each is mostly a process start,
+        and together they are most of what a no-change sync does.
+        """
+        if remote_branches is not None:
+            return self.mirror.branches(), dict(remote_branches)
+        outcome: dict[str, Any] = {}
+
+        def list_remote() -> None:
+            try:
+                outcome["listing"] = self.mirror.remote_branches()
+            except BaseException as error:  # raised again below, in the sync's thread
+                outcome["error"] = error
+
+        # Bounded without a deadline of its own: ls-remote has git_timeout.
+        remote = threading.Thread(target=list_remote, name="ls-remote", daemon=True)
+        remote.start()
+        try:
+            listing = self.mirror.branches()
+        finally:
+            remote.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return listing, outcome["listing"]
 
     def _deploy_all(self, wanted: dict[str, str], existing: set[str],
                     claim: bool = False) -> list[Outcome]:

@@ -13,14 +13,15 @@ import types
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Union, get_args, get_origin
 
+from opslab import yamlcache
 from opslab.names import has_control_characters
 
 if TYPE_CHECKING:
     import argparse
 
-# Sections are NamedTuples rather than dataclasses, and PyYAML is imported
-# only when there is a file to read: short-lived commands (opslab-enc,
-# opslab branch sync) pay for every import on every run.
+# Sections are NamedTuples rather than dataclasses, and a file's YAML is read
+# through yamlcache (PyYAML imported only when the file changed): short-lived
+# commands (opslab-enc, opslab branch sync) pay for every import on every run.
 
 DEFAULT_PATH = "/etc/opslab/opslab.yaml"
 ENVIRONMENT_VARIABLE = "OPSLAB_CONFIG"
@@ -246,31 +247,35 @@ def load(path: str | None = None) -> Config:
     """Load the configuration from ``path`` or the usual places (see module doc)."""
     explicit = path or os.environ.get(ENVIRONMENT_VARIABLE)
     if explicit:
-        return parse(_read(explicit), explicit)
+        return _from_file(explicit)
     if os.path.exists(DEFAULT_PATH):
-        return parse(_read(DEFAULT_PATH), DEFAULT_PATH)
+        return _from_file(DEFAULT_PATH)
     return Config()
 
 
-def _read(path: str) -> str:
+def _from_file(path: str) -> Config:
     try:
-        with open(path, encoding="utf-8") as stream:
-            return stream.read()
+        document = yamlcache.load(path)
     except OSError as error:
         raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"configuration file {path} is not UTF-8 text") from None
+    except yamlcache.YamlError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return _from_document(document, path)
 
 
 def parse(text: str, source: str) -> Config:
     """Build a Config from YAML text; ``source`` names it in error messages."""
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        document = yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
-    except yaml.YAMLError as error:
+        document = yamlcache.parse(text)
+    except yamlcache.YamlError as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    return _from_document(document, source)
+
+
+def _from_document(document: Any, source: str) -> Config:
+    """Build a Config from a parsed document; ``source`` names it in error messages."""
     if document is None:
         document = {}
     if not isinstance(document, dict):
@@ -416,7 +421,6 @@ def check_ldap_uri(uri: str, starttls: bool, insecure: bool,
     turn, so ``ldaps://A,ldap://B`` would fall back to cleartext to B.
     """
     import re
-    import urllib.parse
 
     parts = [part for part in re.split(r"[,\s]+", uri) if part]
     if len(parts) > 1 or "," in uri:
@@ -426,14 +430,18 @@ def check_ldap_uri(uri: str, starttls: bool, insecure: bool,
     if not uri.startswith(("ldap://", "ldaps://", "ldapi://")) or _has_space(uri):
         raise ConfigError(f"{names['uri']} {_shown(uri)} is not an ldap://, ldaps:// or "
                           "ldapi:// URI")
+    if starttls and not uri.startswith("ldap://"):
+        raise ConfigError(f"{names['starttls']} is for ldap:// URIs; {names['uri']} "
+                          f"{_shown(uri)} is not one")
+    if uri.startswith("ldapi://"):
+        return uri  # a socket on this machine: no host to check (nor urllib to import)
+    import urllib.parse
+
     try:
         host = urllib.parse.urlsplit(uri).hostname or ""
     except ValueError:
         raise ConfigError(f"{names['uri']} {_shown(uri)} is not an ldap://, ldaps:// or "
                           "ldapi:// URI") from None
-    if starttls and not uri.startswith("ldap://"):
-        raise ConfigError(f"{names['starttls']} is for ldap:// URIs; {names['uri']} "
-                          f"{_shown(uri)} is not one")
     if uri.startswith("ldap://") and not starttls and not insecure and not _is_loopback(host):
         raise ConfigError(
             f"{names['uri']} {_shown(uri)} is cleartext to {host}: anyone on the way could "

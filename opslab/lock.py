@@ -9,8 +9,9 @@ import fcntl
 import json
 import os
 import time
-from datetime import UTC, datetime
 from types import TracebackType
+
+from opslab.clock import iso_utc
 
 
 class LockHeld(Exception):
@@ -46,7 +47,7 @@ class FileLock:
             "pid": os.getpid(),
             "host": os.uname().nodename,
             "purpose": self.purpose,
-            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            "since": iso_utc(time.time(), fraction=False),
         }
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, json.dumps(me).encode(), 0)

@@ -35,6 +35,15 @@ HOSTS = f"ou=hosts,{BASE}"
 PROJECTS = f"ou=projects,{BASE}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every opslab command the tests run keeps its cache (opslab.yamlcache) in the
+    session's temporary directory, not in the home directory of whoever runs them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 def start_directory() -> ThrowawaySlapd:
     """A running slapd with the schemas, the base entries and the example data."""
     slapd = ThrowawaySlapd(BASE, SCHEMAS)
