@@ -243,7 +243,7 @@ def _user_data(certname: str, token: str, settings: InstanceSettings) -> str:
             ldap_uri=settings.ldap_uri or config.ldap.uri, ldap_base=config.ldap.base,
             remote=settings.remote or config.branches.remote or "",
             certname=certname, host_token=token,
-            bootstrap_options=settings.bootstrap_options))
+            bootstrap_options=settings.bootstrap_options), settings.cloud_config_file)
     except ValueError as error:
         raise NotConfigured(f"the instances' user-data cannot be made: {error}") from None
 

@@ -184,6 +184,10 @@ class InstanceSettings(NamedTuple):
     ldap_uri: str | None = None
     remote: str | None = None
     bootstrap_options: tuple[str, ...] = ()  # more options for opslab agent bootstrap
+    # A YAML file of the site's own cloud-config (an apt proxy, its CA, pip's index),
+    # merged into every instance's user-data (opslab.instances.userdata); read at each
+    # launch, so a change needs no restart.
+    cloud_config_file: str | None = None
     # local: where instances live, the image they boot (None: LOCAL_ROOT/image,
     # built by `python -m opslab.instances.image`), and the /30s they are given.
     local_root: str = "/var/lib/opslab/instances"

@@ -3,6 +3,7 @@ stand-in, names the instance in the directory (addresses, the id's alias), docum
 enforces quotas, and leaves nothing behind when a launch fails or a host is deleted."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -318,3 +319,66 @@ def test_one_server_the_cloud_will_not_delete_does_not_stop_the_reaper(cloud: Cl
     assert cloud.standin.status(stray) is None
     cloud.standin.hangs.clear()
     assert reap(cloud).deleted == [stuck]
+
+
+def site_cloud_config(cloud: Cloud, monkeypatch: pytest.MonkeyPatch, path: Path,
+                      text: str) -> None:
+    """Point the API's instances.cloud_config_file at ``path``, holding ``text``."""
+    path.write_text(text)
+    app = cloud.client.application
+    config = app.config["OPSLAB"]
+    monkeypatch.setitem(app.config, "OPSLAB", config._replace(
+        instances=config.instances._replace(cloud_config_file=str(path))))
+
+
+def assert_nothing_left(cloud: Cloud, slapd: ThrowawaySlapd, host: str) -> None:
+    assert cloud.created == []  # the cloud was never asked for a server
+    assert entry(slapd, f"dc={host},{HOSTS}") is None
+    assert cloud.client.get(f"/v1/hosts/{host}", headers=basic("carol")).status_code == 404
+    assert cloud.client.get("/v1/projects/web/quota",
+                            headers=basic("carol")).json["used"]["instances"] == 0
+    assert actions(cloud.client, host) == ["host.create", "host.delete"]
+
+
+@pytest.mark.parametrize(("text", "complaint"), [
+    ("apt: {proxy: [\n", "is not valid YAML: "),
+    ("- apt\n", "must be a mapping of cloud-config keys, not a list"),
+    ("runcmd: {first: echo}\n",
+     "runcmd is a mapping in the site's file but a list in opslab's template"),
+])
+def test_a_broken_site_cloud_config_refuses_the_launch_and_leaves_nothing(
+    cloud: Cloud, slapd: ThrowawaySlapd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    text: str, complaint: str
+) -> None:
+    site = tmp_path / "site-cloud-config.yaml"
+    site_cloud_config(cloud, monkeypatch, site, text)
+    answer = cloud.create("unborn")
+    assert answer.status_code == 503, answer.json
+    assert answer.json["error"].startswith(
+        f"the instances' user-data cannot be made: the site's cloud-config {site}: {complaint}")
+    assert_nothing_left(cloud, slapd, "unborn.web.example.org")
+
+    # Mended, it is read again at the next launch: the site's file comes first.
+    site.write_text("write_files:\n  - {path: /etc/pip.conf, content: \"[global]\\n\"}\n")
+    again = cloud.create("unborn")
+    assert again.status_code == 201, again.json
+    [created] = cloud.created
+    user_data = yaml.safe_load(created.user_data or "")
+    assert [file["path"] for file in user_data["write_files"]] == [
+        "/etc/pip.conf", "/etc/opslab/host-token"]
+    assert again.json["token"] in user_data["write_files"][1]["content"]
+    assert cloud.client.delete("/v1/hosts/unborn.web.example.org",
+                               headers=basic("carol")).status_code == 204
+
+
+def test_a_site_cloud_config_too_big_for_nova_is_refused_before_the_server_is_created(
+    cloud: Cloud, slapd: ThrowawaySlapd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nova's limit counts the merged user-data: 49,000 bytes of the site's are over it
+    # in base64 only together with the template's.
+    big = yaml.safe_dump({"write_files": [{"path": "/etc/big", "content": "x" * 49000}]})
+    site_cloud_config(cloud, monkeypatch, tmp_path / "site-cloud-config.yaml", big)
+    answer = cloud.create("big")
+    assert answer.status_code == 502, answer.json
+    assert "in base64, more than Nova's 65535" in answer.json["error"]
+    assert_nothing_left(cloud, slapd, "big.web.example.org")
