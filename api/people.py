@@ -5,23 +5,31 @@ name, ``posixAccount`` for the account every instance of their projects
 gives them (a uidNumber from :mod:`opslab.api.ids`, the primary group
 ``accounts.primary_gid``, home ``accounts.home_base/NAME``, shell
 ``accounts.shell``), ``ldapPublicKey`` for the keys ``opslab-ssh-keys``
-hands to sshd. The password the API makes at creation is shown once; the
-directory keeps only its hash.
+hands to sshd. The password the API makes, at creation or at a reset, is
+shown once; the directory keeps only its hash.
 
 Who may do what: operations and members of ``api.account_admins_project``
-create people (with their first keys); a person manages their own keys, and
-so does operations (a key is a login as its owner: no one else may add
-one). Everyone in the community reads people (name, projects, public
-keys).
+create people (with their first keys) and reset passwords (an account admin
+not that of a member of operations, which would make them one); a person
+resets their own password and manages their own keys, and so does operations
+(a key is a login as its owner: no one else may add one). Everyone in the
+community reads people (name, projects, public keys).
 """
 
+import logging
 import secrets
 from typing import Any
 
 import ldap
 
 from opslab import accounts
-from opslab.directory import attribute_values, fill_filter
+from opslab.directory import (
+    DirectoryError,
+    DirectoryUnavailable,
+    Entry,
+    attribute_values,
+    fill_filter,
+)
 from opslab.names import InvalidName, has_format_characters, validate_user_name
 from opslab.sshkeys import InvalidKey, PublicKey, parse
 
@@ -35,6 +43,12 @@ from .store import Change
 
 OBJECT_CLASSES = ["inetOrgPerson", "posixAccount", "ldapPublicKey"]
 MAX_KEYS = 20
+# What a person's public document is made of (see document()).
+DOCUMENT_ATTRIBUTES = ["objectClass", "uid", "cn", "uidNumber", "homeDirectory", "loginShell",
+                       "sshPublicKey"]
+PASSWORD_BYTES = 18  # 144 random bits: 24 characters
+
+log = logging.getLogger("opslab.api.people")
 
 
 def view(actor: Actor | None, uid: str) -> dict[str, Any]:
@@ -76,7 +90,7 @@ def create(actor: Actor | None, read_body: Body) -> tuple[dict[str, Any], str]:
         "loginShell": [config.accounts.shell],
         "sshPublicKey": _unique_lines(keys),
     }
-    password = secrets.token_urlsafe(18)
+    password = _new_password()
 
     def write() -> None:
         directory.add(dn, entry)
@@ -91,8 +105,44 @@ def create(actor: Actor | None, read_body: Body) -> tuple[dict[str, Any], str]:
     return document(_read(uid)), password
 
 
+def reset_password(actor: Actor | None, uid: str) -> dict[str, str]:
+    """Give ``uid`` a new password, made and set as at creation: ``{"uid", "password"}``,
+    the password given this once. A locked account stays locked."""
+    name, entry = _may_reset_password(actor, uid)
+    dn = context.directory().person_dn(name)
+    writer = context.directory().writer()
+    # A password modify makes slapd's ppolicy overlay delete the lock (OpenLDAP's
+    # ppolicy.c, at every password change), so a lock is put back at once.
+    lock = entry.first(accounts.LOCKED_ATTRIBUTE)
+    password = _new_password()
+    lock_lost: list[Exception] = []
+
+    def write() -> None:
+        writer.set_password(dn, password)
+        if lock is not None:
+            try:
+                writer.modify(dn, [(ldap.MOD_REPLACE, accounts.LOCKED_ATTRIBUTE, [lock])])
+            except (DirectoryUnavailable, DirectoryError) as error:
+                # The password is changed: raising here would drop the audit record
+                # of a change the directory holds. Said below, once it is recorded.
+                lock_lost.append(error)
+
+    public = document(entry.attributes)
+    with context.session() as session:
+        change = Change(actor=str(actor), action="person.password.reset", target=name,
+                        project=None, before=public, after=public)
+        recorded_write(session, change, write=write, undo=_no_undo)
+    if lock_lost:
+        log.critical("the password of %s was reset and its lock could not be put back: it "
+                     "may be unlocked; set %s: %s on %s again (%s)", name,
+                     accounts.LOCKED_ATTRIBUTE, lock, dn, lock_lost[0])
+        raise Refused(503, f"{name}'s password was reset, but their lock could not be put "
+                           f"back ({lock_lost[0]}): lock the account again")
+    return {"uid": name, "password": password}
+
+
 def add_key(actor: Actor | None, uid: str, read_body: Body) -> dict[str, Any]:
-    """Add a public key to ``uid``'s keys (the person, or those who create people)."""
+    """Add a public key to ``uid``'s keys (the person, or operations)."""
     dn, entry = _may_change_keys(actor, uid)
     key = _parsed(read_body()["key"], "key")
     stored = _keys(entry)
@@ -140,17 +190,32 @@ def document(entry: Attributes) -> dict[str, Any]:
 
 
 def _read(uid: str) -> Attributes:
+    return _account(uid, DOCUMENT_ATTRIBUTES)[1].attributes
+
+
+def _account(uid: str, attributes: list[str]) -> tuple[str, Entry]:
+    """The person ``uid`` (their name, checked) and their entry's ``attributes``;
+    Refused (404) if there is no such person."""
     try:
         name = validate_user_name(uid)
     except InvalidName:
         raise Refused(404, f"no person {uid[:40]!r}") from None
     directory = context.directory()
-    entry = directory.read(directory.person_dn(name),
-                           ["objectClass", "uid", "cn", "uidNumber", "homeDirectory",
-                            "loginShell", "sshPublicKey"])
+    entry = directory.writer().read(directory.person_dn(name), attributes)
     if entry is None:
         raise Refused(404, f"no person {uid!r}")
-    return entry
+    return name, entry
+
+
+def _new_password() -> str:
+    """A new person's password, and a reset one: the only place passwords are made."""
+    return secrets.token_urlsafe(PASSWORD_BYTES)
+
+
+def _no_undo() -> None:
+    # The old password exists only as the directory's hash: a reset cannot be taken
+    # back, so its audit record stays pending (api/audit.py) instead of claiming an undo.
+    raise RuntimeError("a password reset cannot be undone")
 
 
 def _keys(entry: Attributes) -> list[PublicKey | None]:
@@ -193,11 +258,43 @@ def _valid_name(uid: str) -> str:
 
 def _may_create_people(actor: Actor | None) -> None:
     dn = person(actor)
-    admins = context.config().api.account_admins_project
-    if is_operator(dn) or (admins and standing(admins, dn).member):
+    if is_operator(dn) or _is_account_admin(dn):
         return
-    raise Refused(403, "only operations" + (f" and members of {admins!r}" if admins else "")
-                  + " may create people")
+    raise Refused(403, f"only {_creators()} may create people")
+
+
+def _is_account_admin(dn: str) -> bool:
+    admins = context.config().api.account_admins_project
+    return standing(admins, dn).member if admins else False
+
+
+def _creators() -> str:
+    admins = context.config().api.account_admins_project
+    return "operations" + (f" and members of {admins!r}" if admins else "")
+
+
+def _may_reset_password(actor: Actor | None, uid: str) -> tuple[str, Entry]:
+    """The person's name and entry (with what opslab.accounts reads), if ``actor`` may
+    reset their password: the person, and those who create people; an account admin not
+    for a member of operations (they would become one). Never a system or package
+    account's, whoever asks: the API does not make such names logins."""
+    caller = person(actor)
+    name, entry = _account(uid, [*DOCUMENT_ATTRIBUTES, *accounts.ATTRIBUTES])
+    if actor is not None and actor.name != name:
+        # One round trip: whether the caller, and whether the person, is in operations.
+        operations = standing(context.config().api.operations_project, caller,
+                              context.directory().person_dn(name))
+        if not operations.operator:
+            if not _is_account_admin(caller):
+                raise Refused(403, f"only {name} and {_creators()} may reset {name}'s password")
+            if operations.other_member:
+                raise Refused(403, f"{name} is a member of operations: only operations may "
+                                   f"reset {name}'s password")
+    reason = accounts.reserved_reason(name) or accounts.system_account_reason(
+        name, entry, context.config().accounts)
+    if reason:
+        raise Refused(403, f"the API gives no password to {name}: {reason}")
+    return name, entry
 
 
 def _may_change_keys(actor: Actor | None, uid: str) -> tuple[str, Attributes]:

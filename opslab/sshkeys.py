@@ -16,8 +16,13 @@ stored, so a stored key must be one public key and nothing else:
 
 A key is kept as ``TYPE BASE64 COMMENT``; the comment is free text without
 control characters, and is what people see next to the fingerprint.
+
+ssh-keygen reads a given key once per process (:data:`KEYGEN_CACHE_SIZE`
+keys are kept): showing a person reads their stored keys again, and each
+reading would be a process.
 """
 
+import functools
 import re
 import subprocess
 from typing import NamedTuple
@@ -40,6 +45,9 @@ MIN_RSA_BITS = 2048
 MAX_LENGTH = 8192  # a 16384-bit RSA key is about 2,800 characters
 MAX_COMMENT = 200
 KEYGEN_TIMEOUT = 10.0
+# Bounded, so that a flood of distinct keys cannot grow the process: at most
+# this many MAX_LENGTH texts (8 MiB), far more than the keys a worker shows.
+KEYGEN_CACHE_SIZE = 1024
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 # ssh-keygen -l: "BITS FINGERPRINT COMMENT (TYPE)"
 _LISTING = re.compile(
@@ -89,14 +97,23 @@ def parse(text: str) -> PublicKey:
         raise InvalidKey("the key's comment holds invisible formatting (such as a "
                          "right-to-left override)")
     # ssh-keygen also refuses data of another type than the line says.
-    bits, fingerprint, listed_type = _keygen(f"{key_type} {blob}")
+    listed = _keygen(f"{key_type} {blob}")
+    if listed is None:
+        raise InvalidKey("OpenSSH cannot read this public key (ssh-keygen -l refuses it)")
+    bits, fingerprint, listed_type = listed
     if listed_type == "RSA" and bits < MIN_RSA_BITS:
         raise InvalidKey(f"an RSA key of {bits} bits is too weak; use at least "
                          f"{MIN_RSA_BITS} bits, or ssh-ed25519")
     return PublicKey(key_type, blob, comment, bits, fingerprint)
 
 
-def _keygen(line: str) -> tuple[int, str, str]:
+# The answer depends only on the text (and the installed ssh-keygen), so a
+# refusal (None) is kept as well as a listing; both are immutable, as every
+# caller shares them. What is not an answer about the key (no ssh-keygen, a
+# timeout) raises, and is not kept.
+@functools.lru_cache(maxsize=KEYGEN_CACHE_SIZE)
+def _keygen(line: str) -> tuple[int, str, str] | None:
+    """ssh-keygen -l's (bits, fingerprint, type) of the key ``line``; None if it refuses it."""
     try:
         listed = subprocess.run(["ssh-keygen", "-l", "-f", "-"], input=line + "\n",
                                 capture_output=True, text=True, timeout=KEYGEN_TIMEOUT,
@@ -105,5 +122,5 @@ def _keygen(line: str) -> tuple[int, str, str]:
         raise RuntimeError("ssh-keygen is not installed (Debian: openssh-client)") from None
     match = _LISTING.fullmatch(listed.stdout.strip()) if listed.returncode == 0 else None
     if match is None:
-        raise InvalidKey("OpenSSH cannot read this public key (ssh-keygen -l refuses it)")
+        return None
     return int(match["bits"]), match["fingerprint"], match["type"]

@@ -4,6 +4,7 @@ own SSH keys; projects as posix groups. Against the real slapd and ssh-keygen.""
 import base64
 import contextlib
 import json
+import logging
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +15,15 @@ from urllib.parse import quote
 import ldap
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import text
 
+from opslab import sshkeys
 from opslab.api.app import create_app
+from opslab.api.store import engine_for, migrate
+from opslab.directory import Directory, DirectoryUnavailable
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, PASSWORDS, PEOPLE, PROJECTS, api_config, basic
+from tests.postgres import ThrowawayPostgres
 from tests.served_api import ServedApi
 
 ADMINS = "accountadmins"
@@ -312,3 +318,362 @@ def test_a_person_is_not_made_when_the_default_project_is_missing(
         assert "no project 'nosuchproject'" in answer.json["error"]
         assert client.get("/v1/people/halfmade", headers=basic("olga")).status_code == 404
     app.extensions["opslab.engine"].dispose()
+
+
+# Password resets.
+
+
+def reset(api: FlaskClient, uid: str, headers: dict[str, str]) -> Any:
+    return api.post(f"/v1/people/{uid}/password", headers=headers)
+
+
+def changes(api: FlaskClient, limit: int = 5) -> list[dict[str, Any]]:
+    answer: list[dict[str, Any]] = api.get(f"/v1/changes?limit={limit}",
+                                           headers=basic("olga")).json
+    return answer
+
+
+def stored_bytes(tmp_path: Path) -> bytes:
+    """The API's SQLite store as it is on disk (its write-ahead log too)."""
+    return b"".join(path.read_bytes() for path in tmp_path.glob("api.sqlite*"))
+
+
+@pytest.fixture
+def given(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every password the API hands to the directory (RFC 3062), as it hands it over."""
+    passwords: list[str] = []
+    real = Directory.set_password
+
+    def spy(self: Directory, dn: str, password: str) -> None:
+        passwords.append(password)
+        real(self, dn, password)
+
+    monkeypatch.setattr(Directory, "set_password", spy)
+    return passwords
+
+
+def test_a_reset_gives_a_new_password_once_and_the_old_one_stops_working(
+    api: FlaskClient, made: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    given: list[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    old = create(api, made, "rita").json["password"]
+    answer = reset(api, "rita", basic("olga"))
+    assert answer.status_code == 200, answer.json
+    assert set(answer.json) == {"uid", "password"}
+    new = answer.json["password"]
+    assert answer.json["uid"] == "rita"
+    assert answer.headers["Cache-Control"] == "no-store"
+    # Made as creation makes it, and handed to the directory as creation hands it over.
+    assert len(new) == len(old) == 24
+    assert given == [old, new]
+
+    assert api.get("/v1/people/rita", headers=login("rita", new)).status_code == 200
+    refused = api.get("/v1/people/rita", headers=login("rita", old))
+    assert refused.status_code == 401
+
+    [change] = [change for change in changes(api) if change["action"] == "person.password.reset"]
+    assert (change["actor"], change["target"], change["state"]) == ("person:olga", "rita", "done")
+    assert change["after"]["uid"] == "rita"
+    for password in (old, new):
+        assert password not in json.dumps(changes(api, 100))
+        assert password.encode() not in stored_bytes(tmp_path)
+        assert password not in caplog.text
+
+
+def test_a_person_resets_their_own_password(api: FlaskClient, made: list[str]) -> None:
+    old = create(api, made, "sven").json["password"]
+    answer = reset(api, "sven", login("sven", old))
+    assert answer.status_code == 200, answer.json
+    assert api.get("/v1/people/sven", headers=login("sven", answer.json["password"])) \
+        .status_code == 200
+    assert reset(api, "sven", login("sven", old)).status_code == 401
+    assert changes(api)[0]["actor"] == "person:sven"
+
+
+def test_only_the_person_operations_and_account_admins_reset_a_password(
+    api: FlaskClient, made: list[str]
+) -> None:
+    password = create(api, made, "tess").json["password"]
+    before = changes(api)
+    # carol is a member of web: neither operations nor an account admin.
+    refused = reset(api, "tess", basic("carol"))
+    assert refused.status_code == 403
+    assert refused.json["error"] == ("only tess and operations and members of 'accountadmins' "
+                                     "may reset tess's password")
+    assert api.post("/v1/people/tess/password").status_code == 401
+    assert changes(api) == before
+    assert api.get("/v1/people/tess", headers=login("tess", password)).status_code == 200
+
+    # dave is an account admin: he resets tess's password, not that of olga (operations),
+    # which would make him a member of operations.
+    assert reset(api, "tess", basic("dave")).status_code == 200
+    assert changes(api)[0]["actor"] == "person:dave"
+    before = changes(api)
+    refused = reset(api, "olga", basic("dave"))
+    assert refused.status_code == 403
+    assert "olga is a member of operations: only operations may reset" in refused.json["error"]
+    assert changes(api) == before
+    assert api.get("/v1/people/olga", headers=basic("olga")).status_code == 200
+
+
+@pytest.mark.parametrize(("uid", "lines", "status", "complaint"), [
+    ("nosuchperson", None, 404, "no person 'nosuchperson'"),
+    ("Not A Name", None, 404, "no person 'Not A Name'"),
+    ("postgres", [], 403, "'postgres' is the name of a system or package account"),
+    ("systemd-x", [], 403, "'systemd-x' is the name of a system or package account"),
+    ("lowuid", ["objectClass: posixAccount", "uidNumber: 999", "gidNumber: 999",
+                "homeDirectory: /"], 403, "its uidNumber 999 is below accounts.min_uid"),
+])
+def test_a_reset_is_refused_for_no_person_and_for_system_accounts(
+    api: FlaskClient, slapd: ThrowawaySlapd, uid: str, lines: list[str] | None, status: int,
+    complaint: str
+) -> None:
+    before = changes(api)
+    ldif = "" if lines is None else (
+        f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n"
+        f"sn: {uid}\n" + "".join(f"{line}\n" for line in lines))
+    with entry(slapd, ldif) if ldif else contextlib.nullcontext():
+        answer = reset(api, quote(uid), basic("olga"))
+        assert answer.status_code == status, answer.json
+        assert complaint in answer.json["error"]
+        if ldif:
+            assert "userPassword" not in stored(slapd, f"uid={uid},{PEOPLE}")
+    assert changes(api) == before
+
+
+def test_a_person_left_without_a_password_gets_one(
+    api: FlaskClient, slapd: ThrowawaySlapd
+) -> None:
+    """What a creation leaves when the API is stopped between the entry and its password."""
+    with entry(slapd, f"dn: uid=halfway,{PEOPLE}\nobjectClass: inetOrgPerson\n"
+                      "objectClass: posixAccount\nuid: halfway\ncn: Half Way\nsn: Way\n"
+                      "uidNumber: 19999\ngidNumber: 100\nhomeDirectory: /home/halfway\n"):
+        answer = reset(api, "halfway", basic("dave"))
+        assert answer.status_code == 200, answer.json
+        assert api.get("/v1/people/halfway", headers=login("halfway", answer.json["password"])) \
+            .status_code == 200
+
+
+def test_a_directory_unavailable_at_the_reset_changes_nothing(
+    api: FlaskClient, made: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = create(api, made, "ursa").json["password"]
+    before = changes(api)
+
+    def unavailable(self: Directory, dn: str, password: str) -> None:
+        raise DirectoryUnavailable(f"giving {dn} a new password: Can't contact LDAP server")
+
+    monkeypatch.setattr(Directory, "set_password", unavailable)
+    answer = reset(api, "ursa", basic("olga"))
+    assert answer.status_code == 503
+    assert "the directory is unavailable" in answer.json["error"]
+    assert "password" not in answer.json
+    monkeypatch.undo()
+    assert changes(api) == before
+    assert api.get("/v1/people/ursa", headers=login("ursa", password)).status_code == 200
+
+
+def test_a_reset_that_cannot_be_recorded_stays_pending_and_is_not_undone(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None, made: list[str],
+    postgres: ThrowawayPostgres
+) -> None:
+    """The database refuses the record's "done" at the commit after the directory write:
+    an old password cannot be put back, so the record stays pending (api/audit.py)."""
+    migrate(postgres.url)
+    engine = engine_for(postgres.url)
+    with engine.begin() as connection:
+        connection.execute(text(
+            "CREATE FUNCTION refuse_reset() RETURNS trigger AS $$ BEGIN "
+            "IF NEW.action = 'person.password.reset' AND NEW.state = 'done' "
+            "THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NEW; END $$ "
+            "LANGUAGE plpgsql"))
+        connection.execute(text(
+            "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT OR UPDATE ON changes "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_reset()"))
+    app = create_app(api_config(tmp_path, slapd, postgres.url))
+    try:
+        client = app.test_client()
+        password = create(client, made, "vera").json["password"]
+        answer = reset(client, "vera", basic("olga"))
+        assert answer.status_code == 503
+        assert "undoing it failed too; it stays pending" in answer.json["error"]
+        assert client.get("/v1/people/vera", headers=login("vera", password)).status_code == 401
+        [change] = client.get("/v1/changes?action=person.password.reset",
+                              headers=basic("olga")).json
+        assert (change["target"], change["state"]) == ("vera", "pending")
+    finally:
+        app.extensions["opslab.engine"].dispose()
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+
+
+LOCKED = "000001010000Z"  # ppolicy's "locked until an administrator unlocks"
+
+
+def password_policy(server: ThrowawaySlapd) -> None:
+    """slapd's ppolicy overlay on the directory, with a default policy, as a site that
+    locks accounts runs it."""
+    admin = ldap.initialize(server.ldapi_uri)
+    admin.sasl_external_bind_s()
+    admin.modify_s("cn=module{0},cn=config", [(ldap.MOD_ADD, "olcModuleLoad", [b"ppolicy"])])
+    admin.add_s("olcOverlay=ppolicy,olcDatabase={1}mdb,cn=config", [
+        ("objectClass", [b"olcOverlayConfig", b"olcPPolicyConfig"]),
+        ("olcOverlay", [b"ppolicy"]), ("olcPPolicyDefault", [f"cn=passwords,{BASE}".encode()])])
+    admin.unbind_s()
+    server.add_ldif(f"dn: cn=passwords,{BASE}\nobjectClass: device\nobjectClass: pwdPolicy\n"
+                    "cn: passwords\npwdAttribute: userPassword\n")
+
+
+def person_with_password(uid: str, *lines: str) -> str:
+    extra = "".join(f"{line}\n" for line in lines)
+    return (f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\n"
+            f"sn: {uid}\nuserPassword: {uid}-secret\n{extra}")
+
+
+def lock(server: ThrowawaySlapd, uid: str) -> None:
+    connection = server.connect()
+    connection.modify_s(f"uid={uid},{PEOPLE}",
+                        [(ldap.MOD_ADD, "pwdAccountLockedTime", [LOCKED.encode()])])
+    connection.unbind_s()
+
+
+def locked_time(server: ThrowawaySlapd, uid: str) -> list[bytes]:
+    connection = server.connect()
+    try:
+        [(_, found)] = connection.search_s(f"uid={uid},{PEOPLE}", ldap.SCOPE_BASE,
+                                           attrlist=["pwdAccountLockedTime"])
+    finally:
+        connection.unbind_s()
+    return list(found.get("pwdAccountLockedTime", []))
+
+
+def test_a_reset_does_not_unlock_a_locked_account(
+    tmp_path: Path, private_slapd: ThrowawaySlapd, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, given: list[str]
+) -> None:
+    server = private_slapd
+    password_policy(server)
+    server.add_ldif("\n".join([
+        person_with_password("olga"),
+        f"dn: cn=operations,{PROJECTS}\nobjectClass: groupOfNames\ncn: operations\n"
+        f"member: uid=olga,{PEOPLE}\n",
+        person_with_password("lena"), person_with_password("lars"),
+        person_with_password("lisa"),
+        person_with_password("lotte", "objectClass: shadowAccount", "shadowExpire: 1"),
+    ]))
+    for uid in ("lena", "lars", "lisa"):
+        lock(server, uid)
+    # Without the API: a password change deletes the lock (the overlay's own rule).
+    connection = server.connect()
+    connection.passwd_s(f"uid=lars,{PEOPLE}", None, "anything-else")
+    connection.unbind_s()
+    assert locked_time(server, "lars") == []
+
+    app = create_app(api_config(tmp_path, server))
+    client = app.test_client()
+    try:
+        olga = login("olga", "olga-secret")
+        for uid in ("lena", "lotte"):
+            answer = reset(client, uid, olga)
+            assert answer.status_code == 200, answer.json
+            still = client.get(f"/v1/people/{uid}", headers=login(uid, answer.json["password"]))
+            assert still.status_code in (401, 403), still.json  # the lock holds
+        assert locked_time(server, "lena") == [LOCKED.encode()]
+        assert stored(server, f"uid=lotte,{PEOPLE}")["shadowExpire"] == [b"1"]
+
+        # The lock cannot be put back: the answer and the log say so, the record is kept.
+        caplog.set_level(logging.DEBUG)
+        real = Directory.modify
+
+        def no_lock(self: Directory, dn: str, modifications: Any) -> None:
+            if any(name == "pwdAccountLockedTime" for _, name, _ in modifications):
+                raise DirectoryUnavailable("Can't contact LDAP server")
+            real(self, dn, modifications)
+
+        monkeypatch.setattr(Directory, "modify", no_lock)
+        answer = reset(client, "lisa", olga)
+        assert answer.status_code == 503
+        assert "lisa's password was reset, but their lock could not be put back" in \
+            answer.json["error"]
+        assert "lock the account again" in answer.json["error"]
+        critical = [record for record in caplog.records if record.levelno == logging.CRITICAL]
+        assert [record.name for record in critical] == ["opslab.api.people"]
+        assert "set pwdAccountLockedTime: 000001010000Z on uid=lisa" in critical[0].getMessage()
+        assert given
+        assert all(password not in caplog.text for password in given)
+        [change] = client.get("/v1/changes?target=lisa", headers=olga).json
+        assert (change["action"], change["state"]) == ("person.password.reset", "done")
+    finally:
+        app.extensions["opslab.engine"].dispose()
+
+
+def test_passwords_never_reach_the_api_log(
+    tmp_path: Path, slapd: ThrowawaySlapd, people: None, made: list[str]
+) -> None:
+    served = ServedApi(tmp_path, slapd, BASE, {"api": {"workers": 1}})
+    served.start()
+    try:
+        made.append("walt")
+        status, body = served.request("POST", "/v1/people", body={"uid": "walt", "name": "W"},
+                                      headers=basic("olga"))
+        assert status == 201, body
+        status, answer = served.request("POST", "/v1/people/walt/password",
+                                        headers=basic("olga"))
+        assert status == 200, answer
+    finally:
+        served.stop()
+    log = served.log.read_text(encoding="utf-8")
+    assert "/v1/people/walt/password" in log  # gunicorn's access log, the API's output
+    for password in (json.loads(body)["password"], json.loads(answer)["password"]):
+        assert password not in log
+
+
+# Keys are read by ssh-keygen once per process.
+
+
+def test_ssh_keygen_reads_a_key_once_and_a_refusal_is_kept_too(
+    api: FlaskClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sshkeys._keygen.cache_clear()
+    runs: list[str] = []
+    real = subprocess.run
+
+    def counted(command: list[str], **options: Any) -> Any:
+        if command[0] == "ssh-keygen":
+            runs.append(options["input"])
+        return real(command, **options)
+
+    monkeypatch.setattr(sshkeys.subprocess, "run", counted)
+    first = sshkeys.parse(keys["ecdsa"])
+    again = sshkeys.parse(" ".join(keys["ecdsa"].split()[:2]) + " another comment")
+    assert len(runs) == 1
+    assert (again.fingerprint, again.bits, again.comment) == (
+        first.fingerprint, first.bits, "another comment")
+
+    messages = []
+    for _ in range(2):
+        with pytest.raises(sshkeys.InvalidKey) as refused:
+            sshkeys.parse("ssh-ed25519 bm90IGEga2V5")
+        messages.append(str(refused.value))
+    assert len(runs) == 2
+    assert messages == ["OpenSSH cannot read this public key (ssh-keygen -l refuses it)"] * 2
+    with pytest.raises(sshkeys.InvalidKey, match="1024 bits is too weak"):
+        sshkeys.parse(keys["rsa1024"])
+    with pytest.raises(sshkeys.InvalidKey, match="1024 bits is too weak"):
+        sshkeys.parse(keys["rsa1024"])
+    assert len(runs) == 3
+
+    # Showing a person reads their stored keys again: no process for a key already read.
+    try:
+        added = api.post("/v1/people/carol/keys", json={"key": keys["ecdsa"]},
+                         headers=basic("carol"))
+        assert added.status_code == 201
+        for _ in range(3):
+            shown = api.get("/v1/people/carol", headers=basic("carol")).json["ssh_keys"]
+            assert [key["fingerprint"] for key in shown] == [first.fingerprint]
+        assert len(runs) == 3
+    finally:
+        api.delete(f"/v1/people/carol/keys/{quote(first.fingerprint, safe='')}",
+                   headers=basic("carol"))
