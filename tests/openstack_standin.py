@@ -18,6 +18,26 @@ refuses past (403 "Quota exceeded for instances: ..."), ``hang`` makes requests 
 before they are answered, ``delete_after`` is how long a deleted server stays
 "deleting" before it is gone (404).
 
+Booting mode: ``StandIn(boot=provider)`` (or ``openstack_cloud(boot=provider)``) boots
+every server created through Nova as an instance of ``provider``, a
+:class:`~opslab.instances.local.LocalProvider` configured as the caller likes (the
+``local_provider`` fixture of tests/local_instances.py, or one with a root, an image and
+images of its own). The local instance gets the server's name as its host name and the
+server's user-data exactly (decoded from base64); its image is the one the Glance image's
+name gives in ``provider.images`` (add a Glance image to ``StandIn.images`` and, if it is
+to boot, the same name to ``provider.images``), its flavor the one ``local_flavors``
+maps the Nova flavor's name to. Then the server follows its local instance, as Nova shows
+its servers (contract section 6.5): BUILD while it builds, ACTIVE with its address in
+``addresses`` once it is active, ERROR with a ``fault`` (code 500, the local provider's
+message) if the local create fails or the instance ends in error. ``DELETE`` deletes the
+local instance; the server is "deleting" until it is gone, then 404. One thread per server
+creates, follows and deletes its local instance, so no request waits for a boot;
+``local_id`` names the local instance of a server (for ``inside()`` and the like).
+``stop`` deletes every local instance still there, joins every thread, and raises if a
+local instance could not be deleted. ``on_create`` is still called (a test may record what
+was asked), but its :class:`Fate` is not used; servers made with ``add_server`` do not
+boot.
+
 Use it through the ``openstack_cloud`` fixture (a factory, see
 :func:`openstack_cloud_fixture`; every stand-in it made is
 stopped after the test) or as a context manager; ``clouds_yaml`` writes the
@@ -36,12 +56,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+from opslab.instances.provider import ACTIVE, BUILDING, ERROR, Launch, Provider, Server
 
 USERNAME = "opslab"
 PROJECT = "opslab-project"
@@ -54,6 +76,15 @@ METADATA_KEY = re.compile(r"^[a-zA-Z0-9-_:. ]{1,255}$")  # Nova's parameter_type
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
 STOP_DEADLINE = 10.0
 DISCOVERY = ("/identity", "/identity/v3", "/compute", "/compute/v2.1", "/image", "/network")
+
+# Booting mode: the Nova flavors' names and the local provider's flavors they boot as.
+LOCAL_FLAVORS = {"m1.small": "small", "m1.large": "large"}
+LOCAL_INSTALLATION = "openstack-standin"  # the local instances' opslab-installation
+FOLLOW_INTERVAL = 0.2  # seconds between looks at a local instance being followed
+LOCAL_DELETE_DEADLINE = 60.0
+# Stopping in booting mode: a local create under way (the local provider's lock, its
+# commands), then the deletion of what it made.
+BOOT_STOP_DEADLINE = 120.0
 
 IMAGE_ID = "11111111-1111-4111-8111-111111111111"
 NETWORK_ID = "22222222-2222-4222-8222-222222222222"
@@ -119,6 +150,18 @@ class Fate:
 
 
 @dataclass
+class Booting:
+    """A server's local instance in booting mode; its thread keeps it, under the lock."""
+
+    launch: Launch
+    status: str = "BUILD"  # the Nova status it gives the server
+    fault: str | None = None
+    addresses: tuple[str, ...] = ()
+    local_id: str | None = None
+    deleted: threading.Event = field(default_factory=threading.Event)  # delete it now
+
+
+@dataclass
 class StoredServer:
     created: Created
     fate: Fate
@@ -127,6 +170,7 @@ class StoredServer:
     tenant_id: str = "p1"
     deleted_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    booting: Booting | None = None  # booting mode: its local instance decides its status
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -163,7 +207,10 @@ def _microversion(value: str | None) -> tuple[int, int]:
 class StandIn:
     """One cloud: its account, images, flavors, networks and servers."""
 
-    def __init__(self) -> None:
+    def __init__(self, boot: Provider | None = None) -> None:
+        """``boot``: booting mode, every server created through Nova an instance of it."""
+        self.boot = boot
+        self.local_flavors = dict(LOCAL_FLAVORS)
         self.password = "pw-" + secrets.token_hex(12)
         self.tokens: set[str] = set()
         self.images = [image(IMAGE_ID, "debian-12")]
@@ -179,6 +226,8 @@ class StandIn:
         self.requests: list[tuple[str, str, bool]] = []  # (method, full path, had a token)
         self.refused: list[tuple[str, str, int]] = []  # what the stand-in refused, and how
         self._lock = threading.Lock()
+        self._boots: list[tuple[Booting, threading.Thread]] = []
+        self._boot_failures: list[str] = []  # local instances their thread could not delete
         self._addresses = itertools.count(5)
         self._stopping = threading.Event()
         self.app = self._make_app()
@@ -226,12 +275,35 @@ class StandIn:
             stored = self._live(sid)
             return None if stored is None else self._status(stored)
 
+    def local_id(self, sid: str) -> str | None:
+        """Booting mode: the id of the server's local instance, None while it has none."""
+        with self._lock:
+            stored = self.servers.get(sid)
+            return None if stored is None or stored.booting is None \
+                else stored.booting.local_id
+
     def stop(self) -> None:
-        """Release hanging requests, stop serving and join the thread."""
-        self._stopping.set()
+        """Release hanging requests, stop serving and join the thread; in booting mode,
+        delete every local instance and join the threads that boot them (RuntimeError
+        naming what could not be deleted)."""
+        with self._lock:  # one with create_server's check: no boot starts after this
+            self._stopping.set()
+            boots = list(self._boots)
+        for booting, _ in boots:
+            booting.deleted.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(STOP_DEADLINE)
+        end = time.monotonic() + BOOT_STOP_DEADLINE
+        for _, thread in boots:
+            thread.join(max(0.0, end - time.monotonic()))
+        with self._lock:
+            failures, self._boot_failures = self._boot_failures, []
+        failures += [f"the thread of local instance {booting.local_id} ({thread.name}) did "
+                     f"not end within {BOOT_STOP_DEADLINE:g} s"
+                     for booting, thread in boots if thread.is_alive()]
+        if failures:
+            raise RuntimeError("the stand-in left local instances: " + "; ".join(failures))
 
     def __enter__(self) -> "StandIn":
         return self
@@ -249,16 +321,79 @@ class StandIn:
         stored = self.servers.get(sid)
         if stored is None:
             return None
-        if stored.deleted_at is not None and time.monotonic() >= stored.deleted_at:
+        # A booting server is gone when its thread has deleted its local instance.
+        if stored.booting is None and stored.deleted_at is not None and \
+                time.monotonic() >= stored.deleted_at:
             del self.servers[sid]
             return None
         return stored
 
     @staticmethod
     def _status(stored: StoredServer) -> str:
+        if stored.booting is not None:
+            return stored.booting.status
         if time.monotonic() - stored.born < stored.fate.after:
             return "BUILD"
         return stored.fate.status
+
+    def _network_name(self, created: Created) -> str:
+        """The name of the server's network, the key of its ``addresses`` (contract 6.5):
+        its first network's, or for "auto" (Nova picks) the stand-in's first."""
+        ids = created.networks if isinstance(created.networks, list) else []
+        return str(next(n["name"] for n in self.networks if not ids or n["id"] == ids[0]))
+
+    # -- booting mode ----------------------------------------------------------------
+
+    def _launch(self, created: Created) -> Launch:
+        """What the local provider is asked for a server: its name as the host name, its
+        user-data exactly, the local image named as the Glance image and the local flavor
+        of the Nova flavor."""
+        image_name = next(i["name"] for i in self.images if i["id"] == created.image_id)
+        flavor_name = next(f["name"] for f in self.flavors if f["id"] == created.flavor_id)
+        return Launch(name=created.name, project=PROJECT, image=image_name,
+                      flavor=self.local_flavors.get(flavor_name, flavor_name),
+                      user_data=created.user_data or "", installation=LOCAL_INSTALLATION)
+
+    def _boot(self, sid: str, booting: Booting, provider: Provider) -> None:
+        """The thread of a server in booting mode: create its local instance, follow its
+        state until the server is deleted (or the stand-in stops), then delete it, and
+        only then is the server gone (contract section 6.5, Delete)."""
+        try:
+            local = provider.create(booting.launch)
+            with self._lock:
+                booting.local_id = local.id
+            while not booting.deleted.is_set():
+                self._follow(booting, provider.get(local.id))
+                booting.deleted.wait(FOLLOW_INTERVAL)
+        except Exception as error:  # any failed build is ERROR with a fault, as in Nova
+            with self._lock:
+                booting.status, booting.fault = "ERROR", str(error) or type(error).__name__
+        booting.deleted.wait()
+        if booting.local_id is not None:
+            try:
+                provider.delete(booting.local_id, LOCAL_DELETE_DEADLINE)
+            except Exception as error:  # stop() says so; the server stays "deleting"
+                with self._lock:
+                    self._boot_failures.append(f"{booting.local_id} of server {sid}: {error}")
+                return
+        with self._lock:
+            self.servers.pop(sid, None)
+
+    def _follow(self, booting: Booting, local: Server | None) -> None:
+        """The server's Nova status from its local instance's state (contract 6.5,
+        Statuses): addresses filled in when it turns ACTIVE (openstacksdk deletes an
+        ACTIVE server without them), a fault with ERROR."""
+        with self._lock:
+            if local is None:  # deleted behind Nova's back
+                booting.status = "ERROR"
+                booting.fault = f"its local instance {booting.local_id} is gone"
+            elif local.state == ACTIVE:
+                booting.status, booting.addresses = "ACTIVE", tuple(local.addresses)
+            elif local.state == ERROR:
+                booting.status, booting.fault = "ERROR", local.fault
+            elif local.state == BUILDING:
+                booting.status = "BUILD"
+            # DELETING (by someone else): Nova's status stays what it was meanwhile.
 
     def _view(self, stored: StoredServer, microversion: tuple[int, int]) -> dict[str, Any]:
         """The server as Nova shows it (GET /servers/ID, /servers/detail)."""
@@ -266,9 +401,10 @@ class StandIn:
         status = self._status(stored)
         addresses: dict[str, list[dict[str, Any]]] = {}
         if status == "ACTIVE":
-            listed = (stored.fate.addresses if stored.fate.addresses is not None
+            listed = (stored.booting.addresses if stored.booting is not None
+                      else stored.fate.addresses if stored.fate.addresses is not None
                       else (stored.address,))
-            addresses = {"private": [
+            addresses = {self._network_name(created): [
                 {"version": 6 if ":" in addr else 4, "addr": addr, "OS-EXT-IPS:type": "fixed",
                  "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:01"} for addr in listed]}
         the_flavor = next(f for f in self.flavors if f["id"] == created.flavor_id)
@@ -297,7 +433,9 @@ class StandIn:
             view["tags"] = []
         if status == "ERROR":
             view["fault"] = {"code": 500, "created": "2026-01-01T00:00:00Z",
-                             "message": stored.fate.fault, "details": "stand-in"}
+                             "message": (stored.booting.fault if stored.booting is not None
+                                         else stored.fate.fault),
+                             "details": "stand-in"}
         return view
 
     # -- the services --------------------------------------------------------------
@@ -471,7 +609,19 @@ class StandIn:
                 address = standin._next_address()
             fate = standin.on_create(created)
             with standin._lock:
-                standin.servers[sid] = StoredServer(created, fate, time.monotonic(), address)
+                if standin._stopping.is_set():  # stop() joins only the boots it saw
+                    return refuse(503, _nova_error(503, "The service is stopping."))
+                stored = StoredServer(created, fate, time.monotonic(), address)
+                standin.servers[sid] = stored
+                if standin.boot is not None:
+                    # Booting mode: the answer comes now, with the server in BUILD; its
+                    # thread boots the local instance while openstacksdk polls.
+                    stored.booting = Booting(standin._launch(created))
+                    thread = threading.Thread(
+                        target=standin._boot, args=(sid, stored.booting, standin.boot),
+                        name=f"openstack-standin-boot-{sid}", daemon=True)
+                    standin._boots.append((stored.booting, thread))
+                    thread.start()
             location = f"{base()}/compute/v2.1/servers/{sid}"
             response = jsonify({"server": {
                 "id": sid, "OS-DCF:diskConfig": "MANUAL",
@@ -546,6 +696,8 @@ class StandIn:
                     return _nova_error(404, f"Instance {sid} could not be found.")
                 if stored.deleted_at is None:
                     stored.deleted_at = time.monotonic() + standin.delete_after
+                if stored.booting is not None:
+                    stored.booting.deleted.set()  # its thread deletes the local instance
             return "", 204
 
         @app.get("/compute/v2.1/servers/detail")
@@ -643,20 +795,32 @@ class StandIn:
         return app
 
 
+class MakeCloud(Protocol):
+    """The ``openstack_cloud`` fixture: a stand-in, in booting mode if ``boot`` is given."""
+
+    def __call__(self, boot: Provider | None = None) -> StandIn: ...
+
+
 @pytest.fixture(name="openstack_cloud")
-def openstack_cloud_fixture() -> Iterator[Callable[[], StandIn]]:
-    """``openstack_cloud``: a factory of stand-in clouds; each is stopped when the test ends.
+def openstack_cloud_fixture() -> Iterator[MakeCloud]:
+    """``openstack_cloud``: a factory of stand-in clouds; each is stopped when the test ends
+    (in booting mode: its local instances deleted, passed or failed).
 
     A test module gets it with ``from tests.openstack_standin import
     openstack_cloud_fixture  # noqa: F401`` (a name of its own, so the test's
     ``openstack_cloud`` argument redefines nothing)."""
     made: list[StandIn] = []
 
-    def make() -> StandIn:
-        standin = StandIn()
+    def make(boot: Provider | None = None) -> StandIn:
+        standin = StandIn(boot)
         made.append(standin)
         return standin
 
     yield make
-    for standin in made:
-        standin.stop()
+    errors = []
+    for standin in made:  # every one stopped, whichever fails
+        try:
+            standin.stop()
+        except RuntimeError as error:
+            errors.append(str(error))
+    assert not errors, errors

@@ -1,12 +1,15 @@
 """The OpenStack provider with the real openstacksdk against the stand-in cloud
 (tests/openstack_standin.py): launches, faults, deadlines, quota, timeouts, deletion,
-the installation's servers, unknown names, and no secret in any message."""
+the installation's servers, unknown names, and no secret in any message. Then the
+stand-in's booting mode, where each server is a local instance (as root, like
+tests/test_instances_local.py): one boots with its user-data and serves what its
+cloud-init started, and a local boot that fails is a server in ERROR with its fault."""
 
 import base64
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -16,10 +19,12 @@ from openstack.config.loader import OpenStackConfig
 from openstack.connection import Connection
 
 from opslab.config import InstanceSettings
+from opslab.instances.local import LocalProvider
 from opslab.instances.openstack import OpenStackProvider
 from opslab.instances.provider import (
     ACTIVE,
     BUILDING,
+    DELETING,
     ERROR,
     INSTALLATION,
     TAGS,
@@ -27,16 +32,31 @@ from opslab.instances.provider import (
     ProviderError,
     ProviderUnavailable,
 )
+from tests.local_instances import (
+    assert_gone,
+    cloud_init_done,
+    http_get,
+    inside,
+    local_image_fixture,  # noqa: F401  (the fixture local_image)
+    local_provider_fixture,  # noqa: F401  (the fixture local_provider)
+    namespaces,
+    serving_user_data,
+)
 from tests.openstack_standin import (
     IMAGE_ID,
+    LOCAL_INSTALLATION,
     NETWORK_ID,
     Created,
     Fate,
+    MakeCloud,
     StandIn,
+    image,
     openstack_cloud_fixture,  # noqa: F401  (the fixture openstack_cloud)
 )
 
 SLACK = 1.0  # seconds a bounded call may overrun its bound (scheduling, one short poll)
+BOOT_DEADLINE = 240.0  # a local instance's boot to ACTIVE, on a busy machine
+LOCAL_DELETE_DEADLINE = 60.0
 USER_DATA = "#cloud-config\n# ünïcödé, quotes \" ' and a backslash \\\nruncmd:\n - [true]\n"
 
 
@@ -55,7 +75,7 @@ def settings_for(clouds_file: Path, **changes: Any) -> InstanceSettings:
 
 
 @pytest.fixture
-def cloud(openstack_cloud: Callable[[], StandIn], tmp_path: Path) -> Cloud:
+def cloud(openstack_cloud: MakeCloud, tmp_path: Path) -> Cloud:
     standin = openstack_cloud()
     clouds_file = standin.clouds_yaml(tmp_path / "clouds.yaml")
     settings = settings_for(clouds_file)
@@ -318,6 +338,122 @@ def test_openstacksdk_is_needed_only_by_the_provider_itself() -> None:
                             check=True)
 
     assert "install opslab[cloud]" in result.stdout
+
+
+# The stand-in's booting mode: openstacksdk, the user-data and cloud-init end to end.
+
+@pytest.fixture
+def booting_cloud(openstack_cloud: MakeCloud, local_provider: LocalProvider,
+                  tmp_path: Path) -> Cloud:
+    standin = openstack_cloud(boot=local_provider)
+    clouds_file = standin.clouds_yaml(tmp_path / "clouds.yaml")
+    # No request waits for a boot, but a machine booting containers answers slowly.
+    settings = settings_for(clouds_file, request_timeout=10.0)
+    return Cloud(standin, OpenStackProvider(settings, poll_interval=0.5), settings, clouds_file)
+
+
+def test_a_server_boots_as_a_local_instance_with_its_name_and_user_data(
+        booting_cloud: Cloud, local_provider: LocalProvider) -> None:
+    cloud = booting_cloud
+    name = "booted.web.example.org"
+    wanted = launch(name, user_data=serving_user_data(name))
+
+    started = time.monotonic()
+    created = cloud.provider.create(wanted)
+    answered = time.monotonic() - started
+    building = cloud.provider.get(created.id)
+    server = cloud.provider.wait(created.id, deadline=BOOT_DEADLINE)
+    active = time.monotonic() - started
+
+    assert server.state == ACTIVE, server.fault
+    # Nova answered the create at once and showed the server building while openstacksdk
+    # polled it: no request waited for the boot.
+    assert answered < 5
+    assert building is not None
+    assert building.state == BUILDING
+    polls = [path for method, path, _ in cloud.standin.requests
+             if method == "GET" and path.endswith(f"/servers/{created.id}")]
+    assert len(polls) >= 3
+    local_id = cloud.standin.local_id(created.id)
+    assert local_id is not None
+    [record] = [record for record in local_provider.records() if record.id == local_id]
+    assert (record.name, record.metadata[INSTALLATION]) == (name, LOCAL_INSTALLATION)
+    assert server.addresses == [record.address]
+    # What the user-data's cloud-init started answers at the address Nova gave.
+    assert http_get(f"http://{server.addresses[0]}:8080/hello.txt") == f"hello from {name}\n"
+    served = time.monotonic() - started
+    assert "status: done" in cloud_init_done(local_provider, local_id)
+    done = time.monotonic() - started
+    given = inside(local_provider, local_id, "cat /var/lib/cloud/instance/user-data.txt")
+    assert given.stdout == wanted.user_data
+    assert inside(local_provider, local_id, "hostname; hostname -f").stdout.split() == [
+        "booted", name]
+
+    netns, pidns = namespaces(local_provider, record)
+    watcher = OpenStackProvider(cloud.settings, poll_interval=0.1)
+    seen: list[str | None] = []
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        deleting = pool.submit(cloud.provider.delete, created.id, LOCAL_DELETE_DEADLINE)
+        while not deleting.done():
+            now = watcher.get(created.id)
+            seen.append(None if now is None else now.state)
+            time.sleep(0.1)
+        deleting.result()
+    deleted = time.monotonic() - started
+
+    # "deleting" while the local instance shuts down, then 404, and nothing of it left.
+    assert DELETING in seen
+    assert cloud.provider.get(created.id) is None
+    assert cloud.standin.status(created.id) is None
+    assert_gone(local_provider, record, netns, pidns)
+    print(f"booting mode: create answered in {answered:.2f} s, ACTIVE after {active:.1f} s, "
+          f"served after {served:.1f} s, cloud-init done after {done:.1f} s; "
+          f"deleted in {deleted:.1f} s")
+
+
+@pytest.mark.parametrize("image_name", ["ubuntu-24.04", "not-an-os"])
+def test_a_local_boot_that_fails_is_a_server_in_error_with_its_fault(
+        booting_cloud: Cloud, local_provider: LocalProvider, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, image_name: str) -> None:
+    # Glance has both images; the local provider knows no ubuntu-24.04 (its create
+    # refuses), and not-an-os is an empty directory (nspawn starts and fails).
+    cloud = booting_cloud
+    cloud.standin.images.append(image("33333333-3333-4333-8333-333333333333", image_name))
+    if image_name == "not-an-os":
+        (tmp_path / image_name).mkdir()
+        monkeypatch.setitem(local_provider.images, image_name, tmp_path / image_name)
+    before = {record.id for record in local_provider.records()}
+
+    created = cloud.provider.create(launch("failing.web.example.org", image=image_name))
+    server = cloud.provider.wait(created.id, deadline=60)
+
+    assert server.state == ERROR
+    local_id = cloud.standin.local_id(created.id)
+    records = [record for record in local_provider.records() if record.id == local_id]
+    if image_name == "not-an-os":
+        local = local_provider.get(str(local_id))
+        assert local is not None
+        assert local.state == ERROR
+        assert server.fault == local.fault
+        assert "systemd-nspawn exited with status 1" in str(server.fault)
+        assert len(records) == 1
+    else:
+        assert local_id is None
+        assert str(server.fault).startswith("no image 'ubuntu-24.04' here")
+        assert {record.id for record in local_provider.records()} == before
+    # openstacksdk itself sees Nova's ERROR with the fault.
+    config = OpenStackConfig(config_files=[str(cloud.clouds_file)], load_envvars=False)
+    nova = Connection(config=config.get_one(cloud="standin")).compute.get_server(created.id)
+    assert (nova.status, nova.fault["code"], nova.fault["message"]) == (
+        "ERROR", 500, server.fault)
+
+    cloud.provider.delete(created.id, deadline=LOCAL_DELETE_DEADLINE)
+
+    assert cloud.provider.get(created.id) is None
+    assert {record.id for record in local_provider.records()} == before
+    for record in records:
+        assert_gone(local_provider, record, None, None)
 
 
 # The stand-in checks what it gets as the real services do, or the tests above prove less.
