@@ -1,6 +1,7 @@
 # The two set-up commands for a fresh Debian machine (see README.md):
 #   make demo   throwaway directory and example data, classify a node, deploy the
-#               example branches, real puppet apply
+#               example branches, real puppet apply; then (as root) a member's
+#               instance as a local container: launched, configured, logged in to
 #   make test   the whole test suite, lint and type checks
 # Each installs what it needs itself, system packages included.
 
@@ -16,10 +17,14 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 # logs in; libldap2-dev, libsasl2-dev, gcc: to build python-ldap; systemd-container,
 # debootstrap, iproute2: local instances (systemd-nspawn, their image, netns and veth);
 # pdns-server, pdns-backend-ldap, dnsutils: a real PowerDNS serves the instances' names
-# from the directory, and dig asks it.
+# from the directory, and dig asks it; nginx-light, apt-cacher-ng: the site local
+# instances reach (TLS in front of the API, bootstrap.sh, wheels and the Puppet
+# repository; their apt proxy); cloud-init: its schema check of the user-data;
+# python3-pip, python3-venv: Debian's python3 builds the instances' wheels.
 SYSTEM_PACKAGES := slapd ldap-utils puppet postgresql mariadb-server git openssl sudo \
 	openssh-server openssh-client libldap2-dev libsasl2-dev gcc make \
-	systemd-container debootstrap iproute2 pdns-server pdns-backend-ldap dnsutils
+	systemd-container debootstrap iproute2 pdns-server pdns-backend-ldap dnsutils \
+	nginx-light apt-cacher-ng cloud-init python3-pip python3-venv
 
 .PHONY: demo test bench lint system-packages
 
@@ -47,6 +52,7 @@ $(VENV)/.installed: pyproject.toml
 demo: system-packages $(VENV)/.installed
 	@echo "==> running the demo"
 	$(VENV)/bin/python examples/demo.py
+	$(VENV)/bin/python examples/instance_demo.py
 
 test: system-packages $(VENV)/.installed
 	@echo "==> lint, type checks and the test suite (tox -e lint,py)"

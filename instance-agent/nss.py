@@ -24,6 +24,7 @@ ignores it). Homes are made at the first login (``pam_mkhomedir``).
 from ldap.filter import escape_filter_chars
 
 from opslab.config import Config
+from opslab.directory import SYSTEM_CA_BUNDLE
 
 NSLCD_CONF = "/etc/nslcd.conf"
 NSSWITCH = "/etc/nsswitch.conf"
@@ -60,8 +61,9 @@ def nslcd_conf(config: Config, project: str) -> str:
     ]
     if ldap.starttls:
         lines.append("ssl start_tls")
-    if ldap.ca_file:
-        lines += [f"tls_cacertfile {ldap.ca_file}", "tls_reqcert demand"]
+    if ldap.starttls or ldap.uri.startswith("ldaps://"):
+        # Said, not left to libldap's defaults, as opslab.directory does for opslab-ssh-keys.
+        lines += [f"tls_cacertfile {ldap.ca_file or SYSTEM_CA_BUNDLE}", "tls_reqcert demand"]
     return "\n".join(lines) + "\n"
 
 

@@ -5,8 +5,10 @@ under an overlay of its own, see :mod:`opslab.instances.local`). It is built
 aside (``PATH.building-HEX``), completed with apt inside the tree run by
 systemd-nspawn (not chroot: the packages' maintainer scripts then see a
 proper /proc, /sys and /dev), marked complete, and renamed into place, so a
-build that was interrupted is never taken for an image. A complete image is
-never built again.
+build that was interrupted is never taken for an image. An image complete
+with the packages asked for is never built again; one with other packages (an
+older opslab's list) is built anew and swapped in, so delete the instances
+running on it first.
 
 debootstrap installs only a minimal base with systemd, because its
 ``--include`` does not resolve virtual packages (cloud-init's dependencies
@@ -37,10 +39,14 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MARKER = ".opslab-image"
 # What every local instance needs: systemd as its init (debootstrap), cloud-init
 # with the NoCloud seed, sshd and sudo for members, puppet and python for the
-# agent, curl for bootstrap.sh; iproute2 and procps to look inside.
+# agent, curl for bootstrap.sh; iproute2 and procps to look inside; and the rest
+# of what bootstrap.sh installs (git, nslcd and its NSS and PAM modules, what
+# builds python-ldap), so that its apt-get install finds everything in place.
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus")
 PACKAGES = ("cloud-init", "openssh-server", "sudo", "puppet", "python3", "python3-venv",
-            "python3-pip", "curl", "ca-certificates", "iproute2", "procps")
+            "python3-pip", "curl", "ca-certificates", "iproute2", "procps",
+            "git", "python3-dev", "libldap2-dev", "libsasl2-dev", "gcc",
+            "nslcd", "libnss-ldapd", "libpam-ldapd")
 DEBOOTSTRAP_TIMEOUT = 900.0
 APT_TIMEOUT = 900.0
 
@@ -49,9 +55,13 @@ class ImageError(Exception):
     """The image could not be built; the message says which step failed and its output."""
 
 
-def is_complete(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is an image this module built to its end."""
-    return (Path(path) / MARKER).is_file()
+def is_complete(path: str | os.PathLike[str], packages: tuple[str, ...] = PACKAGES) -> bool:
+    """Whether ``path`` is an image this module built to its end, with ``packages``."""
+    try:
+        marker = (Path(path) / MARKER).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return f"packages: {' '.join(packages)}" in marker.splitlines()
 
 
 def mirror_from_apt(sources: str = "/etc/apt") -> str:
@@ -93,11 +103,11 @@ def build(path: str | os.PathLike[str], *, mirror: str | None = None,
     (0 if there was nothing to do). Two builders of the same path take turns: the second
     finds the first's image complete. Raises ImageError."""
     target = Path(path)
-    if is_complete(target):
+    if is_complete(target, packages):
         return 0.0
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{target}.lock", f"building the image {target}", timeout=lock_timeout):
-        if is_complete(target):
+        if is_complete(target, packages):
             return 0.0
         started = time.monotonic()
         mirror = mirror or mirror_from_apt()
@@ -110,7 +120,7 @@ def build(path: str | os.PathLike[str], *, mirror: str | None = None,
                 f"suite: {SUITE}\nmirror: {mirror}\npackages: {' '.join(packages)}\n"
                 f"built: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n"
                 f"seconds: {seconds:.0f}\n", encoding="utf-8")
-            if target.exists() or target.is_symlink():  # an incomplete one: never used
+            if target.exists() or target.is_symlink():  # incomplete, or other packages
                 _remove_tree(target)
             aside.rename(target)
         except BaseException:
@@ -130,7 +140,12 @@ def _install(aside: Path, mirror: str, packages: tuple[str, ...]) -> None:
     sources = (f"deb {mirror} {SUITE} main\ndeb {mirror} {SUITE}-updates main\n"
                + (f"deb {security} {SUITE}-security main\n" if security != mirror else ""))
     (aside / "etc/apt/sources.list").write_text(sources, encoding="utf-8")
+    # libnss-ldapd leaves nsswitch.conf alone: bootstrap adds ldap to it with nslcd's
+    # configuration, as on any Debian instance.
     script = ("set -e; export DEBIAN_FRONTEND=noninteractive; "
+              "printf '%s\\n' 'libnss-ldapd libnss-ldapd/nsswitch multiselect' "
+              "'libnss-ldapd libnss-ldapd/clean_nsswitch boolean false' "
+              "| debconf-set-selections; "
               "apt-get update -q; "
               "apt-get install -y -q --no-install-recommends \"$@\"; "
               "apt-get clean; rm -rf /var/lib/apt/lists/*")

@@ -13,6 +13,7 @@ so nothing may stand in for it.
 """
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
@@ -23,6 +24,11 @@ from ldap.filter import escape_filter_chars
 from opslab.config import LdapSettings
 from opslab.files import read_secret
 
+# What TLS to the directory is checked against when ldap.ca_file names nothing: Debian's
+# bundle of the CAs the system trusts (a site's CA arrives there by cloud-init's
+# ca_certs). libldap's own default comes only from /etc/ldap/ldap.conf, which a minimal
+# install (libldap without its recommended libldap-common) does not have.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _SCOPES = {"subtree": ldap.SCOPE_SUBTREE, "one": ldap.SCOPE_ONELEVEL, "base": ldap.SCOPE_BASE}
 
 # Errors that mean "no answer", as opposed to "an answer we cannot use".
@@ -203,8 +209,11 @@ class Directory:
         connection.set_option(ldap.OPT_REFERRALS, 0)
         connection.set_option(ldap.OPT_NETWORK_TIMEOUT, self.deadline.remaining(
             settings.connect_timeout))
-        if settings.ca_file:
-            connection.set_option(ldap.OPT_X_TLS_CACERTFILE, settings.ca_file)
+        ca_file = settings.ca_file or (SYSTEM_CA_BUNDLE if os.path.exists(SYSTEM_CA_BUNDLE)
+                                       else None)
+        if ca_file and (settings.starttls or settings.uri.startswith("ldaps://")):
+            connection.set_option(ldap.OPT_X_TLS_CACERTFILE, ca_file)
+            connection.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
             connection.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
         try:
             if settings.starttls:

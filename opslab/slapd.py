@@ -61,7 +61,9 @@ class ThrowawaySlapd:
     """A slapd in a temporary directory, serving ``suffix``.
 
     ``schemas`` are cn=config LDIF files loaded after the standard ones;
-    ``tls`` is a (certificate, key) pair of PEM files for StartTLS.
+    ``tls`` is a (certificate, key) pair of PEM files for StartTLS;
+    ``urls`` are more ``ldap://ADDRESS:PORT`` to listen on (local instances reach
+    this machine at an address of its own, not at 127.0.0.1).
     Use as a context manager, or call :meth:`start` and :meth:`destroy`.
     """
 
@@ -71,8 +73,10 @@ class ThrowawaySlapd:
         schemas: Sequence[Path] = (),
         workdir: Path | None = None,
         tls: tuple[Path, Path] | None = None,
+        urls: Sequence[str] = (),
     ) -> None:
         self.tls = tls
+        self.urls = tuple(urls)
         self.suffix = suffix
         self.schemas = [Path(schema) for schema in schemas]
         self.root_dn = f"cn=admin,{suffix}"
@@ -168,7 +172,7 @@ class ThrowawaySlapd:
             return
         self._process = subprocess.Popen(
             [SLAPD, "-F", str(self.workdir / "slapd.d"),
-             "-h", f"{self.ldap_uri} {self.ldapi_uri}", "-d", "0"],
+             "-h", " ".join([self.ldap_uri, self.ldapi_uri, *self.urls]), "-d", "0"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

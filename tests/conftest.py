@@ -145,6 +145,11 @@ PASSWORDS = {"carol": "carol-secret", "dave": "dave-secret", "olga": "olga-secre
 @pytest.fixture(scope="session")
 def people(slapd: ThrowawaySlapd) -> None:
     """carol (member of web), dave (member of nothing), olga (operations)."""
+    add_people(slapd)
+
+
+def add_people(slapd: ThrowawaySlapd) -> None:
+    """carol (member of web), dave (member of nothing), olga (operations), with passwords."""
     for uid, password in PASSWORDS.items():
         slapd.add_ldif(f"dn: uid={uid},{PEOPLE}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
                        f"cn: {uid}\nsn: {uid}\nuserPassword: {password}\n")

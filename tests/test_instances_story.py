@@ -1,0 +1,197 @@
+"""The mission's promise, end to end on the local provider: a member asks the API for an
+instance with the greeter class; it boots, the real cloud-init runs the user-data, bootstrap
+installs opslab from the site's wheelhouse, the agent applies the project's branch and
+reports; the greeter answers on the instance's own address; members log in over SSH with
+their own keys, as themselves, with root; nobody else does, and a removed member no more;
+deleting the host leaves nothing of the instance.
+
+Everything the instance reaches is a real server of :mod:`tests.site` (nginx in front of
+gunicorn, slapd with StartTLS, apt-cacher-ng); nothing is reached by a back door.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import ldap
+import pytest
+
+from opslab.config import InstanceSettings
+from opslab.instances.local import LocalProvider
+from tests.conftest import BASE
+from tests.local_instances import (
+    TEST_ROOTS,
+    http_get,
+    local_image_fixture,  # noqa: F401 (a fixture)
+    remove_all,
+)
+from tests.site import Person, Site, running_site, ssh
+
+DOMAIN = "example.org"
+# From the create request until the agent's first report: a boot, cloud-init, bootstrap
+# (apt through the proxy, pip from the wheelhouse) and a first Puppet run.
+FIRST_REPORT_DEADLINE = 600.0
+# A login refused because the directory does not answer: within nslcd's and
+# opslab-ssh-keys' own time limits, not sshd's LoginGraceTime of two minutes.
+REFUSAL_DEADLINE = 30.0
+
+
+class Launched(NamedTuple):
+    site: Site
+    certname: str
+    address: str
+    member: Person
+    outsider: Person
+    seconds_to_report: float
+
+
+def assert_refused(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 255, result
+    assert "Permission denied" in result.stderr, result
+
+
+def reports(site: Site, certname: str) -> list[dict[str, Any]]:
+    status, found = site.request("GET", f"/v1/hosts/{certname}/reports", as_="carol", timeout=30)
+    assert status == 200, found
+    return list(found)
+
+
+@pytest.fixture(scope="module")
+def site(local_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    root = TEST_ROOTS / f"{os.getpid()}-{secrets.token_hex(4)}"
+    root.mkdir(parents=True)
+    try:
+        with running_site(tmp_path_factory.mktemp("site"), local_image, root) as up:
+            yield up
+    finally:
+        # Whatever the API launched and a test did not delete: gone, and checked gone.
+        remove_all(LocalProvider(InstanceSettings(installation="opslab-site-test"),
+                                 root=root, image=local_image))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def launched(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Launched:
+    work = tmp_path_factory.mktemp("people")
+    member, outsider = site.new_person("vera", work), site.new_person("nils", work)
+    # vera joins web; nils stays in the default project (tools) only.
+    status, project = site.request("POST", "/v1/projects/web/members", {"uid": "vera"}, as_="carol")
+    assert status == 200, project
+    started = time.monotonic()
+    status, answer = site.request("POST", "/v1/projects/web/hosts", {
+        "name": "app1", "classes": ["greeter"],
+        "class_parameters": {"greeter": {"bind": "0.0.0.0",  # noqa: S104 (the instance's own)
+                                         "greeting": "Hello from app1"}},
+        "instance": {}}, as_="vera", password=member.password)
+    assert status == 201, answer
+    host = answer["host"]
+    assert host["instance"]["state"] == "active", host["instance"]
+    [address] = host["instance"]["addresses"]
+    certname = host["name"]
+    while not reports(site, certname):
+        assert time.monotonic() - started < FIRST_REPORT_DEADLINE, (
+            f"no report from {certname} after {FIRST_REPORT_DEADLINE:g} s")
+        time.sleep(2)
+    return Launched(site, certname, address, member, outsider, time.monotonic() - started)
+
+
+def test_the_instance_configured_itself_from_the_projects_branch(launched: Launched) -> None:
+    [report] = reports(launched.site, launched.certname)[-1:]
+    assert report["status"] in ("changed", "unchanged"), json.dumps(report, indent=1)
+    assert report["environment"] == "production"
+    assert report["commit"] == launched.site.remote.head("production")  # type: ignore[union-attr]
+    assert report["failed"] == 0
+    assert report["failures"] == []
+    print(f"create request -> first report: {launched.seconds_to_report:.1f} s")
+
+
+def test_the_greeter_answers_on_the_instances_own_address(launched: Launched) -> None:
+    assert launched.address.startswith("10.213.")
+    assert http_get(f"http://{launched.address}:8181/", deadline=60) == "Hello from app1\n"
+
+
+def test_a_member_logs_in_with_their_key_as_themselves_and_has_root(launched: Launched) -> None:
+    result = ssh(launched.address, launched.member,
+                 "id -un; id -Gn; test -d \"$HOME\" && echo home; sudo -n true && echo root")
+    assert result.returncode == 0, result.stderr
+    name, groups, home, root = result.stdout.splitlines()
+    assert (name, home, root) == ("vera", "home", "root")
+    assert "web" in groups.split()
+
+
+def test_someone_outside_the_project_is_refused(launched: Launched) -> None:
+    assert_refused(ssh(launched.address, launched.outsider, "true"))
+
+
+def test_a_removed_member_is_refused_at_once_and_let_in_again_when_back(
+        launched: Launched) -> None:
+    site = launched.site
+    status, _ = site.request("DELETE", "/v1/projects/web/members/vera", as_="olga")
+    assert status == 200
+    try:
+        assert_refused(ssh(launched.address, launched.member, "true"))
+    finally:
+        status, _ = site.request("POST", "/v1/projects/web/members", {"uid": "vera"}, as_="olga")
+        assert status == 200
+    assert ssh(launched.address, launched.member, "true").returncode == 0
+
+
+@pytest.mark.parametrize("fault", ["stopped", "frozen"])
+def test_a_directory_that_does_not_answer_refuses_logins_quickly(launched: Launched,
+                                                                 fault: str) -> None:
+    slapd = launched.site.slapd
+    assert slapd is not None
+    if fault == "stopped":  # connections refused at once
+        slapd.stop()
+    else:  # connections accepted by the kernel, then nothing: the network that hangs
+        os.kill(slapd.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        refused = ssh(launched.address, launched.member, "true")
+        seconds = time.monotonic() - started
+    finally:
+        if fault == "stopped":
+            slapd.start()
+        else:
+            os.kill(slapd.pid, signal.SIGCONT)
+    assert refused.returncode == 255, refused
+    assert seconds < REFUSAL_DEADLINE, seconds
+    print(f"refused in {seconds:.1f} s with the directory {fault}")
+    assert ssh(launched.address, launched.member, "true").returncode == 0
+
+
+def test_deleting_the_host_removes_its_instance_names_and_container(site: Site) -> None:
+    status, answer = site.request("POST", "/v1/projects/web/hosts",
+                         {"name": "brief", "classes": ["motd"], "instance": {}}, as_="carol")
+    assert status == 201, answer
+    certname, server_id = answer["host"]["name"], answer["host"]["instance"]["server_id"]
+    provider = LocalProvider(InstanceSettings(installation="opslab-site-test"),
+                             root=site.local_root, image=site.local_image)
+    assert provider.get(server_id) is not None
+    assert names(site, certname)
+
+    status, _ = site.request("DELETE", f"/v1/hosts/{certname}", as_="carol")
+    assert status == 204
+    assert provider.get(server_id) is None
+    assert not (site.local_root / "instances" / server_id).exists()
+    assert site.request("GET", f"/v1/hosts/{certname}", as_="carol")[0] == 404
+    assert names(site, certname) == []
+
+
+def names(site: Site, certname: str) -> list[str]:
+    """The directory's DNS entries of ``certname``: its host entry and its id's alias."""
+    assert site.slapd is not None
+    connection = site.slapd.connect()
+    try:
+        return [dn for dn, _ in connection.search_s(
+            BASE, ldap.SCOPE_SUBTREE,
+            f"(|(associatedDomain={certname})(cNAMERecord={certname}))", ["1.1"])]
+    finally:
+        connection.unbind_s()
