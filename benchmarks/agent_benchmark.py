@@ -120,7 +120,6 @@ from common import (
     seeded_random,
     serve_api,
     sleep_until,
-    start_served,
     succeeded,
     summary,
     verdict,
@@ -664,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:  # the first one's database, tokens and all
                     settings["api"]["database"] = database
                     server = ServedApi(work, slapd, SUFFIX, settings)
-                    start_served(server, work)
+                    server.start()
                 database = server.database
                 port = server.port
                 if number == 0:

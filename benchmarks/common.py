@@ -295,19 +295,6 @@ def create_database(url: str, hosts: dict[str, str]) -> dict[str, str]:
     return tokens
 
 
-def start_served(server: ServedApi, directory: Path) -> None:
-    """Start ``server`` from ``directory``: it runs ``python -m opslab.cli``, which puts its
-    working directory first on sys.path, and started from the checkout (as ``tox -e
-    bench`` runs the benchmarks) the checkout's own opslab/ folder, without the
-    component folders an install maps into it, would hide the installed package."""
-    previous = os.getcwd()
-    os.chdir(directory)
-    try:
-        server.start()
-    finally:
-        os.chdir(previous)
-
-
 def serve_api(workdir: Path, slapd: ThrowawaySlapd, expected: dict[str, ExpectedNode],
               settings: dict[str, dict[str, Any]]) -> tuple[ServedApi, dict[str, str]]:
     """The API under test for the generated directory: its SQLite database holding every
@@ -316,7 +303,7 @@ def serve_api(workdir: Path, slapd: ThrowawaySlapd, expected: dict[str, Expected
     server = ServedApi(workdir, slapd, SUFFIX, settings)
     tokens = create_database(server.database, {host: expected[host].project
                                                for host in sorted(expected)})
-    start_served(server, workdir)
+    server.start()
     print(f"gunicorn: answering on {server.url}, master {server.pid}, "
           f"{len(server.worker_pids())} worker(s)")
     return server, tokens

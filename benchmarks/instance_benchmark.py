@@ -51,7 +51,7 @@ from opslab.config import InstanceSettings
 from opslab.instances import image
 from opslab.instances.local import LocalProvider, namespace_of
 from tests.local_instances import IMAGE_CACHE, TEST_ROOTS
-from tests.site import Person, Site, running_site, ssh
+from tests.site import INSTALLATION, Person, Site, running_site, ssh
 
 TARGET_SECONDS = 30.0
 DEADLINE = 600.0  # for any one step of a round
@@ -138,7 +138,7 @@ def benchmark(rounds: int, idle: float) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="opslab-instance-bench-"))
     root = TEST_ROOTS / f"{os.getpid()}-{secrets.token_hex(4)}"
     root.mkdir(parents=True)
-    provider = LocalProvider(InstanceSettings(installation="opslab-site-test"), root=root,
+    provider = LocalProvider(InstanceSettings(installation=INSTALLATION), root=root,
                              image=Path(IMAGE_CACHE))
     samples: list[dict[str, float]] = []
     try:

@@ -31,6 +31,7 @@ class ServedApi:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database = f"sqlite:///{work / 'api.sqlite'}"
+        self.work = work
         self.log = work / "api.log"
         secret = work / "writer.secret"
         secret.write_text(slapd.root_password)
@@ -63,7 +64,11 @@ class ServedApi:
             self._server = subprocess.Popen(
                 [sys.executable, "-m", "opslab.cli", f"--config={self.config}", "api", "serve"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                start_new_session=True,
+                # python -m puts its working directory first on sys.path: started from a
+                # checkout, the checkout's opslab/ folder (without the component folders an
+                # install maps into it) would hide the installed package.
+                cwd=self.work)
         deadline = time.monotonic() + START_DEADLINE
         while True:
             with contextlib.suppress(OSError):

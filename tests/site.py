@@ -49,6 +49,8 @@ from tests.served_api import ServedApi
 REPO = Path(__file__).resolve().parent.parent
 ADDRESS = "10.212.0.1"
 LABEL = "lo:opslab-site"
+# The installation the site's API tags its servers with.
+INSTALLATION = "opslab-site-test"
 # Debian's interpreter: instances run the same release's, so wheels built with it
 # (python-ldap's C extension) install there.
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -298,7 +300,7 @@ class Site:
         cloud_config = self.work / "site-cloud-config.yaml"
         cloud_config.write_text(yaml.safe_dump(self.cloud_config(), sort_keys=False))
         instances = {
-            "provider": "local", "installation": "opslab-site-test",
+            "provider": "local", "installation": INSTALLATION,
             "image": "debian-12", "flavor": "small",
             "local_root": str(self.local_root), "local_image": str(self.local_image),
             "bootstrap_url": f"{self.files_url}/bootstrap.sh", "package": "opslab",

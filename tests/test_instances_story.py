@@ -9,6 +9,7 @@ Everything the instance reaches is a real server of :mod:`tests.site` (nginx in 
 gunicorn, slapd with StartTLS, apt-cacher-ng); nothing is reached by a back door.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -28,13 +29,15 @@ from opslab.instances.local import LocalProvider
 from tests.conftest import BASE
 from tests.local_instances import (
     TEST_ROOTS,
+    assert_gone,
     http_get,
     local_image_fixture,  # noqa: F401 (a fixture)
+    namespaces,
     remove_all,
 )
-from tests.site import Person, Site, running_site, ssh
+from tests.openstack_standin import StandIn
+from tests.site import INSTALLATION, Person, Site, running_site, ssh
 
-DOMAIN = "example.org"
 # From the create request until the agent's first report: a boot, cloud-init, bootstrap
 # (apt through the proxy, pip from the wheelhouse) and a first Puppet run.
 FIRST_REPORT_DEADLINE = 600.0
@@ -63,17 +66,29 @@ def reports(site: Site, certname: str) -> list[dict[str, Any]]:
     return list(found)
 
 
-@pytest.fixture(scope="module")
-def site(local_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+@pytest.fixture(scope="module", params=["local", "openstack"])
+def site(request: pytest.FixtureRequest, local_image: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The site, its API launching through the local provider, or through openstacksdk
+    and the OpenStack stand-in booting each server as a local instance."""
     root = TEST_ROOTS / f"{os.getpid()}-{secrets.token_hex(4)}"
     root.mkdir(parents=True)
+    work = tmp_path_factory.mktemp("site")
+    local = LocalProvider(InstanceSettings(installation=INSTALLATION), root=root,
+                          image=local_image)
     try:
-        with running_site(tmp_path_factory.mktemp("site"), local_image, root) as up:
-            yield up
+        with contextlib.ExitStack() as stack:
+            settings: dict[str, dict[str, Any]] = {}
+            if request.param == "openstack":
+                standin = stack.enter_context(StandIn(boot=local))
+                settings["instances"] = {
+                    "provider": "openstack", "cloud": "standin",
+                    "clouds_file": str(standin.clouds_yaml(work / "clouds.yaml")),
+                    "image": "debian-12", "flavor": "m1.small", "network": "private"}
+            yield stack.enter_context(running_site(work, local_image, root, settings))
     finally:
         # Whatever the API launched and a test did not delete: gone, and checked gone.
-        remove_all(LocalProvider(InstanceSettings(installation="opslab-site-test"),
-                                 root=root, image=local_image))
+        remove_all(local)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -169,18 +184,19 @@ def test_a_directory_that_does_not_answer_refuses_logins_quickly(launched: Launc
 
 def test_deleting_the_host_removes_its_instance_names_and_container(site: Site) -> None:
     status, answer = site.request("POST", "/v1/projects/web/hosts",
-                         {"name": "brief", "classes": ["motd"], "instance": {}}, as_="carol")
+                                  {"name": "brief", "classes": ["motd"], "instance": {}},
+                                  as_="carol")
     assert status == 201, answer
-    certname, server_id = answer["host"]["name"], answer["host"]["instance"]["server_id"]
-    provider = LocalProvider(InstanceSettings(installation="opslab-site-test"),
-                             root=site.local_root, image=site.local_image)
-    assert provider.get(server_id) is not None
+    certname, [address] = answer["host"]["name"], answer["host"]["instance"]["addresses"]
+    local = LocalProvider(InstanceSettings(installation=INSTALLATION), root=site.local_root,
+                          image=site.local_image)
+    [record] = [record for record in local.records() if record.address == address]
+    traces = namespaces(local, record)
     assert names(site, certname)
 
     status, _ = site.request("DELETE", f"/v1/hosts/{certname}", as_="carol")
     assert status == 204
-    assert provider.get(server_id) is None
-    assert not (site.local_root / "instances" / server_id).exists()
+    assert_gone(local, record, *traces)
     assert site.request("GET", f"/v1/hosts/{certname}", as_="carol")[0] == 404
     assert names(site, certname) == []
 
