@@ -275,21 +275,15 @@ def _creators() -> str:
 
 def _may_reset_password(actor: Actor | None, uid: str) -> tuple[str, Entry]:
     """The person's name and entry (with what opslab.accounts reads), if ``actor`` may
-    reset their password: the person, and those who create people; an account admin not
-    for a member of operations (they would become one). Never a system or package
-    account's, whoever asks: the API does not make such names logins."""
+    reset their password: the person, and operations. Not account admins, although they
+    create people: the new password is a login to the API as that person, who may add
+    keys, so an account admin could become anyone (the rule for keys, for the same
+    reason). Never a system or package account's, whoever asks: the API does not make such
+    names logins."""
     caller = person(actor)
     name, entry = _account(uid, [*DOCUMENT_ATTRIBUTES, *accounts.ATTRIBUTES])
-    if actor is not None and actor.name != name:
-        # One round trip: whether the caller, and whether the person, is in operations.
-        operations = standing(context.config().api.operations_project, caller,
-                              context.directory().person_dn(name))
-        if not operations.operator:
-            if not _is_account_admin(caller):
-                raise Refused(403, f"only {name} and {_creators()} may reset {name}'s password")
-            if operations.other_member:
-                raise Refused(403, f"{name} is a member of operations: only operations may "
-                                   f"reset {name}'s password")
+    if actor is not None and actor.name != name and not is_operator(caller):
+        raise Refused(403, f"only {name} and operations may reset {name}'s password")
     reason = accounts.reserved_reason(name) or accounts.system_account_reason(
         name, entry, context.config().accounts)
     if reason:

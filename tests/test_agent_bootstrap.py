@@ -465,10 +465,15 @@ def stand_ins(tmp_path: Path) -> Path:
 
     ``python3 -m venv DIR`` puts into DIR/bin a pip that logs too and an
     opslab that writes its arguments, one a line, to ``opslab.args``.
+    ``dpkg-query`` says a package is installed when its name is a line of
+    ``installed`` (none at first).
     """
     log = tmp_path / "calls.log"
+    (tmp_path / "installed").write_text("")
     scripts = {
         "bin/apt-get": f'echo "apt-get $*" >> {log}\n',
+        "bin/dpkg-query": (f'grep -qxF "$3" {tmp_path}/installed '
+                           '&& echo "install ok installed" || exit 1\n'),
         "bin/python3": (f'echo "python3 $*" >> {log}\n'
                         f'mkdir -p "$3/bin" && cp {tmp_path}/venv/pip {tmp_path}/venv/opslab '
                         '"$3/bin/"\n'),
@@ -548,6 +553,26 @@ def test_bootstrap_sh_installs_then_hands_over_the_other_arguments(
         "pip install -q --upgrade /srv/opslab.whl")
     assert (tmp_path / "opslab.args").read_text().splitlines() == [
         "agent", "bootstrap", "--no-start"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bootstrap.sh goes past its root check only as root")
+def test_bootstrap_sh_asks_apt_only_for_what_is_missing(stand_ins: Path, tmp_path: Path) -> None:
+    packages = re.search(r'^PACKAGES="([^"]*)"', SCRIPT.read_text(), re.MULTILINE)
+    assert packages is not None
+    every = packages[1].replace("\\\n", " ").split()
+    (tmp_path / "installed").write_text("\n".join(name for name in every if name != "nslcd"))
+    assert run_script(["--package", "opslab"], stand_ins, tmp_path).returncode == 0
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[:2] == ["apt-get update -q",
+                         "apt-get install -y -q --no-install-recommends nslcd"]
+
+    (tmp_path / "installed").write_text("\n".join(every))  # an image that has them all
+    (tmp_path / "calls.log").unlink()
+    result = run_script(["--package", "opslab"], stand_ins, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not any(call.startswith("apt-get") for call in
+                   (tmp_path / "calls.log").read_text().splitlines())
+    assert "all of them are installed already" in result.stdout
 
 
 CLOUD_INIT = AGENT / "cloud-init.yaml"
