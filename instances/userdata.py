@@ -36,8 +36,8 @@ file adds nothing. Whatever comes first within a list, cloud-init runs its
 modules in its own order (``/etc/cloud/cloud.cfg``): ``bootcmd``,
 ``write_files`` and ``ca_certs`` in the init stage, ``apt`` in the config
 stage, ``packages`` and then the ``runcmd`` script in the final stage; so
-the site's CA, proxy and files are in place before the template's packages
-and bootstrap.
+the site's CA, proxy and files are in place before the bootstrap (and
+before the template's own apt-get, should the image lack curl).
 
 Errors are ValueError naming the file and the key, never what the key is
 set to: the user-data holds the host token, and the site file may hold a

@@ -608,7 +608,9 @@ def test_cloud_init_runs_bootstrap_sh_with_arguments_bootstrap_accepts() -> None
     (command,) = yaml.safe_load(CLOUD_INIT.read_text())["runcmd"]
     shell, dash_c, script, _name, url, *arguments = command
     assert (shell, dash_c, url) == ("sh", "-c", "@BOOTSTRAP_URL@")
-    assert script.startswith("set -e; curl -fsSL --proto =https -o /run/opslab-bootstrap.sh ")
+    assert script.startswith("set -e; command -v curl >/dev/null || { apt-get update -q && "
+                             "apt-get install -y -q curl ca-certificates; }; curl -fsSL "
+                             "--proto =https -o /run/opslab-bootstrap.sh ")
     assert script.endswith('; shift; sh /run/opslab-bootstrap.sh "$@"')
     syntax = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True,
                             timeout=30, check=False)
