@@ -11,8 +11,8 @@ file (``/etc/opslab/opslab.yaml``), the agent's systemd units (into
 ``/etc/systemd/system``), nslcd's configuration and the directory's place in
 nsswitch.conf and sshd's PAM stack (people as accounts: opslab.agent.nss) and
 an sshd drop-in that asks ``opslab-ssh-keys`` for users' keys; then, unless
-``--no-start``, reloads systemd, runs the agent once, enables and restarts
-``opslab-agent.service``, restarts nslcd and reloads sshd. ``--root DIR`` writes the
+``--no-start``, reloads systemd, restarts nslcd and reloads sshd, runs the
+agent once, enables and restarts ``opslab-agent.service``. ``--root DIR`` writes the
 same files below DIR and touches nothing of the running system (tests, images).
 
 Every value is checked, the configuration is parsed by ``opslab.config`` and
@@ -455,9 +455,17 @@ def _validate_sshd(target: str, changed: bool, previous: tuple[str, int] | None)
 
 
 def _start(plan: _Plan) -> int:
-    """Reload systemd, run the agent once, enable it, reload sshd; the exit status."""
+    """Reload systemd, nslcd and sshd, run the agent once, enable it; the exit status."""
     opslab = f"{plan.bin_directory}/opslab"
     _step("systemctl daemon-reload", ["systemctl", "daemon-reload"], SYSTEMCTL_TIMEOUT)
+    # Before the first run: nslcd reads its configuration only when it starts, and until
+    # then every account lookup the agent makes (who gets sudo must be the person's
+    # account) waits on nslcd's old configuration; and members may log in while the
+    # first Puppet run goes on.
+    _step("restarting nslcd", ["systemctl", "restart", "nslcd"], SYSTEMCTL_TIMEOUT,
+          fatal=False)
+    if _sshd() is not None:
+        _step("reloading sshd", ["systemctl", "reload", "ssh"], SYSTEMCTL_TIMEOUT)
     # No timeout of ours: the agent bounds its git calls and puppet apply itself.
     first_run = _step("the first run", [opslab, "--config", plan.config_path, "agent", "run",
                                         "--once"], None, fatal=False)
@@ -467,11 +475,6 @@ def _start(plan: _Plan) -> int:
     # finish (TimeoutStopSec), and systemd carries the job out without us.
     _step(f"restarting {SERVICE}", ["systemctl", "--no-block", "restart", SERVICE],
           SYSTEMCTL_TIMEOUT)
-    # nslcd reads its configuration only when it starts.
-    _step("restarting nslcd", ["systemctl", "restart", "nslcd"], SYSTEMCTL_TIMEOUT,
-          fatal=False)
-    if _sshd() is not None:
-        _step("reloading sshd", ["systemctl", "reload", "ssh"], SYSTEMCTL_TIMEOUT)
     if not first_run:
         # The service is enabled regardless: it retries, and the API may come later.
         log.error(f"the first run failed (see above); {SERVICE} is enabled and will retry")
