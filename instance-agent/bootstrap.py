@@ -372,9 +372,16 @@ def _accounts(root: str | None, config: Config) -> list[_File]:
 
 
 def _sshd_drop_in(bin_directory: str) -> str:
-    return ("# Written by `opslab agent bootstrap`: users' SSH keys come from the directory.\n"
+    # Keys only: people have directory passwords (for the API), and PAM through nslcd
+    # would otherwise take them over SSH, where anyone may guess. sshd takes the first
+    # value it reads, and Debian's sshd_config includes the drop-ins at its top.
+    return ("# Written by `opslab agent bootstrap`: users' SSH keys come from the directory,\n"
+            "# and SSH takes keys only, never a password.\n"
             f"AuthorizedKeysCommand {bin_directory}/opslab-ssh-keys %u\n"
-            "AuthorizedKeysCommandUser nobody\n")
+            "AuthorizedKeysCommandUser nobody\n"
+            "AuthenticationMethods publickey\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n")
 
 
 def _check_command_directory(bin_directory: str) -> None:

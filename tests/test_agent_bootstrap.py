@@ -165,7 +165,8 @@ def test_writes_every_file_with_its_mode_and_content(
     assert mode == 0o644
     directives = [line for line in drop_in.splitlines() if not line.startswith("#")]
     assert directives == [f"AuthorizedKeysCommand {BIN}/opslab-ssh-keys %u",
-                          "AuthorizedKeysCommandUser nobody"]
+                          "AuthorizedKeysCommandUser nobody", "AuthenticationMethods publickey",
+                          "PasswordAuthentication no", "KbdInteractiveAuthentication no"]
 
     assert TOKEN not in result.out + result.err
     assert all(TOKEN not in text for path, (text, _, _) in files.items()

@@ -141,6 +141,18 @@ def test_a_member_logs_in_with_their_key_as_themselves_and_has_root(launched: La
     assert "web" in groups.split()
 
 
+def test_ssh_offers_no_password_login(launched: Launched) -> None:
+    """People have directory passwords (for the API), which PAM through nslcd would take:
+    sshd must not ask for them. Refused without a key, it names the methods it offers."""
+    result = subprocess.run(
+        ["ssh", "-o", "PubkeyAuthentication=no", "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "ConnectTimeout=10", f"{launched.member.uid}@{launched.address}", "true"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 255, result
+    assert "Permission denied (publickey)." in result.stderr, result.stderr
+
+
 def test_someone_outside_the_project_is_refused(launched: Launched) -> None:
     assert_refused(ssh(launched.address, launched.outsider, "true"))
 
