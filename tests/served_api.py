@@ -108,6 +108,15 @@ class ServedApi:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
 
+    def kill(self) -> None:
+        """kill -9 of gunicorn's whole group, as a crash or the OOM killer would: no request
+        under way finishes. The master is reaped; start() brings the API back."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
     def log_tail(self, lines: int = 30) -> str:
         """The last lines gunicorn wrote."""
         try:

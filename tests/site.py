@@ -115,6 +115,14 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(timeout=15)
 
 
+def _body(raw: bytes) -> Any:
+    """An answer's JSON; nginx's own pages (a 502 while the API is down) as text."""
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode(errors="replace")
+
+
 class Person(NamedTuple):
     """Someone the API created, with the password it answered and a key of their own."""
 
@@ -335,11 +343,9 @@ class Site:
                      **({"Content-Type": "application/json"} if data else {})})
         try:
             with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
+                return response.status, _body(response.read())
         except urllib.error.HTTPError as error:
-            raw = error.read()
-            return error.code, json.loads(raw) if raw else None
+            return error.code, _body(error.read())
 
     def new_person(self, uid: str, work: Path) -> Person:
         """A person operations (olga) create through the API, with a new key of their own."""

@@ -16,15 +16,21 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import ldap
 import pytest
 
-from opslab.config import InstanceSettings
+from opslab.api import context
+from opslab.api.app import create_app
+from opslab.api.reaper import GRACE, reap
+from opslab.api.store import now
+from opslab.config import InstanceSettings, load
 from opslab.instances.local import LocalProvider
 from tests.conftest import BASE
 from tests.local_instances import (
@@ -41,6 +47,7 @@ from tests.site import INSTALLATION, Person, Site, running_site, ssh
 # From the create request until the agent's first report: a boot, cloud-init, bootstrap
 # (apt through the proxy, pip from the wheelhouse) and a first Puppet run.
 FIRST_REPORT_DEADLINE = 600.0
+DOMAIN = "example.org"  # the API's api.domain (tests/served_api.py)
 # A login refused because the directory does not answer: within nslcd's and
 # opslab-ssh-keys' own time limits, not sshd's LoginGraceTime of two minutes.
 REFUSAL_DEADLINE = 30.0
@@ -208,6 +215,53 @@ def test_deleting_the_host_removes_its_instance_names_and_container(site: Site) 
 
     status, _ = site.request("DELETE", f"/v1/hosts/{certname}", as_="carol")
     assert status == 204
+    assert_gone(local, record, *traces)
+    assert site.request("GET", f"/v1/hosts/{certname}", as_="carol")[0] == 404
+    assert names(site, certname) == []
+
+
+def test_an_api_killed_mid_launch_leaves_what_the_reaper_removes(site: Site) -> None:
+    """kill -9 of the API while it waits for the instance: the request dies, the container
+    is left running; one pass of the reaper, once the launch is past its deadline, removes
+    the instance, the host and its names."""
+    assert site.api is not None
+    certname = f"doomed.web.{DOMAIN}"
+    local = LocalProvider(InstanceSettings(), root=site.local_root, image=site.local_image)
+    answers: list[tuple[int, Any] | Exception] = []
+
+    def launch() -> None:
+        try:
+            answers.append(site.request("POST", "/v1/projects/web/hosts", {
+                "name": "doomed", "classes": ["motd"], "instance": {}}, as_="carol",
+                timeout=60))
+        except OSError as error:  # the connection the kill cut
+            answers.append(error)
+
+    request = threading.Thread(target=launch)
+    request.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not [record for record in local.records() if record.name == certname]:
+            assert time.monotonic() < deadline, "the launch never reached the provider"
+            time.sleep(0.05)
+        site.api.kill()
+    finally:
+        request.join(timeout=90)
+    [answer] = answers  # the connection cut (nginx may answer 502 for it)
+    assert isinstance(answer, Exception) or answer[0] >= 500, answer
+    site.api.start()
+    [record] = [record for record in local.records() if record.name == certname]
+    traces = namespaces(local, record)
+    assert site.request("GET", f"/v1/hosts/{certname}", as_="carol")[0] == 200
+
+    config = load(str(site.api.config))
+    app = create_app(config)
+    with app.app_context():
+        context.directory().begin_request()
+        assert reap(now()).undone == []  # a launch may still be under way
+        past_its_deadline = timedelta(seconds=config.instances.launch_timeout + 1) + GRACE
+        assert reap(now() + past_its_deadline).undone == [certname]
+    app.extensions["opslab.engine"].dispose()
     assert_gone(local, record, *traces)
     assert site.request("GET", f"/v1/hosts/{certname}", as_="carol")[0] == 404
     assert names(site, certname) == []
