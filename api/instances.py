@@ -4,8 +4,9 @@ A launch runs inside the request that creates the host, so that a launch
 that fails leaves nothing behind (no server, no entry, no token) and says
 why. In order:
 
-1. the image and flavor (the request's, else ``instances.image`` and
-   ``instances.flavor``) and the project's quota (instances, cores, RAM);
+1. the image and flavor (the request's, else the project's defaults, else
+   ``instances.image`` and ``instances.flavor``) and the project's quota
+   (instances, cores, RAM);
 2. a row in ``instances`` (state ``building``) records the launch before
    the cloud is asked, so a quota is counted by both of two launches at
    once, and an API killed mid-launch leaves a row the reaper explains;
@@ -27,6 +28,7 @@ from typing import Any
 
 import ldap
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from opslab.config import InstanceSettings
 from opslab.instances.provider import (
@@ -44,10 +46,10 @@ from opslab.names import InvalidName, instance_alias
 
 from . import context
 from .audit import recorded_write
-from .auth import Actor, is_operator, person, project_membership
+from .auth import Actor, is_operator, may_change_project, person, project_membership
 from .contract import Body
 from .errors import Invalid, NotConfigured, Refused
-from .store import Change, Instance, LogEntry, ProjectQuota
+from .store import Change, Instance, LogEntry, ProjectInstanceDefaults, ProjectQuota
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +60,18 @@ def launch(actor: Actor | None, host: dict[str, Any], incarnation: str, token: s
     for). On failure nothing of the launch is left, and the error says
     why: the caller deletes the host."""
     settings = context.config().instances
-    image = request.get("image") or settings.image
-    flavor = request.get("flavor") or settings.flavor
-    if not image or not flavor:
-        missing = "image" if not image else "flavor"
-        raise Invalid(f"instance.{missing}: none given, and instances.{missing} is not set")
+    own = _defaults(host["project"])
+    image, _ = _chosen("image", request, own, settings.image, host["project"])
+    flavor, origin = _chosen("flavor", request, own, settings.flavor, host["project"])
     cloud = context.provider()
     try:
         cores, ram_mb = cloud.flavor(flavor)
     except ProviderUnavailable:
         raise
     except ProviderError as error:
-        raise Invalid(f"instance.flavor: {error}") from None
+        # A default is not in the request: say whose it is, so the caller knows what to mend.
+        raise Invalid(f"instance.flavor: {error}"
+                      + (f" ({origin})" if origin else "")) from None
     user_data = _user_data(host["name"], token, settings)
     row = Instance(host=host["name"], incarnation=incarnation, project=host["project"],
                    provider=settings.provider, state=BUILDING, image=image, flavor=flavor,
@@ -86,7 +88,7 @@ def launch(actor: Actor | None, host: dict[str, Any], incarnation: str, token: s
         if server.state == ERROR:
             raise ProviderError(f"the cloud put {host['name']} in ERROR: "
                                 f"{server.fault or 'no fault given'}")
-        _name_in_dns(actor, host, server)
+        _name_in_dns(actor, host, server, image, flavor)
         named = True
         _update(host["name"], state=ACTIVE, addresses=server.addresses)
     except BaseException:
@@ -95,6 +97,23 @@ def launch(actor: Actor | None, host: dict[str, Any], incarnation: str, token: s
         raise
     _say(actor, host["project"], f"launched {host['name']} ({server.id}, image {image}, "
                                  f"flavor {flavor}) at {', '.join(server.addresses)}")
+
+
+def _chosen(what: str, request: dict[str, Any], own: dict[str, str | None],
+            configured: str | None, project: str) -> tuple[str, str | None]:
+    """The image or flavor (``what``) of a launch: the request's, else the project's
+    default (``own``), else the configuration's; with whose it is when not the request's.
+    Invalid naming all three places when none has one."""
+    if request.get(what):
+        return request[what], None
+    default = own[what]
+    if default:
+        return default, f"project {project}'s default {what}"
+    if configured:
+        return configured, f"instances.{what}"
+    raise Invalid(f"instance.{what}: none given, project {project!r} has no default {what} "
+                  f"(PUT /v1/projects/{project}/instance-defaults), and instances.{what} "
+                  "is not set")
 
 
 def fresh_deadline() -> None:
@@ -169,6 +188,51 @@ def set_quota(actor: Actor | None, project: str, read_body: Body) -> dict[str, A
                            project=project, before=_limits(before), after=dict(limits)))
         session.commit()
     return quota(project)
+
+
+def defaults(actor: Actor | None, project: str) -> dict[str, str | None]:
+    """The project's default image and flavor (null: none, the configuration's applies);
+    every person may read them."""
+    person(actor)
+    project_membership(project)
+    return _defaults(project)
+
+
+def set_defaults(actor: Actor | None, project: str, read_body: Body) -> dict[str, str | None]:
+    """Set the project's default image and flavor (whoever may change the project may), with
+    its audit record in the same transaction: both are stored, or neither.
+
+    Whether the cloud has them is not asked here: images come and go, and the provider
+    says so at each launch, which a missing one refuses with nothing left behind.
+    """
+    may_change_project(actor, project)
+    chosen = read_body()
+    with context.session() as session:
+        row = (session.get(ProjectInstanceDefaults, project)
+               or ProjectInstanceDefaults(project=project))
+        before = _as_defaults(row)
+        row.image, row.flavor = chosen["image"], chosen["flavor"]
+        session.add(row)
+        session.add(Change(actor=str(actor), action="project.instance_defaults",
+                           target=project, project=project, before=before,
+                           after=_as_defaults(row)))
+        try:
+            session.commit()
+        except IntegrityError:
+            # Another request made the project's first defaults since this one looked.
+            raise Refused(409, f"the instance defaults of project {project!r} were set by "
+                               "another request at the same time; send yours again") from None
+    return _as_defaults(row)
+
+
+def _defaults(project: str) -> dict[str, str | None]:
+    with context.session() as session:
+        row = session.get(ProjectInstanceDefaults, project)
+    return _as_defaults(row or ProjectInstanceDefaults(project=project))
+
+
+def _as_defaults(row: ProjectInstanceDefaults) -> dict[str, str | None]:
+    return {"image": row.image, "flavor": row.flavor}
 
 
 def _limits(document: dict[str, Any]) -> dict[str, Any]:
@@ -261,8 +325,10 @@ def _alias(host: dict[str, Any], server_id: str) -> tuple[str, str] | None:
     return context.directory().dns_dn(name), name
 
 
-def _name_in_dns(actor: Actor | None, host: dict[str, Any], server: Server) -> None:
-    """The host entry's addresses, and the alias entry, with their audit record."""
+def _name_in_dns(actor: Actor | None, host: dict[str, Any], server: Server, image: str,
+                 flavor: str) -> None:
+    """The host entry's addresses, and the alias entry, with their audit record (which
+    says what was launched: the server, its image and flavor)."""
     directory = context.directory()
     dn = directory.host_dn(host["name"])
     alias = _alias(host, server.id)
@@ -283,7 +349,8 @@ def _name_in_dns(actor: Actor | None, host: dict[str, Any], server: Server) -> N
     with context.session() as session:
         change = Change(actor=str(actor), action="instance.launch", target=host["name"],
                         project=host["project"], before=None,
-                        after={"server_id": server.id, "addresses": server.addresses,
+                        after={"server_id": server.id, "image": image, "flavor": flavor,
+                               "addresses": server.addresses,
                                "alias": alias[1] if alias else None})
         recorded_write(session, change, write=write, undo=undo)
 

@@ -17,6 +17,8 @@ default, PostgreSQL or MariaDB/MySQL by URL. The tables:
 * ``instances``: the server launched for a host (provider, server id,
   state, the cloud's fault, image, flavor, size, addresses);
 * ``project_quotas``: what operations allow a project to launch;
+* ``project_instance_defaults``: the image and flavor a project's members
+  chose for its instances when a launch names none;
 * ``orphan_sightings``: servers of this installation that no host claims,
   and when the reaper first saw each (it deletes one seen twice).
 
@@ -193,6 +195,16 @@ class ProjectQuota(Base):
     instances: Mapped[int | None] = mapped_column(Integer)
     cores: Mapped[int | None] = mapped_column(Integer)
     ram_mb: Mapped[int | None] = mapped_column(Integer)
+
+
+class ProjectInstanceDefaults(Base):
+    """A project's own image and flavor for launches that name none; a missing row or a
+    null is none (the configuration's ``instances.image`` and ``instances.flavor`` apply)."""
+
+    __tablename__ = "project_instance_defaults"
+    project: Mapped[str] = mapped_column(String(64), primary_key=True)
+    image: Mapped[str | None] = mapped_column(String(255))
+    flavor: Mapped[str | None] = mapped_column(String(255))
 
 
 class OrphanSighting(Base):

@@ -15,9 +15,11 @@ from opslab.api.store import Instance
 from opslab.slapd import ThrowawaySlapd
 from tests.cloud_api import DNS, HOSTS, Cloud, cloud, entry
 from tests.conftest import basic
-from tests.openstack_standin import Fate
+from tests.openstack_standin import IMAGE_ID, Fate, image
 
 __all__ = ["cloud"]  # the fixture, imported for pytest
+DEFAULTS = "/v1/projects/web/instance-defaults"
+
 
 def log_lines(client: FlaskClient) -> list[str]:
     return [item["message"] for item in client.get("/v1/projects/web/log").json]
@@ -164,6 +166,158 @@ def test_an_unknown_flavor_is_refused_before_the_cloud_is_asked(
     assert answer.status_code == 422
     assert "instance.flavor" in answer.json["error"]
     assert cloud.created == []
+
+
+def default_changes(client: FlaskClient) -> list[dict[str, Any]]:
+    """The audit records of the project web's instance defaults, oldest first."""
+    return client.get("/v1/changes?action=project.instance_defaults&project=web",
+                      headers=basic("dave")).json[::-1]
+
+
+def test_a_projects_defaults_are_taken_when_the_request_names_none(cloud: Cloud) -> None:
+    cloud.standin.images.append(image("33333333-3333-4333-8333-333333333333", "debian-13"))
+    # Until a member sets them there are none, and every person reads that.
+    assert cloud.client.get(DEFAULTS, headers=basic("dave")).json == {"image": None,
+                                                                      "flavor": None}
+    own = {"image": "debian-13", "flavor": "m1.large"}
+    set_ = cloud.client.put(DEFAULTS, json=own, headers=basic("carol"))
+    assert (set_.status_code, set_.json) == (200, own)
+    assert cloud.client.get(DEFAULTS, headers=basic("dave")).json == own
+
+    # (image, flavor) each launch asks for -> what it gets: the request's, else the
+    # project's, else the configuration's (debian-12, m1.small).
+    launches = [("defaults", {}, ("debian-13", "m1.large")),
+                ("asked", {"image": "debian-12", "flavor": "m1.small"},
+                 ("debian-12", "m1.small")),
+                ("half", {"flavor": "m1.small"}, ("debian-13", "m1.small"))]
+    for label, asked, used in launches:
+        answer = cloud.create(label, **asked)
+        assert answer.status_code == 201, answer.json
+        instance = answer.json["host"]["instance"]
+        assert (instance["image"], instance["flavor"]) == used
+        host = f"{label}.web.example.org"
+        # The host view and the launch's audit record say what was used.
+        assert cloud.client.get(f"/v1/hosts/{host}",
+                                headers=basic("dave")).json["instance"] == instance
+        [launched] = cloud.client.get(f"/v1/changes?action=instance.launch&target={host}",
+                                      headers=basic("dave")).json
+        assert (launched["after"]["image"], launched["after"]["flavor"]) == used
+    # The cloud was asked for exactly those.
+    assert [(created.image_id, created.flavor_id) for created in cloud.created] == [
+        ("33333333-3333-4333-8333-333333333333", "f2"), (IMAGE_ID, "f1"),
+        ("33333333-3333-4333-8333-333333333333", "f1")]
+
+    # Without the project's defaults, the configuration's.
+    cleared = {"image": None, "flavor": None}
+    assert cloud.client.put(DEFAULTS, json=cleared, headers=basic("olga")).json == cleared
+    plain = cloud.create("plain")
+    assert plain.status_code == 201, plain.json
+    assert (plain.json["host"]["instance"]["image"],
+            plain.json["host"]["instance"]["flavor"]) == ("debian-12", "m1.small")
+
+    # Every change is in the audit log, with who made it, before and after.
+    assert [(change["actor"], change["target"], change["before"], change["after"],
+             change["state"]) for change in default_changes(cloud.client)] == [
+        ("person:carol", "web", cleared, own, "done"),
+        ("person:olga", "web", own, cleared, "done")]
+    for label in ("defaults", "asked", "half", "plain"):
+        assert cloud.client.delete(f"/v1/hosts/{label}.web.example.org",
+                                   headers=basic("carol")).status_code == 204
+
+
+def test_with_no_image_anywhere_the_refusal_names_all_three_places(
+    cloud: Cloud, slapd: ThrowawaySlapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = cloud.client.application
+    config = app.config["OPSLAB"]
+    monkeypatch.setitem(app.config, "OPSLAB", config._replace(
+        instances=config.instances._replace(image=None)))
+    answer = cloud.create("imageless")
+    assert answer.status_code == 422, answer.json
+    assert answer.json["error"] == (
+        "instance.image: none given, project 'web' has no default image "
+        "(PUT /v1/projects/web/instance-defaults), and instances.image is not set")
+    assert_nothing_left(cloud, slapd, "imageless.web.example.org")
+    # The project's default stands in for the configuration's.
+    assert cloud.client.put(DEFAULTS, json={"image": "debian-12", "flavor": None},
+                            headers=basic("carol")).status_code == 200
+    again = cloud.create("imageless")
+    assert again.status_code == 201, again.json
+    assert again.json["host"]["instance"]["image"] == "debian-12"
+    assert cloud.client.delete("/v1/hosts/imageless.web.example.org",
+                               headers=basic("carol")).status_code == 204
+
+
+def test_only_those_who_may_change_the_project_set_its_defaults(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    wanted = {"image": "debian-12", "flavor": "m1.large"}
+    refused = cloud.client.put(DEFAULTS, json=wanted, headers=basic("dave"))
+    assert refused.status_code == 403
+    assert refused.json["error"] == "dave is not a member of project 'web'"
+    assert cloud.client.put(DEFAULTS, json=wanted).status_code == 401
+    assert cloud.client.get(DEFAULTS).status_code == 401
+    assert cloud.client.put("/v1/projects/nosuch/instance-defaults", json=wanted,
+                            headers=basic("olga")).status_code == 404
+    assert cloud.client.get("/v1/projects/nosuch/instance-defaults",
+                            headers=basic("dave")).status_code == 404
+    assert cloud.client.get(DEFAULTS, headers=basic("carol")).json == {"image": None,
+                                                                       "flavor": None}
+    assert default_changes(cloud.client) == []
+    # A global project: operations only, its members no more.
+    assert cloud.client.patch("/v1/projects/web", json={"global": True},
+                              headers=basic("olga")).status_code == 200
+    try:
+        refused = cloud.client.put(DEFAULTS, json=wanted, headers=basic("carol"))
+        assert refused.status_code == 403
+        assert refused.json["error"] == "project 'web' is global: only operations may change it"
+        assert cloud.client.put(DEFAULTS, json=wanted, headers=basic("olga")).json == wanted
+    finally:
+        assert cloud.client.patch("/v1/projects/web", json={"global": False},
+                                  headers=basic("olga")).status_code == 200
+    assert [change["actor"] for change in default_changes(cloud.client)] == ["person:olga"]
+
+
+@pytest.mark.parametrize(("body", "complaint"), [
+    ({"image": "debian\n12", "flavor": None},
+     "image: 'debian\\n12' must be one line of 1 to 255 characters, without control "
+     "characters"),
+    ({"image": None, "flavor": "m1\x85small"},
+     "flavor: 'm1\\x85small' must be one line of 1 to 255 characters, without control "
+     "characters"),
+    ({"image": "d" * 256, "flavor": None},
+     "image: '" + "d" * 76 + "... must be one line of 1 to 255 characters"),
+    ({"image": "", "flavor": None}, "image: '' must be one line of 1 to 255 characters"),
+    ({"image": 12, "flavor": None}, "image must be of type string or null"),
+    ({"image": ["debian-12"], "flavor": None}, "image must be of type string or null"),
+    ({"image": "debian-12"}, "'flavor' is required"),
+    ({"image": None, "flavor": None, "network": "x"},
+     "unknown fields: network (allowed: image, flavor)"),
+    (["debian-12", "m1.small"], "the body must be a JSON object"),
+])
+def test_bad_defaults_are_refused_and_change_nothing(
+    cloud: Cloud, body: Any, complaint: str
+) -> None:
+    before = {"image": "debian-12", "flavor": "m1.small"}
+    assert cloud.client.put(DEFAULTS, json=before, headers=basic("carol")).status_code == 200
+    refused = cloud.client.put(DEFAULTS, json=body, headers=basic("carol"))
+    assert refused.status_code == 422
+    assert refused.json["error"].startswith(complaint), refused.json
+    assert cloud.client.get(DEFAULTS, headers=basic("carol")).json == before
+    assert len(default_changes(cloud.client)) == 1
+
+
+def test_a_default_flavor_the_cloud_lacks_refuses_the_launch_and_leaves_nothing(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    # Not checked when set (a cloud's flavors come and go): at the launch, by the cloud.
+    assert cloud.client.put(DEFAULTS, json={"image": None, "flavor": "m1.huge"},
+                            headers=basic("carol")).status_code == 200
+    answer = cloud.create("unsized")
+    assert answer.status_code == 422, answer.json
+    assert answer.json["error"] == ("instance.flavor: flavor m1.huge: no flavor 'm1.huge' "
+                                    "(project web's default flavor)")
+    assert_nothing_left(cloud, slapd, "unsized.web.example.org")
 
 
 def reap(cloud: Cloud, at: datetime | None = None) -> Any:

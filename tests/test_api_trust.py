@@ -391,7 +391,8 @@ def test_the_openapi_document_is_valid_and_every_answer_conforms(api: FlaskClien
         paths = [f"/v1/hosts/{name}", f"/v1/hosts/{name}/reports", f"/v1/nodes/{name}",
                  f"/v1/nodes/{name}/target", "/v1/hosts/web1.web.example.org",
                  "/v1/hosts/builder.example.org", "/v1/hosts?project=web", "/v1/projects",
-                 "/v1/projects/web", "/v1/projects/web/reports", "/v1/changes",
+                 "/v1/projects/web", "/v1/projects/web/reports",
+                 "/v1/projects/web/instance-defaults", "/v1/changes",
                  "/v1/log", "/v1/projects/web/log", "/v1/nodes/web1.web.example.org"]
         for path in paths:
             response = api.get(path, headers=basic("dave"))

@@ -75,3 +75,13 @@ def quota(project: str) -> Any:
 @blueprint.put("/projects/<project>/quota")
 def set_quota(project: str) -> Any:
     return jsonify(instances.set_quota(g.actor, project, request_document))
+
+
+@blueprint.get("/projects/<project>/instance-defaults")
+def instance_defaults(project: str) -> Any:
+    return jsonify(instances.defaults(g.actor, project))
+
+
+@blueprint.put("/projects/<project>/instance-defaults")
+def set_instance_defaults(project: str) -> Any:
+    return jsonify(instances.set_defaults(g.actor, project, request_document))
