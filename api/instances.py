@@ -29,6 +29,7 @@ from typing import Any
 import ldap
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from opslab.config import InstanceSettings
 from opslab.instances.provider import (
@@ -186,7 +187,7 @@ def set_quota(actor: Actor | None, project: str, read_body: Body) -> dict[str, A
         session.add(row)
         session.add(Change(actor=str(actor), action="project.quota", target=project,
                            project=project, before=_limits(before), after=dict(limits)))
-        session.commit()
+        _commit_project_row(session, f"the quota of project {project!r}")
     return quota(project)
 
 
@@ -216,13 +217,18 @@ def set_defaults(actor: Actor | None, project: str, read_body: Body) -> dict[str
         session.add(Change(actor=str(actor), action="project.instance_defaults",
                            target=project, project=project, before=before,
                            after=_as_defaults(row)))
-        try:
-            session.commit()
-        except IntegrityError:
-            # Another request made the project's first defaults since this one looked.
-            raise Refused(409, f"the instance defaults of project {project!r} were set by "
-                               "another request at the same time; send yours again") from None
+        _commit_project_row(session, f"the instance defaults of project {project!r}")
     return _as_defaults(row)
+
+
+def _commit_project_row(session: Session, what: str) -> None:
+    """Commit a project's row and its audit record; two first writes at once collide on the
+    project's key, and the later is told to send again (409), not a 500."""
+    try:
+        session.commit()
+    except IntegrityError:
+        raise Refused(409, f"{what} was set by another request at the same time; send "
+                           "yours again") from None
 
 
 def _defaults(project: str) -> dict[str, str | None]:
