@@ -177,6 +177,25 @@ def test_a_removed_member_is_refused_at_once_and_let_in_again_when_back(
     assert ssh(launched.address, launched.member, "true").returncode == 0
 
 
+def test_a_locked_member_is_refused_and_let_in_again_when_unlocked(launched: Launched) -> None:
+    slapd = launched.site.slapd
+    assert slapd is not None
+    dn = f"uid={launched.member.uid},ou=people,{BASE}"
+    connection = slapd.connect()
+    try:
+        # Expired since 1970-01-02 (opslab.accounts: a shadowExpire today or before).
+        connection.modify_s(dn, [(ldap.MOD_ADD, "objectClass", [b"shadowAccount"]),
+                                 (ldap.MOD_ADD, "shadowExpire", [b"1"])])
+        try:
+            assert_refused(ssh(launched.address, launched.member, "true"))
+        finally:
+            connection.modify_s(dn, [(ldap.MOD_DELETE, "shadowExpire", None),
+                                     (ldap.MOD_DELETE, "objectClass", [b"shadowAccount"])])
+    finally:
+        connection.unbind_s()
+    assert ssh(launched.address, launched.member, "true").returncode == 0
+
+
 @pytest.mark.parametrize("fault", ["stopped", "frozen"])
 def test_a_directory_that_does_not_answer_refuses_logins_quickly(launched: Launched,
                                                                  fault: str) -> None:
