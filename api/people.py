@@ -9,10 +9,9 @@ hands to sshd. The password the API makes, at creation or at a reset, is
 shown once; the directory keeps only its hash.
 
 Who may do what: operations and members of ``api.account_admins_project``
-create people (with their first keys) and reset passwords (an account admin
-not that of a member of operations, which would make them one); a person
-resets their own password and manages their own keys, and so does operations
-(a key is a login as its owner: no one else may add one). Everyone in the
+create people (with their first keys); a person resets their own password
+and manages their own keys, and so does operations (a password or a key is a
+login as its owner: no one else, account admins included, may set one). Everyone in the
 community reads people (name, projects, public keys).
 """
 
@@ -48,7 +47,7 @@ DOCUMENT_ATTRIBUTES = ["objectClass", "uid", "cn", "uidNumber", "homeDirectory",
                        "sshPublicKey"]
 PASSWORD_BYTES = 18  # 144 random bits: 24 characters
 
-log = logging.getLogger("opslab.api.people")
+log = logging.getLogger(__name__)
 
 
 def view(actor: Actor | None, uid: str) -> dict[str, Any]:
