@@ -43,7 +43,7 @@ from opslab.names import (
     this_certname,
     validate_certname,
 )
-from opslab.puppet import EXIT_MEANINGS, SUCCESS_CODES, apply_command, enc_command
+from opslab.puppet import CLIENT_DATA, EXIT_MEANINGS, SUCCESS_CODES, apply_command, enc_command
 
 from .deployment import Deployment, SyncFailed
 from .git import GitError
@@ -167,6 +167,7 @@ class Apply:
                 state_dir=Path(self.settings.puppet_state_dir)
                 if self.settings.puppet_state_dir else None,
                 report_dir=run_dir,
+                client_data_dir=self.state_dir / CLIENT_DATA,
                 puppet=self.settings.puppet,
             )
             exit_code, output = self._puppet(command)

@@ -4,6 +4,7 @@
     opslab [--config FILE] api migrate|serve                   the coordination API
     opslab [--config FILE] agent run|disable|enable|status|bootstrap   the instance agent
     opslab [--config FILE] instances reap                      the instances' reaper
+    opslab [--config FILE] smoke run|validate                  the smoke tests
 
 Only the chosen component is imported, so each subcommand starts as fast as
 its own dependencies allow.
@@ -22,6 +23,7 @@ COMPONENTS = {
     "api": ("opslab.api.cli", "the coordination API: migrate its database, serve it"),
     "agent": ("opslab.agent.cli", "the instance agent: keep this instance on its branch"),
     "instances": ("opslab.api.reaper", "instances launched for hosts: the reaper"),
+    "smoke": ("opslab.smoketests.cli", "smoke tests: check that what Puppet set up works"),
 }
 # Components whose libraries are an extra, not in the base install an instance has.
 EXTRAS = {"api": "api", "instances": "api"}

@@ -136,6 +136,26 @@ def this_certname(configured: str | None) -> str:
     return validate_certname(socket.getfqdn().lower())
 
 
+# Puppet's class names as opslab accepts them (the API's ClassName schema says the
+# same): lowercase words joined by ``::``, the first word the module's name, so a
+# class's smoke checks are found in its module's folder and nowhere else.
+_CLASS_NAME = re.compile(r"[a-z][a-z0-9_]*(?:::[a-z][a-z0-9_]*)*")
+MAX_CLASS_NAME_LENGTH = 200
+
+
+def validate_class_name(name: str) -> str:
+    """``name`` if it is a Puppet class name (see _CLASS_NAME); else InvalidName."""
+    if len(name) > MAX_CLASS_NAME_LENGTH or not _CLASS_NAME.fullmatch(name):
+        raise InvalidName(f"{name!r} is not a Puppet class name (lowercase words of a-z, "
+                          f"0-9 and _ joined by ::)")
+    return name
+
+
+def module_of(class_name: str) -> str:
+    """The module a (valid) class belongs to: its first word, as Puppet's autoloader has it."""
+    return class_name.partition("::")[0]
+
+
 def has_format_characters(text: str) -> bool:
     """Whether ``text`` holds invisible formatting (Unicode category Cf: right-to-left
     overrides, zero-width joiners), which can make a name look like another's."""

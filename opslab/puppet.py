@@ -20,6 +20,14 @@ EXIT_MEANINGS = {
     6: "changes and failures",
 }
 SUCCESS_CODES = frozenset({0, 2})
+# Below apply.state_dir: Puppet's client data, where it keeps the catalog it applied.
+CLIENT_DATA = "client_data"
+
+
+def kept_catalog(state_dir: str, certname: str) -> str:
+    """Where the catalog ``certname`` applied last is kept (``apply_command``'s
+    ``client_data_dir`` being ``STATE_DIR/CLIENT_DATA``)."""
+    return f"{state_dir}/{CLIENT_DATA}/catalog/{certname}.json"
 
 
 def enc_command(config_path: str | None) -> list[str]:
@@ -43,6 +51,7 @@ def apply_command(
     environment: str | None = None,
     state_dir: Path | None = None,
     report_dir: Path | None = None,
+    client_data_dir: Path | None = None,
     puppet: str = "puppet",
 ) -> list[str]:
     """The argv of ``puppet apply`` for ``certname``, classified by ``enc``.
@@ -51,6 +60,9 @@ def apply_command(
     instead of the system's, for unprivileged or throwaway runs;
     ``report_dir`` receives this run's last_run_summary.yaml and
     last_run_report.yaml, so that no earlier run's can be mistaken for it.
+    ``client_data_dir`` keeps the catalog Puppet applied, as JSON
+    (``catalog/CERTNAME.json``): the smoke tests read the classes and their
+    parameters from it, a role's included classes and defaults among them.
     Without a manifest, the environment's own (``manifests/``) applies.
     """
     if any(any(char.isspace() for char in part) for part in enc):
@@ -66,6 +78,8 @@ def apply_command(
     if report_dir is not None:
         command += [f"--lastrunfile={report_dir / 'last_run_summary.yaml'}",
                     f"--lastrunreport={report_dir / 'last_run_report.yaml'}"]
+    if client_data_dir is not None:
+        command += ["--catalog_cache_terminus=json", f"--client_datadir={client_data_dir}"]
     if manifest is None:
         return [*command, "--execute="]
     return [*command, str(manifest)]

@@ -1,0 +1,137 @@
+"""file: a file is there, of the right kind, mode, owner and content.
+
+    file:
+      path: "${fact.opslab_root}/motd"
+      exists: true            # the default; false: must not exist
+      type: file              # file, directory, symlink, socket, pipe
+      mode: "0644"            # a quoted octal text: YAML reads 0644 as the number 420
+      owner: root
+      group: root
+      contains: "${param.message}"    # texts it must contain (one or a list)
+      absent: "password"              # texts it must not contain
+      matches: "^port = [0-9]+$"      # a regular expression some line must match
+      sha256: 9f86d0...
+
+``type: symlink`` looks at the link itself; everything else follows links.
+Contents are read up to 16 MiB and never shown in a message (a file may
+hold secrets): a message says which text was missing, not what was there.
+"""
+
+import hashlib
+import os
+import re
+import stat
+from typing import Any
+
+from . import Context, Failed, Field, quoted, text_list
+
+FIELDS = {
+    "path": Field((str,), required=True),
+    "exists": Field((bool,)),
+    "type": Field((str,), choices=("file", "directory", "symlink", "socket", "pipe")),
+    "mode": Field((str,)),
+    "owner": Field((str, int)),
+    "group": Field((str, int)),
+    "contains": Field((str,), many=True),
+    "absent": Field((str,), many=True),
+    "matches": Field((str,)),
+    "sha256": Field((str,)),
+}
+MAX_CONTENT = 16 * 1024 * 1024
+_TYPES = {"file": stat.S_ISREG, "directory": stat.S_ISDIR, "symlink": stat.S_ISLNK,
+          "socket": stat.S_ISSOCK, "pipe": stat.S_ISFIFO}
+_MODE = re.compile(r"0?[0-7]{3,4}")
+
+
+def problem(values: dict[str, Any], outside: bool) -> str | None:
+    if outside:
+        return "a file cannot be seen from outside: leave outside off"
+    mode = values.get("mode")
+    if isinstance(mode, str) and "${" not in mode and not _MODE.fullmatch(mode):
+        return f"mode {quoted(mode)} is not an octal mode such as \"0644\""
+    if isinstance(values.get("mode"), int):
+        return "mode must be a quoted octal text such as \"0644\" (YAML reads 0644 as 420)"
+    path = values.get("path")
+    if isinstance(path, str) and "${" not in path and not path.startswith("/"):
+        return f"path {quoted(path)} must be absolute"
+    if isinstance(values.get("matches"), str):
+        try:
+            re.compile(values["matches"])
+        except re.error as error:
+            return f"matches is not a regular expression: {error}"
+    digest = values.get("sha256")
+    if isinstance(digest, str) and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        return "sha256 must be 64 lowercase hexadecimal digits"
+    return None
+
+
+def check(values: dict[str, Any], context: Context) -> str:
+    path = str(values["path"])
+    if not path.startswith("/"):
+        raise Failed(f"path {quoted(path)} must be absolute")
+    kind = values.get("type")
+    try:
+        info = os.lstat(path) if kind == "symlink" else os.stat(path)
+    except FileNotFoundError:
+        if values.get("exists", True):
+            raise Failed(f"{path} does not exist") from None
+        return f"{path} does not exist"
+    except OSError as error:
+        raise Failed(f"{path}: {error.strerror}") from None
+    if not values.get("exists", True):
+        raise Failed(f"{path} exists")
+    if kind is not None and not _TYPES[kind](info.st_mode):
+        raise Failed(f"{path} is not a {kind}")
+    if "mode" in values:
+        wanted = int(str(values["mode"]), 8)
+        if stat.S_IMODE(info.st_mode) != wanted:
+            raise Failed(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}, not {wanted:04o}")
+    _owner(path, info, values)
+    if any(key in values for key in ("contains", "absent", "matches", "sha256")):
+        _content(path, values)
+    return f"{path} is as it should be"
+
+
+def _owner(path: str, info: os.stat_result, values: dict[str, Any]) -> None:
+    import grp
+    import pwd
+
+    for key, number, lookup in (("owner", info.st_uid, pwd.getpwuid),
+                                ("group", info.st_gid, grp.getgrgid)):
+        if key not in values:
+            continue
+        wanted = values[key]
+        try:
+            name = lookup(number)[0]
+        except KeyError:
+            name = str(number)
+        if wanted not in (number, name, str(number)):
+            raise Failed(f"{path} has {key} {name}, not {wanted}")
+
+
+def _content(path: str, values: dict[str, Any]) -> None:
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_CONTENT + 1)
+    except OSError as error:
+        raise Failed(f"{path} cannot be read: {error.strerror}") from None
+    if len(data) > MAX_CONTENT:
+        raise Failed(f"{path} is larger than {MAX_CONTENT // 1024 // 1024} MiB: "
+                     f"its content is not checked")
+    if "sha256" in values and hashlib.sha256(data).hexdigest() != values["sha256"]:
+        raise Failed(f"{path} has sha256 {hashlib.sha256(data).hexdigest()}, "
+                     f"not {values['sha256']}")
+    text = data.decode("utf-8", "replace")
+    for piece in text_list(values.get("contains")):
+        if piece not in text:
+            raise Failed(f"{path} does not contain {quoted(piece)}")
+    for piece in text_list(values.get("absent")):
+        if piece in text:
+            raise Failed(f"{path} contains {quoted(piece)}")
+    if "matches" in values:
+        try:
+            pattern = re.compile(str(values["matches"]), re.MULTILINE)
+        except re.error as error:
+            raise Failed(f"matches is not a regular expression: {error}") from None
+        if not pattern.search(text):
+            raise Failed(f"no line of {path} matches {quoted(values['matches'])}")

@@ -1,0 +1,115 @@
+"""Results, as people, scripts, Jenkins and the API read them.
+
+* :func:`text`: a line per check and a closing count, for a terminal.
+* :func:`as_json`: every result, for scripts.
+* :func:`junit`: JUnit XML as Jenkins' junit plugin reads it (a testsuite
+  per class, a testcase per check with the class as its classname, a
+  ``failure`` with the message and the output that explains it, a
+  ``skipped`` for a check left to someone else).
+* :func:`summary`: the compact document the agent reports (the API's
+  ``SmokeSummary``): counts, and the failed checks with their messages,
+  bounded like the rest of a run report.
+"""
+
+import re
+import time
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
+from typing import Any
+
+from opslab.clock import iso_utc
+
+from .runner import Result
+
+MAX_FAILURES = 50
+MAX_MESSAGE = 2000
+# What XML 1.0 cannot hold (a command's output may have anything).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def counts(results: Sequence[Result]) -> dict[str, int]:
+    found = {"passed": 0, "failed": 0, "skipped": 0}
+    for result in results:
+        found[result.status] += 1
+    return found
+
+
+def text(results: Sequence[Result], seconds: float, verbose: bool = False) -> str:
+    """A line per check (passed ones only with ``verbose``) and the counts."""
+    lines = []
+    for result in results:
+        if result.status == "passed" and not verbose:
+            continue
+        mark = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}[result.status]
+        lines.append(f"{mark:7} {result.check.cls}: {result.check.name}: {result.message}")
+        if result.status == "failed" and result.output.strip():
+            lines += ["        | " + line for line in result.output.strip().splitlines()[-10:]]
+    found = counts(results)
+    lines.append(f"{found['passed']} passed, {found['failed']} failed, "
+                 f"{found['skipped']} skipped in {seconds:.2f} s")
+    return "\n".join(lines) + "\n"
+
+
+def as_json(results: Sequence[Result], seconds: float) -> dict[str, Any]:
+    return {**counts(results), "duration": round(seconds, 3), "results": [
+        {"class": result.check.cls, "check": result.check.name, "kind": result.check.kind,
+         "status": result.status, "message": result.message, "output": result.output,
+         "duration": round(result.duration, 3), "attempts": result.attempts,
+         "outside": result.check.outside, "source": result.check.source}
+        for result in results]}
+
+
+def junit(results: Sequence[Result], seconds: float, suite: str = "smoke") -> bytes:
+    """JUnit XML: a testsuite per class, in the order the classes came."""
+    root = ElementTree.Element("testsuites", name=_xml(suite), time=f"{seconds:.3f}",
+                               timestamp=iso_utc(time.time(), fraction=False))
+    suites: dict[str, ElementTree.Element] = {}
+    for result in results:
+        cls = result.check.cls
+        if cls not in suites:
+            suites[cls] = ElementTree.SubElement(root, "testsuite", name=_xml(cls))
+        case = ElementTree.SubElement(suites[cls], "testcase", classname=_xml(cls),
+                                      name=_xml(result.check.name),
+                                      time=f"{result.duration:.3f}")
+        if result.status == "failed":
+            failure = ElementTree.SubElement(case, "failure", message=_xml(result.message),
+                                             type=result.check.kind)
+            failure.text = _xml(result.output or result.message)
+        elif result.status == "skipped":
+            ElementTree.SubElement(case, "skipped", message=_xml(result.message))
+        else:
+            ElementTree.SubElement(case, "system-out").text = _xml(result.message)
+    for suite_element in suites.values():
+        cases = list(suite_element)
+        suite_element.set("tests", str(len(cases)))
+        suite_element.set("failures", str(sum(case.find("failure") is not None
+                                               for case in cases)))
+        suite_element.set("skipped", str(sum(case.find("skipped") is not None
+                                              for case in cases)))
+    found = counts(results)
+    root.set("tests", str(len(results)))
+    root.set("failures", str(found["failed"]))
+    root.set("skipped", str(found["skipped"]))
+    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def summary(results: Sequence[Result], seconds: float, commit: str | None,
+            error: str | None = None) -> dict[str, Any]:
+    """The compact document the agent reports (``SmokeSummary``)."""
+    failed = [result for result in results if result.status == "failed"]
+    document: dict[str, Any] = {
+        "checked_at": iso_utc(time.time(), fraction=False), "commit": commit,
+        **counts(results), "duration": round(seconds, 3),
+        "error": error[:MAX_MESSAGE] if error else None,
+        "failures": [{"class": result.check.cls[:200], "check": result.check.name[:200],
+                      "kind": result.check.kind, "message": result.message[:MAX_MESSAGE]}
+                     for result in failed[:MAX_FAILURES]],
+    }
+    if len(failed) > MAX_FAILURES or any(len(result.message) > MAX_MESSAGE
+                                         for result in failed):
+        document["truncated"] = True
+    return document
+
+
+def _xml(value: str) -> str:
+    return _NOT_XML.sub("\ufffd", value)

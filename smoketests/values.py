@@ -1,0 +1,109 @@
+"""The ``${...}`` references in checks, and the values that fill them.
+
+A reference is one of exactly these, and nothing else (no expression, no
+call, no lookup of anything but a name, so a check file can never make the
+checker run code):
+
+    ${param.NAME}   a parameter of the check's class (as Puppet applied it)
+    ${var.NAME}     a variable of the host's classification (the ENC's parameters)
+    ${fact.NAME}    a fact: hostname, fqdn, domain, ipaddress, ipaddress6, and
+                    external facts (facts.d files, FACTER_NAME variables)
+    ${certname}     the host's certname
+    ${target}       the address checks look at: --target's, else ipaddress
+
+``$${`` is a literal ``${``. A value that is one reference alone keeps its
+type (``port: ${param.port}`` is a number); inside a longer text the value
+must be a text, number or boolean. A reference whose value is missing
+makes the check fail, saying which; a parameter Puppet marks Sensitive is
+never used (it would end up in messages and reports).
+"""
+
+import re
+from collections.abc import Mapping, Set
+from dataclasses import dataclass, field
+from typing import Any
+
+_TOKEN = re.compile(r"\$\$\{|\$\{([^{}]*)\}")
+_REFERENCE = re.compile(r"(param|var|fact)\.([A-Za-z_][A-Za-z0-9_]{0,199})|target|certname")
+
+
+class Missing(Exception):
+    """A reference has no value here (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class Values:
+    """What references of one class's checks are filled with."""
+
+    params: Mapping[str, Any]
+    variables: Mapping[str, Any]
+    facts: Mapping[str, Any]
+    certname: str | None
+    target: str | None
+    sensitive: Set[str] = field(default_factory=frozenset)
+
+
+def problems(text: str) -> list[str]:
+    """What is wrong with the references in ``text`` (checked when the checks are read)."""
+    found = []
+    for match in _TOKEN.finditer(text):
+        inner = match.group(1)
+        if inner is not None and not _REFERENCE.fullmatch(inner):
+            found.append(f"${{{inner}}} is not a reference: write ${{param.NAME}}, "
+                         f"${{var.NAME}}, ${{fact.NAME}}, ${{certname}} or ${{target}}")
+    rest = _TOKEN.sub("", text)
+    if "${" in rest:
+        found.append("an unclosed ${ (write $${ for a literal ${)")
+    return found
+
+
+def fill(value: Any, values: Values) -> Any:
+    """``value`` (a check's field) with every reference replaced; Missing if one has none."""
+    if isinstance(value, str):
+        return _fill_text(value, values)
+    if isinstance(value, list):
+        return [fill(item, values) for item in value]
+    if isinstance(value, dict):
+        return {key: fill(item, values) for key, item in value.items()}
+    return value
+
+
+def _fill_text(text: str, values: Values) -> Any:
+    whole = _TOKEN.fullmatch(text)
+    if whole is not None and whole.group(1) is not None:
+        return _lookup(whole.group(1), values)
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1) is None:
+            return "${"
+        found = _lookup(match.group(1), values)
+        if isinstance(found, dict | list) or found is None:
+            raise Missing(f"${{{match.group(1)}}} is a {type(found).__name__}, which cannot "
+                          f"stand inside a text")
+        return str(found).lower() if isinstance(found, bool) else str(found)
+
+    return _TOKEN.sub(replace, text)
+
+
+def _lookup(reference: str, values: Values) -> Any:
+    if reference == "certname":
+        if values.certname is None:
+            raise Missing("${certname}: the host's certname is not known")
+        return values.certname
+    if reference == "target":
+        target = values.target or values.facts.get("ipaddress")
+        if not target:
+            raise Missing("${target}: no --target was given and this host has no IPv4 address")
+        return target
+    space, _, name = reference.partition(".")
+    if space == "param":
+        if name in values.sensitive:
+            raise Missing(f"${{param.{name}}} is Sensitive: a check cannot use it")
+        source, where = values.params, "the class's parameters"
+    elif space == "var":
+        source, where = values.variables, "the host's variables"
+    else:
+        source, where = values.facts, "the host's facts"
+    if name not in source:
+        raise Missing(f"${{{reference}}}: {name} is not among {where}")
+    return source[name]
