@@ -9,10 +9,14 @@ control repository. Then, as people and an instance would:
 2. vera creates the host ``app1.demo.example.org`` with the classes ``motd``
    and ``greeter`` (a small web service on a loopback port), and gets its token;
 3. the host's agent (``opslab agent run --once``) applies its branch: a real
-   ``puppet apply`` that writes below a scratch root and starts the service;
+   ``puppet apply`` that writes below a scratch root and starts the service,
+   then runs the smoke tests of its classes (``modules/*/checks.yaml``);
 4. vera changes a class parameter through the API; the agent converges;
 5. a new commit lands on the project's branch; the agent converges;
-6. the run reports and the audit log, as the API has them.
+6. a commit that Puppet applies cleanly but that breaks the greeter's page:
+   its smoke check fails, and the run report and the host view say so;
+   the commit is reverted and the instance converges;
+7. the run reports and the audit log, as the API has them.
 
 Everything it started is stopped and everything it wrote is removed at the
 end (``--keep`` keeps the files); nothing outside the temporary directory
@@ -217,12 +221,39 @@ class Demo:
         self.git("push", "--quiet", "origin", "production")
         print(f"pushed production at {self.git('rev-parse', '--short', 'HEAD')}")
 
+    def break_greeter(self) -> None:
+        step("a change that Puppet applies without a failure, but breaks the greeter's page; "
+             "its smoke check (modules/greeter/checks.yaml) fails")
+        manifest = self.clone / "modules/greeter/manifests/init.pp"
+        manifest.write_text(manifest.read_text().replace(
+            'content => "${greeting} (served by opslab)\\n"',
+            'content => "Under maintenance\\n"'))
+        self.git("commit", "--quiet", "-am", "greeter: a maintenance page (broken)")
+        self.git("push", "--quiet", "origin", "production")
+        print(f"pushed production at {self.git('rev-parse', '--short', 'HEAD')}")
+
+    def show_failing(self) -> None:
+        host = self.call("GET", f"/v1/hosts/{NODE}", "vera")
+        run = host["last_run"]
+        print(f"the API: failing={host['failing']}; last run {run['status']}, smoke tests "
+              f"{run['smoke']['passed']} passed, {run['smoke']['failed']} failed:")
+        for failure in run["smoke"]["failures"]:
+            print(f"  {failure['class']}: {failure['check']}: {failure['message']}")
+
+    def revert(self) -> None:
+        step("the broken change is reverted; the instance converges and its checks pass")
+        self.git("revert", "--quiet", "--no-edit", "HEAD")
+        self.git("push", "--quiet", "origin", "production")
+        print(f"pushed production at {self.git('rev-parse', '--short', 'HEAD')}")
+
     def print_history(self) -> None:
         step(f"the run reports of {NODE}, as the API has them")
         for report in reversed(self.call("GET", f"/v1/hosts/{NODE}/reports", "vera")):
+            smoke = report["smoke"] or {"passed": 0, "failed": 0}
             print(f"  {report['started_at']}  {report['trigger']:<7} {report['status']:<9} "
                   f"commit {(report['commit'] or '')[:8]}  changed {report['changed']}  "
-                  f"failed {report['failed']}  {report['duration']:.1f} s")
+                  f"failed {report['failed']}  {report['duration']:.1f} s  "
+                  f"checks {smoke['passed']} passed, {smoke['failed']} failed")
         step(f"the audit log of project {PROJECT!r}")
         for change in reversed(self.call("GET", f"/v1/changes?project={PROJECT}", "vera")):
             print(f"  {change['at']}  {change['actor']:<12} {change['action']:<20} "
@@ -245,6 +276,14 @@ def demo(work: Path) -> int:
             return 1
         demo.show_instance()
         demo.change_branch()
+        if demo.agent_run() != 0:
+            return 1
+        demo.show_instance()
+        demo.break_greeter()
+        if demo.agent_run() != 1:  # Puppet's run succeeded; a smoke check did not
+            return 1
+        demo.show_failing()
+        demo.revert()
         if demo.agent_run() != 0:
             return 1
         demo.show_instance()
