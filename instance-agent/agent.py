@@ -5,6 +5,10 @@ ETag of the target it last acted on, and the API answers 304. Only when the
 target changed (a new commit on the branch, a new classification) does the
 agent sync and apply; it also applies every ``agent.apply_interval`` to
 correct drift, and retries a failed run after ``agent.retry_interval``.
+After every run, and every ``agent.smoke_interval`` between runs, it runs
+the smoke tests of the classes Puppet applied (:mod:`opslab.smoketests`):
+their results go with the run's report, or alone, so a service that dies
+between runs shows in the API at the next interval.
 Who gets sudo follows the target on every check, even while Puppet runs
 are disabled: taking someone out of a project must take effect everywhere.
 
@@ -35,7 +39,7 @@ from opslab.names import this_certname
 from . import sudoers
 
 if TYPE_CHECKING:
-    from opslab.branchrunner.report import RunResult
+    from opslab.branchrunner.report import RunResult, SmokeSummary
 from .client import ApiClient, Target
 from .report import bounded, clean, keep, size
 from .spool import Delivery, Item, Spool
@@ -48,12 +52,14 @@ class Check(NamedTuple):
 
     ``outcome`` is one of: unchanged, applied, disabled (a run was due),
     waiting (for the retry of a failed run), unreachable (the API), refused
-    (by the API), busy (another check runs).
+    (by the API), busy (another check runs). ``smoke`` holds the smoke
+    tests' summary when they ran (after a run, or on their interval).
     """
 
     outcome: str
     detail: str = ""
     report: Mapping[str, Any] | None = None
+    smoke: "SmokeSummary | None" = None  # the smoke tests' results, when they ran
 
 
 class Agent:
@@ -98,7 +104,7 @@ class Agent:
                              "with the ENC's cached classification", error)
             trigger = self._trigger(state, None, now)
             if trigger is None:
-                return Check("unreachable", str(error))
+                return Check("unreachable", str(error), smoke=self._smoke_due(state, now))
             return self._apply(state, trigger, None, now)
         target = fresh.document if fresh is not None else state.get("target")
         if target is not None:
@@ -109,7 +115,8 @@ class Agent:
             self._save_state(state)
         trigger = self._trigger(state, fresh, now)
         if trigger is None:
-            return Check("waiting" if state.get("failed") else "unchanged")
+            smoke = self._smoke_due(state, now)
+            return Check("waiting" if state.get("failed") else "unchanged", smoke=smoke)
         return self._apply(state, trigger, fresh, now)
 
     def _trigger(self, state: dict[str, Any], fresh: Target | None, now: float) -> str | None:
@@ -141,6 +148,9 @@ class Agent:
         target = fresh.document if fresh is not None else state.get("target") or {}
         result = Apply(self.config, self.certname, target.get("branch")).run()
         report = self._report(result, trigger)
+        if result.get("commit"):
+            report["smoke"] = self._smoke(target.get("classification"))
+            state["smoked_at"] = now
         key = uuid.uuid4().hex
         # The full report stays here; the API gets it within its bounds.
         kept = keep(self.directory / "reports", key, report)
@@ -164,7 +174,44 @@ class Agent:
             run.info("run %s", report["status"])
         else:
             run.error("run %s: %s", report["status"], report.get("error"))
-        return Check("applied", report["status"], report)
+        return Check("applied", report["status"], report, report.get("smoke"))
+
+    # -- smoke tests ---------------------------------------------------
+
+    def _smoke(self, classification: Mapping[str, Any] | None) -> "SmokeSummary":
+        """Run this host's smoke tests; their summary, logged (each failure a warning)."""
+        from opslab.smoketests import host, results, suite
+        from opslab.smoketests.spec import CheckFileError
+
+        started = time.monotonic()
+        try:
+            applied = host.this_host(self.config, self.certname, classification)
+            outcome = suite.run_checks(applied, suite.checks_of(applied))
+        except (host.HostError, CheckFileError) as error:
+            self.log.error("the smoke tests could not run: %s", error)
+            return results.summary([], time.monotonic() - started, None, error=str(error))
+        summary = results.summary(outcome.results, outcome.seconds, applied.commit)
+        checked = context(self.log, commit=applied.commit)
+        for failure in summary["failures"]:
+            checked.warning("smoke check failed: %s: %s: %s", failure["class"],
+                            failure["check"], failure["message"])
+        checked.info("smoke tests: %s passed, %s failed, %s skipped", summary["passed"],
+                     summary["failed"], summary["skipped"])
+        return summary
+
+    def _smoke_due(self, state: dict[str, Any], now: float) -> "SmokeSummary | None":
+        """Between runs, every ``agent.smoke_interval``: the smoke tests, their summary sent."""
+        interval = self.settings.smoke_interval
+        if interval <= 0 or state.get("applied_at") is None \
+                or now - state.get("smoked_at", 0.0) < interval:
+            return None
+        target = state.get("target") or {}
+        summary = self._smoke(target.get("classification"))
+        state["smoked_at"] = now
+        self._save_state(state)
+        self.spool.add("smoke", self.certname, clean(summary))
+        self.deliver()
+        return summary
 
     def _report(self, result: "RunResult", trigger: str) -> "RunResult":
         """The run report: the branch runner's result, with what the agent knows."""
@@ -202,6 +249,8 @@ class Agent:
         def send(item: Item) -> None:
             if item.kind == "report":
                 self._send_report(item)
+            elif item.kind == "smoke":
+                self.client.put_smoke(item.certname, item.body)
             else:
                 self.client.put_state(item.certname, item.body)
 

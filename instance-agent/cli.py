@@ -8,8 +8,9 @@
     opslab agent bootstrap ...  make this instance a managed one (see docs/agent.md)
 
 Exit status of ``run --once``: 0 nothing to do, or the run succeeded; 1 the
-Puppet run failed; 3 the API could not be asked or refused (nothing was
-applied, unless the drift interval was due); 2 bad usage or configuration.
+Puppet run failed, or a smoke test did (after the run, or on its interval);
+3 the API could not be asked or refused (nothing was applied, unless the
+drift interval was due); 2 bad usage or configuration.
 """
 
 import argparse
@@ -99,6 +100,8 @@ def _run(agent: "Agent", once: bool) -> int:
         if check.outcome in ("unreachable", "refused"):
             return EXIT_UNREACHABLE
         if check.report is not None and not check.report["success"]:
+            return EXIT_FAILED
+        if check.smoke is not None and (check.smoke["failed"] or check.smoke.get("error")):
             return EXIT_FAILED
         return 0
     stop = threading.Event()

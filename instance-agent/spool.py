@@ -1,4 +1,5 @@
-"""The agent's outbox: run reports and state changes, kept on disk until the API has them.
+"""The agent's outbox: run reports, state changes and smoke results, kept on disk until
+the API has them.
 
 Everything the agent tells the API goes through here, in order: written to
 the spool first (atomically, with an idempotency key of its own), then
@@ -36,12 +37,12 @@ _RETRY_LATER = (401, 403)
 # Adding holds its lock for a rename; delivering holds its own across requests,
 # so `opslab agent disable` never waits on a slow API to spool its state.
 ADD_LOCK_TIMEOUT = 10.0
-KINDS = ("report", "state")
+KINDS = ("report", "state", "smoke")
 SEQUENCE_FILE = ".sequence"
 
 
 class Item(NamedTuple):
-    """One spooled message: ``kind`` is "report" or "state"."""
+    """One spooled message: ``kind`` is "report", "state" or "smoke"."""
 
     path: Path
     key: str

@@ -138,6 +138,9 @@ class AgentSettings(NamedTuple):
     apply_interval: float = 1800.0
     splay: float = 60.0
     retry_interval: float = 300.0
+    # The smoke tests run after every Puppet run and, between runs, every this
+    # many seconds (0: only after runs), so a service that dies shows.
+    smoke_interval: float = 300.0
     sudoers_file: str | None = "/etc/sudoers.d/opslab-project"
     visudo: str = "visudo"
     ssh_keys_timeout: float = 3.0

@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from typing import Any
 
+from opslab.branchrunner.report import SmokeSummary
 from opslab.clock import iso_utc
 
 from .runner import Result
@@ -94,12 +95,14 @@ def junit(results: Sequence[Result], seconds: float, suite: str = "smoke") -> by
 
 
 def summary(results: Sequence[Result], seconds: float, commit: str | None,
-            error: str | None = None) -> dict[str, Any]:
+            error: str | None = None) -> SmokeSummary:
     """The compact document the agent reports (``SmokeSummary``)."""
     failed = [result for result in results if result.status == "failed"]
-    document: dict[str, Any] = {
+    found = counts(results)
+    document: SmokeSummary = {
         "checked_at": iso_utc(time.time(), fraction=False), "commit": commit,
-        **counts(results), "duration": round(seconds, 3),
+        "passed": found["passed"], "failed": found["failed"], "skipped": found["skipped"],
+        "duration": round(seconds, 3),
         "error": error[:MAX_MESSAGE] if error else None,
         "failures": [{"class": result.check.cls[:200], "check": result.check.name[:200],
                       "kind": result.check.kind, "message": result.message[:MAX_MESSAGE]}

@@ -40,7 +40,7 @@ from opslab.agent.report import KEEP, MAX_BODY, bounded, clean, keep
 from opslab.agent.spool import Spool
 from opslab.agent.sudoers import SudoersError, install, render
 from opslab.config import EncSettings, load
-from opslab.slapd import ThrowawaySlapd
+from opslab.slapd import ThrowawaySlapd, free_port
 from tests.conftest import BASE, CONTROL_REPO, PEOPLE, basic, bearer
 from tests.http_stubs import Recorder, Trickler, redirecting_to
 from tests.local_accounts import free_uids, local_account, require_root
@@ -510,6 +510,77 @@ def test_a_run_with_hundreds_of_failures_reaches_the_api(
     assert len(full["failed_resources"]) == FAILURES
     assert "truncated" not in full
     assert oct(kept.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_run_reports_its_smoke_tests(converged: Fleet) -> None:
+    """The motd class's check (examples/control-repo/modules/motd/checks.yaml) runs after
+    the run and its result is stored with the report and shown in the host view."""
+    fleet = converged
+    fleet.set_message("checked message")
+
+    check = fleet.agent().check()
+
+    assert check.outcome == "applied", check
+    assert check.smoke is not None
+    assert (check.smoke["passed"], check.smoke["failed"], check.smoke.get("error")) == (
+        1, 0, None), check.smoke
+    view = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")
+    assert view["last_run"]["smoke"]["passed"] == 1
+    assert view["smoke"]["commit"] == fleet.remote.head("production")
+    assert view["failing"] is False
+
+
+def test_a_service_killed_between_runs_fails_at_the_next_smoke_check(
+        classes_restored_afterwards: Fleet) -> None:
+    """Puppet starts the greeter; it dies; the next check, past agent.smoke_interval and
+    before any Puppet run is due, runs the checks alone and the API shows the host failing
+    while its last run stays the successful one."""
+    fleet = classes_restored_afterwards
+    agent = fleet.agent()
+    port = free_port()
+    fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {
+        "classes": ["motd", "greeter"],
+        "class_parameters": {"greeter": {"port": port, "greeting": "Hello, checker"}}})
+    applied = agent.check()
+    assert applied.outcome == "applied", applied
+    assert applied.smoke is not None
+    assert applied.smoke["failed"] == 0, applied.smoke
+    assert applied.smoke["passed"] == 4  # motd's one, and three of the greeter's four
+    assert applied.smoke["skipped"] == 1  # the greeter seen from outside
+    last_run = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["last_run"]
+    pid = int((fleet.root / "greeter" / "pid").read_text())
+
+    os.kill(pid, 9)
+    _wait_gone(pid)
+    between = agent.check(now=_later(agent, agent.settings.smoke_interval + 1))
+
+    assert between.outcome == "unchanged", between
+    assert between.smoke is not None
+    assert between.smoke["failed"] == 3, between.smoke
+    failed = {(item["class"], item["check"]) for item in between.smoke["failures"]}
+    assert failed == {("greeter", "runs"), ("greeter", "listens on its address and port"),
+                      ("greeter", "answers with its greeting")}
+    view = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")
+    assert view["failing"] is True
+    assert view["last_run"] == last_run
+    assert view["smoke"]["failed"] == 3
+    failing = fleet.call("GET", f"/v1/hosts?project={PROJECT}&failing=true", "carol")
+    assert [host["name"] for host in failing] == [NODE]
+    # Puppet's next run starts it again, and the host is no longer failing.
+    fleet.call("PATCH", f"/v1/hosts/{NODE}", "carol", {"classes": ["motd"]})
+    assert agent.check().outcome == "applied"
+    assert fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["failing"] is False
+
+
+def _wait_gone(pid: int, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs")
 
 
 @pytest.fixture
