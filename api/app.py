@@ -46,11 +46,22 @@ def create_app(config: Config) -> Flask:
         g.actor = authenticate(request)
 
     _register_errors(app)
-    from .routes import agents, changes, document, hosts, log, nodes, people, projects, reports
+    from .routes import (
+        agents,
+        changes,
+        document,
+        hosts,
+        log,
+        nodes,
+        people,
+        projects,
+        reports,
+        smoke,
+    )
 
     for blueprint in (hosts.blueprint, nodes.blueprint, reports.blueprint, changes.blueprint,
                       log.blueprint, projects.blueprint, agents.blueprint, document.blueprint,
-                      people.blueprint):
+                      people.blueprint, smoke.blueprint):
         app.register_blueprint(blueprint, url_prefix="/v1")
     return app
 

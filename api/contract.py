@@ -141,6 +141,12 @@ def describe(error: ValidationError) -> str:
     described = schema.get("x-error")
     if described:
         return f"{where}: {_shown(error.instance)} {described}"
+    # jsonschema's own message starts with the whole value, which a long one cuts off
+    # before it says what was wrong.
+    if error.validator in ("maxItems", "maxLength") and isinstance(error.instance, list | str):
+        unit = "items" if error.validator == "maxItems" else "characters"
+        return (f"{where}: {len(error.instance)} {unit}, more than the "
+                f"{error.validator_value} allowed")
     return f"{where}: {error.message[:300]}"
 
 

@@ -215,9 +215,10 @@ def existing(fqdn: str) -> tuple[str, Attributes, dict[str, Any]]:
     return dn, entry, documents([entry])[0]
 
 
-def query(projects: list[str], classes: list[str], variables: list[str]) -> \
-        list[dict[str, Any]]:
-    """Hosts in every one of ``projects`` with all ``classes`` and ``NAME=VALUE`` variables.
+def query(projects: list[str], classes: list[str], variables: list[str],
+          failing: bool | None = None) -> list[dict[str, Any]]:
+    """Hosts in every one of ``projects`` with all ``classes`` and ``NAME=VALUE`` variables,
+    and, unless ``failing`` is None, failing or not (as the host view says).
 
     The directory narrows by attribute (values escaped, so matched literally);
     the project of each host found is then decided by the one rule.
@@ -231,19 +232,26 @@ def query(projects: list[str], classes: list[str], variables: list[str]) -> \
     parts += [f"(puppetClass={escape(name)})" for name in classes]
     parts += [f"(puppetVar={escape(assignment)})" for assignment in variables]
     found = context.directory().search(context.config().hosts_base_dn, f"(&{''.join(parts)})")
-    hosts = documents([entry for _, entry in found])
-    return sorted((host for host in hosts if all(host["project"] == p for p in projects)),
-                  key=lambda host: str(host["name"]))
+    hosts = sorted((host for host in documents([entry for _, entry in found])
+                    if all(host["project"] == p for p in projects)),
+                   key=lambda host: str(host["name"]))
+    if failing is None:
+        return hosts
+    failing_names = history.failing_hosts([str(host["name"]) for host in hosts])
+    return [host for host in hosts if (host["name"] in failing_names) == failing]
 
 
 def view(actor: Actor | None, fqdn: str) -> dict[str, Any]:
-    """The host as the directory has it, with what its agent last said, its last run and
-    its instance."""
+    """The host as the directory has it, with what its agent last said, its last run, its
+    latest smoke results, whether it is failing, and its instance."""
     _, _, host = existing(fqdn)
     may_read_host(actor, host["name"])
     incarnation = history.current_incarnation(host["name"])
+    last_run = history.latest_report(host["name"], incarnation)
+    smoke = history.latest_smoke(host["name"], incarnation)
     return {**host, "agent": history.agent_state(host["name"], incarnation),
-            "last_run": history.latest_report(host["name"], incarnation),
+            "last_run": last_run, "smoke": smoke,
+            "failing": history.host_failing(last_run, smoke),
             "instance": instances.view(host["name"], incarnation)}
 
 
@@ -305,7 +313,8 @@ def update(actor: Actor | None, fqdn: str, body: Body) -> dict[str, Any]:
 
 def delete(actor: Actor | None, fqdn: str) -> None:
     """Delete a host: its instance first (a cloud that cannot be reached leaves the host
-    as it is), then its entry and token; its agent state and reports are retired."""
+    as it is), then its entry and token; its agent state, smoke results and reports are
+    retired."""
     dn, before_entry, before = existing(fqdn)
     may_change_project(actor, before["project"])
     instances.destroy(actor, before)

@@ -6,14 +6,18 @@ default, PostgreSQL or MariaDB/MySQL by URL. The tables:
 * ``changes``: the audit log, one row per write to the directory: who,
   when, what, before and after;
 * ``server_admin_log``: the Server Admin Log, what people say they did;
-* ``run_reports``: the Puppet runs instances report;
+* ``run_reports``: the Puppet runs instances report, each with the smoke
+  results it carried;
 * ``agent_states``: what each instance's agent last said about itself
   (version, disabled and why);
+* ``smoke_results``: each host's latest smoke results (its checks per
+  Puppet class), from a run report or the agent's interval check;
 * ``host_tokens``: the digest of each host's token (the token itself is
   shown once, when the host is created, and never stored), and its
   *incarnation*: a name can be deleted and created again, and the reports
   and agent state of the host that was deleted must never show as the new
-  one's. Reports and agent states carry the incarnation they were sent by;
+  one's. Reports, agent states and smoke results carry the incarnation
+  they were sent by;
 * ``instances``: the server launched for a host (provider, server id,
   state, the cloud's fault, image, flavor, size, addresses);
 * ``project_quotas``: what operations allow a project to launch;
@@ -140,6 +144,8 @@ class RunReport(Base):
     errors: Mapped[Any] = mapped_column(JSON, nullable=True)
     incarnation: Mapped[str | None] = mapped_column(String(32), index=True)
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A report without smoke results is SQL NULL, as the rows from before they existed.
+    smoke: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class AgentState(Base):
@@ -154,6 +160,19 @@ class AgentState(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     incarnation: Mapped[str | None] = mapped_column(String(32))
+
+
+class SmokeResult(Base):
+    """A host's latest smoke results: the stored form of a ``SmokeSummary``."""
+
+    __tablename__ = "smoke_results"
+    host: Mapped[str] = mapped_column(String(253), primary_key=True)
+    project: Mapped[str | None] = mapped_column(String(64))
+    incarnation: Mapped[str | None] = mapped_column(String(32))
+    # Also in the summary; a column of its own to compare by.
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    summary: Mapped[Any] = mapped_column(JSON)
 
 
 class HostToken(Base):

@@ -6,7 +6,7 @@ safe loader that takes any ``!ruby/...`` tag for the plain node beneath it.
 """
 
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import yaml
 
@@ -20,13 +20,38 @@ class FailedResource(TypedDict):
     messages: list[str]
 
 
+# A check of a class that did not hold ("class" is a keyword: the functional form).
+SmokeFailure = TypedDict("SmokeFailure", {
+    "class": str, "check": str, "kind": NotRequired[str], "message": str})
+
+
+class SmokeSummary(TypedDict):
+    """What the smoke tests (checks per Puppet class) found, as the agent sends it: in a run
+    report, after the run, and alone on an interval.
+
+    The OpenAPI document's ``SmokeSummary`` is the one declaration; this type
+    follows it, field by field (a test compares the two). ``error``: the
+    checks could not be run at all, which counts as failing.
+    """
+
+    checked_at: str
+    commit: NotRequired[str | None]
+    passed: int
+    failed: int
+    skipped: int
+    duration: NotRequired[float]
+    error: NotRequired[str | None]
+    failures: NotRequired[list[SmokeFailure]]
+    truncated: NotRequired[bool]
+
+
 class RunResult(TypedDict, total=False):
     """What ``opslab branch apply`` prints and writes to ``last_apply.json``, and the agent
     sends to the API as a run report.
 
     The OpenAPI document's ``RunReport`` (``api/openapi.yaml``) is the one
     declaration the API validates against; this type follows it, field by
-    field (a test compares the two). The last three fields are the agent's.
+    field (a test compares the two). The last four fields are the agent's.
     """
 
     puppet_status: str | None
@@ -54,6 +79,7 @@ class RunResult(TypedDict, total=False):
     agent_version: str
     trigger: str
     truncated: bool
+    smoke: SmokeSummary | None
 
 
 _Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

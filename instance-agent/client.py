@@ -1,4 +1,4 @@
-"""The agent's side of the API: its target, its run reports, its state.
+"""The agent's side of the API: its target, its run reports, its state, its smoke results.
 
 Requests go through the one client of the API (:mod:`opslab.apiclient`):
 answered in full within ``enc.api_timeout`` or given up, no redirect
@@ -6,6 +6,7 @@ followed (for the agent a redirect is like an outage: spooled reports wait
 for the fix), the token read from ``enc.api_token_file`` on each request.
 """
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
@@ -52,3 +53,8 @@ class ApiClient(Client):
     def put_state(self, certname: str, state: dict[str, Any]) -> None:
         """Tell the API whether this host's agent is disabled, and why."""
         self.request("PUT", f"/v1/hosts/{quote(certname)}/agent", body=state)
+
+    def put_smoke(self, certname: str, summary: Mapping[str, Any]) -> None:
+        """Tell the API what this host's smoke tests found (a ``SmokeSummary``); results
+        older than those it has are ignored."""
+        self.request("PUT", f"/v1/hosts/{quote(certname)}/smoke", body=summary)

@@ -3,8 +3,8 @@ document, valid and invalid, and the API must answer every one without a 5xx and
 with an answer that conforms to the response schema the document declares.
 
 Reads are also aimed at hosts that exist (one created through the API, with a
-report and an agent state; one written before opslab; one naming its project),
-so the schema of real answers is checked, not only that of refusals.
+report, an agent state and smoke results; one written before opslab; one naming
+its project), so the schema of real answers is checked, not only that of refusals.
 """
 
 import schemathesis
@@ -33,6 +33,10 @@ def test_no_request_gets_a_server_error_or_an_undocumented_answer(
     stored_client.put(f"/v1/hosts/{FUZZED}/agent", headers=bearer(token),
                json={"disabled": True, "reason": "fuzzing",
                      "changed_at": "2026-11-01T00:00:00+00:00"})
+    stored_client.put(f"/v1/hosts/{FUZZED}/smoke", headers=bearer(token),
+               json={"checked_at": "2026-11-01T00:00:00+00:00", "passed": 1, "failed": 1,
+                     "skipped": 0, "failures": [{"class": "ntp", "check": "port",
+                                                 "message": "closed"}]})
     schema = schemathesis.openapi.from_wsgi("/v1/openapi.yaml", stored_client.application)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {operation.label for operation in operations} >= {

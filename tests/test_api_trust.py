@@ -387,6 +387,10 @@ def test_the_openapi_document_is_valid_and_every_answer_conforms(api: FlaskClien
         api.put(f"/v1/hosts/{name}/agent", headers=bearer(token),
                 json={"disabled": True, "reason": "testing",
                       "changed_at": "2026-11-01T00:00:00+00:00"})
+        api.put(f"/v1/hosts/{name}/smoke", headers=bearer(token),
+                json={"checked_at": "2026-11-01T00:00:00+00:00", "passed": 2, "failed": 1,
+                      "skipped": 0, "failures": [{"class": "ntp", "check": "port",
+                                                  "message": "closed"}]})
         api.post("/v1/projects/web/log", json={"message": "conformance"}, headers=basic("carol"))
         paths = [f"/v1/hosts/{name}", f"/v1/hosts/{name}/reports", f"/v1/nodes/{name}",
                  f"/v1/nodes/{name}/target", "/v1/hosts/web1.web.example.org",

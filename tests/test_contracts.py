@@ -20,7 +20,7 @@ import yaml
 
 from opslab.agent.report import bounded
 from opslab.api.contract import Contract
-from opslab.branchrunner.report import RunResult
+from opslab.branchrunner.report import RunResult, SmokeFailure, SmokeSummary
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE, CONTROL_REPO, HOSTS, host_ldif
 from tests.remote import Remote
@@ -31,6 +31,14 @@ NODE = "contract1.tools.example.org"
 def test_the_run_result_type_declares_the_openapi_run_report() -> None:
     documented = Contract().document["components"]["schemas"]["RunReport"]
     assert set(get_type_hints(RunResult)) == set(documented["properties"])
+
+
+def test_the_smoke_summary_types_declare_the_openapi_smoke_summary() -> None:
+    documented = Contract().document["components"]["schemas"]["SmokeSummary"]
+    failure = documented["properties"]["failures"]["items"]
+    for declared, schema in ((SmokeSummary, documented), (SmokeFailure, failure)):
+        assert set(get_type_hints(declared)) == set(schema["properties"])
+        assert declared.__required_keys__ == set(schema["required"])
 
 
 def test_a_real_run_report_is_what_the_api_takes(slapd: ThrowawaySlapd, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from ..contract import request_document
 from ..errors import Invalid
 
 blueprint = Blueprint("projects", __name__)
-QUERY_FILTERS = ("project", "class", "var")
+QUERY_FILTERS = ("project", "class", "var", "failing")
 
 
 @blueprint.get("/projects")
@@ -29,7 +29,8 @@ def show(project: str) -> Any:
 
 @blueprint.get("/hosts")
 def query() -> Any:
-    """Hosts by project, class and variable value: ``?class=role::web&var=cluster=eqiad``."""
+    """Hosts by project, class, variable value and whether they are failing:
+    ``?class=role::web&var=cluster=eqiad&failing=true``."""
     person(g.actor)
     unknown = sorted(set(request.args) - set(QUERY_FILTERS))
     if unknown:
@@ -40,7 +41,18 @@ def query() -> Any:
         if "=" not in assignment:
             raise Invalid(f"var must be NAME=VALUE, got {assignment[:100]!r}")
     return jsonify(hosts.query(request.args.getlist("project"), request.args.getlist("class"),
-                               variables))
+                               variables, _failing()))
+
+
+def _failing() -> bool | None:
+    """The ``failing`` filter: True, False, or None when it is not given."""
+    given = request.args.getlist("failing")
+    if not given:
+        return None
+    if len(given) > 1 or given[0] not in ("true", "false"):
+        raise Invalid(f"failing must be given once, as true or false, got "
+                      f"{', '.join(repr(value[:100]) for value in given)}")
+    return given[0] == "true"
 
 
 @blueprint.post("/projects")
