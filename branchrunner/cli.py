@@ -11,26 +11,105 @@ failed (a refused branch, a failed build, a failed fetch, a held lock);
 are success; 1, 4 and 6 failures), and 1 when disabled or locked.
 """
 
-import argparse
 import json
-import logging
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
+from opslab import lazylog
 from opslab.config import Config, ConfigError, add_config_option, load
 from opslab.lock import LockHeld
-from opslab.log import setup
 from opslab.names import InvalidName, validate_branch
 
 from .deployment import Deployment, SyncFailed, named_branches
 
+if TYPE_CHECKING:
+    import argparse
+
+PROG = "opslab branch"
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-log = logging.getLogger(__name__)
+log = lazylog.logger(__name__)
+
+# sync's options (_sync_options) as _plain_sync reads them: those that take a value,
+# and those that gather theirs into a list.
+_SYNC_VALUES = ("--remote", "--environments", "--cache")
+_SYNC_LISTS = ("--include", "--exclude")
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:
     """Run ``opslab branch ARGV``; ``config_path`` is ``opslab --config``."""
-    branch = argparse.ArgumentParser(prog="opslab branch",
+    arguments = _plain_sync(argv, config_path)
+    if arguments is None:
+        arguments = _parser(config_path).parse_args(argv, namespace=SimpleNamespace())
+    if arguments.action == "sync":
+        # A sync that finds nothing to do logs nothing: logging is imported, and set up,
+        # only when a first line is logged (opslab.lazylog).
+        lazylog.setup(prefix=PROG)
+    else:
+        # The other actions import modules (apply's) that log through logging itself.
+        from opslab.log import setup
+
+        setup(prefix=PROG)
+    status: int = arguments.run(arguments)
+    return status
+
+
+def _plain_sync(argv: list[str], config_path: str | None) -> SimpleNamespace | None:
+    """The arguments of ``opslab branch [--config FILE] sync ...`` read without argparse,
+    when the command line is plain; None when it is not.
+
+    A timer runs this every minute on every host, and when nothing changed,
+    importing argparse and building the parsers below (gettext, locale and
+    shutil come with them) would be a tenth of its time. Plain means: each
+    option spelt in full (``--remote URL`` or ``--remote=URL``), no value
+    starting with ``-`` unless after ``=``, and the branches last, none
+    starting with ``-``. Anything else (``--help``, an abbreviation, ``--``,
+    an option after a branch, every mistake) is left to :func:`_parser`, so
+    its messages and exit status stay the only ones; a test checks that both
+    read every plain command line alike.
+    """
+    arguments = SimpleNamespace(config=config_path, action=None, run=_sync, remote=None,
+                                environments=None, cache=None, include=None, exclude=None,
+                                json=False, branches=[])
+    words = iter(argv)
+    for word in words:
+        if arguments.action is None and word == "sync":
+            arguments.action = "sync"
+            continue
+        if not word.startswith("-"):
+            if arguments.action is None:
+                return None  # another action, or none
+            arguments.branches.append(word)
+            continue
+        if arguments.branches:
+            return None  # an option after a branch
+        option, equals, value = word.partition("=")
+        known = ("--config",) if arguments.action is None else (
+            "--json", *_SYNC_VALUES, *_SYNC_LISTS)
+        if option not in known:
+            return None
+        if option == "--json":
+            if equals:
+                return None
+            arguments.json = True
+            continue
+        if not equals:
+            value = next(words, "-")  # none left: not plain
+            if value.startswith("-"):
+                return None
+        key = option.removeprefix("--")
+        if option in _SYNC_LISTS:
+            setattr(arguments, key, [*(getattr(arguments, key) or []), value])
+        else:
+            setattr(arguments, key, value)
+    return arguments if arguments.action is not None else None
+
+
+def _parser(config_path: str | None) -> "argparse.ArgumentParser":
+    """``opslab branch``'s parser: every action, its options and its help."""
+    import argparse
+
+    branch = argparse.ArgumentParser(prog=PROG,
                                      description="Project branches as Puppet environments.")
     add_config_option(branch, config_path)
     actions = branch.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -57,14 +136,12 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     off.set_defaults(run=_disable)
     on = actions.add_parser("enable", help="allow applies on this host again")
     on.set_defaults(run=_enable)
-
-    arguments = branch.parse_args(argv)
-    setup(prefix="opslab branch")
-    status: int = arguments.run(arguments)
-    return status
+    return branch
 
 
-def _sync_options(parser: argparse.ArgumentParser) -> None:
+def _sync_options(parser: "argparse.ArgumentParser") -> None:
+    # sync's are read without argparse too (_SYNC_VALUES, _SYNC_LISTS, --json): one added
+    # here is read by argparse alone until it is added there.
     parser.add_argument("--remote", help="git URL or path of the Puppet repository")
     parser.add_argument("--environments", metavar="DIR", help="Puppet's environmentpath")
     parser.add_argument("--cache", metavar="DIR", help="where the git mirror lives")
@@ -75,7 +152,7 @@ def _sync_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
-def _config(arguments: argparse.Namespace) -> Config:
+def _config(arguments: SimpleNamespace) -> Config:
     """The configuration file with the command line's settings on top."""
     config = load(arguments.config)
     overrides: dict[str, Any] = {
@@ -90,7 +167,7 @@ def _config(arguments: argparse.Namespace) -> Config:
     return config._replace(branches=config.branches._replace(**overrides))
 
 
-def _sync(arguments: argparse.Namespace) -> int:
+def _sync(arguments: SimpleNamespace) -> int:
     try:
         config = _config(arguments)
         branches = named_branches(arguments.branches) if arguments.branches else None
@@ -114,7 +191,7 @@ def _sync(arguments: argparse.Namespace) -> int:
     return 0 if all(outcome.ok for outcome in outcomes) else EXIT_FAILED
 
 
-def _apply(arguments: argparse.Namespace) -> int:
+def _apply(arguments: SimpleNamespace) -> int:
     from .apply import Apply, ApplyError  # only apply needs PyYAML and its friends
 
     try:
@@ -139,14 +216,14 @@ def _apply(arguments: argparse.Namespace) -> int:
     return exit_code
 
 
-def _disable(arguments: argparse.Namespace) -> int:
+def _disable(arguments: SimpleNamespace) -> int:
     from .apply import disable
 
     disable(load(arguments.config), arguments.reason)
     return 0
 
 
-def _enable(arguments: argparse.Namespace) -> int:
+def _enable(arguments: SimpleNamespace) -> int:
     from .apply import enable
 
     if not enable(load(arguments.config)):

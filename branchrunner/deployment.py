@@ -12,16 +12,14 @@ record: branch, commit, previous commit, when, how long, result.
 """
 
 import fnmatch
-import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opslab.clock import iso_utc
 from opslab.config import BranchSettings
+from opslab.lazylog import logger
 from opslab.lock import FileLock
-from opslab.log import context
 from opslab.names import branches_by_environment, environment_holders, validate_branch
 
 from .environments import (
@@ -32,8 +30,6 @@ from .environments import (
     UnsafeTree,
 )
 from .git import GitError, Mirror, TreeEntry
-
-log = logging.getLogger(__name__)
 
 
 class SyncFailed(Exception):
@@ -83,7 +79,9 @@ class Deployment:
             settings.environments, settings.keep_previous, settings.keep_seconds)
         self.mirror = Mirror(f"{settings.cache}/mirror.git", settings.remote,
                              settings.git_timeout)
-        self.log = context(log, **log_context)
+        # A sync that finds nothing changed logs nothing: logging is imported at the
+        # first line (opslab.lazylog).
+        self.log = logger(__name__, **log_context)
         # Where this sync's time went, for its record: asking the remote and fetching,
         # listing commits, reading objects from the mirror and storing them, making
         # trees, writing them to disk.
@@ -179,31 +177,10 @@ class Deployment:
 
     def _listings(self, remote_branches: Mapping[str, str] | None,
                   ) -> tuple[dict[str, str], dict[str, str]]:
-        """The mirror's branches and the remote's (``remote_branches``, else listed).
-
-        The two git calls run side by side: each is mostly a process start,
-        and together they are most of what a no-change sync does.
-        """
+        """The mirror's branches and the remote's (``remote_branches``, else listed)."""
         if remote_branches is not None:
             return self.mirror.branches(), dict(remote_branches)
-        outcome: dict[str, Any] = {}
-
-        def list_remote() -> None:
-            try:
-                outcome["listing"] = self.mirror.remote_branches()
-            except BaseException as error:  # raised again below, in the sync's thread
-                outcome["error"] = error
-
-        # Bounded without a deadline of its own: ls-remote has git_timeout.
-        remote = threading.Thread(target=list_remote, name="ls-remote", daemon=True)
-        remote.start()
-        try:
-            listing = self.mirror.branches()
-        finally:
-            remote.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return listing, outcome["listing"]
+        return self.mirror.both_branches()
 
     def _deploy_all(self, wanted: dict[str, str], existing: set[str],
                     claim: bool = False) -> list[Outcome]:

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, NamedTuple
 
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 # Never ask for credentials on a terminal; a timer or CI would hang forever.
 _GIT_ENVIRONMENT = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+# Compiled at its first use (re's cache), only when a message is being made.
+_USERINFO = r"(?<=://)[^/@\s]+@"
 
 
 class GitError(Exception):
@@ -30,7 +32,7 @@ class GitError(Exception):
 
 def redact(text: str) -> str:
     """``text`` with any user:password@ of a URL taken out."""
-    return _USERINFO.sub("***@", text)
+    return re.sub(_USERINFO, "***@", text)
 
 
 def _environment() -> dict[str, str]:
@@ -63,19 +65,61 @@ def _git(arguments: list[str], timeout: float, git_dir: str | None = None,
         raise GitError(f"git {name} timed out after {timeout:g} s") from None
     except OSError as error:
         raise GitError(f"git {name} could not run: {error}") from None
-    if result.returncode != 0:
-        message = redact(result.stderr.decode(errors="replace").strip()[-1500:])
+    return _output(name, result.returncode, result.stdout, result.stderr)
+
+
+def _output(name: str, returncode: int, stdout: bytes, stderr: bytes) -> bytes:
+    """A finished ``git NAME``'s output, or GitError with its redacted message."""
+    if returncode != 0:
+        message = redact(stderr.decode(errors="replace").strip()[-1500:])
         raise GitError(f"git {name} failed: {message}")
-    stdout: bytes = result.stdout
     return stdout
+
+
+class _Started:
+    """``git ARGUMENTS`` started as :func:`_git` runs it, to be finished (:meth:`output`)
+    while something else runs: side by side without a thread."""
+
+    def __init__(self, arguments: list[str], timeout: float) -> None:
+        self.name = arguments[0]
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        try:
+            self.process = subprocess.Popen(["git", *arguments], stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, env=_environment(),
+                                            start_new_session=True)
+        except OSError as error:
+            raise GitError(f"git {self.name} could not run: {error}") from None
+
+    def output(self) -> bytes:
+        """Its output once it has finished, or GitError (and its group stopped at the
+        deadline)."""
+        try:
+            stdout, stderr = self.process.communicate(
+                timeout=max(0.0, self.deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise GitError(f"git {self.name} timed out after {self.timeout:g} s") from None
+        except BaseException:  # interrupted: leave nothing running
+            self.stop()
+            raise
+        return _output(self.name, self.process.returncode, stdout, stderr)
+
+    def stop(self) -> None:
+        """Stop it, unfinished, and reap it."""
+        process.stop(self.process)
 
 
 def remote_heads(remote: str, timeout: float) -> dict[str, str]:
     """Every branch of ``remote`` and its commit (``git ls-remote --heads``), fetching nothing."""
-    output = _git(["ls-remote", "--heads", checked_remote(remote)], timeout)
+    return _heads(_git(["ls-remote", "--heads", checked_remote(remote)], timeout), "\t")
+
+
+def _heads(output: bytes, separator: str) -> dict[str, str]:
+    """Branch name -> commit, from lines of a commit, ``separator`` and ``refs/heads/NAME``."""
     listing = {}
     for line in output.decode("utf-8", errors="surrogateescape").splitlines():
-        commit, _, ref = line.partition("\t")
+        commit, _, ref = line.partition(separator)
         listing[ref.removeprefix("refs/heads/")] = commit
     return listing
 
@@ -186,16 +230,24 @@ class Mirror:
 
     def branches(self) -> dict[str, str]:
         """Every branch in the mirror and its commit."""
-        output = self._git("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
-        listing = {}
-        for line in output.decode("utf-8", errors="surrogateescape").splitlines():
-            commit, _, ref = line.partition(" ")
-            listing[ref.removeprefix("refs/heads/")] = commit
-        return listing
+        return _heads(self._git("for-each-ref", "--format=%(objectname) %(refname)",
+                                "refs/heads/"), " ")
 
     def remote_branches(self) -> dict[str, str]:
         """Every branch of the remote and its commit, without fetching anything."""
         return remote_heads(self.remote, self.timeout)
+
+    def both_branches(self) -> tuple[dict[str, str], dict[str, str]]:
+        """:meth:`branches` and :meth:`remote_branches`, the two git calls side by side:
+        each is mostly a process start, and together they are most of what a sync that
+        finds nothing changed does."""
+        remote = _Started(["ls-remote", "--heads", self.remote], self.timeout)
+        try:
+            mirrored = self.branches()
+        except BaseException:
+            remote.stop()
+            raise
+        return mirrored, _heads(remote.output(), "\t")
 
     def tree(self, commit: str) -> list[TreeEntry]:
         """Every file, symlink and submodule of ``commit`` with its size, in git's order."""

@@ -2,7 +2,9 @@
 
 Every module logs through ``logging.getLogger(__name__)`` (all below the
 ``opslab`` logger) and never configures logging itself; a command's entry
-point calls :func:`setup` once. A line reads::
+point calls :func:`setup` once (or, for a command that usually logs nothing,
+such as a no-change ``opslab branch sync``, :mod:`opslab.lazylog` does both
+at its first line, sparing it logging's import). A line reads::
 
     warning opslab.agent: the API is unreachable certname=web1.web.example.org trigger=drift
 

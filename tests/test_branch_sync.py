@@ -11,10 +11,13 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from opslab import cli
 from opslab.api.heads import BranchHeads
+from opslab.branchrunner import cli as branch_cli
 from opslab.branchrunner.deployment import Deployment, Outcome, SyncFailed
 from opslab.branchrunner.environments import EnvironmentsDirectory
 from opslab.config import BranchSettings
@@ -700,3 +703,96 @@ def test_command_line_without_configuration(tmp_path: Path, remote: Remote) -> N
         capture_output=True, text=True, timeout=120, check=False)
     assert unreachable.returncode == 1
     assert "nothing changed" in unreachable.stderr
+
+
+# Command lines read without argparse when plain (opslab.cli._plain and the branch
+# runner's _plain_sync), each as [opslab's arguments]: both readings must agree.
+PLAIN = [
+    ["branch", "sync"],
+    ["--config", "opslab.yaml", "branch", "sync", "--json", "production"],
+    ["--config=opslab.yaml", "branch", "--config", "other.yaml", "sync", "feature/x", "b"],
+    ["--config=", "--config=-odd", "branch", "sync", "--remote=-odd", "--remote", "r"],
+    ["branch", "sync", "--remote", "file:///srv/control.git", "--environments", "e",
+     "--cache=c", "--include", "feature/*", "--include=production", "--exclude", "x*",
+     "--exclude=", "--json", "--json", "", "a=b", "sync"],
+    ["agent", "run", "--config", "x"],
+    ["branch", "--config", "sync", "sync"],
+]
+# And those left to argparse (help, mistakes, abbreviations, "--", ...).
+NOT_PLAIN = [
+    [], ["--help"], ["--version"], ["--config"], ["--config", "-x", "branch"], ["--conf", "c"],
+    ["branch"], ["branch", "-h"], ["branch", "apply"], ["branch", "sync", "--help"],
+    ["branch", "sync", "--rem", "r"], ["branch", "sync", "--remote"],
+    ["branch", "sync", "--remote", "-r"], ["branch", "sync", "--json=yes"],
+    ["branch", "sync", "--", "-rf"], ["branch", "sync", "a", "--json"],
+    ["branch", "sync", "--config", "c"], ["branch", "--remote", "r", "sync"],
+    ["branch", "sync", "-"], ["branch", "sync", "--certname", "x"],
+]
+
+
+def argparse_reading(argv: list[str]) -> tuple[str | None, str, object] | None:
+    """What the parsers make of ``opslab ARGV`` (the branch runner's arguments as a dict);
+    None for a usage error."""
+    try:
+        top = cli._parser().parse_args(argv)
+        if top.component != "branch":
+            return top.config, top.component, top.arguments
+        branch = branch_cli._parser(top.config).parse_args(top.arguments,
+                                                           namespace=SimpleNamespace())
+    except SystemExit:
+        return None
+    return top.config, top.component, vars(branch)
+
+
+def plain_reading(argv: list[str]) -> tuple[str | None, str, object] | None:
+    """What opslab and the branch runner read without argparse; None: left to argparse."""
+    top = cli._plain(argv)
+    if top is None or top[1] != "branch":
+        return top
+    branch = branch_cli._plain_sync(top[2], top[0])
+    return None if branch is None else (top[0], top[1], vars(branch))
+
+
+@pytest.mark.parametrize("argv", PLAIN)
+def test_a_plain_command_line_reads_as_argparse_reads_it(argv: list[str]) -> None:
+    reading = plain_reading(argv)
+    assert reading is not None
+    assert reading == argparse_reading(argv)
+
+
+@pytest.mark.parametrize("argv", NOT_PLAIN)
+def test_any_other_command_line_is_left_to_argparse(argv: list[str]) -> None:
+    assert plain_reading(argv) is None
+
+
+def test_a_no_change_sync_imports_neither_logging_nor_argparse(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """Both are a tenth of what a sync that finds nothing to do costs: logging is
+    imported at the first line logged (opslab.lazylog), argparse only for a command
+    line that is not plain. A sync that logs still logs as before."""
+    remote.set_ref("-rf", remote.head("production"))
+    command = ["branch", "sync", "--remote", remote.url, "--environments",
+               str(tmp_path / "environments"), "--cache", str(tmp_path / "cache")]
+    script = ("import sys; from opslab.cli import main; status = main(sys.argv[1:]); "
+              "print(sorted({'logging', 'argparse'} & set(sys.modules)), file=sys.stderr); "
+              "sys.exit(status)")
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", script, *command], capture_output=True,
+                              text=True, timeout=120, check=False,
+                              env={**os.environ, "OPSLAB_CONFIG": ""})
+
+    first = run()
+    assert first.returncode == 1  # -rf is refused
+    assert first.stderr.splitlines() == [
+        "opslab branch: warning: refused branch '-rf': branch name '-rf' is refused: it "
+        "starts with '-'",
+        f"opslab branch: deployed production at {remote.head('production')[:12]} as "
+        "production",
+        "['logging']",
+    ]
+    command += ["production"]
+    again = run()
+    assert (again.returncode, again.stderr) == (0, "[]\n")
+    assert again.stdout.split()[0] == "unchanged"
