@@ -43,7 +43,14 @@ from opslab.names import (
     this_certname,
     validate_certname,
 )
-from opslab.puppet import CLIENT_DATA, EXIT_MEANINGS, SUCCESS_CODES, apply_command, enc_command
+from opslab.puppet import (
+    CLIENT_DATA,
+    EXIT_MEANINGS,
+    SUCCESS_CODES,
+    apply_command,
+    enc_command,
+    kept_catalog,
+)
 
 from .deployment import Deployment, SyncFailed
 from .git import GitError
@@ -153,6 +160,10 @@ class Apply:
             environment).get("branch")
         tree = deployment.environments.tree_path(environment, commit)
 
+        # Puppet keeps the catalog it applies (for the smoke tests), but given a kept
+        # one, `puppet apply` applies it again instead of compiling: it must go first.
+        # A run that compiles nothing then leaves none, and nothing stale.
+        Path(kept_catalog(str(self.state_dir), self.certname)).unlink(missing_ok=True)
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.state_dir))
         try:
             (run_dir / "environments").mkdir()

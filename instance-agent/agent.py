@@ -149,7 +149,7 @@ class Agent:
         result = Apply(self.config, self.certname, target.get("branch")).run()
         report = self._report(result, trigger)
         if result.get("commit"):
-            report["smoke"] = self._smoke(target.get("classification"))
+            report["smoke"] = self._smoke()
             state["smoked_at"] = now
         key = uuid.uuid4().hex
         # The full report stays here; the API gets it within its bounds.
@@ -178,14 +178,14 @@ class Agent:
 
     # -- smoke tests ---------------------------------------------------
 
-    def _smoke(self, classification: Mapping[str, Any] | None) -> "SmokeSummary":
+    def _smoke(self) -> "SmokeSummary":
         """Run this host's smoke tests; their summary, logged (each failure a warning)."""
         from opslab.smoketests import host, results, suite
         from opslab.smoketests.spec import CheckFileError
 
         started = time.monotonic()
         try:
-            applied = host.this_host(self.config, self.certname, classification)
+            applied = host.this_host(self.config, self.certname)
             outcome = suite.run_checks(applied, suite.checks_of(applied))
         except (host.HostError, CheckFileError) as error:
             self.log.error("the smoke tests could not run: %s", error)
@@ -205,8 +205,7 @@ class Agent:
         if interval <= 0 or state.get("applied_at") is None \
                 or now - state.get("smoked_at", 0.0) < interval:
             return None
-        target = state.get("target") or {}
-        summary = self._smoke(target.get("classification"))
+        summary = self._smoke()
         state["smoked_at"] = now
         self._save_state(state)
         self.spool.add("smoke", self.certname, clean(summary))

@@ -6,8 +6,8 @@
   and a parameter nobody set has the default Puppet used. Without a
   catalog (before the first run; an outside observer), from the
   classification.
-* **Variables**: the classification's parameters (the ENC's, or the API's
-  target).
+* **Variables**: the classification's parameters (the ENC's, as Puppet
+  gets them).
 * **The tree**: the control repository at the commit that was applied
   (``last_apply.json``), whose ``modules/*/checks.yaml`` say what to check.
 """
@@ -131,20 +131,15 @@ def tree_of(config: Config, environment: str, commit: str) -> str:
     return tree
 
 
-def this_host(config: Config, certname: str,
-              classification: Mapping[str, Any] | None = None) -> Applied:
-    """What this host applied last: the tree of its last apply, the catalog Puppet kept, and
-    ``classification`` (the API's target; None: asked of the ENC) for its variables."""
+def this_host(config: Config, certname: str) -> Applied:
+    """What this host applied last: the tree of its last apply, the catalog Puppet kept,
+    and the ENC's classification (as Puppet asks it: the variables are its parameters)."""
     from opslab.puppet import enc_command, kept_catalog
 
     environment, commit = last_applied(config)
-    if classification is not None:
-        applied = from_classification(classification)
-    else:
-        enc = config.apply.enc.split() if config.apply.enc else enc_command(
-            None if config.source == "embedded defaults" else config.source)
-        applied = classify(enc, certname)
-    applied = with_catalog(applied, kept_catalog(config.apply.state_dir, certname))
+    enc = config.apply.enc.split() if config.apply.enc else enc_command(
+        None if config.source == "embedded defaults" else config.source)
+    applied = with_catalog(classify(enc, certname), kept_catalog(config.apply.state_dir, certname))
     applied.tree, applied.commit, applied.certname = (tree_of(config, environment, commit),
                                                       commit, certname)
     return applied

@@ -513,8 +513,9 @@ def test_a_run_with_hundreds_of_failures_reaches_the_api(
 
 
 def test_a_run_reports_its_smoke_tests(converged: Fleet) -> None:
-    """The motd class's check (examples/control-repo/modules/motd/checks.yaml) runs after
-    the run and its result is stored with the report and shown in the host view."""
+    """The checks of the host's classes (examples/control-repo/modules/*/checks.yaml: base's,
+    which every host has from the directory's default entry, and motd's) run after the run;
+    their results are stored with the report and shown in the host view."""
     fleet = converged
     fleet.set_message("checked message")
 
@@ -523,9 +524,9 @@ def test_a_run_reports_its_smoke_tests(converged: Fleet) -> None:
     assert check.outcome == "applied", check
     assert check.smoke is not None
     assert (check.smoke["passed"], check.smoke["failed"], check.smoke.get("error")) == (
-        1, 0, None), check.smoke
+        2, 0, None), check.smoke
     view = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")
-    assert view["last_run"]["smoke"]["passed"] == 1
+    assert view["last_run"]["smoke"]["passed"] == 2
     assert view["smoke"]["commit"] == fleet.remote.head("production")
     assert view["failing"] is False
 
@@ -545,7 +546,7 @@ def test_a_service_killed_between_runs_fails_at_the_next_smoke_check(
     assert applied.outcome == "applied", applied
     assert applied.smoke is not None
     assert applied.smoke["failed"] == 0, applied.smoke
-    assert applied.smoke["passed"] == 4  # motd's one, and three of the greeter's four
+    assert applied.smoke["passed"] == 5  # base's, motd's, and three of the greeter's four
     assert applied.smoke["skipped"] == 1  # the greeter seen from outside
     last_run = fleet.call("GET", f"/v1/hosts/{NODE}", "carol")["last_run"]
     pid = int((fleet.root / "greeter" / "pid").read_text())
