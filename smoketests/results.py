@@ -26,6 +26,9 @@ MAX_FAILURES = 50
 MAX_MESSAGE = 2000
 # What XML 1.0 cannot hold (a command's output may have anything).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What a terminal would obey rather than show: an HTTP body from a server looked at from
+# outside could otherwise move the cursor, retitle the window or hide lines.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 def counts(results: Sequence[Result]) -> dict[str, int]:
@@ -42,9 +45,11 @@ def text(results: Sequence[Result], seconds: float, verbose: bool = False) -> st
         if result.status == "passed" and not verbose:
             continue
         mark = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}[result.status]
-        lines.append(f"{mark:7} {result.check.cls}: {result.check.name}: {result.message}")
+        lines.append(_shown(f"{mark:7} {result.check.cls}: {result.check.name}: "
+                            f"{result.message}"))
         if result.status == "failed" and result.output.strip():
-            lines += ["        | " + line for line in result.output.strip().splitlines()[-10:]]
+            lines += ["        | " + _shown(line)
+                      for line in result.output.strip().splitlines()[-10:]]
     found = counts(results)
     lines.append(f"{found['passed']} passed, {found['failed']} failed, "
                  f"{found['skipped']} skipped in {seconds:.2f} s")
@@ -116,3 +121,8 @@ def summary(results: Sequence[Result], seconds: float, commit: str | None,
 
 def _xml(value: str) -> str:
     return _NOT_XML.sub("\ufffd", value)
+
+
+def _shown(line: str) -> str:
+    """``line`` for a terminal: control characters written out (``\\x1b``), not obeyed."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", line)

@@ -98,6 +98,9 @@ def attempt(check: Check, values_of: Callable[[Check], Values], target: str | No
     except Missing as error:
         return Result(check, "failed", str(error), duration=time.monotonic() - started,
                       attempts=0)
+    except Exception as error:  # an escaped error would end the worker, not fail the check
+        return Result(check, "failed", f"the check broke: {type(error).__name__}: {error}",
+                      duration=time.monotonic() - started, attempts=0)
     context = kinds.Context(check.timeout, target)
     tries = 0
     while True:
@@ -132,7 +135,10 @@ def _filled(check: Check, values: Values, fields: dict[str, kinds.Field]) -> dic
 
 
 def _number(value: object, field: kinds.Field) -> object:
-    """A reference filled into a number's place, as a text that spells one, as the number."""
+    """A reference filled into a number's place, as a text that spells one, as the number
+    (each of a list's, for a field that takes a list)."""
+    if isinstance(value, list) and field.many:
+        return [_number(item, field) for item in value]
     if isinstance(value, str) and int in field.types and str not in field.types:
         try:
             return int(value)

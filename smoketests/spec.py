@@ -107,6 +107,9 @@ def checks_for(tree: str, classes: Iterable[str]) -> list[Check]:
     whose module has no check file has no checks.
     """
     wanted = list(dict.fromkeys(classes))
+    # Not "no checks": a mistyped --tree would pass every time.
+    if not os.path.isdir(tree):
+        raise CheckFileError([f"{tree}: there is no control repository there"])
     problems: list[str] = []
     by_module: dict[str, dict[str, list[Check]]] = {}
     for name in wanted:

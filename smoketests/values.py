@@ -14,8 +14,9 @@ checker run code):
 ``$${`` is a literal ``${``. A value that is one reference alone keeps its
 type (``port: ${param.port}`` is a number); inside a longer text the value
 must be a text, number or boolean. A reference whose value is missing
-makes the check fail, saying which; a parameter Puppet marks Sensitive is
-never used (it would end up in messages and reports).
+makes the check fail, saying which (so does one that is there but null,
+Puppet's undef); a parameter Puppet marks Sensitive is never used (it
+would end up in messages and reports).
 """
 
 import re
@@ -24,7 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _TOKEN = re.compile(r"\$\$\{|\$\{([^{}]*)\}")
+# A ${ that is neither a literal nor a reference's start (``${{...}}``, ``${a.${b}}``).
+_ANY = re.compile(r"\$\$\{|\$\{([^{}]*)\}|\$\{")
 _REFERENCE = re.compile(r"(param|var|fact)\.([A-Za-z_][A-Za-z0-9_]{0,199})|target|certname")
+_WRITE = "write ${param.NAME}, ${var.NAME}, ${fact.NAME}, ${certname} or ${target}"
 
 
 class Missing(Exception):
@@ -46,15 +50,32 @@ class Values:
 def problems(text: str) -> list[str]:
     """What is wrong with the references in ``text`` (checked when the checks are read)."""
     found = []
-    for match in _TOKEN.finditer(text):
+    position = 0
+    while (match := _ANY.search(text, position)) is not None:
+        position = match.end()
         inner = match.group(1)
-        if inner is not None and not _REFERENCE.fullmatch(inner):
-            found.append(f"${{{inner}}} is not a reference: write ${{param.NAME}}, "
-                         f"${{var.NAME}}, ${{fact.NAME}}, ${{certname}} or ${{target}}")
-    rest = _TOKEN.sub("", text)
-    if "${" in rest:
-        found.append("an unclosed ${ (write $${ for a literal ${)")
+        if match.group() == "${":
+            end = _closing(text, position)
+            if end is None:
+                found.append("an unclosed ${ (write $${ for a literal ${)")
+                break
+            shown = text[match.start():end]
+            found.append(f"{shown[:100]!r}{'…' if len(shown) > 100 else ''} is not a "
+                         f"reference: {_WRITE}")
+            position = end
+        elif inner is not None and not _REFERENCE.fullmatch(inner):
+            found.append(f"${{{inner}}} is not a reference: {_WRITE}")
     return found
+
+
+def _closing(text: str, start: int) -> int | None:
+    """Where the braces opened just before ``start`` are closed (past the }), or None."""
+    depth = 1
+    for index in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[index], 0)
+        if depth == 0:
+            return index + 1
+    return None
 
 
 def fill(value: Any, values: Values) -> Any:
@@ -106,4 +127,7 @@ def _lookup(reference: str, values: Values) -> Any:
         source, where = values.facts, "the host's facts"
     if name not in source:
         raise Missing(f"${{{reference}}}: {name} is not among {where}")
+    # Puppet's undef (an ENC's null): nothing to check against, and no text to fill in.
+    if source[name] is None:
+        raise Missing(f"${{{reference}}}: {name} has no value")
     return source[name]

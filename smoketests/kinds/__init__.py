@@ -37,6 +37,8 @@ class Field:
     maximum: float | None = None
     # A list of these types is accepted too (for "all of these").
     many: bool = False
+    # Said after "must be ..." when the type is wrong: how to write it.
+    note: str = ""
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` for this field, or None."""
@@ -52,12 +54,14 @@ class Field:
         if isinstance(value, bool) and bool not in self.types:
             return f"must be {self.describe()}, not a boolean"
         if not isinstance(value, self.types):
-            return f"must be {self.describe()}, not {type(value).__name__}"
+            note = f": {self.note}" if self.note else ""
+            return f"must be {self.describe()}, not {type(value).__name__}{note}"
         if self.choices and value not in self.choices:
             return f"must be one of {', '.join(map(str, self.choices))}, not {value!r}"
         if self.minimum is not None and isinstance(value, int | float) \
                 and not self.minimum <= value <= (self.maximum or float("inf")):
-            return f"must be between {self.minimum:g} and {self.maximum:g}, not {value!r}"
+            return (f"must be between {_bound(self.minimum)} and "
+                    f"{_bound(self.maximum or float('inf'))}, not {value!r}")
         if isinstance(value, str) and ("\x00" in value or len(value) > 10000):
             return "must be a text without NUL of at most 10000 characters"
         return None
@@ -67,6 +71,13 @@ class Field:
                  dict: "a mapping", list: "a list"}
         text = " or ".join(names.get(kind, kind.__name__) for kind in self.types)
         return f"{text} (or a list of them)" if self.many else text
+
+
+def _bound(value: float) -> str:
+    """A bound as people write it: 4294967294, not :g's 4.29497e+09."""
+    if value in (float("inf"), float("-inf")) or value != int(value):
+        return f"{value:g}"
+    return str(int(value))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@
       stdout_absent: "error"     # texts it must not contain
       user: www-data             # run as this user (needs root; default: who runs the checks)
 
-It runs with a plain environment (PATH, LANG=C.UTF-8, HOME), in its own
+It runs with a plain environment (PATH, LANG=C.UTF-8, HOME), with nothing
+to read (/dev/null, not the terminal of whoever runs the checks), in its own
 process group, stopped with all its children at the check's timeout. A
 command is code from the control repository, reviewed like the manifests
 beside it, which run as root anyway.
@@ -62,6 +63,9 @@ def check(values: dict[str, Any], context: Context) -> str:
             argv = ["runuser", "-u", str(user), "--", *argv]
     else:
         home = os.environ.get("HOME", "/")
+    # process.run leaves standard input as it is: a command reading the terminal's would
+    # wait for a person until its timeout. A program not found is then sh's exit 127.
+    argv = ["/bin/sh", "-c", 'exec "$@" < /dev/null', "sh", *argv]
     environment = {"PATH": PATH, "LANG": "C.UTF-8", "HOME": home}
     try:
         done = process.run(argv, context.timeout, env=environment, text=True)

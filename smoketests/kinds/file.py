@@ -29,7 +29,9 @@ FIELDS = {
     "path": Field((str,), required=True),
     "exists": Field((bool,)),
     "type": Field((str,), choices=("file", "directory", "symlink", "socket", "pipe")),
-    "mode": Field((str,)),
+    # The type is checked before problem() sees it, so the note explains an unquoted mode.
+    "mode": Field((str,), note='write it quoted, such as "0644" (YAML reads 0644 unquoted '
+                  'as the number 420)'),
     "owner": Field((str, int)),
     "group": Field((str, int)),
     "contains": Field((str,), many=True),
@@ -49,8 +51,6 @@ def problem(values: dict[str, Any], outside: bool) -> str | None:
     mode = values.get("mode")
     if isinstance(mode, str) and "${" not in mode and not _MODE.fullmatch(mode):
         return f"mode {quoted(mode)} is not an octal mode such as \"0644\""
-    if isinstance(values.get("mode"), int):
-        return "mode must be a quoted octal text such as \"0644\" (YAML reads 0644 as 420)"
     path = values.get("path")
     if isinstance(path, str) and "${" not in path and not path.startswith("/"):
         return f"path {quoted(path)} must be absolute"
@@ -60,7 +60,8 @@ def problem(values: dict[str, Any], outside: bool) -> str | None:
         except re.error as error:
             return f"matches is not a regular expression: {error}"
     digest = values.get("sha256")
-    if isinstance(digest, str) and not re.fullmatch(r"[0-9a-f]{64}", digest):
+    if isinstance(digest, str) and "${" not in digest \
+            and not re.fullmatch(r"[0-9a-f]{64}", digest):
         return "sha256 must be 64 lowercase hexadecimal digits"
     return None
 
@@ -118,7 +119,8 @@ def _content(path: str, values: dict[str, Any]) -> None:
     if len(data) > MAX_CONTENT:
         raise Failed(f"{path} is larger than {MAX_CONTENT // 1024 // 1024} MiB: "
                      f"its content is not checked")
-    if "sha256" in values and hashlib.sha256(data).hexdigest() != values["sha256"]:
+    # A digest filled in from a reference was not checked for its form: any case will do.
+    if "sha256" in values and hashlib.sha256(data).hexdigest() != str(values["sha256"]).lower():
         raise Failed(f"{path} has sha256 {hashlib.sha256(data).hexdigest()}, "
                      f"not {values['sha256']}")
     text = data.decode("utf-8", "replace")

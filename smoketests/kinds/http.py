@@ -57,7 +57,7 @@ def check(values: dict[str, Any], context: Context) -> str:
     url = str(values["url"])
     if not url.startswith(("http://", "https://")):
         raise Failed(f"url {url!r} must start with http:// or https://")
-    tls = ssl.create_default_context(cafile=values.get("ca_file"))
+    tls = _tls(values.get("ca_file"))
     if values.get("verify") is False:
         tls.check_hostname = False
         tls.verify_mode = ssl.CERT_NONE
@@ -92,10 +92,20 @@ def check(values: dict[str, Any], context: Context) -> str:
             raise Failed(f"{url}: the body contains {quoted(piece)}", text[:2000])
     for name, piece in (values.get("headers") or {}).items():
         found = headers.get(name)
-        if found is None or str(piece) not in found:
+        if found is None:
+            raise Failed(f"{url}: the answer has no header {name}")
+        if str(piece) not in found:
             raise Failed(f"{url}: header {name} is {quoted(found)}, which does not contain "
                          f"{quoted(piece)}")
     return f"{url} answered {status}"
+
+
+def _tls(ca_file: str | None) -> ssl.SSLContext:
+    """The client's TLS settings: the system's CAs, or only those of ``ca_file``."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except OSError as error:  # missing, unreadable, or no certificate in it (ssl.SSLError)
+        raise Failed(f"ca_file {ca_file} cannot be used: {error.strerror or error}") from None
 
 
 def _reason(error: object) -> str:

@@ -16,7 +16,7 @@ such a check is refused when the checks are read.
 import ipaddress
 import socket
 
-from . import Context, Failed, Field
+from . import Context, Failed, Field, quoted
 
 FIELDS = {
     "port": Field((int,), required=True, minimum=1, maximum=65535),
@@ -33,8 +33,7 @@ def check(values: dict[str, object], context: Context) -> str:
     protocol = str(values.get("protocol", "tcp"))
     if context.target is not None:
         return _reach(context.target, port, context.timeout)
-    address = values.get("address")
-    wanted = ipaddress.ip_address(str(address)) if address is not None else None
+    wanted = _wanted(values.get("address"))
     found = _listening(protocol, port)
     if not found:
         raise Failed(f"nothing listens on {protocol} port {port}")
@@ -61,6 +60,16 @@ def problem(values: dict[str, object], outside: bool) -> str | None:
         except ValueError:
             return f"address {address!r} is not an IP address"
     return None
+
+
+def _wanted(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address asked for; one filled in from a reference is only known to be a text."""
+    if address is None:
+        return None
+    try:
+        return ipaddress.ip_address(str(address))
+    except ValueError:
+        raise Failed(f"address {quoted(address)} is not an IP address") from None
 
 
 def _reach(target: str, port: int, timeout: float) -> str:

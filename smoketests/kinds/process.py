@@ -4,8 +4,9 @@
     process: {command: "http.server 8181", user: www-data}   # a text of its command line
     process: {name: telnetd, running: false}
 
-``name`` is the kernel's name of the process (what ``pgrep -x`` matches, at
-most 15 characters); ``command`` a text its whole command line contains;
+``name`` is the kernel's name of the process (what ``pgrep -x`` matches; the
+kernel keeps its first 15 characters, and a longer name is compared as cut
+so); ``command`` a text its whole command line contains;
 ``user`` the user it runs as (its real uid, by name or number). At least
 one of name and command. Read from ``/proc``: processes of other PID
 namespaces are not seen.
@@ -23,6 +24,8 @@ FIELDS = {
     "user": Field((str, int)),
     "running": Field((bool,)),
 }
+# The characters of a process's name the kernel keeps (TASK_COMM_LEN, less its NUL).
+NAME_LENGTH = 15
 
 
 class Process(NamedTuple):
@@ -67,9 +70,11 @@ def describe(values: dict[str, Any]) -> str:
 def matching(name: str | None, command: str | None, user: str | int | None) -> list[Process]:
     """The processes with that name, command text and user (None: any)."""
     uid = _uid(user)
+    # A program named longer than the kernel keeps runs as the name cut short, as ps shows.
+    kept = str(name)[:NAME_LENGTH] if name is not None else None
     found = []
     for process in processes():
-        if name is not None and process.name != name:
+        if kept is not None and process.name != kept:
             continue
         if command is not None and command not in process.command:
             continue
@@ -90,7 +95,7 @@ def processes() -> list[Process]:
                 stat = stream.read()
             with open(f"/proc/{entry}/cmdline", "rb") as stream:
                 command = stream.read()
-            uid = os.stat(f"/proc/{entry}").st_uid
+            uid = _real_uid(entry)
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
         # The name sits between the first "(" and the last ")": it may hold either.
@@ -101,10 +106,23 @@ def processes() -> list[Process]:
     return found
 
 
+def _real_uid(pid: str) -> int:
+    """The process's real uid, from its status. Not the owner of /proc/PID: that is its
+    effective uid, and root's once a daemon that dropped its privileges is not dumpable."""
+    with open(f"/proc/{pid}/status", "rb") as stream:
+        for line in stream:
+            if line.startswith(b"Uid:"):
+                return int(line.split()[1])
+    raise FileNotFoundError(f"/proc/{pid}/status has no Uid line")
+
+
 def _uid(user: str | int | None) -> int | None:
     if user is None or isinstance(user, int):
         return user
     try:
         return pwd.getpwnam(user).pw_uid
     except KeyError:
+        # A number filled in from a reference is a text: a uid, unless an account has that name.
+        if user.isdigit():
+            return int(user)
         raise Failed(f"there is no user {quoted(user)}") from None

@@ -8,9 +8,9 @@
 With systemd, ``systemctl is-active`` and ``is-enabled`` say. Without it
 (a container whose init is not systemd, a service Puppet starts with its
 ``base`` provider), the service counts as running when a process matches
-``process`` (default: a process named like the service; the keys of the
-process kind); whether it is enabled cannot be known then, and a check
-that asks fails saying so.
+``process`` (default: a process named like the service, without
+``.service``; the keys of the process kind); whether it is enabled cannot
+be known then, and a check that asks fails saying so.
 """
 
 import os
@@ -72,7 +72,7 @@ def check(values: dict[str, Any], context: Context) -> str:
 def _by_process(name: str, values: dict[str, Any], running: bool) -> str:
     if "enabled" in values:
         raise Failed(f"whether service {name} is enabled cannot be known without systemd")
-    wanted = values.get("process") or {"name": name}
+    wanted = values.get("process") or {"name": name.removesuffix(".service")}
     found = matching(wanted.get("name"), wanted.get("command"), wanted.get("user"))
     what = describe(wanted)
     if running and not found:
