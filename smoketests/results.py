@@ -13,14 +13,15 @@
 
 import re
 import time
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opslab.branchrunner.report import SmokeSummary
 from opslab.clock import iso_utc
 
 from .runner import Result
+
+if TYPE_CHECKING:
+    from opslab.branchrunner.report import SmokeSummary
 
 MAX_FAILURES = 50
 MAX_MESSAGE = 2000
@@ -67,6 +68,8 @@ def as_json(results: Sequence[Result], seconds: float) -> dict[str, Any]:
 
 def junit(results: Sequence[Result], seconds: float, suite: str = "smoke") -> bytes:
     """JUnit XML: a testsuite per class, in the order the classes came."""
+    import xml.etree.ElementTree as ElementTree  # only --junit needs it
+
     root = ElementTree.Element("testsuites", name=_xml(suite), time=f"{seconds:.3f}",
                                timestamp=iso_utc(time.time(), fraction=False))
     suites: dict[str, ElementTree.Element] = {}
@@ -96,11 +99,12 @@ def junit(results: Sequence[Result], seconds: float, suite: str = "smoke") -> by
     root.set("tests", str(len(results)))
     root.set("failures", str(found["failed"]))
     root.set("skipped", str(found["skipped"]))
-    return ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    xml: bytes = ElementTree.tostring(root, encoding="utf-8", xml_declaration=True)
+    return xml
 
 
 def summary(results: Sequence[Result], seconds: float, commit: str | None,
-            error: str | None = None) -> SmokeSummary:
+            error: str | None = None) -> "SmokeSummary":
     """The compact document the agent reports (``SmokeSummary``)."""
     failed = [result for result in results if result.status == "failed"]
     found = counts(results)

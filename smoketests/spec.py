@@ -72,10 +72,8 @@ class _Loader(yaml.SafeLoader):
     tags, no duplicate keys (the second would silently hide the first's checks)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "anchors and aliases are not allowed",
-                                              self.peek_event().start_mark)
-        event = self.peek_event()
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        # An alias event names its anchor too.
         if getattr(event, "anchor", None):
             raise yaml.composer.ComposerError(None, None, "anchors and aliases are not allowed",
                                               event.start_mark)
@@ -268,7 +266,7 @@ def _check(cls: str, number: int, item: Any, source: str) -> tuple[Check | None,
     problems += _fields(kind, fields, outside, f"{where}: {kind}")
     if problems:
         return None, problems
-    return Check(cls, name, kind, fields, timeout, wait, interval, outside, source), []
+    return Check(cls, str(name), kind, fields, timeout, wait, interval, outside, source), []
 
 
 def _seconds(spec: dict[str, Any], key: str, default: float, maximum: float, where: str,

@@ -17,6 +17,8 @@ this host must reach this host. The body is read up to 1 MiB.
 
 import http.client
 import ssl
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -57,12 +59,8 @@ def check(values: dict[str, Any], context: Context) -> str:
     url = str(values["url"])
     if not url.startswith(("http://", "https://")):
         raise Failed(f"url {url!r} must start with http:// or https://")
-    tls = _tls(values.get("ca_file"))
-    if values.get("verify") is False:
-        tls.check_hostname = False
-        tls.verify_mode = ssl.CERT_NONE
     handlers: list[Any] = [urllib.request.ProxyHandler({}),
-                           urllib.request.HTTPSHandler(context=tls)]
+                           _TLSWhenAsked(values.get("ca_file"), values.get("verify") is not False)]
     if values.get("redirects") is False:
         handlers.append(_NoRedirects())
     opener = urllib.request.build_opener(*handlers)
@@ -100,12 +98,45 @@ def check(values: dict[str, Any], context: Context) -> str:
     return f"{url} answered {status}"
 
 
-def _tls(ca_file: str | None) -> ssl.SSLContext:
-    """The client's TLS settings: the system's CAs, or only those of ``ca_file``."""
-    try:
-        return ssl.create_default_context(cafile=ca_file)
-    except OSError as error:  # missing, unreadable, or no certificate in it (ssl.SSLError)
-        raise Failed(f"ca_file {ca_file} cannot be used: {error.strerror or error}") from None
+class _TLSWhenAsked(urllib.request.HTTPSHandler):
+    """HTTPS with the check's TLS settings, made only when an https:// URL (or a redirect
+    to one) is opened: loading the system's CAs takes about 50 ms, most of a plain
+    http:// check's time."""
+
+    def __init__(self, ca_file: str | None, verify: bool) -> None:
+        super().__init__()
+        self.settings = (ca_file, verify)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        self._context = _tls(*self.settings)
+        return super().https_open(req)
+
+
+# TLS settings by (ca_file, verify), each kept CONTEXT_SECONDS: a suite's checks of
+# one server share them, and a CA file changed under a long-running agent counts
+# within a minute.
+CONTEXT_SECONDS = 60.0
+_contexts: dict[tuple[str | None, bool], tuple[float, ssl.SSLContext]] = {}
+_contexts_lock = threading.Lock()
+
+
+def _tls(ca_file: str | None, verify: bool) -> ssl.SSLContext:
+    """The client's TLS settings: the system's CAs, or only those of ``ca_file``; no
+    verification at all when ``verify`` is false."""
+    with _contexts_lock:
+        made, context = _contexts.get((ca_file, verify), (0.0, None))
+        if context is not None and time.monotonic() - made < CONTEXT_SECONDS:
+            return context
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except OSError as error:  # missing, unreadable, or no certificate in it (SSLError)
+            raise Failed(f"ca_file {ca_file} cannot be used: "
+                         f"{error.strerror or error}") from None
+        if not verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        _contexts[(ca_file, verify)] = (time.monotonic(), context)
+        return context
 
 
 def _reason(error: object) -> str:

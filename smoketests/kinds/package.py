@@ -10,6 +10,7 @@ and ~ sorts before everything).
 """
 
 import re
+import subprocess
 from typing import Any
 
 from opslab import process
@@ -68,7 +69,7 @@ def _installed_version(name: str, timeout: float) -> str | None:
     return version if done.returncode == 0 and status == "installed" else None
 
 
-def _run(argv: list[str], timeout: float) -> "process.subprocess.CompletedProcess[str]":
+def _run(argv: list[str], timeout: float) -> "subprocess.CompletedProcess[str]":
     try:
         return process.run(argv, timeout, text=True)
     except process.TimedOut:

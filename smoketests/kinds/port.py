@@ -90,7 +90,12 @@ def _listening(protocol: str, port: int) -> set[ipaddress.IPv4Address | ipaddres
                 lines = stream.read().splitlines()[1:]
         except FileNotFoundError:  # no IPv6 in this kernel
             continue
+        # The port as the table prints it, after its address: most lines are not about
+        # it, and splitting every line of a busy host's tables is most of the check's time.
+        wanted = f":{port:04X} "
         for line in lines:
+            if wanted not in line:
+                continue
             fields = line.split()
             local, state = fields[1], fields[3]
             hex_address, _, hex_port = local.partition(":")
