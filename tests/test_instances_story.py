@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from opslab.api.reaper import GRACE, reap
 from opslab.api.store import now
 from opslab.config import InstanceSettings, load
 from opslab.instances.local import LocalProvider
-from tests.conftest import BASE
+from tests.conftest import BASE, CONTROL_REPO
 from tests.local_instances import (
     TEST_ROOTS,
     assert_gone,
@@ -137,6 +138,51 @@ def test_the_instance_configured_itself_from_the_projects_branch(launched: Launc
 def test_the_greeter_answers_on_the_instances_own_address(launched: Launched) -> None:
     assert launched.address.startswith("10.213.")
     assert http_get(f"http://{launched.address}:8181/", deadline=60) == "Hello from app1\n"
+
+
+def test_the_instance_ran_its_smoke_tests_and_a_member_can_run_them(launched: Launched) -> None:
+    """After its run the instance checked its classes (the greeter, and what the directory's
+    default entry gives every host); a member runs the same checks by hand with sudo."""
+    [report] = reports(launched.site, launched.certname)[-1:]
+    smoke = report["smoke"]
+    assert (smoke["failed"], smoke["skipped"], smoke["error"]) == (0, 1, None), smoke
+    result = ssh(launched.address, launched.member,
+                 "sudo -n /opt/opslab/bin/opslab smoke run --json")
+    assert result.returncode == 0, result.stderr
+    ran = json.loads(result.stdout)
+    assert (ran["passed"], ran["failed"]) == (smoke["passed"], 0), ran
+    passed = {(item["class"], item["check"]) for item in ran["results"]
+              if item["status"] == "passed"}
+    assert {("greeter", "runs"), ("greeter", "listens on its address and port"),
+            ("greeter", "answers with its greeting"),
+            ("base", "writes base.conf with its environment")} <= passed, passed
+
+
+def test_the_greeters_outside_check_holds_seen_from_the_site(launched: Launched,
+                                                             tmp_path: Path) -> None:
+    """What an outside observer (the CI harness) does: the instance's catalog (over SSH,
+    with a member's sudo), its classification (the API), the control repository, and
+    ``opslab smoke run --target`` looking at the instance's address."""
+    catalog = ssh(launched.address, launched.member,
+                  f"sudo -n cat /var/lib/opslab/client_data/catalog/{launched.certname}.json")
+    assert catalog.returncode == 0, catalog.stderr
+    (tmp_path / "catalog.json").write_text(catalog.stdout)
+    status, classification = launched.site.request(
+        "GET", f"/v1/nodes/{launched.certname}", as_="carol", timeout=30)
+    assert status == 200, classification
+    (tmp_path / "classification.json").write_text(json.dumps(classification))
+
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("opslab")), "smoke", "run",
+         "--target", launched.address, "--tree", str(CONTROL_REPO),
+         "--classification", str(tmp_path / "classification.json"),
+         "--catalog", str(tmp_path / "catalog.json"), "--certname", launched.certname,
+         "--junit", str(tmp_path / "junit.xml")],
+        capture_output=True, text=True, timeout=120, check=False)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed, 0 failed, 0 skipped" in result.stdout, result.stdout
+    assert 'name="answers with its greeting from outside"' in (tmp_path / "junit.xml").read_text()
 
 
 def test_a_member_logs_in_with_their_key_as_themselves_and_has_root(launched: Launched) -> None:
