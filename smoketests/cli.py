@@ -24,7 +24,7 @@ import yaml
 
 from opslab.config import ConfigError, add_config_option, load
 from opslab.log import setup
-from opslab.names import InvalidName, this_certname
+from opslab.names import InvalidName, this_certname, validate_certname
 
 from . import host, results
 from .runner import DEFAULT_CONCURRENCY
@@ -114,7 +114,8 @@ def _applied(arguments: argparse.Namespace) -> host.Applied:
     """What to check: as the options say, else what this host applied last."""
     given = arguments.tree or arguments.classification
     config = load(arguments.config) if not given or not arguments.certname else None
-    certname = arguments.certname or this_certname(config.apply.certname if config else None)
+    certname = validate_certname(arguments.certname) if arguments.certname else \
+        this_certname(config.apply.certname if config else None)
     if not given:
         assert config is not None
         applied = host.this_host(config, certname)

@@ -101,10 +101,10 @@ def attempt(check: Check, values_of: Callable[[Check], Values], target: str | No
     except Exception as error:  # an escaped error would end the worker, not fail the check
         return Result(check, "failed", f"the check broke: {type(error).__name__}: {error}",
                       duration=time.monotonic() - started, attempts=0)
-    context = kinds.Context(check.timeout, target)
     tries = 0
     while True:
         tries += 1
+        context = kinds.Context(check.timeout, target, time.monotonic() + check.timeout)
         try:
             found = module.check(filled, context)
             return Result(check, "passed", found, duration=time.monotonic() - started,

@@ -106,8 +106,9 @@ def checks_for(tree: str, classes: Iterable[str]) -> list[Check]:
     """
     wanted = list(dict.fromkeys(classes))
     # Not "no checks": a mistyped --tree would pass every time.
-    if not os.path.isdir(tree):
-        raise CheckFileError([f"{tree}: there is no control repository there"])
+    if not os.path.isdir(os.path.join(tree, "modules")):
+        raise CheckFileError([f"{tree}: there is no control repository there "
+                              f"(no modules folder)"])
     problems: list[str] = []
     by_module: dict[str, dict[str, list[Check]]] = {}
     for name in wanted:

@@ -149,7 +149,13 @@ def test_a_merge_key_is_refused(tmp_path: Path) -> None:
 
 def test_a_tree_that_is_not_there_is_refused(tmp_path: Path) -> None:
     assert refusal(tmp_path / "typo") == [f"{tmp_path / 'typo'}: there is no control "
-                                          f"repository there"]
+                                          f"repository there (no modules folder)"]
+
+
+def test_a_tree_without_modules_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "manifests").mkdir()
+    assert refusal(tmp_path) == [f"{tmp_path}: there is no control repository there "
+                                 f"(no modules folder)"]
 
 
 def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
@@ -758,6 +764,8 @@ def test_run_refuses_bad_check_files_with_status_2(repo: Repo,
      "--classification /opslab/nothing.yaml: [Errno 2] No such file or directory"),
     (["run", "--tree", ".", "--classification", "/etc/hostname", "--certname", CERTNAME],
      "--classification /etc/hostname: not a mapping"),
+    (["run", "--tree", ".", "--classification", "/etc/hostname", "--certname", "Not A Name"],
+     "certname 'Not A Name' is not a lowercase DNS name"),
 ])
 def test_run_with_bad_usage_has_status_2(capsys: pytest.CaptureFixture[str], argv: list[str],
                                          message: str) -> None:

@@ -4,11 +4,12 @@ A kind module has a docstring that is its documentation, ``FIELDS`` (the
 keys a check of that kind takes, with their types: :class:`Field`) and
 ``check(values, context) -> str``, which returns what it found when the
 check holds and raises :class:`Failed` when it does not. A kind never
-waits longer than ``context.timeout``; the runner retries and keeps the
+waits longer than ``context.left()``; the runner retries and keeps the
 deadlines (:mod:`opslab.smoketests.runner`).
 """
 
 import importlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -86,6 +87,12 @@ class Context:
 
     timeout: float  # seconds, for this attempt
     target: str | None  # the address looked at from outside; None: this host, from inside
+    deadline: float  # time.monotonic() at which this attempt's timeout is up
+
+    def left(self) -> float:
+        """Seconds left of this attempt: what each of a kind's calls may take, so that two
+        or three calls in a row (systemctl, dpkg) share one timeout."""
+        return max(0.05, self.deadline - time.monotonic())
 
 
 def kind(name: str) -> ModuleType:

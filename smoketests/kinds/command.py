@@ -68,7 +68,7 @@ def check(values: dict[str, Any], context: Context) -> str:
     argv = ["/bin/sh", "-c", 'exec "$@" < /dev/null', "sh", *argv]
     environment = {"PATH": PATH, "LANG": "C.UTF-8", "HOME": home}
     try:
-        done = process.run(argv, context.timeout, env=environment, text=True)
+        done = process.run(argv, context.left(), env=environment, text=True)
     except process.TimedOut as timed_out:
         raise Failed(f"{_shown(command)} ran past {context.timeout:g} s and was stopped",
                      tail(timed_out.output)) from None

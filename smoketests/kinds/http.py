@@ -67,7 +67,7 @@ def check(values: dict[str, Any], context: Context) -> str:
     request = urllib.request.Request(url, method=str(values.get("method", "GET")),  # noqa: S310
                                      headers={"User-Agent": "opslab-smoke"})
     try:
-        with opener.open(request, timeout=context.timeout) as answer:
+        with opener.open(request, timeout=context.left()) as answer:
             status, headers, body = answer.status, answer.headers, answer.read(MAX_BODY)
     except urllib.error.HTTPError as error:
         status, headers = error.code, error.headers

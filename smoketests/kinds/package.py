@@ -43,7 +43,7 @@ def check(values: dict[str, Any], context: Context) -> str:
     name = str(values["name"])
     if not _NAME.fullmatch(name):
         raise Failed(f"{quoted(name)} is not a Debian package name")
-    installed = _installed_version(name, context.timeout)
+    installed = _installed_version(name, context.left())
     if not values.get("installed", True):
         if installed is not None:
             raise Failed(f"package {name} is installed ({installed})")
@@ -56,7 +56,7 @@ def check(values: dict[str, Any], context: Context) -> str:
             raise Failed(f"version {quoted(values['version'])} is not an operator and a version")
         operator, version = match.groups()
         compared = _run(["dpkg", "--compare-versions", installed, _OPERATORS[operator], version],
-                        context.timeout)
+                        context.left())
         if compared.returncode != 0:
             raise Failed(f"package {name} is at {installed}, not {operator} {version}")
     return f"package {name} is installed ({installed})"

@@ -32,7 +32,7 @@ def check(values: dict[str, object], context: Context) -> str:
     port = int(values["port"])  # type: ignore[call-overload]
     protocol = str(values.get("protocol", "tcp"))
     if context.target is not None:
-        return _reach(context.target, port, context.timeout)
+        return _reach(context.target, port, context.left())
     wanted = _wanted(values.get("address"))
     found = _listening(protocol, port)
     if not found:

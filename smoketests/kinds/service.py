@@ -55,13 +55,13 @@ def check(values: dict[str, Any], context: Context) -> str:
     if not has_systemd():
         return _by_process(name, values, running)
     found = []
-    state = _systemctl("is-active", name, context.timeout)
+    state = _systemctl("is-active", name, context.left())
     if (state == "active") != running:
         raise Failed(f"service {name} is {state}, not {'running' if running else 'stopped'}",
-                     _status(name, context.timeout))
+                     _status(name, context.left()))
     found.append(state)
     if "enabled" in values:
-        enabled = _systemctl("is-enabled", name, context.timeout)
+        enabled = _systemctl("is-enabled", name, context.left())
         if (enabled in ("enabled", "enabled-runtime", "static", "alias")) != values["enabled"]:
             raise Failed(f"service {name} is {enabled}, "
                          f"not {'enabled' if values['enabled'] else 'disabled'}")
