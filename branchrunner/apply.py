@@ -27,8 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from opslab import process
 from opslab.clock import iso_utc
 from opslab.config import Config
@@ -47,7 +45,9 @@ from opslab.puppet import (
     CLIENT_DATA,
     EXIT_MEANINGS,
     SUCCESS_CODES,
+    ClassificationError,
     apply_command,
+    classification,
     enc_command,
     kept_catalog,
 )
@@ -58,7 +58,6 @@ from .report import RunResult, read_run
 
 KILL_GRACE = 30.0
 log = logging.getLogger(__name__)
-ENC_TIMEOUT = 120.0
 
 
 class ApplyError(Exception):
@@ -196,18 +195,10 @@ class Apply:
     def _classify(self) -> str:
         """The environment the ENC gives this host (Puppet asks it again, identically)."""
         try:
-            enc = process.run([*self.enc, self.certname], ENC_TIMEOUT, text=True)
-        except (OSError, process.TimedOut) as error:
-            raise ApplyError(f"the ENC could not run: {error}") from None
-        if enc.returncode != 0:
-            raise ApplyError(f"the ENC refused {self.certname} (exit {enc.returncode}): "
-                             f"{enc.stderr.strip()[-1000:]}")
-        try:
-            classification = yaml.safe_load(enc.stdout)
-            environment = classification.get("environment") or DEFAULT_BRANCH
-        except (yaml.YAMLError, AttributeError):
-            raise ApplyError("the ENC printed something that is not a classification") from None
-        return str(environment)
+            found = classification(self.enc, self.certname)
+        except ClassificationError as error:
+            raise ApplyError(str(error)) from None
+        return str(found.get("environment") or DEFAULT_BRANCH)
 
     def _sync(self, deployment: Deployment, environment: str, result: RunResult) -> None:
         try:

@@ -10,6 +10,9 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from opslab import process
 
 # --detailed-exitcodes: what each status of ``puppet apply`` means.
 EXIT_MEANINGS = {
@@ -20,6 +23,8 @@ EXIT_MEANINGS = {
     6: "changes and failures",
 }
 SUCCESS_CODES = frozenset({0, 2})
+# What the ENC may take to answer (it may wait on the directory, or the API).
+ENC_TIMEOUT = 120.0
 # Below apply.state_dir: Puppet's client data, where it keeps the catalog it applied.
 CLIENT_DATA = "client_data"
 
@@ -40,6 +45,30 @@ def enc_command(config_path: str | None) -> list[str]:
     else:
         command = [sys.executable, "-m", "opslab.enc"]
     return [*command, f"--config={config_path}"] if config_path else command
+
+
+class ClassificationError(Exception):
+    """The ENC did not classify the node: it could not run, refused, or printed nonsense."""
+
+
+def classification(enc: Sequence[str], certname: str) -> dict[str, Any]:
+    """What ``enc`` prints for ``certname``, parsed: the classification Puppet gets."""
+    import yaml
+
+    try:
+        done = process.run([*enc, certname], ENC_TIMEOUT, text=True)
+    except (OSError, process.TimedOut) as error:
+        raise ClassificationError(f"the ENC could not run: {error}") from None
+    if done.returncode != 0:
+        raise ClassificationError(f"the ENC refused {certname} (exit {done.returncode}): "
+                                  f"{done.stderr.strip()[-1000:]}")
+    try:
+        document = yaml.safe_load(done.stdout)
+    except yaml.YAMLError:
+        document = None
+    if not isinstance(document, dict):
+        raise ClassificationError("the ENC printed something that is not a classification")
+    return document
 
 
 def apply_command(

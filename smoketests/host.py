@@ -18,13 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from opslab import process
 from opslab.config import Config
 from opslab.names import InvalidName, validate_class_name
-
-ENC_TIMEOUT = 120.0
 
 
 class HostError(Exception):
@@ -89,17 +84,12 @@ def with_catalog(applied: Applied, path: str) -> Applied:
 
 def classify(enc: list[str], certname: str) -> Applied:
     """Ask the ENC (``opslab-enc``, as Puppet does) for ``certname``'s classification."""
+    from opslab.puppet import ClassificationError, classification
+
     try:
-        done = process.run([*enc, certname], ENC_TIMEOUT, text=True)
-    except (OSError, process.TimedOut) as error:
-        raise HostError(f"the ENC could not run: {error}") from None
-    if done.returncode != 0:
-        raise HostError(f"the ENC refused {certname} (exit {done.returncode}): "
-                        f"{done.stderr.strip()[-1000:]}")
-    try:
-        return from_classification(yaml.safe_load(done.stdout))
-    except yaml.YAMLError:
-        raise HostError("the ENC printed something that is not a classification") from None
+        return from_classification(classification(enc, certname))
+    except ClassificationError as error:
+        raise HostError(str(error)) from None
 
 
 def last_applied(config: Config) -> tuple[str, str]:

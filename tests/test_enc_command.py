@@ -415,3 +415,31 @@ def test_the_enc_gives_up_an_api_answer_that_trickles(tmp_path: Path,
     assert (result.returncode, result.stdout) == (3, "")
     assert "no complete answer within 2 s" in result.stderr
     assert elapsed < 2 + 6  # the process's start-up on a busy machine; the trickle takes 20 s
+
+
+@pytest.mark.parametrize(("script", "problem"), [
+    ("echo 'environment: web'; echo 'classes: [motd]'", None),
+    ("echo 'no such node' >&2; exit 3", "the ENC refused {certname} (exit 3): no such node"),
+    ("echo '- a list'", "the ENC printed something that is not a classification"),
+    ("echo 'classes: [unclosed'", "the ENC printed something that is not a classification"),
+])
+def test_a_classification_is_what_the_enc_prints_or_a_clear_error(script: str,
+                                                                  problem: str | None) -> None:
+    """The one way apply and the smoke tests ask the ENC (opslab.puppet.classification)."""
+    from opslab.puppet import ClassificationError, classification
+
+    certname = "web1.web.example.org"
+    enc = ["/bin/sh", "-c", script, "enc"]  # Puppet appends the certname: $1 here
+    if problem is None:
+        assert classification(enc, certname) == {"environment": "web", "classes": ["motd"]}
+        return
+    with pytest.raises(ClassificationError) as refused:
+        classification(enc, certname)
+    assert str(refused.value) == problem.format(certname=certname)
+
+
+def test_an_enc_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
+    from opslab.puppet import ClassificationError, classification
+
+    with pytest.raises(ClassificationError, match=r"^the ENC could not run: "):
+        classification([str(tmp_path / "missing-enc")], "web1.web.example.org")
