@@ -23,8 +23,9 @@ import pytest
 
 from opslab.smoketests.kinds import service
 from opslab.smoketests.spec import CheckFileError
-from tests.checkfiles import load, marker, one, run, run_one, settle, values
+from tests.checkfiles import load, marker, one, run, run_one, values
 from tests.local_accounts import free_uids, require_root
+from tests.processes import settle
 
 # -- port ----------------------------------------------------------------------------------
 
