@@ -8,7 +8,9 @@ correct drift, and retries a failed run after ``agent.retry_interval``.
 After every run, and every ``agent.smoke_interval`` between runs, it runs
 the smoke tests of the classes Puppet applied (:mod:`opslab.smoketests`):
 their results go with the run's report, or alone, so a service that dies
-between runs shows in the API at the next interval.
+between runs shows in the API at the next interval. They run within
+SMOKE_BUDGET seconds in all, and nothing they do (a check file that cannot
+be read, a bug) takes the run's report away.
 Who gets sudo follows the target on every check, even while Puppet runs
 are disabled: taking someone out of a project must take effect everywhere.
 
@@ -45,6 +47,10 @@ from .report import bounded, clean, keep, size
 from .spool import Delivery, Item, Spool
 
 log = logging.getLogger(__name__)
+# Seconds the smoke tests of one check may take in all. The agent holds its lock
+# meanwhile, so who gets sudo waits at most this long for them; a check file's checks
+# could otherwise take a day (200 checks of a class, each waiting up to an hour).
+SMOKE_BUDGET = 600.0
 
 
 class Check(NamedTuple):
@@ -143,7 +149,8 @@ class Agent:
         if reason is not None:
             self.log.warning("a Puppet run is due but runs are disabled: %s", reason,
                              extra={"context": {"trigger": trigger}})
-            return Check("disabled", reason)
+            # Runs are off, not checks: a service that dies meanwhile still shows.
+            return Check("disabled", reason, smoke=self._smoke_due(state, now))
         self.log.info("applying", extra={"context": {"trigger": trigger}})
         target = fresh.document if fresh is not None else state.get("target") or {}
         result = Apply(self.config, self.certname, target.get("branch")).run()
@@ -186,15 +193,22 @@ class Agent:
         started = time.monotonic()
         try:
             applied = host.this_host(self.config, self.certname)
-            outcome = suite.run_checks(applied, suite.checks_of(applied))
+            outcome = suite.run_checks(applied, suite.checks_of(applied), budget=SMOKE_BUDGET)
         except (host.HostError, CheckFileError) as error:
-            self.log.error("the smoke tests could not run: %s", error)
+            self.log.error("the smoke tests could not run: %s", results.shown(str(error)))
             return results.summary([], time.monotonic() - started, None, error=str(error))
+        except Exception as error:
+            # Whatever broke, the run that came before still has its report to send.
+            self.log.exception("the smoke tests broke")
+            return results.summary([], time.monotonic() - started, None,
+                                   error=f"the smoke tests broke: {type(error).__name__}: "
+                                         f"{error}")
         summary = results.summary(outcome.results, outcome.seconds, applied.commit)
         checked = context(self.log, commit=applied.commit)
         for failure in summary["failures"]:
-            checked.warning("smoke check failed: %s: %s: %s", failure["class"],
-                            failure["check"], failure["message"])
+            # A line each: a name or message cannot start a line of its own in the log.
+            checked.warning("smoke check failed: %s", results.shown(
+                f"{failure['class']}: {failure['check']}: {failure['message']}"))
         checked.info("smoke tests: %s passed, %s failed, %s skipped", summary["passed"],
                      summary["failed"], summary["skipped"])
         return summary
@@ -249,7 +263,7 @@ class Agent:
             if item.kind == "report":
                 self._send_report(item)
             elif item.kind == "smoke":
-                self.client.put_smoke(item.certname, item.body)
+                self._send_smoke(item)
             else:
                 self.client.put_state(item.certname, item.body)
 
@@ -280,6 +294,9 @@ class Agent:
                 if error.status != 413:
                     raise
                 smaller = bounded(item.body, max_body=size(body) // 2)
+                if smaller.get("smoke"):
+                    # The smoke summary is a third of what is left at most.
+                    smaller["smoke"] = _smaller_smoke(smaller["smoke"], size(body) // 6)
                 if size(smaller) >= size(body):
                     raise ApiUnavailable(
                         f"the API refuses report {item.key} as too large (HTTP 413) even cut "
@@ -287,6 +304,25 @@ class Agent:
                 self.log.warning("the API refused report %s as too large (HTTP 413); sending it "
                                  "cut to %s bytes (the full report is kept here)", item.key,
                                  size(smaller))
+                body = smaller
+
+    def _send_smoke(self, item: Item) -> None:
+        """Deliver spooled smoke results, cut to half their size on each 413 until they
+        are taken (as a report is: :meth:`_send_report`); ones that cannot be cut further
+        are set aside, as newer results will come at the next interval anyway."""
+        body = item.body
+        while True:
+            try:
+                self.client.put_smoke(item.certname, body)
+                return
+            except ApiRefused as error:
+                if error.status != 413:
+                    raise
+                smaller = _smaller_smoke(body, size(body) // 2)
+                if size(smaller) >= size(body):
+                    raise
+                self.log.warning("the API refused smoke results as too large (HTTP 413); "
+                                 "sending them cut to %s bytes", size(smaller))
                 body = smaller
 
     def set_disabled(self, reason: str | None) -> Delivery:
@@ -358,6 +394,15 @@ class Agent:
                 # systemd restarts the agent: it is logged, and the next check runs.
                 self.log.exception("the check failed; the next one runs as planned")
             stop.wait(max(0.0, self.settings.check_interval - (time.monotonic() - started)))
+
+
+def _smaller_smoke(summary: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """``summary`` (a spooled SmokeSummary) cut to under ``max_bytes`` bytes, as far as it
+    can be (opslab.smoketests.results.bounded)."""
+    from opslab.smoketests import results
+
+    cut: dict[str, Any] = clean(results.bounded(summary, max_bytes))  # type: ignore[arg-type]
+    return cut
 
 
 def _sudo_of(target: dict[str, Any]) -> tuple[list[str], dict[str, int | None]]:

@@ -74,24 +74,27 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     try:
         return _run(arguments)
     except (ConfigError, InvalidName, host.HostError) as error:
-        log.error("%s", error)
-        return EXIT_USAGE
+        return _refused([str(error)])
     except CheckFileError as error:
-        for problem in error.problems:
-            log.error("%s", problem)
-        return EXIT_USAGE
+        return _refused(error.problems)
+
+
+def _refused(problems: list[str]) -> int:
+    """Log ``problems``, a line each, shown rather than obeyed by a terminal (a check file
+    is a project's; YAML's messages quote its lines, an ENC's its output); EXIT_USAGE."""
+    for problem in problems:
+        for line in problem.splitlines():
+            log.error("%s", results.shown(line))
+    return EXIT_USAGE
 
 
 def _validate(tree: str) -> int:
     if not os.path.isdir(os.path.join(tree, "modules")):
-        log.error("%s is not a control repository (it has no modules folder)", tree)
-        return EXIT_USAGE
+        return _refused([f"{tree} is not a control repository (it has no modules folder)"])
     try:
         checks = all_checks(tree)
     except CheckFileError as error:
-        for problem in error.problems:
-            log.error("%s", problem)
-        return EXIT_USAGE
+        return _refused(error.problems)
     classes = len({check.cls for check in checks})
     print(f"{len(checks)} checks of {classes} classes are valid")
     return 0
@@ -135,7 +138,7 @@ def _document(path: str) -> dict[str, object]:
     try:
         with open(path, encoding="utf-8") as stream:
             document = yaml.safe_load(stream)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
         raise host.HostError(f"--classification {path}: {error}") from None
     if not isinstance(document, dict):
         raise host.HostError(f"--classification {path}: not a mapping")

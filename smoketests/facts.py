@@ -28,17 +28,21 @@ IP_TIMEOUT = 5.0
 def gather(certname: str | None, directories: tuple[str, ...] = FACTS_DIRECTORIES) -> \
         dict[str, Any]:
     """This host's facts, for checks."""
-    hostname = socket.gethostname()
-    fqdn = certname or hostname
-    facts: dict[str, Any] = {"hostname": fqdn.partition(".")[0] if certname else
-                             hostname.partition(".")[0],
-                             "fqdn": fqdn, "domain": fqdn.partition(".")[2]}
+    facts = named(certname or socket.gethostname())
     facts.update(_addresses())
     for directory in directories:
         facts.update(_external(directory))
     facts.update({name[len("FACTER_"):].lower(): value for name, value in os.environ.items()
                   if name.startswith("FACTER_") and len(name) > len("FACTER_")})
     return facts
+
+
+def named(fqdn: str) -> dict[str, Any]:
+    """The facts a host's name alone gives: ``hostname``, ``fqdn`` and ``domain``. They are
+    all an observer from outside has of the host it looks at: its own facts (addresses,
+    external facts, FACTER_ variables of the CI host) are not the target's, and a project's
+    outside check must not be able to send them to its instance."""
+    return {"hostname": fqdn.partition(".")[0], "fqdn": fqdn, "domain": fqdn.partition(".")[2]}
 
 
 def _addresses() -> dict[str, str]:

@@ -61,7 +61,7 @@ def with_catalog(applied: Applied, path: str) -> Applied:
             catalog = json.load(stream)
     except FileNotFoundError:
         return applied
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # a parameter nested too deep
         raise HostError(f"the catalog {path} cannot be read: {error}") from None
     classes: dict[str, dict[str, Any]] = {}
     sensitive: dict[str, frozenset[str]] = {}
@@ -90,6 +90,8 @@ def classify(enc: list[str], certname: str) -> Applied:
         return from_classification(classification(enc, certname))
     except ClassificationError as error:
         raise HostError(str(error)) from None
+    except RecursionError:  # parameters nested too deep for the YAML reader
+        raise HostError("the ENC printed a classification nested too deep to read") from None
 
 
 def last_applied(config: Config) -> tuple[str, str]:

@@ -8,9 +8,12 @@
   ``skipped`` for a check left to someone else).
 * :func:`summary`: the compact document the agent reports (the API's
   ``SmokeSummary``): counts, and the failed checks with their messages,
-  bounded like the rest of a run report.
+  bounded like the rest of a run report, and under MAX_SUMMARY bytes of
+  JSON in all (:func:`bounded`), so that it fits beside the run report's
+  own fields whatever the checks' names and messages hold.
 """
 
+import json
 import re
 import time
 from collections.abc import Sequence
@@ -25,11 +28,18 @@ if TYPE_CHECKING:
 
 MAX_FAILURES = 50
 MAX_MESSAGE = 2000
+MAX_NAME = 200
+# Bytes of a summary as JSON (escaped as the agent sends it: up to twelve bytes a
+# character); a run report carries one beside its own fields, under the agent's 48 KiB.
+MAX_SUMMARY = 16 * 1024
 # What XML 1.0 cannot hold (a command's output may have anything).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # What a terminal would obey rather than show: an HTTP body from a server looked at from
-# outside could otherwise move the cursor, retitle the window or hide lines.
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# outside could otherwise move the cursor, retitle the window or hide lines; a
+# bidirectional override or a line separator would reorder or split what is shown (and
+# a newline would forge a line of the agent's log).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e"
+                      "\u2066-\u2069]")
 
 
 def counts(results: Sequence[Result]) -> dict[str, int]:
@@ -46,10 +56,10 @@ def text(results: Sequence[Result], seconds: float, verbose: bool = False) -> st
         if result.status == "passed" and not verbose:
             continue
         mark = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}[result.status]
-        lines.append(_shown(f"{mark:7} {result.check.cls}: {result.check.name}: "
+        lines.append(shown(f"{mark:7} {result.check.cls}: {result.check.name}: "
                             f"{result.message}"))
         if result.status == "failed" and result.output.strip():
-            lines += ["        | " + _shown(line)
+            lines += ["        | " + shown(line)
                       for line in result.output.strip().splitlines()[-10:]]
     found = counts(results)
     lines.append(f"{found['passed']} passed, {found['failed']} failed, "
@@ -105,28 +115,55 @@ def junit(results: Sequence[Result], seconds: float, suite: str = "smoke") -> by
 
 def summary(results: Sequence[Result], seconds: float, commit: str | None,
             error: str | None = None) -> "SmokeSummary":
-    """The compact document the agent reports (``SmokeSummary``)."""
-    failed = [result for result in results if result.status == "failed"]
+    """The compact document the agent reports (``SmokeSummary``), under MAX_SUMMARY bytes."""
     found = counts(results)
     document: SmokeSummary = {
         "checked_at": iso_utc(time.time(), fraction=False), "commit": commit,
         "passed": found["passed"], "failed": found["failed"], "skipped": found["skipped"],
-        "duration": round(seconds, 3),
-        "error": error[:MAX_MESSAGE] if error else None,
-        "failures": [{"class": result.check.cls[:200], "check": result.check.name[:200],
-                      "kind": result.check.kind, "message": result.message[:MAX_MESSAGE]}
-                     for result in failed[:MAX_FAILURES]],
+        "duration": round(seconds, 3), "error": error,
+        "failures": [{"class": result.check.cls, "check": result.check.name,
+                      "kind": result.check.kind, "message": result.message}
+                     for result in results if result.status == "failed"],
     }
-    if len(failed) > MAX_FAILURES or any(len(result.message) > MAX_MESSAGE
-                                         for result in failed):
-        document["truncated"] = True
-    return document
+    return bounded(document, MAX_SUMMARY)
+
+
+def bounded(document: "SmokeSummary", max_bytes: int) -> "SmokeSummary":
+    """A copy of ``document`` within the API's bounds (MAX_FAILURES failures, MAX_MESSAGE
+    characters of a message, MAX_NAME of a name) and under ``max_bytes`` bytes as JSON:
+    each bound halved until it fits (at worst no failure is left; the counts stay).
+    ``truncated`` is set when anything was cut."""
+    limits = (MAX_FAILURES, MAX_MESSAGE, MAX_NAME)
+    while True:
+        copy = _cut(document, *limits)
+        if _size(copy) < max_bytes or not any(limits):
+            return copy
+        limits = (limits[0] // 2, limits[1] // 2, limits[2] // 2)
+
+
+def _cut(document: "SmokeSummary", failures: int, message: int, name: int) -> "SmokeSummary":
+    listed = document.get("failures") or []
+    error = document.get("error")
+    copy: SmokeSummary = {**document, "error": error[:message] if error else error,
+                          "failures": [{**item, "class": item["class"][:name],
+                                        "check": item["check"][:name],
+                                        "message": item["message"][:message]}
+                                       for item in listed[:failures]]}
+    if copy["failures"] != listed or copy["error"] != error:
+        copy["truncated"] = True
+    return copy
+
+
+def _size(document: "SmokeSummary") -> int:
+    return len(json.dumps(document).encode())
 
 
 def _xml(value: str) -> str:
     return _NOT_XML.sub("\ufffd", value)
 
 
-def _shown(line: str) -> str:
-    """``line`` for a terminal: control characters written out (``\\x1b``), not obeyed."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", line)
+def shown(line: str) -> str:
+    """``line`` for a terminal or a log: control characters written out (``\\x1b``,
+    ``\\u202e``), not obeyed."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}" if ord(match.group()) < 256
+                        else f"\\u{ord(match.group()):04x}", line)

@@ -6,6 +6,11 @@ given one (a lookup through NSS that hangs on a dead directory) is caught
 by the deadline: past ``wait + timeout`` plus a grace the check is reported
 as not answering and its worker is left behind (a daemon thread, so it
 never holds the command's exit) while a new worker takes its place.
+
+A run as a whole may have a ``budget`` (the agent's, which holds its lock
+meanwhile): 200 checks of a class, each waiting up to an hour, would
+otherwise take a day. Past it, the checks still running are abandoned and
+those not started are not run, each reported as failed saying so.
 """
 
 import threading
@@ -35,10 +40,11 @@ class Result:
 
 
 def run(checks: Sequence[Check], values_of: Callable[[Check], Values], target: str | None,
-        concurrency: int = DEFAULT_CONCURRENCY) -> list[Result]:
+        concurrency: int = DEFAULT_CONCURRENCY, budget: float | None = None) -> list[Result]:
     """Run ``checks``, answering in their order. ``target`` None: from this host, the checks
     that are not ``outside`` (those are skipped); else from outside, at ``target``, only
-    those that are."""
+    those that are. ``budget``: seconds the run may take in all (None: no bound but the
+    checks' own)."""
     # From outside, the host's own checks are the host's business, not even skipped.
     checks = [check for check in checks if target is None or check.outside]
     results: list[Result | None] = [None] * len(checks)
@@ -67,12 +73,16 @@ def run(checks: Sequence[Check], values_of: Callable[[Check], Values], target: s
                 changed.notify_all()
 
     workers = max(1, min(concurrency, len(pending)))
+    begun = time.monotonic()
     for _ in range(workers):
         threading.Thread(target=work, daemon=True, name="smoke-check").start()
     with changed:
         while any(result is None for result in results):
             now = time.monotonic()
-            wake = now + 1.0
+            if budget is not None and now >= begun + budget:
+                _out_of_time(checks, results, started, pending, budget, now)
+                break
+            wake = now + 1.0 if budget is None else min(now + 1.0, begun + budget)
             for index, since in started.items():
                 if results[index] is not None:
                     continue
@@ -87,6 +97,23 @@ def run(checks: Sequence[Check], values_of: Callable[[Check], Values], target: s
                     wake = min(wake, deadline)
             changed.wait(max(0.01, wake - now))
     return [result for result in results if result is not None]
+
+
+def _out_of_time(checks: Sequence[Check], results: list[Result | None],
+                 started: dict[int, float], pending: deque[int], budget: float,
+                 now: float) -> None:
+    """Every check without a result failed, the budget spent: abandoned if it runs, not
+    run at all if it did not start (``pending`` emptied, so no worker starts another)."""
+    pending.clear()
+    for index, check in enumerate(checks):
+        if results[index] is not None:
+            continue
+        if index in started:
+            results[index] = Result(check, "failed", f"abandoned: the smoke tests ran past "
+                                    f"their {budget:g} s", duration=now - started[index])
+        else:
+            results[index] = Result(check, "failed", f"not run: the smoke tests ran past "
+                                    f"their {budget:g} s")
 
 
 def attempt(check: Check, values_of: Callable[[Check], Values], target: str | None) -> Result:
@@ -123,10 +150,10 @@ def attempt(check: Check, values_of: Callable[[Check], Values], target: str | No
 
 def _filled(check: Check, values: Values, fields: dict[str, kinds.Field]) -> dict[str, object]:
     """The check's fields with their references filled and their types checked."""
-    filled: dict[str, object] = fill(check.fields, values)
-    for key, value in filled.items():
+    filled: dict[str, object] = {}
+    for key, written in check.fields.items():
         field = fields[key]
-        value = _number(value, field)
+        value = _number(fill(written, values, shell=field.shell_line), field)
         filled[key] = value
         problem = field.problem(value)
         if problem is not None:

@@ -25,6 +25,7 @@ YAML anchors, aliases, tags or duplicate keys.
 
 import os
 import stat
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,12 @@ MAX_CHECKS = 200  # in one class
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 600.0
 MAX_WAIT = 3600.0
+# Levels of nesting a check file may have: a check needs six (class, list, check, kind,
+# field, list); PyYAML composes recursively, and a few hundred "[" would crash it.
+MAX_DEPTH = 20
+# What a check's name may not hold: it is shown in terminals, logs, JUnit and the API, where
+# a control character or a bidirectional override would hide or rewrite what is shown.
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _COMMON = frozenset({"name", "timeout", "wait", "outside"})
 
 
@@ -69,10 +76,16 @@ class CheckFileError(Exception):
 
 class _Loader(yaml.SafeLoader):
     """Plain YAML only: no anchors or aliases (an alias bomb multiplies a small file), no
-    tags, no duplicate keys (the second would silently hide the first's checks)."""
+    tags, no duplicate keys (the second would silently hide the first's checks), no
+    nesting deeper than MAX_DEPTH."""
+
+    depth = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event: Any = self.peek_event()  # type: ignore[no-untyped-call]
+        if self.depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} "
+                                              f"levels", event.start_mark)
         # An alias event names its anchor too.
         if getattr(event, "anchor", None):
             raise yaml.composer.ComposerError(None, None, "anchors and aliases are not allowed",
@@ -81,7 +94,11 @@ class _Loader(yaml.SafeLoader):
         if tag is not None and tag != "!":
             raise yaml.composer.ComposerError(None, None, f"tags ({tag}) are not allowed",
                                               event.start_mark)
-        return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
@@ -236,8 +253,10 @@ def _check(cls: str, number: int, item: Any, source: str) -> tuple[Check | None,
     if isinstance(name, str) and name.strip():
         where = f"{source}: class {cls}: check {name!r}"
     problems = []
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        problems.append(f"{where}: name: must be a text of 1 to 200 characters")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 \
+            or any(unicodedata.category(char) in _HIDDEN for char in name):
+        problems.append(f"{where}: name: must be a text of 1 to 200 characters, without "
+                        f"control or formatting characters")
     unknown = [str(key) for key in item if key not in _COMMON and key not in kinds.NAMES]
     if unknown:
         problems.append(f"{where}: {', '.join(unknown)}: unknown key(s); a check takes name, "
@@ -306,6 +325,8 @@ def _value_problems(value: Any, field: kinds.Field) -> list[str]:
     here and for their value's type once filled (opslab.smoketests.runner)."""
     texts = _texts(value)
     found = [problem for text in texts for problem in values.problems(text)]
+    if field.shell_line and isinstance(value, str):
+        found += values.shell_problems(value)
     if found:
         return found
     if any("${" in text.replace("$${", "") for text in texts):

@@ -5,7 +5,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .facts import gather
+from .facts import gather, named
 from .host import Applied
 from .runner import DEFAULT_CONCURRENCY, Result, run
 from .spec import Check, checks_for
@@ -36,10 +36,14 @@ def values_for(applied: Applied, facts: Mapping[str, Any],
 
 def run_checks(applied: Applied, checks: list[Check], target: str | None = None,
                concurrency: int = DEFAULT_CONCURRENCY,
-               facts: Mapping[str, Any] | None = None) -> Outcome:
-    """Run ``checks`` of ``applied``; facts are gathered here unless given."""
+               facts: Mapping[str, Any] | None = None, budget: float | None = None) -> Outcome:
+    """Run ``checks`` of ``applied``; facts are gathered here unless given (from outside,
+    only those of the host's name: :func:`.facts.named`). ``budget``: seconds the checks may
+    take in all (opslab.smoketests.runner)."""
     started = time.monotonic()
-    if facts is None:
+    if facts is None and target is not None:
+        facts = named(applied.certname) if applied.certname else {}
+    elif facts is None:
         facts = gather(applied.certname) if checks else {}
-    results = run(checks, values_for(applied, facts, target), target, concurrency)
+    results = run(checks, values_for(applied, facts, target), target, concurrency, budget)
     return Outcome(results, time.monotonic() - started)

@@ -17,9 +17,17 @@ must be a text, number or boolean. A reference whose value is missing
 makes the check fail, saying which (so does one that is there but null,
 Puppet's undef); a parameter Puppet marks Sensitive is never used (it
 would end up in messages and reports).
+
+In a shell line (a ``command``'s ``run`` text) every value is filled in
+quoted for the shell, as one word, so that a value never adds words or
+commands to it: a parameter is set through the API by whoever may change
+the host, while the line itself was reviewed with the control repository.
+A reference there may therefore not stand inside quotes (the quotes would
+be part of the value).
 """
 
 import re
+import shlex
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +76,35 @@ def problems(text: str) -> list[str]:
     return found
 
 
+def shell_problems(line: str) -> list[str]:
+    """What is wrong with the references of a shell line: those inside quotes (a value is
+    filled in quoted already, and would keep the quotes as part of it)."""
+    found = []
+    quote: str | None = None
+    index = 0
+    while index < len(line):
+        char = line[index]
+        if char == "\\" and quote != "'":
+            index += 2
+            continue
+        if line.startswith("$${", index):
+            index += 3
+            continue
+        match = _TOKEN.match(line, index) if line.startswith("${", index) else None
+        if match is not None:
+            if quote is not None:
+                found.append(f"{match.group()} stands inside quotes: in a shell line a value "
+                             f"is filled in quoted for the shell already; write it unquoted")
+            index = match.end()
+            continue
+        if quote is None and char in "'\"":
+            quote = char
+        elif char == quote:
+            quote = None
+        index += 1
+    return found
+
+
 def _closing(text: str, start: int) -> int | None:
     """Where the braces opened just before ``start`` are closed (past the }), or None."""
     depth = 1
@@ -78,10 +115,11 @@ def _closing(text: str, start: int) -> int | None:
     return None
 
 
-def fill(value: Any, values: Values) -> Any:
-    """``value`` (a check's field) with every reference replaced; Missing if one has none."""
+def fill(value: Any, values: Values, shell: bool = False) -> Any:
+    """``value`` (a check's field) with every reference replaced; Missing if one has none.
+    ``shell``: ``value`` is a shell line, whose values are filled in quoted (module doc)."""
     if isinstance(value, str):
-        return _fill_text(value, values)
+        return _fill_text(value, values, shell)
     if isinstance(value, list):
         return [fill(item, values) for item in value]
     if isinstance(value, dict):
@@ -89,9 +127,9 @@ def fill(value: Any, values: Values) -> Any:
     return value
 
 
-def _fill_text(text: str, values: Values) -> Any:
+def _fill_text(text: str, values: Values, shell: bool = False) -> Any:
     whole = _TOKEN.fullmatch(text)
-    if whole is not None and whole.group(1) is not None:
+    if whole is not None and whole.group(1) is not None and not shell:
         return _lookup(whole.group(1), values)
 
     def replace(match: re.Match[str]) -> str:
@@ -101,7 +139,8 @@ def _fill_text(text: str, values: Values) -> Any:
         if isinstance(found, dict | list) or found is None:
             raise Missing(f"${{{match.group(1)}}} is a {type(found).__name__}, which cannot "
                           f"stand inside a text")
-        return str(found).lower() if isinstance(found, bool) else str(found)
+        filled = str(found).lower() if isinstance(found, bool) else str(found)
+        return shlex.quote(filled) if shell else filled
 
     return _TOKEN.sub(replace, text)
 

@@ -206,7 +206,8 @@ def test_a_class_of_another_module_is_refused(tmp_path: Path) -> None:
     ({"name": "c", "port": {"port": 80}, "outside": "yes"},
      "check 'c': outside: must be true or false"),
     ({"name": "", "port": {"port": 80}},
-     "check 1: name: must be a text of 1 to 200 characters"),
+     "check 1: name: must be a text of 1 to 200 characters, without control or formatting "
+     "characters"),
     ({"name": "c", "http": {"url": "http://x/", "status": []}},
      "check 'c': http: status: must not be an empty list"),
     ({"name": "c", "file": {"path": "relative"}},
@@ -556,7 +557,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> list[Result]:
         check_named("fails with control characters",
                     command={"run": r"printf 'bad \001 \033[31mred\033[0m \377\n'; exit 1"}),
         check_named("outside", port={"port": 80}, outside=True),
-    ]) + load(tree, [check_named("bell \x07 rings", file={"path": "/opslab/nothing"})],
+    ]) + load(tree, [check_named("bell rings", file={"path": "/opslab/bell \x07 rings"})],
               "smoke::web")
     return run(checks)
 
@@ -576,7 +577,7 @@ def test_junit_xml_has_a_testcase_per_check_and_reads_back(outcome: list[Result]
     assert (document.tests, document.failures, document.skipped) == (4, 2, 1)
     assert [(case.classname, case.name) for case in cases] == [
         ("smoke", "passes"), ("smoke", "fails with control characters"), ("smoke", "outside"),
-        ("smoke::web", "bell \ufffd rings")]
+        ("smoke::web", "bell rings")]
     passed, failed, skipped, missing = cases
     assert passed.is_passed
     (failure,) = failed.result
@@ -589,7 +590,7 @@ def test_junit_xml_has_a_testcase_per_check_and_reads_back(outcome: list[Result]
     assert isinstance(skip, Skipped)
     assert skip.message == "seen from outside: opslab smoke run --target ADDRESS"
     (gone,) = missing.result
-    assert gone.message == gone.text == "/opslab/nothing does not exist"
+    assert gone.message == gone.text == "/opslab/bell \ufffd rings does not exist"
 
 
 def test_the_text_shows_what_failed_with_its_output(outcome: list[Result]) -> None:
@@ -601,7 +602,7 @@ def test_the_text_shows_what_failed_with_its_output(outcome: list[Result]) -> No
     assert short[1] == "        | bad \\x01 \\x1b[31mred\\x1b[0m \ufffd"
     assert short[2:] == ["skipped smoke: outside: seen from outside: opslab smoke run "
                          "--target ADDRESS",
-                         "FAILED  smoke::web: bell \\x07 rings: /opslab/nothing does not exist",
+                         "FAILED  smoke::web: bell rings: /opslab/bell \\x07 rings does not exist",
                          "1 passed, 2 failed, 1 skipped in 1.50 s"]
     assert verbose[0] == "ok      smoke: passes: 'echo fine' exited 0"
     assert verbose[1:] == short
@@ -616,7 +617,7 @@ def test_the_json_has_every_result(outcome: list[Result]) -> None:
         ("smoke", "passes", "command", "passed", False),
         ("smoke", "fails with control characters", "command", "failed", False),
         ("smoke", "outside", "port", "skipped", True),
-        ("smoke::web", "bell \x07 rings", "file", "failed", False)]
+        ("smoke::web", "bell rings", "file", "failed", False)]
     assert document["results"][1]["output"].startswith("bad ")
     assert document["results"][1]["source"] == SOURCE
 
@@ -636,8 +637,10 @@ def test_the_summary_is_what_the_api_takes_and_is_bounded(outcome: list[Result])
                                                              outcome[3].check.name]
     assert not small.get("truncated")
     assert large["truncated"] is True
-    assert len(large["failures"]) == results.MAX_FAILURES
-    assert all(len(item["message"]) == results.MAX_MESSAGE for item in large["failures"])
+    # Within the API's bounds, and under MAX_SUMMARY bytes in all: some failures, cut.
+    assert len(json.dumps(large).encode()) < results.MAX_SUMMARY
+    assert 0 < len(large["failures"]) < results.MAX_FAILURES
+    assert all(0 < len(item["message"]) < results.MAX_MESSAGE for item in large["failures"])
 
 
 # -- opslab smoke run | validate ------------------------------------------------------------

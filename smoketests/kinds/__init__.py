@@ -40,6 +40,9 @@ class Field:
     many: bool = False
     # Said after "must be ..." when the type is wrong: how to write it.
     note: str = ""
+    # A text here is a shell line: references are filled in quoted for the shell
+    # (opslab.smoketests.values), so a value cannot add words or commands to it.
+    shell_line: bool = False
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` for this field, or None."""

@@ -10,21 +10,26 @@
 
 It runs with a plain environment (PATH, LANG=C.UTF-8, HOME), with nothing
 to read (/dev/null, not the terminal of whoever runs the checks), in its own
-process group, stopped with all its children at the check's timeout. A
-command is code from the control repository, reviewed like the manifests
-beside it, which run as root anyway.
+process group, stopped with all its children at the check's timeout. Of
+its output, the first MiB of each stream is kept: a command that prints
+more passes or fails by its exit status alone, and fails when the check
+asks about its output (which was not all seen). A command is code from the
+control repository, reviewed like the manifests beside it, which run as
+root anyway. In a shell line, each reference is filled in quoted for the
+shell, as one word (``echo ${param.greeting}`` prints the greeting whatever
+it holds: a ``;`` in it is not a second command); so a reference may not
+stand inside quotes there.
 """
 
 import os
 import pwd
 from typing import Any
 
-from opslab import process
-
+from .. import child
 from . import Context, Failed, Field, quoted, tail, text_list
 
 FIELDS = {
-    "run": Field((str, list), required=True),
+    "run": Field((str, list), required=True, shell_line=True),
     "exit_status": Field((int,), minimum=0, maximum=255, many=True),
     "stdout": Field((str,), many=True),
     "stderr": Field((str,), many=True),
@@ -63,32 +68,35 @@ def check(values: dict[str, Any], context: Context) -> str:
             argv = ["runuser", "-u", str(user), "--", *argv]
     else:
         home = os.environ.get("HOME", "/")
-    # process.run leaves standard input as it is: a command reading the terminal's would
-    # wait for a person until its timeout. A program not found is then sh's exit 127.
-    argv = ["/bin/sh", "-c", 'exec "$@" < /dev/null', "sh", *argv]
+    # Through sh, a program not found is sh's exit 127, as for a shell line.
+    argv = ["/bin/sh", "-c", 'exec "$@"', "sh", *argv]
     environment = {"PATH": PATH, "LANG": "C.UTF-8", "HOME": home}
     try:
-        done = process.run(argv, context.left(), env=environment, text=True)
-    except process.TimedOut as timed_out:
+        ran = child.run(argv, context.left(), env=environment)
+    except child.TimedOut as timed_out:
         raise Failed(f"{_shown(command)} ran past {context.timeout:g} s and was stopped",
                      tail(timed_out.output)) from None
     except OSError as error:
         raise Failed(f"{_shown(command)} could not run: {error.strerror or error}") from None
-    output = tail(done.stdout + ("\n" + done.stderr if done.stderr else ""))
+    stdout, stderr = (stream.decode("utf-8", "replace") for stream in (ran.stdout, ran.stderr))
+    output = tail(stdout + ("\n" + stderr if stderr else ""))
     wanted = values.get("exit_status", 0)
     statuses = wanted if isinstance(wanted, list) else [wanted]
-    if done.returncode not in statuses:
-        raise Failed(f"{_shown(command)} exited {done.returncode}, "
+    if ran.returncode not in statuses:
+        raise Failed(f"{_shown(command)} exited {ran.returncode}, "
                      f"not {' or '.join(map(str, statuses))}", output)
-    for key, stream in (("stdout", done.stdout), ("stderr", done.stderr)):
+    if ran.over and any(key in values for key in ("stdout", "stderr", "stdout_absent")):
+        raise Failed(f"{_shown(command)} printed more than {child.MAX_OUTPUT // 1024 // 1024} "
+                     f"MiB: its output is not checked", output)
+    for key, stream in (("stdout", stdout), ("stderr", stderr)):
         for piece in text_list(values.get(key)):
             if piece not in stream:
                 raise Failed(f"the {key} of {_shown(command)} does not contain {quoted(piece)}",
                              output)
     for piece in text_list(values.get("stdout_absent")):
-        if piece in done.stdout:
+        if piece in stdout:
             raise Failed(f"the stdout of {_shown(command)} contains {quoted(piece)}", output)
-    return f"{_shown(command)} exited {done.returncode}"
+    return f"{_shown(command)} exited {ran.returncode}"
 
 
 def _shown(command: str | list[str]) -> str:

@@ -15,15 +15,21 @@
 ``type: symlink`` looks at the link itself; everything else follows links.
 Contents are read up to 16 MiB and never shown in a message (a file may
 hold secrets): a message says which text was missing, not what was there.
+``matches`` is tried in a child process, stopped at the check's timeout:
+Python's regular expressions backtrack, a pattern such as ``(a+)+$`` can
+take years on a long line, and while it runs it holds the interpreter's lock,
+so no thread of the process could even notice the deadline.
 """
 
 import hashlib
 import os
 import re
 import stat
+import sys
 from typing import Any
 
-from . import Context, Failed, Field, quoted, text_list
+from .. import child
+from . import Context, Failed, Field, quoted, tail, text_list
 
 FIELDS = {
     "path": Field((str,), required=True),
@@ -43,6 +49,12 @@ MAX_CONTENT = 16 * 1024 * 1024
 _TYPES = {"file": stat.S_ISREG, "directory": stat.S_ISDIR, "symlink": stat.S_ISLNK,
           "socket": stat.S_ISSOCK, "pipe": stat.S_ISFIFO}
 _MODE = re.compile(r"0?[0-7]{3,4}")
+# What the child that tries ``matches`` runs: the content on its input, the pattern its
+# argument; exit 0 when a line matches, 3 when none does (1 is Python's for an error).
+_MATCH = ("import re, sys\n"
+          "text = sys.stdin.buffer.read().decode('utf-8', 'replace')\n"
+          "sys.exit(0 if re.search(sys.argv[1], text, re.MULTILINE) else 3)\n")
+_NO_MATCH = 3
 
 
 def problem(values: dict[str, Any], outside: bool) -> str | None:
@@ -57,7 +69,7 @@ def problem(values: dict[str, Any], outside: bool) -> str | None:
     if isinstance(values.get("matches"), str):
         try:
             re.compile(values["matches"])
-        except re.error as error:
+        except (re.error, RecursionError, OverflowError) as error:  # "((((...", "a{99999999999}"
             return f"matches is not a regular expression: {error}"
     digest = values.get("sha256")
     if isinstance(digest, str) and "${" not in digest \
@@ -89,7 +101,7 @@ def check(values: dict[str, Any], context: Context) -> str:
             raise Failed(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}, not {wanted:04o}")
     _owner(path, info, values)
     if any(key in values for key in ("contains", "absent", "matches", "sha256")):
-        _content(path, values)
+        _content(path, values, context)
     return f"{path} is as it should be"
 
 
@@ -110,7 +122,7 @@ def _owner(path: str, info: os.stat_result, values: dict[str, Any]) -> None:
             raise Failed(f"{path} has {key} {name}, not {wanted}")
 
 
-def _content(path: str, values: dict[str, Any]) -> None:
+def _content(path: str, values: dict[str, Any], context: Context) -> None:
     try:
         with open(path, "rb") as stream:
             data = stream.read(MAX_CONTENT + 1)
@@ -131,9 +143,24 @@ def _content(path: str, values: dict[str, Any]) -> None:
         if piece in text:
             raise Failed(f"{path} contains {quoted(piece)}")
     if "matches" in values:
-        try:
-            pattern = re.compile(str(values["matches"]), re.MULTILINE)
-        except re.error as error:
-            raise Failed(f"matches is not a regular expression: {error}") from None
-        if not pattern.search(text):
-            raise Failed(f"no line of {path} matches {quoted(values['matches'])}")
+        _matches(path, str(values["matches"]), data, context)
+
+
+def _matches(path: str, pattern: str, data: bytes, context: Context) -> None:
+    """Fails unless a line of ``data`` matches ``pattern``, found in time (module doc)."""
+    try:
+        # -I -S: nothing of the environment, no site packages; just Python, quickly.
+        ran = child.run([sys.executable, "-I", "-S", "-c", _MATCH, pattern], context.left(),
+                        env={}, data=data)
+    except child.TimedOut:
+        raise Failed(f"matching {quoted(pattern)} against {path} took longer than "
+                     f"{context.timeout:g} s and was stopped (a pattern that backtracks, "
+                     f"such as (a+)+$, can take for ever)") from None
+    except OSError as error:
+        raise Failed(f"matches could not be tried: {error.strerror or error}") from None
+    if ran.returncode == _NO_MATCH:
+        raise Failed(f"no line of {path} matches {quoted(pattern)}")
+    if ran.returncode != 0:
+        # A pattern filled in from a reference was not compiled when the checks were read.
+        lines = tail(ran.stderr, 500).strip().splitlines()
+        raise Failed(f"matches could not be tried: {lines[-1] if lines else ran.returncode}")
