@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from flask.testing import FlaskClient
 
 from opslab.agent import agent as agent_module
 from opslab.agent.agent import Agent
@@ -682,6 +683,37 @@ def test_smoke_results_too_large_for_the_api_are_cut_until_taken(
         assert api.request("DELETE", f"/v1/hosts/{host}", headers=basic("carol"))[0] == 204
     finally:
         api.stop()
+
+
+def test_odd_smoke_bodies_are_refused_by_the_api(client: FlaskClient) -> None:
+    """What a host token holder could send other than the agent: nothing is stored."""
+    host = "smoke1.web.example.org"
+    created = client.post("/v1/projects/web/hosts", json={"name": host}, headers=basic("carol"))
+    assert created.status_code == 201, created.json
+    token = created.json["token"]
+    failure = {"class": "smoke", "check": "c", "kind": "command", "message": "m"}
+    sound = {"checked_at": "2024-01-01T00:00:00Z", "passed": 0, "failed": 1, "skipped": 0,
+             "failures": [failure]}
+    try:
+        for body, status, said in [
+            (json.dumps({**sound, "failures": [{**failure, "message": "a\u0000b"}]}), 422,
+             "contains a NUL character"),
+            (json.dumps({**sound, "failures": [{**failure, "check": "\ud800"}]}), 422,
+             "lone surrogate"),
+            ("[" * 5000 + "]" * 5000, 422, "nested more than"),
+            ("{" * 100000, 413, "the body is larger than"),
+            (b"\xff\xfe", 422, "not UTF-8"),
+            (json.dumps({**sound, "checked_at": "9999-12-31T23:59:59-01:00"}), 422,
+             "checked_at must be"),
+        ]:
+            answer = client.put(f"/v1/hosts/{host}/smoke", data=body,
+                                content_type="application/json",
+                                headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == status, (body[:40], answer.json)
+            assert said in answer.json["error"], answer.json
+        assert client.get(f"/v1/hosts/{host}", headers=basic("dave")).json["smoke"] is None
+    finally:
+        client.delete(f"/v1/hosts/{host}", headers=basic("carol"))
 
 
 def test_the_shown_form_of_a_line_hides_nothing() -> None:
