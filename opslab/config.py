@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Union, get_args, get_origin
 
 from opslab import yamlcache
-from opslab.names import has_control_characters
+from opslab.names import InvalidName, has_control_characters, validate_project_name
 
 if TYPE_CHECKING:
     import argparse
@@ -198,6 +198,28 @@ class InstanceSettings(NamedTuple):
     local_subnet: str = "10.213.0.0/16"
 
 
+class CiSettings(NamedTuple):
+    """The CI harness (opslab.ci): which Gerrit comments start a run, and by whom."""
+
+    # Gerrit projects (the control repository's name in Gerrit) whose changes are
+    # tested; empty: no comment starts a run until one is named.
+    projects: tuple[str, ...] = ()
+    # Target branches whose changes are tested: shell patterns on the short name.
+    branches: tuple[str, ...] = ("*",)
+    # A comment starts a run when one of its lines is one of these (any case).
+    trigger_phrases: tuple[str, ...] = ("check infra", "recheck")
+    # The CI's own Gerrit account: its comments never start a run. None: no
+    # comment starts a run until it is set.
+    account: str | None = None
+    # Members of this opslab project may start runs (their Gerrit username is
+    # their directory uid).
+    trigger_project: str = "operations"
+    # An event seen again within this many seconds (both paths, a replay) is
+    # dropped; at most dedup_size events are remembered.
+    dedup_seconds: float = 3600.0
+    dedup_size: int = 100000
+
+
 class Config(NamedTuple):
     """The whole configuration file, one attribute per section."""
 
@@ -210,6 +232,7 @@ class Config(NamedTuple):
     agent: AgentSettings = AgentSettings()
     accounts: AccountSettings = AccountSettings()
     instances: InstanceSettings = InstanceSettings()
+    ci: CiSettings = CiSettings()
     source: str = "embedded defaults"
 
     @property
@@ -238,6 +261,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "agent": AgentSettings,
     "accounts": AccountSettings,
     "instances": InstanceSettings,
+    "ci": CiSettings,
 }
 _ENC_MODES = ("opslab", "terminus")
 _PROVIDERS = ("local", "openstack")
@@ -398,15 +422,36 @@ def _check(config: Config, source: str) -> None:
     for key in ("home_base", "shell"):
         if not getattr(config.accounts, key).startswith("/"):
             raise ConfigError(f"{source}: accounts.{key} must be an absolute path")
+    _check_ci(config.ci, source)
     for section, key in (("ldap", "connect_timeout"), ("ldap", "timeout"), ("ldap", "deadline"),
                          ("branches", "git_timeout"), ("apply", "timeout"),
                          ("agent", "check_interval"), ("agent", "apply_interval"),
                          ("agent", "retry_interval"), ("agent", "ssh_keys_timeout"),
                          ("instances", "request_timeout"), ("instances", "launch_timeout"),
-                         ("instances", "delete_timeout")):
+                         ("instances", "delete_timeout"), ("ci", "dedup_seconds"),
+                         ("ci", "dedup_size")):
         if getattr(getattr(config, section), key) <= 0:
             raise ConfigError(f"{source}: {section}.{key} must be greater than 0")
 
+
+def _check_ci(ci: CiSettings, source: str) -> None:
+    if not ci.trigger_phrases:
+        raise ConfigError(f"{source}: ci.trigger_phrases is empty: no comment could start a run")
+    for phrase in ci.trigger_phrases:
+        if not phrase.strip() or has_control_characters(phrase.replace("\t", " ")):
+            raise ConfigError(f"{source}: ci.trigger_phrases: {_shown(phrase)} is not a phrase "
+                              "(one line of text)")
+    for key in ("projects", "branches"):
+        for value in getattr(ci, key):
+            if not value or _has_space(value):
+                raise ConfigError(f"{source}: ci.{key}: {_shown(value)} is not a "
+                                  f"{key[:-1] if key == 'projects' else 'branch pattern'}")
+    if ci.account is not None and (not ci.account or _has_space(ci.account)):
+        raise ConfigError(f"{source}: ci.account {_shown(ci.account)} is not a Gerrit username")
+    try:
+        validate_project_name(ci.trigger_project)
+    except InvalidName as error:
+        raise ConfigError(f"{source}: ci.trigger_project: {error}") from None
 
 
 # How the checks below name the settings they speak of: the configuration's

@@ -77,6 +77,16 @@ def test_named_file_must_exist(tmp_path: Path) -> None:
         ("accounts:\n  max_uid: many\n", "accounts.max_uid must be a whole number"),
         ("ldap:\n  uri: ldaps://ldap.example.org\n  starttls: true\n",
          "ldap.starttls: true is for ldap:// URIs"),
+        ("ci:\n  trigger_phrases: ['  ']\n", "ci.trigger_phrases: '  ' is not a phrase"),
+        ("ci:\n  trigger_phrases: [\"re\\ncheck\"]\n", "ci.trigger_phrases: 're\\ncheck' is"),
+        ("ci:\n  trigger_phrases: []\n", "ci.trigger_phrases is empty"),
+        ("ci:\n  trigger_phrases: recheck\n", "ci.trigger_phrases must be a list of strings"),
+        ("ci:\n  projects: ['a b']\n", "ci.projects: 'a b' is not a project"),
+        ("ci:\n  branches: ['']\n", "ci.branches: '' is not a branch pattern"),
+        ("ci:\n  account: ''\n", "ci.account '' is not a Gerrit username"),
+        ("ci:\n  trigger_project: Ops!\n", "ci.trigger_project: project name 'Ops!'"),
+        ("ci:\n  dedup_seconds: 0\n", "ci.dedup_seconds must be greater than 0"),
+        ("ci:\n  dedup_size: 0\n", "ci.dedup_size must be greater than 0"),
     ],
 )
 def test_bad_configuration_names_the_problem(text: str, message: str) -> None:

@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # Where each package's source lives (pyproject.toml's package-dir).
 PACKAGES = {"opslab": "opslab", "opslab.enc": "enc", "opslab.branchrunner": "branchrunner",
             "opslab.api": "api", "opslab.api.routes": "api/routes",
-            "opslab.agent": "instance-agent", "opslab.instances": "instances"}
+            "opslab.agent": "instance-agent", "opslab.instances": "instances", "opslab.ci": "ci"}
 COMPONENTS = ("opslab.enc", "opslab.branchrunner", "opslab.api", "opslab.agent",
-              "opslab.instances")
+              "opslab.instances", "opslab.ci")
 
 
 def modules() -> dict[str, Path]:

@@ -1,0 +1,19 @@
+"""The CI harness: a reviewer's comment in Gerrit tests the change on a throwaway
+clone of the infrastructure, and Jenkins votes Verified with what failed.
+
+Shaped like Zuul's Gerrit driver, one module per part. Built so far, the parts
+that need neither a Gerrit nor a Jenkins server: :mod:`.events` reads Gerrit's
+events (stream-events lines and webhook bodies, 2.x and 3.x shapes) into typed
+objects, with a key that recognises one event arriving twice and a bounded set
+of the keys already seen; :mod:`.trigger` decides which comments start a run
+(the trigger phrases, the projects and branches, who may ask) and which events
+cancel one; :mod:`.parameters` makes the Gerrit Trigger plugin's ``GERRIT_*``
+build parameters from an event, and reads them back inside the job.
+
+To come (issue 13): the connection (events in over SSH with paramiko and by
+webhook, one queue, catch-up after a reconnect), the Jenkins side (starting,
+following and cancelling builds with python-jenkins), the source (fetching a
+patch set's ref), the reporter (the vote, through pygerrit2) and
+``opslab ci run``, the job itself. The wire facts all of them follow are in
+``../shared/contracts/gerrit-jenkins-openstack.md``; see docs/ci.md.
+"""
