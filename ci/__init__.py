@@ -8,12 +8,16 @@ objects, with a key that recognises one event arriving twice and a bounded set
 of the keys already seen; :mod:`.trigger` decides which comments start a run
 (the trigger phrases, the projects and branches, who may ask) and which events
 cancel one; :mod:`.parameters` makes the Gerrit Trigger plugin's ``GERRIT_*``
-build parameters from an event, and reads them back inside the job.
+build parameters from an event, and reads them back inside the job;
+:mod:`.reporter` votes Verified through pygerrit2 on the exact revision tested
+(nothing on a stale patch set or a closed change, never -1 for an
+infrastructure failure), with a message made from a run's result
+(:mod:`.result`); :mod:`.source` fetches a patch set's ``refs/changes/NN/C/P``,
+checks it is the announced revision, and lists the files and modules it touches.
 
 To come (issue 13): the connection (events in over SSH with paramiko and by
 webhook, one queue, catch-up after a reconnect), the Jenkins side (starting,
-following and cancelling builds with python-jenkins), the source (fetching a
-patch set's ref), the reporter (the vote, through pygerrit2) and
-``opslab ci run``, the job itself. The wire facts all of them follow are in
+following and cancelling builds with python-jenkins) and ``opslab ci run``,
+the job itself. The wire facts all of them follow are in
 ``../shared/contracts/gerrit-jenkins-openstack.md``; see docs/ci.md.
 """

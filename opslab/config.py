@@ -218,6 +218,20 @@ class CiSettings(NamedTuple):
     # dropped; at most dedup_size events are remembered.
     dedup_seconds: float = 3600.0
     dedup_size: int = 100000
+    # The vote (opslab.ci.reporter): Gerrit's web URL (its REST API is below it, at
+    # /a/), the account that votes (None: ci.account) and the file holding its HTTP
+    # password; whom Gerrit e-mails about a vote; seconds one request may take; the
+    # longest message posted, in characters.
+    gerrit_url: str | None = None
+    gerrit_user: str | None = None
+    gerrit_password_file: str | None = None
+    notify: str = "OWNER_REVIEWERS"
+    request_timeout: float = 30.0
+    message_limit: int = 16000
+    # The change's code (opslab.ci.source): the Git URL of a project's repository,
+    # {project} replaced by its name (None: GERRIT_URL/{project}); seconds a fetch may take.
+    git_url: str | None = None
+    fetch_timeout: float = 300.0
 
 
 class Config(NamedTuple):
@@ -265,6 +279,7 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 _ENC_MODES = ("opslab", "terminus")
 _PROVIDERS = ("local", "openstack")
+_NOTIFY = ("NONE", "OWNER", "OWNER_REVIEWERS", "ALL")  # Gerrit's ReviewInput.notify
 
 
 def add_config_option(parser: "argparse.ArgumentParser", default: str | None = None) -> None:
@@ -429,7 +444,8 @@ def _check(config: Config, source: str) -> None:
                          ("agent", "retry_interval"), ("agent", "ssh_keys_timeout"),
                          ("instances", "request_timeout"), ("instances", "launch_timeout"),
                          ("instances", "delete_timeout"), ("ci", "dedup_seconds"),
-                         ("ci", "dedup_size")):
+                         ("ci", "dedup_size"), ("ci", "request_timeout"),
+                         ("ci", "message_limit"), ("ci", "fetch_timeout")):
         if getattr(getattr(config, section), key) <= 0:
             raise ConfigError(f"{source}: {section}.{key} must be greater than 0")
 
@@ -446,6 +462,14 @@ def _check_ci(ci: CiSettings, source: str) -> None:
             if not value or _has_space(value):
                 raise ConfigError(f"{source}: ci.{key}: {_shown(value)} is not a "
                                   f"{key[:-1] if key == 'projects' else 'branch pattern'}")
+    if ci.notify not in _NOTIFY:
+        raise ConfigError(f"{source}: ci.notify must be one of {', '.join(_NOTIFY)}")
+    if ci.gerrit_url is not None and not ci.gerrit_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: ci.gerrit_url {_shown(ci.gerrit_url)} is not an "
+                          "http:// or https:// URL")
+    if ci.gerrit_user is not None and (not ci.gerrit_user or _has_space(ci.gerrit_user)):
+        raise ConfigError(f"{source}: ci.gerrit_user {_shown(ci.gerrit_user)} is not a "
+                          "Gerrit username")
     if ci.account is not None and (not ci.account or _has_space(ci.account)):
         raise ConfigError(f"{source}: ci.account {_shown(ci.account)} is not a Gerrit username")
     try:
