@@ -1,12 +1,17 @@
 """The vote (opslab.ci.reporter): real pygerrit2 against the Gerrit stand-in
 (tests/gerrit_standin.py, contract section 3)."""
 
+import base64
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from opslab.ci.parameters import read_parameters
 from opslab.ci.reporter import (
     TAG,
     GerritError,
@@ -298,3 +303,74 @@ def test_the_failure_message_without_a_run_page() -> None:
     assert message == ("opslab CI could not test this change: the API is unreachable.\n\n"
                        "This is an infrastructure failure, not a verdict on the change: no "
                        'vote. Comment "recheck" to run it again.')
+
+
+def test_the_target_from_the_jobs_parameters(gerrit: GerritStandIn) -> None:
+    change = gerrit.add_change()
+    revision = change.patchsets[0].revision
+    parameters = read_parameters({
+        "GERRIT_EVENT_TYPE": "patchset-created", "GERRIT_PROJECT": change.project,
+        "GERRIT_BRANCH": change.branch, "GERRIT_CHANGE_NUMBER": str(change.number),
+        "GERRIT_PATCHSET_NUMBER": "1", "GERRIT_PATCHSET_REVISION": revision,
+        "GERRIT_CHANGE_ID": change.change_id})
+    assert Target.from_parameters(parameters) == target(change)
+    assert reporter_for(gerrit).report(Target.from_parameters(parameters), GOOD).vote == 1
+
+
+# The stand-in itself against the contract (section 3.1, 3.2, 3.4), over plain HTTP.
+
+
+def raw(gerrit: GerritStandIn, method: str, path: str, body: dict[str, object] | None = None,
+        password: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    credentials = f"{gerrit.user}:{gerrit.password if password is None else password}"
+    headers = {"Authorization": "Basic " + base64.b64encode(credentials.encode()).decode(),
+               "Content-Type": "application/json"}
+    request = urllib.request.Request(gerrit.url + path, method=method, headers=headers,
+                                     data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_the_standin_speaks_gerrits_rest_api(gerrit: GerritStandIn) -> None:
+    change = gerrit.add_change()
+    status, headers, body = raw(gerrit, "GET", f"/a/changes/{change.number}?o=ALL_REVISIONS")
+    assert status == 200
+    assert headers["Content-Type"] == "application/json; charset=UTF-8"
+    assert body.startswith(b")]}'\n")
+    info = json.loads(body[5:])
+    assert info["current_revision"] == change.patchsets[0].revision
+    current = info["revisions"][info["current_revision"]]
+    assert current["ref"] == f"refs/changes/01/{change.number}/1"
+    status, headers, body = raw(gerrit, "GET", f"/a/changes/{change.number}", password="no")
+    assert (status, headers["WWW-Authenticate"]) == (401, 'Basic realm="Gerrit Code Review"')
+    assert not body.startswith(b")]}'")
+    # A "/" in the project must be encoded (contract 3.2).
+    unencoded = f"/a/changes/{change.project}~{change.branch}~{change.change_id}"
+    assert raw(gerrit, "GET", unencoded)[0] == 404
+    assert raw(gerrit, "GET", f"/a/changes/operations%2Fpuppet~{change.number}")[0] == 200
+    assert raw(gerrit, "GET", f"/changes/{change.number}")[0] == 404  # anonymous
+
+
+def test_the_standin_judges_review_inputs(gerrit: GerritStandIn) -> None:
+    change = gerrit.add_change()
+    review = f"/a/changes/{change.number}/revisions/current/review"
+    assert raw(gerrit, "POST", review, {"labels": {"Verified": 2}})[0] == 400
+    assert raw(gerrit, "POST", review, {"labels": {"Tested": 1}})[0] == 400
+    assert raw(gerrit, "POST", review, {"labels": {"Tested": 1}, "strict_labels": False})[0] \
+        == 200
+    assert raw(gerrit, "POST", review, {"notify": "EVERYONE"})[0] == 400
+    assert raw(gerrit, "POST", f"/a/changes/{change.number}/revisions/{'0' * 40}/review",
+               {"message": "x"})[0] == 404
+    comment = {"comments": {"README": [{"line": 1, "message": "same"}]},
+               "omit_duplicate_comments": True}
+    assert raw(gerrit, "POST", review, comment)[0] == 200
+    assert raw(gerrit, "POST", review, comment)[0] == 200
+    assert [r.comments for r in gerrit.reviews[-2:]] == [
+        {"README": [{"line": 1, "message": "same"}]}, {}]
+    gerrit.set_status(change.number, "ABANDONED")
+    status, _, body = raw(gerrit, "POST", review, {"labels": {"Verified": 1}})
+    assert (status, body) == (409, b"change is closed\n")
+    assert raw(gerrit, "POST", review, {"message": "still said"})[0] == 200
