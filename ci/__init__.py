@@ -13,10 +13,13 @@ build parameters from an event, and reads them back inside the job;
 (nothing on a stale patch set or a closed change, never -1 for an
 infrastructure failure), with a message made from a run's result
 (:mod:`.result`); :mod:`.source` fetches a patch set's ``refs/changes/NN/C/P``,
-checks it is the announced revision, and lists the files and modules it touches.
+checks it is the announced revision, and lists the files and modules it touches;
+:mod:`.connection` reads ``gerrit stream-events`` over SSH with paramiko (the
+host key checked, keepalives, a watchdog, reconnects with backoff) onto the one
+queue, each event once, and calls a hook after a reconnect for the catch-up.
 
-To come (issue 13): the connection (events in over SSH with paramiko and by
-webhook, one queue, catch-up after a reconnect), the Jenkins side (starting,
+To come (issue 13): the rest of the connection (events by webhook onto the same
+queue, the REST catch-up after a reconnect), the Jenkins side (starting,
 following and cancelling builds with python-jenkins) and ``opslab ci run``,
 the job itself. The wire facts all of them follow are in
 ``../shared/contracts/gerrit-jenkins-openstack.md``; see docs/ci.md.

@@ -232,6 +232,24 @@ class CiSettings(NamedTuple):
     # {project} replaced by its name (None: GERRIT_URL/{project}); seconds a fetch may take.
     git_url: str | None = None
     fetch_timeout: float = 300.0
+    # Gerrit's SSH daemon, for `gerrit stream-events` (opslab.ci.connection). None:
+    # no events by SSH until the host is set.
+    gerrit_ssh_host: str | None = None
+    gerrit_ssh_port: int = 29418
+    gerrit_ssh_user: str | None = None
+    ssh_key_file: str | None = None  # the user's private key (None: refused until set)
+    # Gerrit's host key is checked against this file, never accepted unseen. None:
+    # the user's ~/.ssh/known_hosts.
+    known_hosts_file: str | None = None
+    ssh_timeout: float = 30.0  # connecting, the banner, authenticating, opening a channel
+    ssh_keepalive: float = 60.0  # seconds between SSH keepalives (0: none)
+    # No byte on the stream for this long: the connection is taken for dead and
+    # made again (Gerrit sends no heartbeat: a quiet server is reconnected too).
+    ssh_watchdog_seconds: float = 900.0
+    # Reconnecting waits from reconnect_min_seconds, doubling, up to
+    # reconnect_max_seconds, each wait jittered down by up to half.
+    reconnect_min_seconds: float = 1.0
+    reconnect_max_seconds: float = 120.0
 
 
 class Config(NamedTuple):
@@ -476,6 +494,23 @@ def _check_ci(ci: CiSettings, source: str) -> None:
         validate_project_name(ci.trigger_project)
     except InvalidName as error:
         raise ConfigError(f"{source}: ci.trigger_project: {error}") from None
+    _check_ci_ssh(ci, source)
+
+
+def _check_ci_ssh(ci: CiSettings, source: str) -> None:
+    for key in ("gerrit_ssh_host", "gerrit_ssh_user"):
+        value = getattr(ci, key)
+        if value is not None and (not value or _has_space(value)):
+            raise ConfigError(f"{source}: ci.{key} {_shown(value)} must be a name without "
+                              "blanks")
+    if not 0 < ci.gerrit_ssh_port < 65536:
+        raise ConfigError(f"{source}: ci.gerrit_ssh_port must be a TCP port (1 to 65535)")
+    for key in ("ssh_timeout", "ssh_watchdog_seconds", "reconnect_min_seconds"):
+        if getattr(ci, key) <= 0:
+            raise ConfigError(f"{source}: ci.{key} must be greater than 0")
+    if ci.reconnect_max_seconds < ci.reconnect_min_seconds:
+        raise ConfigError(f"{source}: ci.reconnect_max_seconds is below "
+                          "ci.reconnect_min_seconds")
 
 
 # How the checks below name the settings they speak of: the configuration's
