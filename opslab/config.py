@@ -250,6 +250,47 @@ class CiSettings(NamedTuple):
     # reconnect_max_seconds, each wait jittered down by up to half.
     reconnect_min_seconds: float = 1.0
     reconnect_max_seconds: float = 120.0
+    # Events by webhook (opslab.ci.webhook): the dispatcher listens on HOST:PORT for
+    # the webhooks plugin's POSTs to /gerrit-events/SECRET, the secret read from
+    # webhook_secret_file (None: no webhook endpoint).
+    webhook_listen: str | None = None
+    webhook_secret_file: str | None = None
+    # The dispatcher's memory across restarts (the newest event seen, for the
+    # catch-up); after a reconnect or a restart, at most catchup_limit changes updated
+    # since then are read back through the REST API.
+    state_dir: str = "/var/lib/opslab/ci"
+    catchup_limit: int = 500
+    # Jenkins (opslab.ci.jenkins): its URL, the user and the file holding its API
+    # token, the job a run builds ("folder/job" for a job in a folder), seconds one
+    # request may take, and how long a queued build may wait for an executor.
+    jenkins_url: str | None = None
+    jenkins_user: str | None = None
+    jenkins_token_file: str | None = None
+    jenkins_job: str = "opslab-ci"
+    jenkins_timeout: float = 30.0
+    build_start_timeout: float = 3600.0
+    # The API, as the CI harness uses it: its URL, the CI's account (a person of the
+    # directory, member of clone_project) and the file holding that person's password.
+    api_url: str | None = None
+    api_user: str | None = None
+    api_password_file: str | None = None
+    # Inside the job (`opslab ci run`): the project clones are made in; which projects
+    # follow a branch ("BRANCH:PROJECT" entries; none for a branch: the projects whose
+    # branch it is); the most hosts one run clones.
+    clone_project: str = "ci"
+    clone_projects: tuple[str, ...] = ()
+    max_hosts: int = 5
+    # Where the patch set is pushed as the branch BRANCH_PREFIX/CHANGE/PATCHSET for
+    # the clones to apply (None: the fetch URL, ci.git_url), and the private key the
+    # CI's account logs in to its clones with (its public key is in the directory).
+    push_url: str | None = None
+    branch_prefix: str = "ci"
+    clone_key_file: str | None = None
+    # Seconds from a clone's launch to its first report; for each apply over SSH; for
+    # a whole run. A clone older than run_timeout is the reaper's (a run killed).
+    clone_timeout: float = 900.0
+    apply_timeout: float = 900.0
+    run_timeout: float = 3600.0
 
 
 class Config(NamedTuple):
@@ -463,7 +504,11 @@ def _check(config: Config, source: str) -> None:
                          ("instances", "request_timeout"), ("instances", "launch_timeout"),
                          ("instances", "delete_timeout"), ("ci", "dedup_seconds"),
                          ("ci", "dedup_size"), ("ci", "request_timeout"),
-                         ("ci", "message_limit"), ("ci", "fetch_timeout")):
+                         ("ci", "message_limit"), ("ci", "fetch_timeout"),
+                         ("ci", "catchup_limit"), ("ci", "jenkins_timeout"),
+                         ("ci", "build_start_timeout"), ("ci", "max_hosts"),
+                         ("ci", "clone_timeout"), ("ci", "apply_timeout"),
+                         ("ci", "run_timeout")):
         if getattr(getattr(config, section), key) <= 0:
             raise ConfigError(f"{source}: {section}.{key} must be greater than 0")
 
@@ -495,6 +540,41 @@ def _check_ci(ci: CiSettings, source: str) -> None:
     except InvalidName as error:
         raise ConfigError(f"{source}: ci.trigger_project: {error}") from None
     _check_ci_ssh(ci, source)
+    _check_ci_jobs(ci, source)
+
+
+def _check_ci_jobs(ci: CiSettings, source: str) -> None:
+    for key in ("jenkins_url", "api_url"):
+        value = getattr(ci, key)
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{source}: ci.{key} {_shown(value)} is not an http:// or "
+                              "https:// URL")
+    if ci.webhook_listen is not None:
+        host, _, port = ci.webhook_listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{source}: ci.webhook_listen {_shown(ci.webhook_listen)} is "
+                              "not HOST:PORT")
+        if ci.webhook_secret_file is None:
+            raise ConfigError(f"{source}: ci.webhook_listen is set but "
+                              "ci.webhook_secret_file is not: the endpoint needs its secret")
+    try:
+        validate_project_name(ci.clone_project)
+    except InvalidName as error:
+        raise ConfigError(f"{source}: ci.clone_project: {error}") from None
+    for entry in ci.clone_projects:
+        branch, _, project = entry.partition(":")
+        try:
+            validate_project_name(project)
+        except InvalidName:
+            raise ConfigError(f"{source}: ci.clone_projects: {_shown(entry)} is not "
+                              "BRANCH:PROJECT") from None
+        if not branch or _has_space(branch):
+            raise ConfigError(f"{source}: ci.clone_projects: {_shown(entry)} is not "
+                              "BRANCH:PROJECT")
+    if not ci.branch_prefix or _has_space(ci.branch_prefix) or ci.branch_prefix.strip("/") \
+            != ci.branch_prefix:
+        raise ConfigError(f"{source}: ci.branch_prefix {_shown(ci.branch_prefix)} must be a "
+                          "branch name without blanks or a leading or trailing /")
 
 
 def _check_ci_ssh(ci: CiSettings, source: str) -> None:
