@@ -59,6 +59,7 @@ class RunResult(TypedDict, total=False):
     configuration_version: str | int | None
     resources: dict[str, int]
     failed_resources: list[FailedResource]
+    changed_resources: list[str]
     errors: list[str]
     puppet_time: float | None
 
@@ -121,8 +122,15 @@ def read_run(report_dir: Path, output: str) -> RunResult:
     report = _load(report_dir / "last_run_report.yaml")
     resources = summary.get("resources") or {}
     failed_resources: list[FailedResource] = []
+    # Which resources changed, by name: a second apply that changes any is not
+    # idempotent, and the CI harness names them (counts would not say which).
+    changed_resources: list[str] = []
     for name, status in (report.get("resource_statuses") or {}).items():
-        if not isinstance(status, dict) or not status.get("failed"):
+        if not isinstance(status, dict):
+            continue
+        if status.get("changed") and not status.get("failed"):
+            changed_resources.append(str(name))
+        if not status.get("failed"):
             continue
         messages = [str(event.get("message")) for event in status.get("events") or []
                     if isinstance(event, dict) and event.get("status") == "failure"]
@@ -145,6 +153,7 @@ def read_run(report_dir: Path, output: str) -> RunResult:
         "resources": {key: resources.get(key, 0)
                       for key in ("total", "changed", "failed", "out_of_sync", "skipped")},
         "failed_resources": failed_resources,
+        "changed_resources": changed_resources,
         "errors": errors,
         "puppet_time": (summary.get("time") or {}).get("total"),
     }

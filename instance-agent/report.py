@@ -40,7 +40,7 @@ _SHORT_FIELDS = {"meaning": 200, "puppet_status": 32, "puppet_version": 64,
 class Limits(NamedTuple):
     """How much of each list and text a sent report keeps."""
 
-    items: int = 50  # failed_resources, errors, warnings
+    items: int = 50  # failed_resources, changed_resources, errors, warnings
     messages: int = 10  # per failed resource
     message: int = 2000  # every message, error and sync_error
     resource: int = 500
@@ -90,6 +90,10 @@ def _cut(report: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
         copy["failed_resources"] = [
             _resource(item, limits, cut) if isinstance(item, dict) else item
             for item in cut.list(report["failed_resources"], limits.items)]
+    if isinstance(report.get("changed_resources"), list):
+        copy["changed_resources"] = [cut.text(item, limits.resource)
+                                     for item in cut.list(report["changed_resources"],
+                                                          limits.items)]
     for name in ("errors", "warnings"):
         if isinstance(report.get(name), list):
             copy[name] = [cut.text(item, limits.message)

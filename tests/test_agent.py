@@ -988,6 +988,7 @@ def a_report(failures: int, text: str, messages: int) -> dict[str, Any]:
                       "skipped": 0},
         "failed_resources": [{"resource": f"File[/srv/{text}/{n}]", "file": f"/etc/{text}.pp",
                               "line": n, "messages": [text] * messages} for n in range(failures)],
+        "changed_resources": [f"Exec[{text}{n}]" for n in range(failures)],
         "errors": [text] * failures, "warnings": [text] * failures, "puppet_status": "failed",
         "puppet_version": "7.23.0", "configuration_version": 1700000000,
         "agent_version": "0.1.0", "trigger": "change",
@@ -1008,6 +1009,8 @@ def test_a_report_is_sent_within_the_apis_bounds_whatever_puppet_said(text: str)
                and len(item["messages"]) <= 10
                and all(len(message) <= 2000 for message in item["messages"])
                for item in sent["failed_resources"])
+    assert len(sent["changed_resources"]) <= 50
+    assert all(len(item) <= 500 for item in sent["changed_resources"])
     for name in ("errors", "warnings"):
         assert len(sent[name]) <= 50
         assert all(len(message) <= 2000 for message in sent[name])

@@ -105,6 +105,10 @@ def test_apply_follows_the_projects_branch(agent: Agent) -> None:
     assert result["resources"]["changed"] >= 3
     assert result["resources"]["failed"] == 0
     assert result["failed_resources"] == []
+    # Each changed resource by name, as many as the count says.
+    assert len(result["changed_resources"]) == result["resources"]["changed"]
+    assert {f"File[{agent.root}/base.conf]", f"File[{agent.root}/motd]"} <= set(
+        result["changed_resources"]), result["changed_resources"]
     assert result["puppet_version"].startswith("7.")
     assert (agent.root / "base.conf").read_text().startswith("environment=feature_tools_motd\n")
     assert (agent.root / "motd").read_text() == "Tools project, feature branch\n"
@@ -123,6 +127,9 @@ def test_new_commit_on_the_branch_is_applied_next_run(agent: Agent) -> None:
     assert status == 2, result
     assert result["commit"] == commit
     assert (agent.root / "site").read_text() == "agent.example.org in unassigned, version 2\n"
+    assert result["changed_resources"] == [f"File[{agent.root}/site]"]
+    again_status, again = agent.apply()
+    assert (again_status, again["changed_resources"]) == (0, []), again
 
 
 def test_changing_the_branch_in_the_directory_moves_the_host(agent: Agent) -> None:
@@ -166,6 +173,7 @@ def test_failed_resources_are_reported_with_their_messages(agent: Agent) -> None
     assert result["resources"]["failed"] == 1
     [failed] = result["failed_resources"]
     assert failed["resource"] == "Exec[fails]"
+    assert "Exec[fails]" not in result["changed_resources"]
     assert "'/bin/false' returned 1 instead of one of [0]" in failed["messages"][0]
 
 
