@@ -36,21 +36,23 @@ def run(
     timeout: float,
     *,
     env: Mapping[str, str] | None = None,
+    stdout: int | IO[Any] = subprocess.PIPE,
     stderr: int | IO[Any] = subprocess.PIPE,
     text: bool = False,
     grace: float = 0.0,
 ) -> subprocess.CompletedProcess[Any]:
     """Run ``command`` in a process group of its own and return it, completed and reaped.
 
-    Its output is captured (stderr too, unless ``stderr`` says otherwise,
-    e.g. ``subprocess.STDOUT``). Past ``timeout`` seconds the whole group is
-    stopped: SIGTERM and up to ``grace`` seconds to finish when ``grace`` is
-    positive, SIGKILL otherwise and after it; then :class:`TimedOut` is
-    raised with the output so far. OSError if the command cannot start.
+    Its output is captured (stderr too), unless ``stdout`` or ``stderr`` say
+    otherwise (a file for output too large to hold, ``subprocess.STDOUT``).
+    Past ``timeout`` seconds the whole group is stopped: SIGTERM and up to
+    ``grace`` seconds to finish when ``grace`` is positive, SIGKILL otherwise
+    and after it; then :class:`TimedOut` is raised with the output so far.
+    OSError if the command cannot start.
     """
     # Text is decoded as UTF-8 whatever the locale, a byte that is not UTF-8
     # replaced: a command's output must never be the reason a run has no result.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=env,
+    process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env,
                                encoding="utf-8" if text else None,
                                errors="replace" if text else None, start_new_session=True)
     try:
