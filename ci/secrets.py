@@ -38,9 +38,8 @@ class ScanError(Exception):
 
 def scan(fetched: Fetched, timeout: float) -> list[SecretFound]:
     """The secrets the patch set ``fetched`` adds, by file and line, in file order."""
-    from detect_secrets import SecretsCollection
-    from detect_secrets.core.scan import get_filters
-    from detect_secrets.settings import default_settings, get_settings
+    from detect_secrets.core.secrets_collection import SecretsCollection
+    from detect_secrets.settings import default_settings, get_filters, get_settings
 
     diff = _diff(fetched, timeout)
     allowed = _allowed(fetched, timeout)

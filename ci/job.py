@@ -1,0 +1,486 @@
+"""``opslab ci run``: the Jenkins job that tests one patch set on a throwaway clone.
+
+1. Read the ``GERRIT_*`` parameters (ci/parameters.py), fetch the patch set's ref and
+   check it is the announced revision (ci/source.py).
+2. Scan what it adds for secrets (ci/secrets.py).
+3. Choose the hosts to clone (ci/clones.py), push the patch set as the branch
+   ``ci.branch_prefix/CHANGE/PATCHSET`` for the clones to apply, and make one clone per
+   host through the API, on the target branch: its agent's first run applies the target
+   branch.
+4. On each clone, over SSH (ci/shell.py): stop the agent (the job drives the runs from
+   now on), point the host at the change's branch, apply it, apply it again (the second
+   run must change nothing), run the smoke tests inside, and from here the outside
+   checks against the clone's address.
+5. Write JUnit (ci/junit.py), vote on the exact revision (ci/reporter.py), record the run
+   in the API, and delete the clones and the branch, whatever happened before.
+
+A failure of the change is a -1 with the reasons; a failure to test it (the cloud, the
+API, Gerrit, a timeout) is an :class:`InfrastructureFailure`: a message, never a -1.
+Exit status: 0 passed, 1 the change failed, 2 the change could not be tested.
+"""
+
+import argparse
+import json
+import logging
+import os
+import secrets as tokens
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import quote
+
+from opslab import process
+from opslab.apiclient import ApiRefused, ApiUnavailable, Client
+from opslab.config import Config, ConfigError, add_config_option, load
+
+from . import clones, junit
+from .clones import Clone, CloneError, Original
+from .parameters import JobParameters, ParameterError, read_parameters
+from .reporter import GerritError, Reporter, Target
+from .result import (
+    FailedCheck,
+    FailedResource,
+    HostResult,
+    InfrastructureFailure,
+    RunResult,
+    SecretFound,
+)
+from .secrets import ScanError, scan
+from .shell import OPSLAB, Shell, ShellError
+from .source import SourceError, change_files, fetch_patchset, git_url, touched_modules
+
+log = logging.getLogger(__name__)
+
+PASSED, FAILED, INFRASTRUCTURE = 0, 1, 2
+# The catalog Puppet keeps on an instance (opslab.puppet.kept_catalog, bootstrap's paths).
+CATALOG = "/var/lib/opslab/client_data/catalog/{certname}.json"
+PHASES = (("target", "Puppet run of the target branch"),
+          ("change", "Puppet run of the change"),
+          ("again", "second run of the change changes nothing"))
+
+
+class Abandoned(Exception):
+    """The job was told to stop (SIGTERM from Jenkins' abort, SIGINT)."""
+
+
+@dataclass
+class HostRun:
+    """What happened on one clone."""
+
+    original: Original
+    clone: Clone | None = None
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # phase -> RunResult
+    inside: dict[str, Any] | None = None  # `opslab smoke run --json` on the clone
+    outside: dict[str, Any] | None = None  # the same from here, --target the clone
+    error: str | None = None  # the clone could not be made or used
+
+
+def _api(config: Config) -> Client:
+    ci = config.ci
+    url = ci.api_url or config.enc.api_url
+    if not url or not ci.api_user or not ci.api_password_file:
+        raise ConfigError("opslab ci run needs the API: set ci.api_url (or enc.api_url), "
+                          "ci.api_user and ci.api_password_file")
+    return Client(url, ci.api_password_file, ci.request_timeout, "opslab-ci",
+                  user=ci.api_user)
+
+
+class Job:
+    """One run of the job, for the patch set ``parameters`` names."""
+
+    def __init__(self, config: Config, parameters: JobParameters, workdir: Path,
+                 api: Client, reporter: Reporter, shell: Shell) -> None:
+        self.config = config
+        self.ci = config.ci
+        self.parameters = parameters
+        self.target = Target.from_parameters(parameters)
+        self.workdir = workdir
+        self.api = api
+        self.reporter = reporter
+        self.shell = shell
+        self.deadline = time.monotonic() + self.ci.run_timeout
+        self.token = tokens.token_hex(3)
+        self.branch = (f"{self.ci.branch_prefix}/{parameters.change}/{parameters.patchset}"
+                       f"-{self.token}")
+        self.hosts: list[HostRun] = []
+        self.left_out: list[str] = []
+        self.secrets: list[SecretFound] = []
+        self.scan_error: str | None = None
+        self.pushed = False
+        self.run_url: str | None = None
+        self.run_id: int | None = None
+
+    # The run, step by step -------------------------------------------------------------
+
+    def run(self, junit_path: Path | None) -> int:
+        """Test the patch set, vote, clean up; the exit status."""
+        self.run_url = self._record_start()
+        failure: InfrastructureFailure | None = None
+        try:
+            result = self._test()
+        except (SourceError, CloneError, ShellError, ApiUnavailable, Abandoned) as error:
+            failure = InfrastructureFailure(_first_line(str(error)) or type(error).__name__,
+                                            run_url=self.run_url)
+            result = None
+        finally:
+            self._clean_up()
+            if junit_path is not None:
+                junit.write(junit_path, self._suites())
+        return self._conclude(result, failure)
+
+    def _test(self) -> RunResult:
+        fetched = fetch_patchset(git_url(self.ci.git_url or self.ci.gerrit_url or "",
+                                         self.target.project),
+                                 self.target.change, self.target.patchset, self.target.revision,
+                                 self.workdir / "repository", self.ci.fetch_timeout)
+        try:
+            self.secrets = scan(fetched, self.ci.fetch_timeout)
+        except ScanError as error:
+            self.scan_error = str(error)
+        modules = touched_modules(change_files(fetched, self.ci.fetch_timeout))
+        chosen = clones.plan(self.api, self.ci, self.target.branch, modules)
+        self.left_out = chosen.left_out
+        self.hosts = [HostRun(original) for original in chosen.hosts]
+        if self.hosts:
+            self._push(fetched.directory)
+            with ThreadPoolExecutor(max_workers=len(self.hosts)) as pool:
+                list(pool.map(self._host, self.hosts))
+        errors = [host for host in self.hosts if host.error]
+        if errors:
+            raise CloneError("; ".join(f"{host.original.name}: {host.error}"
+                                       for host in errors))
+        return RunResult(tuple(_host_result(host) for host in self.hosts),
+                         tuple(self.secrets), self.run_url, tuple(self.left_out))
+
+    def _push(self, repository: Path) -> None:
+        remote = self.ci.push_url or git_url(self.ci.git_url or self.ci.gerrit_url or "",
+                                             self.target.project)
+        self._git(repository, "push", "--quiet", remote,
+                  f"{self.target.revision}:refs/heads/{self.branch}")
+        self.pushed = True
+
+    def _host(self, host: HostRun) -> None:
+        """Clone one host and test the change on it; what fails to run is host.error."""
+        try:
+            label = clones.clone_label(self.target.change, self.target.patchset, self.token,
+                                       host.original.name)
+            self._check_time()
+            host.clone = clones.create(self.api, self.ci, host.original, label,
+                                       self.target.branch)
+            report = clones.first_report(self.api, host.clone, min(
+                self.deadline, time.monotonic() + self.ci.clone_timeout))
+            host.runs["target"] = report
+            address = host.clone.address
+            self._sudo(address, "systemctl stop opslab-agent.service opslab-agent.timer")
+            clones.set_branch(self.api, host.clone, self.branch)
+            for phase in ("change", "again"):
+                self._check_time()
+                host.runs[phase] = self._apply(address)
+            host.inside = self._smoke_inside(address)
+            host.outside = self._smoke_outside(host.clone)
+        except (CloneError, ShellError, Abandoned) as error:
+            host.error = _first_line(str(error))
+        except Exception as error:  # a bug must not leave the other hosts' clones behind
+            log.exception("testing on the clone of %s failed", host.original.name)
+            host.error = f"{type(error).__name__}: {_first_line(str(error))}"
+
+    def _sudo(self, address: str, command: str, timeout: float = 120.0
+              ) -> subprocess.CompletedProcess[str]:
+        return self.shell.run(address, f"sudo -n {command}", min(timeout, self._left()))
+
+    def _apply(self, address: str) -> dict[str, Any]:
+        ran = self._sudo(address, f"{OPSLAB} branch apply --branch {shlex.quote(self.branch)} "
+                         "--json", self.ci.apply_timeout)
+        try:
+            result = json.loads(ran.stdout)
+        except ValueError:
+            raise ShellError(f"opslab branch apply on {address} printed no result "
+                             f"(status {ran.returncode}): {ran.stderr.strip()[-300:]}") from None
+        if not isinstance(result, dict):
+            raise ShellError(f"opslab branch apply on {address} printed no result")
+        return result
+
+    def _smoke_inside(self, address: str) -> dict[str, Any]:
+        ran = self._sudo(address, f"{OPSLAB} smoke run --json", 900)
+        return _smoke_json(ran, f"the smoke tests on {address}")
+
+    def _smoke_outside(self, clone: Clone) -> dict[str, Any]:
+        """The outside checks, from here, as ``opslab smoke run --target`` with the clone's
+        catalog (over SSH) and classification (the API) and the change's tree."""
+        catalog = self._sudo(clone.address, "cat " + CATALOG.format(certname=clone.name))
+        if catalog.returncode != 0:
+            raise ShellError(f"the catalog of {clone.name} could not be read: "
+                             f"{catalog.stderr.strip()[-300:]}")
+        directory = self.workdir / "outside" / clone.name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "catalog.json").write_text(catalog.stdout)
+        classification = self.api.request("GET", f"/v1/nodes/{quote(clone.name)}")
+        (directory / "classification.json").write_bytes(classification.body)
+        argv = [sys.executable, "-m", "opslab.cli", "smoke", "run", "--json",
+                "--target", clone.address, "--certname", clone.name,
+                "--tree", str(self.workdir / "repository"),
+                "--classification", str(directory / "classification.json"),
+                "--catalog", str(directory / "catalog.json")]
+        try:
+            ran = process.run(argv, min(900.0, self._left()), text=True)
+        except process.TimedOut:
+            raise ShellError(f"the outside checks of {clone.name} did not finish") from None
+        return _smoke_json(ran, f"the outside checks of {clone.name}")
+
+    # Endings ---------------------------------------------------------------------------
+
+    def _conclude(self, result: RunResult | None, failure: InfrastructureFailure | None
+                  ) -> int:
+        try:
+            if failure is not None:
+                self.reporter.report_failure(self.target, failure)
+                state, vote, message = "error", None, failure.what
+            else:
+                assert result is not None
+                report = self.reporter.report(self.target, result)
+                vote, message = report.vote, report.message
+                state = ("passed" if result.passed else "failed") if report.vote is not None \
+                    else "stale"
+        except GerritError as error:
+            log.error("the result could not be posted to Gerrit: %s", error)
+            state, vote, message = "error", None, f"Gerrit: {error}"
+            failure = failure or InfrastructureFailure(str(error))
+        self._record_end(state, vote, message, result)
+        if failure is not None:
+            log.error("the change could not be tested: %s", failure.what)
+            return INFRASTRUCTURE
+        assert result is not None
+        log.info("%s: %s", "passed" if result.passed else "failed", message.splitlines()[0])
+        return PASSED if result.passed else FAILED
+
+    def _clean_up(self) -> None:
+        """Delete the clones and the branch; what cannot be deleted is the reaper's."""
+        for host in self.hosts:
+            if host.clone is None:
+                continue
+            try:
+                clones.delete(self.api, host.clone.name)
+            except CloneError as error:
+                log.error("%s is left for the reaper: %s", host.clone.name, error)
+        if self.pushed:
+            remote = self.ci.push_url or git_url(self.ci.git_url or self.ci.gerrit_url or "",
+                                                 self.target.project)
+            try:
+                self._git(self.workdir / "repository", "push", "--quiet", remote,
+                          f":refs/heads/{self.branch}")
+            except SourceError as error:
+                log.error("the branch %s is left behind: %s", self.branch, error)
+
+    def _suites(self) -> list[junit.Suite]:
+        suites = [junit.secrets_suite(self.secrets, self.scan_error)]
+        for host in self.hosts:
+            name = host.clone.name if host.clone else host.original.name
+            suite = junit.Suite(name)
+            for phase, title in PHASES:
+                suite.cases.append(_run_case(host, phase, title))
+            for where, found in (("inside", host.inside), ("outside", host.outside)):
+                for item in (found or {}).get("results", []):
+                    suite.cases.append(_check_case(host, where, item))
+            suites.append(suite)
+        return suites
+
+    # The API's record of the run ---------------------------------------------------------
+
+    def _record_start(self) -> str | None:
+        p = self.parameters
+        body = {"event_key": f"{p.project} {p.change} {p.patchset} {p.event_hash}",
+                "gerrit_project": p.project, "change": p.change, "patchset": p.patchset,
+                "revision": p.revision, "branch": p.branch, "change_id": p.change_id or None,
+                "change_url": p.change_url or None, "subject": p.subject[:500],
+                "trigger": _first_line(p.comment_text or "")[:200] or p.event_type,
+                "requested_by": p.event_account or None, "state": "running",
+                "build_url": os.environ.get("BUILD_URL") or None}
+        try:
+            answer = self.api.request("POST", "/v1/ci/runs", body)
+            run = json.loads(answer.body)
+            self.run_id = int(run["id"])
+            return str(run.get("url") or f"{self.api.url}/v1/ci/runs/{run['id']}")
+        except (ApiUnavailable, ApiRefused, ValueError, KeyError, TypeError) as error:
+            log.warning("the run is not recorded in the API: %s", error)
+            return None
+
+    def _record_end(self, state: str, vote: int | None, message: str,
+                    result: RunResult | None) -> None:
+        if self.run_id is None:
+            return
+        body = {"state": state, "vote": vote, "message": message[:16000],
+                "hosts": [{"original": host.original.name,
+                           "clone": host.clone.name if host.clone else None,
+                           "result": _host_state(host)} for host in self.hosts],
+                "left_out": self.left_out,
+                "result": _summary(result, self.secrets)}
+        try:
+            self.api.request("PATCH", f"/v1/ci/runs/{self.run_id}", body)
+        except (ApiUnavailable, ApiRefused) as error:
+            log.warning("the run's result is not recorded in the API: %s", error)
+
+    # Helpers ---------------------------------------------------------------------------
+
+    def _left(self) -> float:
+        return max(1.0, self.deadline - time.monotonic())
+
+    def _check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise Abandoned(f"the run took longer than ci.run_timeout "
+                            f"({self.ci.run_timeout:g} s)")
+
+    def _git(self, directory: Path, *arguments: str) -> None:
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+        try:
+            ran = process.run(["git", "-C", str(directory), *arguments],
+                              self.ci.fetch_timeout, env=env, text=True)
+        except (process.TimedOut, OSError) as error:
+            raise SourceError(f"git {arguments[0]}: {error}") from None
+        if ran.returncode != 0:
+            raise SourceError(f"git {arguments[0]} failed: {ran.stderr.strip()[-500:]}")
+
+
+def _smoke_json(ran: subprocess.CompletedProcess[str], what: str) -> dict[str, Any]:
+    if ran.returncode not in (0, 1):
+        raise ShellError(f"{what} could not run (status {ran.returncode}): "
+                         f"{ran.stderr.strip()[-300:]}")
+    try:
+        found = json.loads(ran.stdout)
+    except ValueError:
+        raise ShellError(f"{what} printed no results") from None
+    if not isinstance(found, dict):
+        raise ShellError(f"{what} printed no results")
+    return found
+
+
+def _failed_checks(host: HostRun) -> list[FailedCheck]:
+    failed = []
+    for where, found in (("", host.inside), (" (from outside)", host.outside)):
+        for item in (found or {}).get("results", []):
+            if item.get("status") in ("failed", "error"):
+                output = "\n".join(part for part in (item.get("message"), item.get("output"))
+                                   if part)
+                failed.append(FailedCheck(f"{item.get('class')}: {item.get('check')}{where}",
+                                          output))
+    return failed
+
+
+def _host_result(host: HostRun) -> HostResult:
+    name = host.clone.name if host.clone else host.original.name
+    failed: list[FailedResource] = []
+    for phase in ("change", "again"):
+        run = host.runs.get(phase) or {}
+        for item in run.get("failed_resources") or []:
+            messages = item.get("messages") or [""]
+            failed.append(FailedResource(str(item.get("resource")), str(messages[0])))
+        if not run.get("success", False) and not run.get("failed_resources"):
+            reasons = run.get("errors") or [run.get("error") or run.get("meaning") or ""]
+            failed.append(FailedResource("Puppet run", str(reasons[0])))
+        if failed:
+            break  # the second run repeats the first one's failures
+    again = host.runs.get("again") or {}
+    changed_again = () if failed else tuple(again.get("changed_resources") or ())
+    return HostResult(f"{name} (clone of {host.original.name})", tuple(failed), changed_again,
+                      tuple(_failed_checks(host)))
+
+
+def _host_state(host: HostRun) -> str | None:
+    if host.error:
+        return "error"
+    if not host.runs:
+        return None
+    return "passed" if _host_result(host).passed else "failed"
+
+
+def _summary(result: RunResult | None, secrets: list[SecretFound]) -> dict[str, Any]:
+    return {"passed": result.passed if result else None,
+            "secrets": [{"file": item.file, "line": item.line, "kind": item.kind}
+                        for item in secrets],
+            "hosts": [{"host": host.host, "failed_resources": len(host.failed_resources),
+                       "changed_again": list(host.changed_again),
+                       "failed_checks": [check.name for check in host.failed_checks]}
+                      for host in (result.hosts if result else ())]}
+
+
+def _run_case(host: HostRun, phase: str, title: str) -> junit.Case:
+    name = host.clone.name if host.clone else host.original.name
+    case = junit.Case(name, title)
+    run = host.runs.get(phase)
+    if run is None:
+        case.skipped = host.error or "not reached"
+        return case
+    case.seconds = float(run.get("duration") or 0.0)
+    if phase == "again" and run.get("success") and run.get("changed_resources"):
+        case.failure = "the second run changed resources again (not idempotent)"
+        case.detail = "\n".join(run["changed_resources"])
+    elif not run.get("success", False):
+        case.failure = f"Puppet: {run.get('meaning') or run.get('status')}"
+        case.detail = "\n".join(
+            [f"{item.get('resource')}: {'; '.join(item.get('messages') or [])}"
+             for item in run.get("failed_resources") or []]
+            + [str(error) for error in run.get("errors") or []]
+            + [str(run.get("error") or "")])
+    return case
+
+
+def _check_case(host: HostRun, where: str, item: dict[str, Any]) -> junit.Case:
+    name = host.clone.name if host.clone else host.original.name
+    case = junit.Case(f"{name}.{item.get('class')}", f"{item.get('check')} ({where})",
+                      float(item.get("duration") or 0.0))
+    if item.get("status") in ("failed", "error"):
+        case.failure = _first_line(str(item.get("message") or "failed"))
+        case.detail = str(item.get("output") or "")
+        case.error = item.get("status") == "error"
+    elif item.get("status") == "skipped":
+        case.skipped = str(item.get("message") or "skipped")
+    return case
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def _stop(number: int, frame: FrameType | None) -> None:
+    # Once: a second signal must not cut the clean-up short (Jenkins' SIGKILL will, and
+    # then the reaper removes what is left).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Abandoned(f"stopped by signal {signal.Signals(number).name}")
+
+
+def main(argv: list[str], config_path: str | None = None) -> int:
+    """``opslab ci run``: test the patch set the GERRIT_* environment names."""
+    parser = argparse.ArgumentParser(prog="opslab ci run", description=__doc__.split("\n")[0])
+    add_config_option(parser)
+    parser.add_argument("--junit", metavar="FILE", help="write the results as JUnit XML")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="where the patch set is fetched (default: a temporary directory)")
+    options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="opslab ci run: %(message)s")
+    try:
+        config = load(options.config or config_path)
+        parameters = read_parameters(os.environ)
+        reporter = Reporter.from_settings(config.ci)
+        api = _api(config)
+        if not config.ci.clone_key_file:
+            raise ConfigError("set ci.clone_key_file: the CI's account logs in to its clones "
+                              "with that key")
+    except (ConfigError, ParameterError, GerritError) as error:
+        sys.stderr.write(f"opslab ci run: {error}\n")
+        return INFRASTRUCTURE
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with tempfile.TemporaryDirectory(prefix="opslab-ci-") as temporary:
+        workdir = Path(options.workdir) if options.workdir else Path(temporary)
+        shell = Shell(config.ci.api_user or "", config.ci.clone_key_file,
+                      Path(temporary) / "known_hosts")
+        job = Job(config, parameters, workdir, api, reporter, shell)
+        return job.run(Path(options.junit) if options.junit else None)
