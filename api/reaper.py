@@ -14,6 +14,10 @@ One pass:
   names), then its host.
 * **Servers gone.** A host whose server the cloud no longer has is
   reported, and its instance marked in error, for people to decide.
+* **CI clones past their run.** A host of the CI project (``ci.clone_project``)
+  whose instance is older than ``ci.run_timeout`` (and the grace) belongs to a
+  run that is over or was killed without its clean-up (``opslab ci run``
+  deletes its clones itself): it is deleted, instance and all.
 
 Every deletion is in the audit log and its project's Server Admin Log,
 written by ``service:reaper``.
@@ -51,6 +55,7 @@ class Pass(NamedTuple):
     undone: list[str]  # hosts whose launch was abandoned, removed
     gone: list[str]  # hosts whose server is gone
     failed: list[str]  # servers or hosts it could not deal with (tried again next pass)
+    clones: list[str] = []  # CI clones past their run, deleted
 
 
 def reap(at: datetime | None = None) -> Pass:
@@ -62,7 +67,9 @@ def reap(at: datetime | None = None) -> Pass:
     failed: list[str] = []
     undone = _undo_abandoned(at - timedelta(seconds=settings.launch_timeout) - GRACE, servers,
                              failed)
-    if undone:
+    clones = _delete_old_clones(at - timedelta(seconds=context.config().ci.run_timeout) - GRACE,
+                                failed)
+    if undone or clones:
         servers = {server.id: server for server in cloud.servers(settings.installation)}
     with context.session() as session:
         rows = list(session.scalars(select(Instance)).all())
@@ -97,7 +104,31 @@ def reap(at: datetime | None = None) -> Pass:
     for host in gone:
         instances.mark_gone(host)
         log.warning("the server of %s is gone from the cloud; its host is kept", host)
-    return Pass(deleted, watching, undone, gone, failed)
+    return Pass(deleted, watching, undone, gone, failed, clones)
+
+
+def _delete_old_clones(before: datetime, failed: list[str]) -> list[str]:
+    project = context.config().ci.clone_project
+    with context.session() as session:
+        old = list(session.scalars(select(Instance.host).where(
+            Instance.project == project, Instance.created_at < before)).all())
+    deleted = []
+    for host in old:
+        try:
+            try:
+                before = hosts.existing(host)[2]
+            except Refused:  # its entry was removed by hand: the instance is still there
+                before = {"name": host, "project": project}
+            instances.destroy(REAPER, before)
+            with suppress(Refused):
+                hosts.discard(REAPER, host)
+        except ProviderError as error:
+            log.error("the CI clone %s could not be deleted: %s", host, error)
+            failed.append(host)
+            continue
+        log.warning("deleted the CI clone %s, older than its run", host)
+        deleted.append(host)
+    return deleted
 
 
 def _undo_abandoned(before: datetime, servers: dict[str, Server],

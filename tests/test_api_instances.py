@@ -536,3 +536,37 @@ def test_a_site_cloud_config_too_big_for_nova_is_refused_before_the_server_is_cr
     assert answer.status_code == 502, answer.json
     assert "in base64, more than Nova's 65535" in answer.json["error"]
     assert_nothing_left(cloud, slapd, "big.web.example.org")
+
+
+def test_the_reaper_deletes_ci_clones_older_than_a_run_and_nothing_else(
+    cloud: Cloud, slapd: ThrowawaySlapd
+) -> None:
+    """A clone is a host of ci.clone_project (here web): once its instance is older than
+    ci.run_timeout and the grace, its run is over or was killed (opslab ci run deletes its
+    own clones), so the reaper deletes it, server and names; a younger one is kept."""
+    app = cloud.client.application
+    config = app.config["OPSLAB"]
+    app.config["OPSLAB"] = config._replace(ci=config.ci._replace(clone_project="web",
+                                                                 run_timeout=600.0))
+    try:
+        assert cloud.create("c42p3x0a1b2c-app1").status_code == 201
+        [created] = cloud.created
+        assert reap(cloud).clones == []  # a run may still be using it
+        later = datetime.now(UTC) + timedelta(minutes=11)
+        assert reap(cloud, later).clones == []  # within the grace
+        much_later = datetime.now(UTC) + timedelta(minutes=13)
+        assert reap(cloud, much_later).clones == ["c42p3x0a1b2c-app1.web.example.org"]
+        assert cloud.standin.status(created.id) is None
+        assert entry(slapd, f"dc=c42p3x0a1b2c-app1.web.example.org,{HOSTS}") is None
+        assert actions(cloud.client, "c42p3x0a1b2c-app1.web.example.org")[-2:] == [
+            "instance.delete", "host.delete"]
+    finally:
+        app.config["OPSLAB"] = config
+        cloud.client.delete("/v1/hosts/c42p3x0a1b2c-app1.web.example.org",
+                            headers=basic("carol"))
+    # Another project's hosts are never the CI's clones, however old.
+    assert cloud.create("old").status_code == 201
+    try:
+        assert reap(cloud, datetime.now(UTC) + timedelta(days=2)).clones == []
+    finally:
+        cloud.client.delete("/v1/hosts/old.web.example.org", headers=basic("carol"))
