@@ -34,8 +34,24 @@ section 3; gotchas 1, 2 and 13):
   allow no post-submit vote), a message without labels on one is accepted; 404 for an
   unknown change or revision; the answer is a ReviewResult ``{"labels": {...}}``.
 
+- ``GET /a/changes/?q=QUERY`` (3.3) answers the matching changes, most recently updated
+  first, as a JSON array, the last entry with ``"_more_changes": true`` when ``n=`` (the
+  page size, 500 by default as Gerrit's ``queryLimit``) cut it short, and ``S=`` skipping
+  that many; the query's terms are ``status:open|new|merged|abandoned|closed``,
+  ``project:NAME``, ``change:N`` and ``after:``/``since:`` a time as Gerrit reads it
+  (``"2006-01-02[ 15:04:05[.890][ -0700]]"``, UTC by default; inclusive, on the change's
+  ``updated``), joined by blanks (AND); any other term is 400;
+- ``o=MESSAGES`` adds the change's ``messages`` (ChangeMessageInfo: ``id``, ``author``,
+  ``date``, ``message``, ``tag``, ``_revision_number``), oldest first; accounts (the owner,
+  a message's author) are only ``_account_id`` unless ``o=DETAILED_ACCOUNTS`` is given.
+
 State a test sets: :meth:`GerritStandIn.add_change`, :meth:`add_patchset` (a commit on
-the change's branch, pushed to its ``refs/changes`` ref), :meth:`set_status`; and reads:
+the change's branch, pushed to its ``refs/changes`` ref, with Gerrit's ``Uploaded patch
+set N.`` message), :meth:`set_status`, :meth:`add_comment` (a review message, returning
+the ``comment-added`` event stream-events would send for it, with the same creation
+time: a test can deliver the same comment by SSH, by webhook and through the
+catch-up), :meth:`patchset_event` (the ``patchset-created`` event of a patch set); and
+reads:
 :attr:`reviews` (every review recorded, in order), :meth:`votes`, :attr:`requests`.
 :meth:`hang` makes matching requests wait before their answer; :attr:`fail_next` answers
 the next matching requests with a status of the test's choosing; :attr:`before_review`
@@ -44,9 +60,11 @@ runs just before a review is judged (to close the change in the middle of a vote
 
 import base64
 import binascii
+import calendar
 import json
 import re
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -65,12 +83,43 @@ JOIN_DEADLINE = 10.0
 LABELS = {"Verified": range(-1, 2), "Code-Review": range(-2, 3)}
 NOTIFY = ("NONE", "OWNER", "OWNER_REVIEWERS", "ALL")
 OPTIONS = ("CURRENT_REVISION", "ALL_REVISIONS", "DETAILED_ACCOUNTS", "LABELS", "MESSAGES")
+# Gerrit's default queryLimit: the most changes one query answers.
+QUERY_LIMIT = 500
+# The accounts of the stand-in's events: the owner and uploader of every change, and the
+# reviewer who comments unless a test names another.
+OWNER = {"_account_id": 1000001, "name": "Dev", "email": "dev@example.org", "username": "dev"}
+REVIEWER = {"_account_id": 1000002, "name": "Rev", "email": "rev@example.org",
+            "username": "rev"}
 _HEX = re.compile(r"[0-9a-f]{4,40}")
 
 
 def _timestamp(seconds: float) -> str:
     """Gerrit's timestamps: ``2012-07-17 07:18:30.854000000``, UTC."""
-    return time.strftime("%Y-%m-%d %H:%M:%S.000000000", time.gmtime(seconds))
+    whole = int(seconds)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(whole)) + \
+        f".{int((seconds - whole) * 1e9):09d}"
+
+
+_QUERY_TIME = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})(?: (\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,3}))?"
+                         r"(?: ([+-])(\d{2})(\d{2}))?)?")
+
+
+def _query_time(text: str) -> float | None:
+    """A time of ``after:`` as Gerrit reads it: ``2006-01-02[ 15:04:05[.890][ -0700]]``,
+    UTC when no zone is given; None if it is not one."""
+    match = _QUERY_TIME.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, millis, sign, zone_h, zone_m = match.groups()
+    try:
+        seconds = calendar.timegm((int(year), int(month), int(day), int(hour or 0),
+                                   int(minute or 0), int(second or 0), 0, 0, 0))
+    except (ValueError, OverflowError):
+        return None
+    if sign:
+        offset = int(zone_h) * 3600 + int(zone_m) * 60
+        seconds -= offset if sign == "+" else -offset
+    return seconds + int((millis or "0").ljust(3, "0")) / 1000
 
 
 @dataclass
@@ -79,6 +128,18 @@ class PatchSet:
     revision: str
     ref: str
     created: float
+
+
+@dataclass
+class Message:
+    """A change message (ChangeMessageInfo): a review comment, or Gerrit's own."""
+
+    id: str
+    author: dict[str, Any]  # an account: _account_id, name, email, username
+    date: float
+    message: str
+    revision_number: int
+    tag: str | None = None
 
 
 @dataclass
@@ -92,10 +153,17 @@ class Change:
     patchsets: list[PatchSet] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     comments: list[tuple[str, int | None, str]] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
 
     @property
     def current(self) -> PatchSet:
         return self.patchsets[-1]
+
+    @property
+    def updated(self) -> float:
+        """When the change last changed: its newest patch set or message."""
+        return max([self.created, *(p.created for p in self.patchsets),
+                    *(m.date for m in self.messages)])
 
 
 @dataclass(frozen=True)
@@ -112,6 +180,11 @@ class Review:
     omit_duplicate_comments: bool
     comments: dict[str, list[dict[str, Any]]]  # the inline comments kept (duplicates omitted)
     body: dict[str, Any]  # the ReviewInput exactly as received
+
+
+def _stream_account(who: dict[str, Any]) -> dict[str, Any]:
+    """An AccountInfo as stream-events writes an account: name, email, username."""
+    return {key: who[key] for key in ("name", "email", "username") if who.get(key)}
 
 
 class GerritStandIn:
@@ -189,7 +262,64 @@ class GerritStandIn:
             remote.git("push", "--quiet", "origin", f"HEAD:{ref}")
             made = PatchSet(patchset, remote.git("rev-parse", "HEAD"), ref, time.time())
             change.patchsets.append(made)
+            change.messages.append(Message(
+                secrets.token_hex(20), dict(OWNER), made.created,
+                f"Uploaded patch set {patchset}.", patchset, "autogenerated:gerrit:newPatchSet"))
             return made
+
+    def add_comment(self, number: int, text: str, author: dict[str, Any] | None = None,
+                    patchset: int | None = None, created: float | None = None,
+                    votes: str = "") -> dict[str, Any]:
+        """A review message on the change (on its current patch set unless ``patchset``
+        says which), by ``author`` (an AccountInfo; default :data:`REVIEWER`), at
+        ``created`` (default now), as Gerrit writes it: ``Patch Set N:`` and the votes
+        (``votes``, e.g. ``Code-Review+1``) on the first line, the text after a blank
+        line. Returns the ``comment-added`` event stream-events sends for it (3.x shape,
+        ``eventCreatedOn`` the message's second)."""
+        with self._lock:
+            change = self.changes[number]
+            shown = change.current if patchset is None else \
+                next(p for p in change.patchsets if p.number == patchset)
+            who = dict(author if author is not None else REVIEWER)
+            when = time.time() if created is None else created
+            first = f"Patch Set {shown.number}:" + (f" {votes}" if votes else "")
+            message = first + (f"\n\n{text}" if text else "")
+            change.messages.append(Message(secrets.token_hex(20), who, when, message,
+                                           shown.number))
+            event = self._event("comment-added", change, shown, when)
+            event["author"] = _stream_account(who)
+            event["approvals"] = []
+            event["comment"] = message
+            return event
+
+    def patchset_event(self, number: int, patchset: int | None = None) -> dict[str, Any]:
+        """The ``patchset-created`` event stream-events sent for a patch set (default:
+        the current one)."""
+        with self._lock:
+            change = self.changes[number]
+            shown = change.current if patchset is None else \
+                next(p for p in change.patchsets if p.number == patchset)
+            event = self._event("patchset-created", change, shown, shown.created)
+            event["uploader"] = _stream_account(OWNER)
+            return event
+
+    def _event(self, kind: str, change: Change, patchset: PatchSet,
+               when: float) -> dict[str, Any]:
+        """What every stream-events change event of ``change`` carries (3.x, section 1.2)."""
+        owner = _stream_account(OWNER)
+        return {
+            "type": kind, "eventCreatedOn": int(when), "project": change.project,
+            "refName": f"refs/heads/{change.branch}", "changeKey": {"id": change.change_id},
+            "change": {"project": change.project, "branch": change.branch,
+                       "id": change.change_id, "number": change.number,
+                       "subject": change.subject, "owner": owner,
+                       "url": f"{self.url}/c/{change.project}/+/{change.number}",
+                       "commitMessage": f"{change.subject}\n\nChange-Id: {change.change_id}\n",
+                       "createdOn": int(change.created), "status": change.status},
+            "patchSet": {"number": patchset.number, "revision": patchset.revision,
+                         "ref": patchset.ref, "uploader": owner, "author": owner,
+                         "createdOn": int(patchset.created), "kind": "REWORK"},
+        }
 
     def set_status(self, number: int, status: str) -> None:
         """``NEW``, ``MERGED`` or ``ABANDONED``."""
@@ -268,17 +398,27 @@ class GerritStandIn:
         return None
 
     def _change_info(self, change: Change, options: list[str]) -> dict[str, Any]:
+        detailed = "DETAILED_ACCOUNTS" in options
+
+        def account(who: dict[str, Any]) -> dict[str, Any]:
+            return dict(who) if detailed else {"_account_id": who["_account_id"]}
+
         triplet = f"{quote(change.project, safe='')}~{quote(change.branch, safe='')}~" \
                   f"{change.change_id}"
         info: dict[str, Any] = {
             "id": triplet, "project": change.project, "branch": change.branch,
             "change_id": change.change_id, "subject": change.subject,
             "status": change.status, "created": _timestamp(change.created),
-            "updated": _timestamp(change.current.created), "insertions": 1, "deletions": 0,
-            "_number": change.number,
-            "owner": {"_account_id": 1000001, "name": "Dev", "email": "dev@example.org",
-                      "username": "dev"},
+            "updated": _timestamp(change.updated), "insertions": 1, "deletions": 0,
+            "_number": change.number, "owner": account(OWNER),
         }
+        if "MESSAGES" in options:
+            info["messages"] = [{
+                "id": message.id, "author": account(message.author),
+                "date": _timestamp(message.date), "message": message.message,
+                "_revision_number": message.revision_number,
+                **({"tag": message.tag} if message.tag else {}),
+            } for message in change.messages]
         shown = change.patchsets if "ALL_REVISIONS" in options else \
             [change.current] if "CURRENT_REVISION" in options else []
         if shown:
@@ -290,6 +430,47 @@ class GerritStandIn:
                                              "ref": p.ref}},
             } for p in shown}
         return info
+
+    def _query(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        """``GET /a/changes/?q=...`` (contract 3.3): one ``q`` only, as opslab asks."""
+        options = query.get("o", [])
+        unknown = [o for o in options if o not in OPTIONS]
+        if unknown:
+            return 400, f"\"{unknown[0]}\" is not a valid value for \"-o\""
+        if len(query.get("q", [])) != 1:
+            return 400, "exactly one q= is answered here"
+        try:
+            limit = int(query.get("n", [str(QUERY_LIMIT)])[0])
+            skip = int(query.get("S", ["0"])[0])
+            terms = shlex.split(query["q"][0])
+        except ValueError as error:
+            return 400, f"bad query: {error}"
+        matching = list(self.changes.values())
+        for term in terms:
+            operator, _, value = term.partition(":")
+            if operator == "status" and value in ("open", "new"):
+                matching = [c for c in matching if c.status == "NEW"]
+            elif operator == "status" and value == "closed":
+                matching = [c for c in matching if c.status != "NEW"]
+            elif operator == "status" and value in ("merged", "abandoned"):
+                matching = [c for c in matching if c.status == value.upper()]
+            elif operator == "project":
+                matching = [c for c in matching if c.project == value]
+            elif operator == "change" and value.isdigit():
+                matching = [c for c in matching if c.number == int(value)]
+            elif operator in ("after", "since"):
+                after = _query_time(value)
+                if after is None:
+                    return 400, f"Unrecognized date value: {value}"
+                matching = [c for c in matching if c.updated >= after]
+            else:
+                return 400, f"unsupported query term {term!r}"
+        matching.sort(key=lambda c: (c.updated, c.number), reverse=True)
+        page = matching[skip:skip + max(limit, 0)]
+        answer = [self._change_info(change, options) for change in page]
+        if answer and skip + len(page) < len(matching):
+            answer[-1]["_more_changes"] = True
+        return 200, answer
 
     def _review(self, change: Change, patchset: PatchSet,
                 body: dict[str, Any]) -> tuple[int, Any]:
@@ -382,6 +563,8 @@ class GerritStandIn:
 
             def _route(self, segments: list[str], query: dict[str, list[str]],
                        raw: bytes) -> tuple[int, Any]:
+                if segments == ["changes"] and self.command == "GET":
+                    return standin._query(query)
                 if len(segments) < 2 or segments[0] != "changes":
                     return 404, "Not found"
                 change = standin._find_change(segments[1])
