@@ -5,6 +5,7 @@
     opslab [--config FILE] agent run|disable|enable|status|bootstrap   the instance agent
     opslab [--config FILE] instances reap                      the instances' reaper
     opslab [--config FILE] smoke run|validate                  the smoke tests
+    opslab [--config FILE] ci dispatch                         the CI harness
 
 Only the chosen component is imported, so each subcommand starts as fast as
 its own dependencies allow; and a plain command line, ``[--config FILE]
@@ -27,9 +28,10 @@ COMPONENTS = {
     "agent": ("opslab.agent.cli", "the instance agent: keep this instance on its branch"),
     "instances": ("opslab.api.reaper", "instances launched for hosts: the reaper"),
     "smoke": ("opslab.smoketests.cli", "smoke tests: check that what Puppet set up works"),
+    "ci": ("opslab.ci.cli", "the CI harness: Gerrit's events to Jenkins builds"),
 }
 # Components whose libraries are an extra, not in the base install an instance has.
-EXTRAS = {"api": "api", "instances": "api"}
+EXTRAS = {"api": "api", "instances": "api", "ci": "ci"}
 
 
 def main(argv: list[str] | None = None) -> int:
