@@ -49,6 +49,7 @@ def create_app(config: Config) -> Flask:
     from .routes import (
         agents,
         changes,
+        ci,
         document,
         hosts,
         log,
@@ -61,7 +62,7 @@ def create_app(config: Config) -> Flask:
 
     for blueprint in (hosts.blueprint, nodes.blueprint, reports.blueprint, changes.blueprint,
                       log.blueprint, projects.blueprint, agents.blueprint, document.blueprint,
-                      people.blueprint, smoke.blueprint):
+                      people.blueprint, smoke.blueprint, ci.blueprint):
         app.register_blueprint(blueprint, url_prefix="/v1")
     return app
 

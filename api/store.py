@@ -24,7 +24,9 @@ default, PostgreSQL or MariaDB/MySQL by URL. The tables:
 * ``project_instance_defaults``: the image and flavor a project's members
   chose for its instances when a launch names none;
 * ``orphan_sightings``: servers of this installation that no host claims,
-  and when the reaper first saw each (it deletes one seen twice).
+  and when the reaper first saw each (it deletes one seen twice);
+* ``ci_runs``: every CI run of a Gerrit change's patch set (issue 13): what
+  was tested, who asked, its state, hosts, result and vote.
 
 Every time is stored in UTC and read back as an aware datetime, on every
 database (:class:`UTCDateTime`).
@@ -38,6 +40,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Integer,
@@ -233,6 +236,42 @@ class OrphanSighting(Base):
     server_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     host: Mapped[str | None] = mapped_column(String(253))
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class CiRun(Base):
+    """One CI run of a Gerrit change's patch set (the rules are in api/ciruns.py)."""
+
+    __tablename__ = "ci_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The SHA-256 of the dispatcher's event key: unique whatever the database's
+    # collation (MariaDB's would match keys differing in case or trailing spaces).
+    event_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    event_key: Mapped[str] = mapped_column(String(255))
+    gerrit_project: Mapped[str] = mapped_column(String(255), index=True)
+    change: Mapped[int] = mapped_column(Integer, index=True)
+    patchset: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[str] = mapped_column(String(40))
+    branch: Mapped[str] = mapped_column(String(200))
+    change_id: Mapped[str | None] = mapped_column(String(41))
+    change_url: Mapped[str | None] = mapped_column(String(1000))
+    subject: Mapped[str | None] = mapped_column(String(1000))
+    trigger: Mapped[str] = mapped_column(String(200))
+    requested_by: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    jenkins_queue_id: Mapped[int | None] = mapped_column(BigInteger)
+    build_url: Mapped[str | None] = mapped_column(String(1000))
+    hosts: Mapped[Any] = mapped_column(JSON)
+    left_out: Mapped[Any] = mapped_column(JSON)
+    result: Mapped[Any] = mapped_column(JSON(none_as_null=True), nullable=True)
+    vote: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Bumped by every write: two writes of one run at once cannot both pass its
+    # transition check (the later one fails; it would log a finished run twice).
+    version: Mapped[int] = mapped_column(Integer)
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (declarative's own form)
 
 
 def token_digest(token: str) -> str:

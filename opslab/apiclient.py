@@ -5,11 +5,14 @@ timer's ``opslab agent run --once`` pays every import again. Every request
 is answered in full within its timeout or given up (:func:`exchange`); no
 redirect is ever followed (the host token would go along to wherever it
 points); the token is read from its file on each request, so a rotated
-token needs no restart, and never appears in a message. The agent
+token needs no restart, and never appears in a message. A person (the CI's
+account) calls it with HTTP Basic instead: ``user``, and the file holds
+that person's password, read and kept out of messages the same way. The agent
 (``opslab.agent.client``), ``opslab-enc`` (``opslab.enc.api_source``) and the
 commands to come build on :class:`Client`.
 """
 
+import base64
 import contextlib
 import http.client
 import json
@@ -141,16 +144,18 @@ def redirect_refusal(status: int, headers: dict[str, str], who: str) -> str | No
 
 
 class Client:
-    """Requests to the API at ``url`` with the token in ``token_file`` (a Bearer token);
+    """Requests to the API at ``url`` with the token in ``token_file`` (a Bearer token), or,
+    with ``user``, as that person, whose password ``token_file`` holds (HTTP Basic);
     ``who`` names the caller in messages (default: ``user_agent``)."""
 
     def __init__(self, url: str, token_file: str, timeout: float, user_agent: str,
-                 who: str | None = None) -> None:
+                 who: str | None = None, user: str | None = None) -> None:
         self.url = url
         self.token_file = token_file
         self.timeout = timeout
         self.user_agent = user_agent
         self.who = who or user_agent
+        self.user = user
 
     def request(self, method: str, path: str, body: Any = None,
                 headers: dict[str, str] | None = None) -> Response:
@@ -160,7 +165,7 @@ class Client:
         a 429, an unreadable token; ApiRedirected for a 3xx other than 304)
         or ApiRefused (any other 4xx, with the API's reason).
         """
-        all_headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json",
+        all_headers = {"Authorization": self._authorization(), "Accept": "application/json",
                        "User-Agent": self.user_agent, **(headers or {})}
         payload = None
         if body is not None:
@@ -179,11 +184,19 @@ class Client:
             raise ApiRefused(answer.status, reason(answer.body))
         return answer
 
+    def _authorization(self) -> str:
+        if self.user is None:
+            return f"Bearer {self._token()}"
+        credentials = f"{self.user}:{self._token()}".encode()
+        return f"Basic {base64.b64encode(credentials).decode('ascii')}"
+
     def _token(self) -> str:
+        """The token, or the user's password: what ``token_file`` holds."""
+        what = f"the API password file of {self.user}" if self.user else "the API token file"
         try:
             return read_secret(self.token_file)
         except OSError as error:
-            raise TokenUnreadable(f"cannot read the API token file {self.token_file}: "
+            raise TokenUnreadable(f"cannot read {what} {self.token_file}: "
                                   f"{error.strerror}") from None
 
 
