@@ -33,6 +33,7 @@ from typing import NamedTuple
 from sqlalchemy import delete, select
 
 from opslab.config import add_config_option
+from opslab.directory import DirectoryError, DirectoryUnavailable
 from opslab.instances.provider import BUILDING, ERROR, HOST, PROJECT, ProviderError, Server
 
 from . import context, hosts, instances
@@ -55,7 +56,7 @@ class Pass(NamedTuple):
     undone: list[str]  # hosts whose launch was abandoned, removed
     gone: list[str]  # hosts whose server is gone
     failed: list[str]  # servers or hosts it could not deal with (tried again next pass)
-    clones: list[str] = []  # CI clones past their run, deleted
+    clones: list[str]  # CI clones past their run, deleted
 
 
 def reap(at: datetime | None = None) -> Pass:
@@ -116,13 +117,15 @@ def _delete_old_clones(before: datetime, failed: list[str]) -> list[str]:
     for host in old:
         try:
             try:
-                before = hosts.existing(host)[2]
+                entry = hosts.existing(host)[2]
             except Refused:  # its entry was removed by hand: the instance is still there
-                before = {"name": host, "project": project}
-            instances.destroy(REAPER, before)
+                entry = {"name": host, "project": project}
+            instances.destroy(REAPER, entry)
             with suppress(Refused):
                 hosts.discard(REAPER, host)
-        except ProviderError as error:
+        # A clone being deleted by its own run at the same moment (its names half gone),
+        # or a directory that does not answer: tried again at the next pass.
+        except (ProviderError, DirectoryError, DirectoryUnavailable) as error:
             log.error("the CI clone %s could not be deleted: %s", host, error)
             failed.append(host)
             continue

@@ -1,10 +1,12 @@
 """``opslab ci ...``: the CI harness's commands.
 
     opslab ci dispatch     Gerrit's events in, Jenkins builds out, until SIGTERM
+    opslab ci run          the Jenkins job: test the patch set GERRIT_* names, and vote
 
 Exit status of ``dispatch``: 0 stopped by a signal, everything ended in time;
 1 stopped, with threads still waiting on Jenkins or the API at the deadline;
-2 it cannot start as configured (the reason logged).
+2 it cannot start as configured (the reason logged). Of ``run``: 0 the change
+passed, 1 it failed, 2 it could not be tested (ci/job.py).
 """
 
 import argparse
@@ -26,7 +28,16 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("dispatch", help="the dispatcher: Gerrit's events in (SSH, webhook, "
                        "catch-up), Jenkins builds out, until SIGTERM")
-    arguments = parser.parse_args(argv)
+    actions.add_parser("run", add_help=False,
+                       help="the Jenkins job: test the patch set the GERRIT_* parameters "
+                            "name on clones, and vote (opslab ci run --help)")
+    arguments, rest = parser.parse_known_args(argv)
+    if arguments.action == "run":
+        from .job import main as run
+
+        return run(rest, arguments.config)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     setup()
     return _dispatch(arguments.config)
 

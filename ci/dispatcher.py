@@ -41,10 +41,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
+from opslab.config import ConfigError
+
 from .catchup import CatchUp, CatchUpError, Position
 from .events import CommentAdded, Event, SeenEvents
 from .jenkins import Build, Jenkins, JenkinsError, JenkinsUnavailable
 from .parameters import GerritServer, build_parameters
+from .records import ApiRecorder, api_client
 from .trigger import (
     Cancellation,
     Decision,
@@ -589,8 +592,13 @@ def build_service(config: "Config", *, policy: Policy | None = None,
         except CatchUpError as error:
             raise SetupError(str(error)) from None
     if recorder is None:
-        log.warning("runs are not recorded in the API (ci.api_url is not set)")
-        recorder = NoRecorder()
+        try:
+            client = api_client(config)
+        except ConfigError as error:
+            raise SetupError(str(error)) from None
+        if client is None:
+            log.warning("runs are not recorded in the API (ci.api_user is not set)")
+        recorder = ApiRecorder(client) if client is not None else NoRecorder()
     try:
         stream = GerritEventStream(ci, events, seen) if ci.gerrit_ssh_host else None
         listener = WebhookListener.from_settings(ci, events, seen) \

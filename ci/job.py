@@ -39,10 +39,11 @@ from urllib.parse import quote
 
 from opslab import process
 from opslab.apiclient import ApiRefused, ApiUnavailable, Client
-from opslab.config import Config, ConfigError, add_config_option, load
+from opslab.config import CiSettings, Config, ConfigError, add_config_option, load
 
-from . import clones, junit
+from . import clones, junit, records
 from .clones import Clone, CloneError, Original
+from .events import CommentAdded, parse_event
 from .parameters import JobParameters, ParameterError, read_parameters
 from .reporter import GerritError, Reporter, Target
 from .result import (
@@ -56,6 +57,7 @@ from .result import (
 from .secrets import ScanError, scan
 from .shell import OPSLAB, Shell, ShellError
 from .source import SourceError, change_files, fetch_patchset, git_url, touched_modules
+from .trigger import PolicyUnavailable, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +86,18 @@ class HostRun:
 
 
 def _api(config: Config) -> Client:
-    ci = config.ci
-    url = ci.api_url or config.enc.api_url
-    if not url or not ci.api_user or not ci.api_password_file:
-        raise ConfigError("opslab ci run needs the API: set ci.api_url (or enc.api_url), "
-                          "ci.api_user and ci.api_password_file")
-    return Client(url, ci.api_password_file, ci.request_timeout, "opslab-ci",
-                  user=ci.api_user)
+    client = records.api_client(config)
+    if client is None:
+        raise ConfigError("opslab ci run makes its clones through the API: set ci.api_user, "
+                          "ci.api_password_file and ci.api_url (or enc.api_url)")
+    return client
+
+
+def _slow(api: Client, ci: CiSettings) -> Client:
+    """The same API for what waits for the cloud: creating a clone launches its instance,
+    deleting one waits until it is gone, both within the API's own deadlines."""
+    return Client(api.url, api.token_file, max(ci.request_timeout, ci.clone_timeout),
+                  api.user_agent, user=api.user)
 
 
 class Job:
@@ -104,6 +111,7 @@ class Job:
         self.target = Target.from_parameters(parameters)
         self.workdir = workdir
         self.api = api
+        self.cloud_api = _slow(api, config.ci)
         self.reporter = reporter
         self.shell = shell
         self.deadline = time.monotonic() + self.ci.run_timeout
@@ -124,16 +132,25 @@ class Job:
         """Test the patch set, vote, clean up; the exit status."""
         self.run_url = self._record_start()
         failure: InfrastructureFailure | None = None
+        result: RunResult | None = None
+        cancelled: str | None = None
         try:
             result = self._test()
-        except (SourceError, CloneError, ShellError, ApiUnavailable, Abandoned) as error:
+        except (SourceError, CloneError, ShellError, ApiUnavailable) as error:
             failure = InfrastructureFailure(_first_line(str(error)) or type(error).__name__,
                                             run_url=self.run_url)
-            result = None
+        except Abandoned as error:
+            cancelled = str(error)
         finally:
             self._clean_up()
             if junit_path is not None:
                 junit.write(junit_path, self._suites())
+        if cancelled is not None:
+            # Stopped from outside (Jenkins' abort: a newer patch set, the change closed,
+            # an operator): whoever stopped it knows why; Gerrit hears nothing.
+            log.warning("%s: the run is cancelled, nothing is posted", cancelled)
+            self._record_end("cancelled", None, cancelled, None)
+            return INFRASTRUCTURE
         return self._conclude(result, failure)
 
     def _test(self) -> RunResult:
@@ -173,7 +190,7 @@ class Job:
             label = clones.clone_label(self.target.change, self.target.patchset, self.token,
                                        host.original.name)
             self._check_time()
-            host.clone = clones.create(self.api, self.ci, host.original, label,
+            host.clone = clones.create(self.cloud_api, self.ci, host.original, label,
                                        self.target.branch)
             report = clones.first_report(self.api, host.clone, min(
                 self.deadline, time.monotonic() + self.ci.clone_timeout))
@@ -186,7 +203,7 @@ class Job:
                 host.runs[phase] = self._apply(address)
             host.inside = self._smoke_inside(address)
             host.outside = self._smoke_outside(host.clone)
-        except (CloneError, ShellError, Abandoned) as error:
+        except (CloneError, ShellError) as error:
             host.error = _first_line(str(error))
         except Exception as error:  # a bug must not leave the other hosts' clones behind
             log.exception("testing on the clone of %s failed", host.original.name)
@@ -263,11 +280,15 @@ class Job:
 
     def _clean_up(self) -> None:
         """Delete the clones and the branch; what cannot be deleted is the reaper's."""
+        # A stop signal now must not cut the clean-up short.
+        for number in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(number) is _stop:
+                signal.signal(number, signal.SIG_IGN)
         for host in self.hosts:
             if host.clone is None:
                 continue
             try:
-                clones.delete(self.api, host.clone.name)
+                clones.delete(self.cloud_api, host.clone.name)
             except CloneError as error:
                 log.error("%s is left for the reaper: %s", host.clone.name, error)
         if self.pushed:
@@ -286,28 +307,42 @@ class Job:
             suite = junit.Suite(name)
             for phase, title in PHASES:
                 suite.cases.append(_run_case(host, phase, title))
-            for where, found in (("inside", host.inside), ("outside", host.outside)):
-                for item in (found or {}).get("results", []):
-                    suite.cases.append(_check_case(host, where, item))
+            # Each check once: outside checks are skipped inside and run from here.
+            outside = [item for item in (host.outside or {}).get("results", [])
+                       if item.get("status") != "skipped"]
+            ran_outside = {(item.get("class"), item.get("check")) for item in outside}
+            for item in (host.inside or {}).get("results", []):
+                if (item.get("class"), item.get("check")) not in ran_outside:
+                    suite.cases.append(_check_case(host, item))
+            suite.cases.extend(_check_case(host, item) for item in outside)
             suites.append(suite)
         return suites
 
     # The API's record of the run ---------------------------------------------------------
 
     def _record_start(self) -> str | None:
+        """The run in the API: the one the dispatcher queued for this event (the same
+        event key), or a new one when the job was started another way (the Gerrit Trigger
+        plugin, by hand); marked running, with this build's URL."""
         p = self.parameters
-        body = {"event_key": f"{p.project} {p.change} {p.patchset} {p.event_hash}",
-                "gerrit_project": p.project, "change": p.change, "patchset": p.patchset,
-                "revision": p.revision, "branch": p.branch, "change_id": p.change_id or None,
-                "change_url": p.change_url or None, "subject": p.subject[:500],
+        body = {"event_key": records.run_key(p.project, p.change, p.patchset, p.event_hash),
+                "project": p.project, "change": p.change,
+                "patchset": p.patchset, "revision": p.revision, "branch": p.branch,
+                "change_id": p.change_id or None, "change_url": p.change_url or None,
+                "subject": _first_line(p.subject)[:1000] or None, "state": "running",
                 "trigger": _first_line(p.comment_text or "")[:200] or p.event_type,
-                "requested_by": p.event_account or None, "state": "running",
-                "build_url": os.environ.get("BUILD_URL") or None}
+                "requested_by": p.event_account or self.ci.account or "unknown"}
         try:
-            answer = self.api.request("POST", "/v1/ci/runs", body)
-            run = json.loads(answer.body)
+            run = records.create(self.api, body)
             self.run_id = int(run["id"])
-            return str(run.get("url") or f"{self.api.url}/v1/ci/runs/{run['id']}")
+            changes: dict[str, Any] = {}
+            if run.get("state") == "queued":
+                changes["state"] = "running"
+            if os.environ.get("BUILD_URL"):
+                changes["build_url"] = os.environ["BUILD_URL"]
+            if changes:
+                records.change(self.api, self.run_id, changes)
+            return str(run.get("url") or f"{self.api.url}/v1/ci/runs/{self.run_id}")
         except (ApiUnavailable, ApiRefused, ValueError, KeyError, TypeError) as error:
             log.warning("the run is not recorded in the API: %s", error)
             return None
@@ -323,7 +358,7 @@ class Job:
                 "left_out": self.left_out,
                 "result": _summary(result, self.secrets)}
         try:
-            self.api.request("PATCH", f"/v1/ci/runs/{self.run_id}", body)
+            records.change(self.api, self.run_id, body)
         except (ApiUnavailable, ApiRefused) as error:
             log.warning("the run's result is not recorded in the API: %s", error)
 
@@ -431,9 +466,9 @@ def _run_case(host: HostRun, phase: str, title: str) -> junit.Case:
     return case
 
 
-def _check_case(host: HostRun, where: str, item: dict[str, Any]) -> junit.Case:
+def _check_case(host: HostRun, item: dict[str, Any]) -> junit.Case:
     name = host.clone.name if host.clone else host.original.name
-    case = junit.Case(f"{name}.{item.get('class')}", f"{item.get('check')} ({where})",
+    case = junit.Case(f"{name}.{item.get('class')}", str(item.get("check")),
                       float(item.get("duration") or 0.0))
     if item.get("status") in ("failed", "error"):
         case.failure = _first_line(str(item.get("message") or "failed"))
@@ -442,6 +477,36 @@ def _check_case(host: HostRun, where: str, item: dict[str, Any]) -> junit.Case:
     elif item.get("status") == "skipped":
         case.skipped = str(item.get("message") or "skipped")
     return case
+
+
+def refusal(config: Config, parameters: JobParameters) -> str | None:
+    """Why the trigger would not have started this run, or None.
+
+    The job asks again whatever started it: the dispatcher decided already, but the
+    Gerrit Trigger plugin matches text only, and anyone who may build the job in Jenkins
+    could otherwise clone hosts and post to Gerrit with parameters of their choosing. The
+    rules are the trigger's own (ci/trigger.py), on the event the parameters describe.
+    """
+    if parameters.event_type != "comment-added" or parameters.comment_text is None:
+        return (f"a {parameters.event_type} event: opslab ci run tests the changes a "
+                "reviewer asks for in a comment")
+    event = parse_event({
+        "type": "comment-added", "comment": parameters.comment_text,
+        "author": {"username": parameters.event_account} if parameters.event_account else {},
+        "change": {"project": parameters.project, "branch": parameters.branch,
+                   "number": parameters.change, "id": parameters.change_id or None,
+                   "status": "NEW"},
+        "patchSet": {"number": parameters.patchset, "revision": parameters.revision}})
+    if not isinstance(event, CommentAdded):
+        return f"the parameters do not describe a comment: {event}"
+    trigger = Trigger.from_config(config)
+    try:
+        decision = trigger.decide(event)
+    finally:
+        close = getattr(trigger.may_trigger, "close", None)
+        if close is not None:
+            close()
+    return None if decision.start else decision.reason
 
 
 def _first_line(text: str) -> str:
@@ -458,7 +523,10 @@ def _stop(number: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str], config_path: str | None = None) -> int:
     """``opslab ci run``: test the patch set the GERRIT_* environment names."""
-    parser = argparse.ArgumentParser(prog="opslab ci run", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="opslab ci run",
+        description="Test the patch set the GERRIT_* environment names on throwaway clones, "
+                    "and vote. Exit 0: passed; 1: failed; 2: it could not be tested.")
     add_config_option(parser)
     parser.add_argument("--junit", metavar="FILE", help="write the results as JUnit XML")
     parser.add_argument("--workdir", metavar="DIR",
@@ -473,8 +541,16 @@ def main(argv: list[str], config_path: str | None = None) -> int:
         if not config.ci.clone_key_file:
             raise ConfigError("set ci.clone_key_file: the CI's account logs in to its clones "
                               "with that key")
-    except (ConfigError, ParameterError, GerritError) as error:
+        refused = refusal(config, parameters)
+    except (ConfigError, ParameterError, GerritError, ValueError) as error:
         sys.stderr.write(f"opslab ci run: {error}\n")
+        return INFRASTRUCTURE
+    except PolicyUnavailable as error:
+        sys.stderr.write(f"opslab ci run: cannot tell who may start runs: {error}\n")
+        return INFRASTRUCTURE
+    if refused is not None:
+        sys.stderr.write(f"opslab ci run: not a run to make, nothing is tested or posted: "
+                         f"{refused}\n")
         return INFRASTRUCTURE
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
