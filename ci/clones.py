@@ -6,7 +6,8 @@ projects whose branch it is), narrowed to the hosts whose classes belong to the 
 the change touches when it touches only modules, at most ``ci.max_hosts`` of them (the
 rest listed as left out). A host's modules are its classes' first name segments: a role
 that includes another module's classes is not seen through, so a change to such a module
-clones the hosts that name its classes, not those that only include them.
+clones the hosts that name its classes, not those that only include them; when no host
+names one, every host following the branch is cloned.
 
 Each clone is a host of the API in ``ci.clone_project``, made by the CI's account through
 the same rules as anyone's, with an instance, and classified like its original: the
@@ -85,16 +86,19 @@ def module_of(class_name: str) -> str:
 
 
 def plan(client: Client, ci: CiSettings, branch: str, modules: set[str] | None) -> Plan:
-    """What to clone for a change to ``branch`` touching ``modules`` (None: anything)."""
-    chosen: list[Original] = []
+    """What to clone for a change to ``branch`` touching ``modules`` (None: anything).
+
+    When no host names a class of those modules, every host following the branch is
+    cloned: the modules may be used through a role, which the names do not show.
+    """
+    following: list[Original] = []
     for project in following_projects(client, ci, branch):
         for host in _json(client, "GET", f"/v1/hosts?project={quote(project)}") or []:
             # A host whose own branch is another one does not follow this branch.
-            if host.get("branch") not in (None, branch):
-                continue
-            original = classified(client, host["name"], project)
-            if modules is None or modules & {module_of(name) for name in original.classes}:
-                chosen.append(original)
+            if host.get("branch") in (None, branch):
+                following.append(classified(client, host["name"], project))
+    chosen = [original for original in following if modules is None
+              or modules & {module_of(name) for name in original.classes}] or following
     chosen.sort(key=lambda item: item.name)
     return Plan(chosen[:ci.max_hosts], [item.name for item in chosen[ci.max_hosts:]])
 
@@ -151,11 +155,16 @@ def _ipv4_first(addresses: Iterable[str]) -> str:
 def first_report(client: Client, clone: Clone, deadline: float, poll: float = 2.0) -> dict[
         str, Any]:
     """The clone's first run report (the target branch applied by its agent), waited for
-    until ``deadline`` (monotonic)."""
+    until ``deadline`` (monotonic), in the words of ``opslab branch apply``'s result."""
     while True:
         reports = _json(client, "GET", f"/v1/hosts/{quote(clone.name)}/reports") or []
         if reports:
-            return dict(reports[0])
+            stored = reports[0]
+            return {"success": stored.get("status") in ("changed", "unchanged"),
+                    "status": stored.get("status"), "meaning": stored.get("status"),
+                    "commit": stored.get("commit"), "duration": stored.get("duration"),
+                    "failed_resources": stored.get("failures") or [],
+                    "errors": stored.get("errors") or []}
         if time.monotonic() + poll > deadline:
             raise CloneError(f"{clone.name} (the clone of {clone.original}) did not report "
                              "its first Puppet run in time")

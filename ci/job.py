@@ -23,14 +23,16 @@ import argparse
 import json
 import logging
 import os
+import re
 import secrets as tokens
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -57,13 +59,16 @@ from .result import (
 from .secrets import ScanError, scan
 from .shell import OPSLAB, Shell, ShellError
 from .source import SourceError, change_files, fetch_patchset, git_url, touched_modules
-from .trigger import PolicyUnavailable, Trigger
+from .trigger import PolicyUnavailable, Trigger, matching_phrase
 
 log = logging.getLogger(__name__)
 
 PASSED, FAILED, INFRASTRUCTURE = 0, 1, 2
 # The catalog Puppet keeps on an instance (opslab.puppet.kept_catalog, bootstrap's paths).
 CATALOG = "/var/lib/opslab/client_data/catalog/{certname}.json"
+# A CI branch's name: PREFIX/CHANGE/PATCHSET-TIME-TOKEN.
+_BRANCH_TIME = re.compile(r"/[0-9]+/[0-9]+-([0-9]{9,11})-[0-9a-f]{6}$")
+PRUNE_GRACE = 600.0  # past ci.run_timeout, before a run's branch is taken as left behind
 PHASES = (("target", "Puppet run of the target branch"),
           ("change", "Puppet run of the change"),
           ("again", "second run of the change changes nothing"))
@@ -104,7 +109,7 @@ class Job:
     """One run of the job, for the patch set ``parameters`` names."""
 
     def __init__(self, config: Config, parameters: JobParameters, workdir: Path,
-                 api: Client, reporter: Reporter, shell: Shell) -> None:
+                 api: Client, reporter: Reporter, shell: Shell, trigger: str) -> None:
         self.config = config
         self.ci = config.ci
         self.parameters = parameters
@@ -116,8 +121,11 @@ class Job:
         self.shell = shell
         self.deadline = time.monotonic() + self.ci.run_timeout
         self.token = tokens.token_hex(3)
+        # The time in the name lets a later run delete a branch a killed one left.
         self.branch = (f"{self.ci.branch_prefix}/{parameters.change}/{parameters.patchset}"
-                       f"-{self.token}")
+                       f"-{int(time.time())}-{self.token}")
+        self.trigger = trigger
+        self.stopping = threading.Event()
         self.hosts: list[HostRun] = []
         self.left_out: list[str] = []
         self.secrets: list[SecretFound] = []
@@ -153,33 +161,75 @@ class Job:
             return INFRASTRUCTURE
         return self._conclude(result, failure)
 
-    def _test(self) -> RunResult:
-        fetched = fetch_patchset(git_url(self.ci.git_url or self.ci.gerrit_url or "",
-                                         self.target.project),
-                                 self.target.change, self.target.patchset, self.target.revision,
-                                 self.workdir / "repository", self.ci.fetch_timeout)
+    def _test(self) -> RunResult | None:
+        """The result, or None when no host follows the branch (nothing to test)."""
+        fetched = fetch_patchset(self._remote(), self.target.change, self.target.patchset,
+                                 self.target.revision, self.workdir / "repository",
+                                 self.ci.fetch_timeout)
         try:
             self.secrets = scan(fetched, self.ci.fetch_timeout)
         except ScanError as error:
             self.scan_error = str(error)
+        if self.secrets or self.scan_error:
+            # It fails whatever the clones say, and a change that may carry a secret is
+            # pushed nowhere: no branch, no clone.
+            return RunResult((), tuple(self.secrets), self.run_url, (), self.scan_error)
         modules = touched_modules(change_files(fetched, self.ci.fetch_timeout))
         chosen = clones.plan(self.api, self.ci, self.target.branch, modules)
+        if not chosen.hosts:
+            return None
         self.left_out = chosen.left_out
         self.hosts = [HostRun(original) for original in chosen.hosts]
-        if self.hosts:
-            self._push(fetched.directory)
-            with ThreadPoolExecutor(max_workers=len(self.hosts)) as pool:
-                list(pool.map(self._host, self.hosts))
+        self._prune_branches(fetched.directory)
+        self._push(fetched.directory)
+        self._on_every_host()
         errors = [host for host in self.hosts if host.error]
         if errors:
             raise CloneError("; ".join(f"{host.original.name}: {host.error}"
                                        for host in errors))
-        return RunResult(tuple(_host_result(host) for host in self.hosts),
-                         tuple(self.secrets), self.run_url, tuple(self.left_out))
+        return RunResult(tuple(_host_result(host) for host in self.hosts), (), self.run_url,
+                         tuple(self.left_out))
+
+    def _on_every_host(self) -> None:
+        """Each host in a thread of its own. Stopped, the threads are told and not waited
+        for: the clean-up starts at once (what a thread makes after it is its own to
+        delete, or the reaper's)."""
+        pool = ThreadPoolExecutor(max_workers=len(self.hosts), thread_name_prefix="clone")
+        futures = [pool.submit(self._host, host) for host in self.hosts]
+        try:
+            wait(futures)
+        except Abandoned:
+            self.stopping.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+
+    def _remote(self) -> str:
+        return git_url(self.ci.git_url or self.ci.gerrit_url or "", self.target.project)
+
+    def _prune_branches(self, repository: Path) -> None:
+        """Delete the branches of runs older than ``ci.run_timeout`` that a killed job left
+        (their names carry their time)."""
+        remote = self.ci.push_url or self._remote()
+        prefix = f"refs/heads/{self.ci.branch_prefix}/"
+        try:
+            listed = self._git(repository, "ls-remote", "--heads", remote, f"{prefix}*")
+        except SourceError as error:
+            log.warning("the old CI branches could not be listed: %s", error)
+            return
+        limit = time.time() - self.ci.run_timeout - PRUNE_GRACE
+        for line in listed.splitlines():
+            ref = line.partition("\t")[2]
+            made = _BRANCH_TIME.search(ref)
+            if ref.startswith(prefix) and made and int(made.group(1)) < limit:
+                try:
+                    self._git(repository, "push", "--quiet", remote, f":{ref}")
+                    log.info("deleted %s, left by a run that did not finish", ref)
+                except SourceError as error:
+                    log.warning("%s could not be deleted: %s", ref, error)
 
     def _push(self, repository: Path) -> None:
-        remote = self.ci.push_url or git_url(self.ci.git_url or self.ci.gerrit_url or "",
-                                             self.target.project)
+        remote = self.ci.push_url or self._remote()
         self._git(repository, "push", "--quiet", remote,
                   f"{self.target.revision}:refs/heads/{self.branch}")
         self.pushed = True
@@ -192,6 +242,9 @@ class Job:
             self._check_time()
             host.clone = clones.create(self.cloud_api, self.ci, host.original, label,
                                        self.target.branch)
+            if self.stopping.is_set():  # made while the clean-up ran: this thread's to delete
+                clones.delete(self.cloud_api, host.clone.name)
+                raise Abandoned("stopped")
             report = clones.first_report(self.api, host.clone, min(
                 self.deadline, time.monotonic() + self.ci.clone_timeout))
             host.runs["target"] = report
@@ -201,9 +254,12 @@ class Job:
             for phase in ("change", "again"):
                 self._check_time()
                 host.runs[phase] = self._apply(address)
-            host.inside = self._smoke_inside(address)
-            host.outside = self._smoke_outside(host.clone)
-        except (CloneError, ShellError) as error:
+            # A change Puppet cannot apply fails already, and a catalog that was never
+            # compiled has nothing to check.
+            if host.runs["again"].get("success"):
+                host.inside = self._smoke_inside(address)
+                host.outside = self._smoke_outside(host.clone)
+        except (CloneError, ShellError, Abandoned) as error:
             host.error = _first_line(str(error))
         except Exception as error:  # a bug must not leave the other hosts' clones behind
             log.exception("testing on the clone of %s failed", host.original.name)
@@ -223,6 +279,11 @@ class Job:
                              f"(status {ran.returncode}): {ran.stderr.strip()[-300:]}") from None
         if not isinstance(result, dict):
             raise ShellError(f"opslab branch apply on {address} printed no result")
+        if result.get("commit") != self.target.revision:
+            # The branch could not be brought to the patch set (the git remote, a push not
+            # served yet): what ran is not the change, so it is no verdict on it.
+            raise ShellError(f"{address} applied {str(result.get('commit'))[:12]}, not the "
+                             f"patch set's revision: {result.get('sync_error') or 'no reason'}")
         return result
 
     def _smoke_inside(self, address: str) -> dict[str, Any]:
@@ -232,7 +293,8 @@ class Job:
     def _smoke_outside(self, clone: Clone) -> dict[str, Any]:
         """The outside checks, from here, as ``opslab smoke run --target`` with the clone's
         catalog (over SSH) and classification (the API) and the change's tree."""
-        catalog = self._sudo(clone.address, "cat " + CATALOG.format(certname=clone.name))
+        catalog = self._sudo(clone.address,
+                             "cat " + shlex.quote(CATALOG.format(certname=clone.name)))
         if catalog.returncode != 0:
             raise ShellError(f"the catalog of {clone.name} could not be read: "
                              f"{catalog.stderr.strip()[-300:]}")
@@ -256,6 +318,8 @@ class Job:
 
     def _conclude(self, result: RunResult | None, failure: InfrastructureFailure | None
                   ) -> int:
+        if result is None and failure is None:
+            return self._nothing_to_test()
         try:
             if failure is not None:
                 self.reporter.report_failure(self.target, failure)
@@ -278,11 +342,28 @@ class Job:
         log.info("%s: %s", "passed" if result.passed else "failed", message.splitlines()[0])
         return PASSED if result.passed else FAILED
 
+    def _nothing_to_test(self) -> int:
+        """No host follows the branch: nothing to vote on, said so."""
+        message = (f"opslab CI: nothing to test: no host follows branch {self.target.branch} "
+                   "(ci.clone_projects, or the projects whose branch it is). The secret scan "
+                   "found nothing. No vote.")
+        if self.run_url:
+            message += f"\n\nRun: {self.run_url}"
+        try:
+            self.reporter.inform(self.target, message)
+        except GerritError as error:
+            log.error("the result could not be posted to Gerrit: %s", error)
+            self._record_end("error", None, f"Gerrit: {error}", None)
+            return INFRASTRUCTURE
+        self._record_end("passed", None, message, None)
+        log.info("nothing to test: no host follows %s", self.target.branch)
+        return PASSED
+
     def _clean_up(self) -> None:
         """Delete the clones and the branch; what cannot be deleted is the reaper's."""
         # A stop signal now must not cut the clean-up short.
-        for number in (signal.SIGTERM, signal.SIGINT):
-            if signal.getsignal(number) is _stop:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(number, signal.SIG_IGN)
         for host in self.hosts:
             if host.clone is None:
@@ -292,8 +373,7 @@ class Job:
             except CloneError as error:
                 log.error("%s is left for the reaper: %s", host.clone.name, error)
         if self.pushed:
-            remote = self.ci.push_url or git_url(self.ci.git_url or self.ci.gerrit_url or "",
-                                                 self.target.project)
+            remote = self.ci.push_url or self._remote()
             try:
                 self._git(self.workdir / "repository", "push", "--quiet", remote,
                           f":refs/heads/{self.branch}")
@@ -315,6 +395,10 @@ class Job:
                 if (item.get("class"), item.get("check")) not in ran_outside:
                     suite.cases.append(_check_case(host, item))
             suite.cases.extend(_check_case(host, item) for item in outside)
+            if host.inside is None:
+                suite.cases.append(junit.Case(
+                    suite.name, "smoke tests", skipped=host.error
+                    or "not run: Puppet could not apply the change"))
             suites.append(suite)
         return suites
 
@@ -329,8 +413,8 @@ class Job:
                 "project": p.project, "change": p.change,
                 "patchset": p.patchset, "revision": p.revision, "branch": p.branch,
                 "change_id": p.change_id or None, "change_url": p.change_url or None,
-                "subject": _first_line(p.subject)[:1000] or None, "state": "running",
-                "trigger": _first_line(p.comment_text or "")[:200] or p.event_type,
+                "subject": records.line(p.subject, 1000) or None, "state": "running",
+                "trigger": self.trigger,
                 "requested_by": p.event_account or self.ci.account or "unknown"}
         try:
             run = records.create(self.api, body)
@@ -368,11 +452,13 @@ class Job:
         return max(1.0, self.deadline - time.monotonic())
 
     def _check_time(self) -> None:
+        if self.stopping.is_set():
+            raise Abandoned("the run was stopped")
         if time.monotonic() > self.deadline:
             raise Abandoned(f"the run took longer than ci.run_timeout "
                             f"({self.ci.run_timeout:g} s)")
 
-    def _git(self, directory: Path, *arguments: str) -> None:
+    def _git(self, directory: Path, *arguments: str) -> str:
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         try:
             ran = process.run(["git", "-C", str(directory), *arguments],
@@ -381,6 +467,7 @@ class Job:
             raise SourceError(f"git {arguments[0]}: {error}") from None
         if ran.returncode != 0:
             raise SourceError(f"git {arguments[0]} failed: {ran.stderr.strip()[-500:]}")
+        return str(ran.stdout)
 
 
 def _smoke_json(ran: subprocess.CompletedProcess[str], what: str) -> dict[str, Any]:
@@ -479,17 +566,21 @@ def _check_case(host: HostRun, item: dict[str, Any]) -> junit.Case:
     return case
 
 
-def refusal(config: Config, parameters: JobParameters) -> str | None:
-    """Why the trigger would not have started this run, or None.
+def refusal(config: Config, parameters: JobParameters, reporter: Reporter
+            ) -> tuple[str | None, str]:
+    """Why this run is not one to make (or None), and the trigger phrase asked for.
 
-    The job asks again whatever started it: the dispatcher decided already, but the
-    Gerrit Trigger plugin matches text only, and anyone who may build the job in Jenkins
-    could otherwise clone hosts and post to Gerrit with parameters of their choosing. The
-    rules are the trigger's own (ci/trigger.py), on the event the parameters describe.
+    The job asks again whatever started it, and believes Gerrit, not its parameters: the
+    dispatcher decided already, but the Gerrit Trigger plugin matches text only, and
+    anyone who may build the job in Jenkins (or holds the webhook secret) could otherwise
+    name an operator and have any patch set cloned and Gerrit told anything. So the
+    trigger's rules (ci/trigger.py) are applied to the event the parameters describe, and
+    then Gerrit must have that change on that project and branch, with a review message
+    on that patch set by that person asking for that phrase.
     """
     if parameters.event_type != "comment-added" or parameters.comment_text is None:
         return (f"a {parameters.event_type} event: opslab ci run tests the changes a "
-                "reviewer asks for in a comment")
+                "reviewer asks for in a comment"), ""
     event = parse_event({
         "type": "comment-added", "comment": parameters.comment_text,
         "author": {"username": parameters.event_account} if parameters.event_account else {},
@@ -498,7 +589,7 @@ def refusal(config: Config, parameters: JobParameters) -> str | None:
                    "status": "NEW"},
         "patchSet": {"number": parameters.patchset, "revision": parameters.revision}})
     if not isinstance(event, CommentAdded):
-        return f"the parameters do not describe a comment: {event}"
+        return f"the parameters do not describe a comment: {event}", ""
     trigger = Trigger.from_config(config)
     try:
         decision = trigger.decide(event)
@@ -506,19 +597,24 @@ def refusal(config: Config, parameters: JobParameters) -> str | None:
         close = getattr(trigger.may_trigger, "close", None)
         if close is not None:
             close()
-    return None if decision.start else decision.reason
+    if decision.run is None:
+        return decision.reason, ""
+    phrase = decision.run.trigger
+    found = reporter.comments(Target.from_parameters(parameters))
+    if (found.project, found.branch, found.number) != (
+            parameters.project, parameters.branch, parameters.change):
+        return (f"Gerrit has change {found.number} on {found.project} {found.branch}, not "
+                f"{parameters.change} on {parameters.project} {parameters.branch}"), phrase
+    who = parameters.event_account.casefold()
+    if not any(name.casefold() == who and matching_phrase(text, (phrase,))
+               for name, text in found.said):
+        return (f"Gerrit has no review message by {parameters.event_account} asking for "
+                f"{phrase!r} on patch set {parameters.patchset}"), phrase
+    return None, phrase
 
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def _stop(number: int, frame: FrameType | None) -> None:
-    # Once: a second signal must not cut the clean-up short (Jenkins' SIGKILL will, and
-    # then the reaper removes what is left).
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise Abandoned(f"stopped by signal {signal.Signals(number).name}")
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:
@@ -541,7 +637,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
         if not config.ci.clone_key_file:
             raise ConfigError("set ci.clone_key_file: the CI's account logs in to its clones "
                               "with that key")
-        refused = refusal(config, parameters)
+        refused, phrase = refusal(config, parameters, reporter)
     except (ConfigError, ParameterError, GerritError, ValueError) as error:
         sys.stderr.write(f"opslab ci run: {error}\n")
         return INFRASTRUCTURE
@@ -552,11 +648,20 @@ def main(argv: list[str], config_path: str | None = None) -> int:
         sys.stderr.write(f"opslab ci run: not a run to make, nothing is tested or posted: "
                          f"{refused}\n")
         return INFRASTRUCTURE
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     with tempfile.TemporaryDirectory(prefix="opslab-ci-") as temporary:
         workdir = Path(options.workdir) if options.workdir else Path(temporary)
         shell = Shell(config.ci.api_user or "", config.ci.clone_key_file,
                       Path(temporary) / "known_hosts")
-        job = Job(config, parameters, workdir, api, reporter, shell)
+        job = Job(config, parameters, workdir, api, reporter, shell, phrase)
+
+        def stop(number: int, frame: FrameType | None) -> None:
+            # Once: the clean-up that follows must not be cut short by another signal
+            # (Jenkins' SIGKILL will be, and then the reaper removes what is left).
+            job.stopping.set()
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise Abandoned(f"stopped by signal {signal.Signals(number).name}")
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         return job.run(Path(options.junit) if options.junit else None)

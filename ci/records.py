@@ -41,6 +41,14 @@ def api_client(config: Config) -> Client | None:
     return Client(url, ci.api_password_file, ci.request_timeout, USER_AGENT, user=ci.api_user)
 
 
+def line(text: str | None, limit: int) -> str:
+    """``text``'s first line without control characters, at most ``limit`` characters: a
+    Gerrit subject with an escape sequence must not cost the run its record."""
+    first = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return "".join(character for character in first
+                   if character.isprintable() or character == "\t")[:limit]
+
+
 def create(client: Client, body: dict[str, Any]) -> dict[str, Any]:
     """The run ``body`` describes: made (201), or the one with its event key (200)."""
     found = json.loads(client.request("POST", "/v1/ci/runs", body).body)
@@ -66,8 +74,7 @@ class ApiRecorder:
             "project": run.project, "change": run.change, "patchset": run.patchset,
             "revision": event.patchset.revision, "branch": event.branch,
             "change_id": event.change.id, "change_url": event.change.url,
-            "subject": (event.change.subject or "").splitlines()[0][:1000] or None
-            if event.change.subject else None,
+            "subject": line(event.change.subject, 1000) or None,
             "trigger": run.trigger, "requested_by": who or "unknown"})
         change(self.client, found["id"], {"jenkins_queue_id": queue_id})
         return str(found["id"])

@@ -100,6 +100,17 @@ class ChangeState:
     current_patchset: int | None
 
 
+@dataclass(frozen=True)
+class Comments:
+    """A change as Gerrit has it, with the review messages of one patch set: (username,
+    text) each."""
+
+    project: str
+    branch: str
+    number: object
+    said: tuple[tuple[str, str], ...]
+
+
 class Reporter:
     """Votes on changes of one Gerrit through its REST API."""
 
@@ -186,6 +197,29 @@ class Reporter:
         number = revision.get("_number") if isinstance(revision, dict) else None
         return ChangeState(status, current, number if isinstance(number, int) else None)
 
+    def comments(self, target: Target) -> Comments:
+        """The change as Gerrit has it (project, branch) and its review messages on the
+        patch set tested: what the job checks its parameters against."""
+        try:
+            info = self._call("get", f"changes/{target.identifier}?o=MESSAGES"
+                                     "&o=DETAILED_ACCOUNTS")
+        except _Refused as refused:
+            if refused.status == 404:
+                raise GerritError(f"Gerrit does not know change {target.change} of "
+                                  f"{target.project} on {target.branch} (or the account "
+                                  f"{self.user!r} may not see it)") from None
+            raise GerritError(str(refused)) from None
+        said = []
+        for message in info.get("messages") or []:
+            if not isinstance(message, dict) or \
+                    message.get("_revision_number") != target.patchset:
+                continue
+            author = message.get("author")
+            username = author.get("username") if isinstance(author, dict) else None
+            said.append((str(username or ""), str(message.get("message") or "")))
+        return Comments(str(info.get("project") or ""), str(info.get("branch") or ""),
+                        info.get("_number"), tuple(said))
+
     def _post(self, target: Target, message: str, vote: int | None) -> None:
         body: dict[str, Any] = {"message": message, "tag": TAG, "notify": self.notify,
                                 "omit_duplicate_comments": True}
@@ -222,6 +256,15 @@ class Reporter:
         except _Refused as refused:
             raise GerritError(str(refused)) from None
         return Report(said, None, reason)
+
+    def inform(self, target: Target, message: str) -> Report:
+        """A message without a label (nothing to vote on), bounded."""
+        said = _bounded(message, self.limit)
+        try:
+            self._post(target, said, None)
+        except _Refused as refused:
+            raise GerritError(str(refused)) from None
+        return Report(said, None, "nothing was tested")
 
     def report_failure(self, target: Target, failure: InfrastructureFailure) -> Report:
         """An infrastructure failure: a message without a label, never a -1."""
@@ -301,8 +344,15 @@ def build_message(result: RunResult, limit: int = DEFAULT_LIMIT, note: str = "")
             problems.append(f"{len(failing)} of {len(result.hosts)} host(s) failed")
         if result.secrets:
             problems.append(f"{len(result.secrets)} secret(s) found in the change")
+        if result.unscanned:
+            problems.append("the change could not be scanned for secrets")
         head = f"opslab CI: failed: {'; '.join(problems)} (tested: {tested})."
     parts = [head, *([_line(note)] if note else [])]
+    if (result.secrets or result.unscanned) and not result.hosts:
+        parts.append("Nothing was cloned: a change that may carry a secret is not pushed "
+                     "anywhere.")
+    if result.unscanned:
+        parts.append(f"The secret scan could not read the change: {_line(result.unscanned)}")
     if result.left_out:
         parts.append(f"Not cloned (past the maximum): {', '.join(result.left_out)}.")
     for host in failing:

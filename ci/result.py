@@ -61,10 +61,14 @@ class RunResult:
     run_url: str | None = None
     # Hosts the change affects that were not cloned (past the configured maximum).
     left_out: tuple[str, ...] = ()
+    # Why the secret scan could not read the change (too large, unreadable): a change
+    # that cannot be scanned does not pass.
+    unscanned: str | None = None
 
     @property
     def passed(self) -> bool:
-        return not self.secrets and all(host.passed for host in self.hosts)
+        return not self.secrets and not self.unscanned and all(
+            host.passed for host in self.hosts)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ BASELINE = ".secrets.baseline"
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 # A diff larger than this is not scanned (it would be held in memory whole).
 MAX_DIFF_BYTES = 64 * 1024 * 1024
-_ENVIRONMENT = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+_ENVIRONMENT = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_ATTR_NOSYSTEM": "1"}
 
 
 class ScanError(Exception):
@@ -63,10 +63,12 @@ def scan(fetched: Fetched, timeout: float) -> list[SecretFound]:
 
 def _diff(fetched: Fetched, timeout: float) -> str:
     base = fetched.parent or _EMPTY_TREE
-    # Added lines only matter; no renames folded (a renamed file's lines are not new, and
-    # git shows none), no text conversion or external diff a repository could configure.
-    command = ["git", "-C", str(fetched.directory), "diff", "--no-color", "--no-ext-diff",
-               "--no-textconv", "--find-renames", "--unified=3", base, fetched.revision, "--"]
+    # Added lines only matter; renames found (a renamed file's lines are not new), no text
+    # conversion or external diff a repository could configure, and every file as text:
+    # the change's own .gitattributes (`*.key -diff`) or a NUL byte must not hide a key.
+    command = ["git", "-c", "core.attributesFile=/dev/null", "-C", str(fetched.directory),
+               "diff", "--text", "--no-color", "--no-ext-diff", "--no-textconv",
+               "--find-renames", "--unified=3", base, fetched.revision, "--"]
     with tempfile.TemporaryFile() as output:
         try:
             result = process.run(command, timeout, env={**os.environ, **_ENVIRONMENT},

@@ -339,6 +339,7 @@ _SECTIONS: dict[str, type[Any]] = {
 _ENC_MODES = ("opslab", "terminus")
 _PROVIDERS = ("local", "openstack")
 _NOTIFY = ("NONE", "OWNER", "OWNER_REVIEWERS", "ALL")  # Gerrit's ReviewInput.notify
+MAX_CLONES = 50  # the hosts of one CI run the API keeps (api/openapi.yaml, CiRunChanges)
 
 
 def add_config_option(parser: "argparse.ArgumentParser", default: str | None = None) -> None:
@@ -551,12 +552,15 @@ def _check_ci_jobs(ci: CiSettings, source: str) -> None:
                               "https:// URL")
     if ci.webhook_listen is not None:
         host, _, port = ci.webhook_listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ConfigError(f"{source}: ci.webhook_listen {_shown(ci.webhook_listen)} is "
                               "not HOST:PORT")
         if ci.webhook_secret_file is None:
             raise ConfigError(f"{source}: ci.webhook_listen is set but "
                               "ci.webhook_secret_file is not: the endpoint needs its secret")
+    if ci.max_hosts > MAX_CLONES:
+        raise ConfigError(f"{source}: ci.max_hosts is over {MAX_CLONES}, the most hosts a "
+                          "CI run's record holds")
     try:
         validate_project_name(ci.clone_project)
     except InvalidName as error:

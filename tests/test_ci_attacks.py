@@ -3,10 +3,10 @@
 real git repository, the webhook endpoint over real HTTP on the loopback, the API's
 schema for CI runs, and ci/shell.py with a fake ssh.
 
-A test marked ``xfail(strict=True)`` shows a hole that is not fixed yet: it asserts what
-should hold, and fails today. The findings, with what each test proves, are in the
-review notes of this attack (ci-attack.md). No site is started here; keys are made at
-test time.
+Each test asserts what must hold; they were written as the holes were found, and the
+holes fixed since. One is still marked ``xfail(strict=True)``: a hole mitigated by the
+deployment (docs/ci.md says how), not by the code. No site is started here; keys are made
+at test time.
 """
 
 import base64
@@ -37,7 +37,7 @@ from opslab.ci.clones import Clone, Original, Plan
 from opslab.ci.events import CommentAdded, Event, SeenEvents, parse_event
 from opslab.ci.job import HostRun, Job, refusal
 from opslab.ci.parameters import JobParameters, read_parameters
-from opslab.ci.reporter import Report
+from opslab.ci.reporter import Comments, Report
 from opslab.ci.shell import Shell, ShellError
 from opslab.ci.source import Fetched, fetch_patchset
 from opslab.ci.trigger import RunKey
@@ -101,9 +101,11 @@ class DownApi:
 class FakeReporter:
     """Gerrit as the job sees it: every report is kept; the vote is the result's."""
 
-    def __init__(self) -> None:
+    def __init__(self, said: tuple[tuple[str, str], ...] = ()) -> None:
         self.reports: list[Any] = []
         self.failures: list[Any] = []
+        self.informed: list[str] = []
+        self.said = said
 
     def report(self, target: Any, result: Any) -> Report:
         self.reports.append(result)
@@ -112,6 +114,14 @@ class FakeReporter:
     def report_failure(self, target: Any, failure: Any) -> Report:
         self.failures.append(failure)
         return Report(f"opslab CI could not test this change: {failure.what}", None)
+
+    def inform(self, target: Any, message: str) -> Report:
+        self.informed.append(message)
+        return Report(message, None, "nothing was tested")
+
+    def comments(self, target: Any) -> Comments:
+        """Gerrit has the change, and only the messages the test gives it."""
+        return Comments(target.project, target.branch, target.change, tuple(self.said))
 
 
 class RecordingShell:
@@ -142,7 +152,7 @@ def make_job(tmp_path: Path, parameters: JobParameters, ci: CiSettings,
              shell: Any = None) -> tuple[Job, FakeReporter, DownApi]:
     reporter, api = FakeReporter(), DownApi()
     job = Job(Config(ci=ci), parameters, tmp_path / "work", api,  # type: ignore[arg-type]
-              reporter, shell or RecordingShell())  # type: ignore[arg-type]
+              reporter, shell or RecordingShell(), "recheck")  # type: ignore[arg-type]
     return job, reporter, api
 
 
@@ -169,9 +179,6 @@ def change_with(tmp_path: Path) -> Any:
 # 1. The secret scan is blind to what the change marks binary ---------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="secret scan bypass: git diff honours the change's "
-                   ".gitattributes (-diff, binary) and NUL bytes, printing 'Binary files "
-                   "differ' instead of the key; ci/secrets.py _diff needs --text")
 @pytest.mark.parametrize("files", [
     pytest.param({".gitattributes": "*.key -diff\n"}, id="root-gitattributes-minus-diff"),
     pytest.param({"modules/tls/.gitattributes": "*.key binary\n"},
@@ -202,9 +209,6 @@ def test_the_same_key_without_tricks_is_found(change_with: Any, tmp_path: Path) 
 # 2. A scan that could not run does not stop a +1 -------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="Job._test keeps ScanError in scan_error, which only "
-                   "JUnit shows: RunResult.passed ignores it and the change is voted +1 with "
-                   "a private key in it (a diff over MAX_DIFF_BYTES is enough)")
 def test_a_change_the_scan_cannot_read_is_not_voted_plus_one(
         change_with: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 64 MiB in production; 4 KiB here to keep the test fast: the same code path.
@@ -232,9 +236,6 @@ def test_a_change_the_scan_cannot_read_is_not_voted_plus_one(
 # 3. Nothing tested, +1 all the same ----------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a run that clones no host (a branch no project "
-                   "follows, a module only included through a role) is RunResult(hosts=()) "
-                   "and passes: 'passed on 0 host(s) (no host)' with Verified +1")
 def test_a_run_that_tested_no_host_gives_no_plus_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     revision = "b" * 40
@@ -247,9 +248,9 @@ def test_a_run_that_tested_no_host_gives_no_plus_one(
 
     job.run(None)
 
-    assert reporter.reports
-    assert reporter.reports[0].hosts == ()
-    assert not reporter.reports[0].passed, "Verified +1 for a change nothing tested"
+    assert reporter.reports == [], "a vote for a change nothing tested"
+    [said] = reporter.informed
+    assert said.startswith("opslab CI: nothing to test: no host follows branch production")
 
 
 # 4. A stop signal waits for every clone in flight --------------------------------------
@@ -267,10 +268,6 @@ def restored_signals() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-@pytest.mark.xfail(strict=True, reason="SIGTERM raises Abandoned in the main thread, but "
-                   "ThreadPoolExecutor.__exit__ waits for every host thread (a clone being "
-                   "made waits up to ci.clone_timeout, an apply ci.apply_timeout): the "
-                   "clean-up starts only then, after Jenkins' SIGKILL in practice")
 def test_a_stop_signal_cleans_up_promptly(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restored_signals: None) -> None:
     revision = "b" * 40
@@ -293,8 +290,10 @@ def test_a_stop_signal_cleans_up_promptly(
     job, reporter, _ = make_job(tmp_path, read_parameters(environment(revision)), settings())
 
     def stop(number: int, frame: Any) -> None:
+        # What opslab ci run's handler does: tell the threads, raise in the main one.
         stopped.set()
-        job_module._stop(number, frame)  # the job's own handler
+        job.stopping.set()
+        raise job_module.Abandoned("stopped by a test")
 
     signal.signal(signal.SIGALRM, stop)
     started = time.monotonic()
@@ -328,23 +327,26 @@ def test_the_job_refuses_a_commenter_outside_operations(
     """What holds: the rules are asked again inside the job."""
     monkeypatch.setattr(trigger_module, "ProjectMembers", Operations)
     parameters = read_parameters(environment(GERRIT_EVENT_ACCOUNT_USERNAME="mallory"))
-    assert refusal(Config(ci=settings()), parameters) == (
+    reporter = FakeReporter()
+    assert refusal(Config(ci=settings()), parameters, reporter)[0] == (  # type: ignore[arg-type]
         "mallory may not start runs (not a member of operations)")
     parameters = read_parameters(environment(GERRIT_PROJECT="other/repo"))
-    assert refusal(Config(ci=settings()), parameters) == "other/repo is not one of ci.projects"
+    assert refusal(Config(ci=settings()), parameters,  # type: ignore[arg-type]
+                   reporter)[0] == "other/repo is not one of ci.projects"
 
 
-@pytest.mark.xfail(strict=True, reason="refusal() decides on GERRIT_EVENT_ACCOUNT_USERNAME and "
-                   "GERRIT_EVENT_COMMENT_TEXT as given: anyone who may build the job (or holds "
-                   "the webhook secret) names an operations member and 'recheck', and any "
-                   "change's patch set is cloned, applied as root and voted on; nothing asks "
-                   "Gerrit whether that comment exists")
 def test_the_job_does_not_take_a_jenkins_users_word_for_who_asked(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trigger_module, "ProjectMembers", Operations)
     # mallory, who may build the job in Jenkins, types alice's name: no such comment exists.
     forged = read_parameters(environment(GERRIT_EVENT_ACCOUNT_USERNAME="alice"))
-    assert refusal(Config(ci=settings()), forged) is not None
+    others = FakeReporter(said=(("mallory", "Patch Set 1:\n\nrecheck"),
+                                ("alice", "Patch Set 1: Code-Review+1\n\nlooks good")))
+    reason, _ = refusal(Config(ci=settings()), forged, others)  # type: ignore[arg-type]
+    assert reason == "Gerrit has no review message by alice asking for 'recheck' on patch set 1"
+    # alice's own comment, as Gerrit has it: the run is hers to ask for.
+    hers = FakeReporter(said=(("Alice", "Patch Set 1:\n\nrecheck"),))
+    assert refusal(Config(ci=settings()), forged, hers) == (None, "recheck")  # type: ignore[arg-type]
 
 
 # 6. The webhook's 32 slots, held by anyone who can connect -----------------------------
@@ -352,7 +354,9 @@ def test_the_job_does_not_take_a_jenkins_users_word_for_who_asked(
 
 @pytest.mark.xfail(strict=True, reason="32 idle connections from anyone (no secret needed) "
                    "take every slot of ci/webhook.py for 10 s each: Gerrit's POSTs are closed "
-                   "at once, retried maxTries times, then dropped")
+                   "at once, retried maxTries times, then dropped. Mitigated where it is "
+                   "deployed: behind nginx, which buffers whole requests before passing them "
+                   "on (docs/ci.md), never exposed directly")
 def test_idle_anonymous_connections_do_not_lock_gerrit_out() -> None:
     events: queue.Queue[Event] = queue.Queue()
     listener = WebhookListener("127.0.0.1", 0, SECRET, events, SeenEvents(3600, 1000))
@@ -396,9 +400,6 @@ SUBJECTS = [pytest.param("web: \x1b[2Jserve the new motd", id="terminal-escape")
             pytest.param("web: serve\x07 the new motd", id="bell")]
 
 
-@pytest.mark.xfail(strict=True, reason="the job sends the change's subject (its author's "
-                   "text) as is; the API's schema refuses control characters (422), so the "
-                   "run is not recorded and never reaches the Server Admin Log")
 @pytest.mark.parametrize("subject", SUBJECTS)
 def test_the_jobs_record_of_a_hostile_subject_is_accepted(
         tmp_path: Path, contract: Contract, subject: str) -> None:
@@ -413,8 +414,6 @@ def test_the_jobs_record_of_a_hostile_subject_is_accepted(
     assert errors == []
 
 
-@pytest.mark.xfail(strict=True, reason="the dispatcher's ApiRecorder sends the subject as is "
-                   "too: the same 422, the run unrecorded")
 @pytest.mark.parametrize("subject", SUBJECTS)
 def test_the_dispatchers_record_of_a_hostile_subject_is_accepted(
         contract: Contract, subject: str) -> None:
@@ -471,9 +470,6 @@ def test_hostile_gerrit_values_never_reach_the_clones_shell(
     assert f"--branch {job.branch} --json" in shell.commands[1]
 
 
-@pytest.mark.xfail(strict=True, reason="ci/job.py _smoke_outside puts the clone's certname "
-                   "(from the API's answer) into 'cat PATH' unquoted; every other value on "
-                   "that command line is quoted or a constant")
 def test_the_clones_name_is_quoted_in_the_catalog_command(tmp_path: Path) -> None:
     shell = RecordingShell()
     job, _, _ = make_job(tmp_path, read_parameters(environment()), settings(), shell)
@@ -488,9 +484,6 @@ def test_the_clones_name_is_quoted_in_the_catalog_command(tmp_path: Path) -> Non
 # 9. What a hostile clone prints is kept whole --------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="ci/shell.py captures ssh's stdout whole "
-                   "(opslab.process.run, communicate): a clone running the change's Puppet as "
-                   "root can print gigabytes into the Jenkins agent's memory")
 def test_what_a_clone_prints_is_bounded(tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     fake = tmp_path / "bin" / "ssh"
@@ -511,10 +504,6 @@ def test_what_a_clone_prints_is_bounded(tmp_path: Path,
 # 10. A change with a secret found is pushed as a branch all the same -------------------
 
 
-@pytest.mark.xfail(strict=True, reason="Job._test pushes the patch set to "
-                   "refs/heads/ci/CHANGE/PATCHSET-TOKEN and clones hosts even when the scan "
-                   "found a private key: the key lands in a branch of the Puppet repository "
-                   "(replicated like any branch; left for ever when the job is killed)")
 def test_a_change_carrying_a_secret_is_not_pushed_as_a_branch(
         change_with: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     remote, revision = change_with({KEY_FILE: private_key(tmp_path)})

@@ -293,9 +293,20 @@ def test_a_secret_is_named_by_file_and_line_only() -> None:
                                                       "Secret Keyword"),))
     message = build_message(result)
     assert message == ("opslab CI: failed: 1 secret(s) found in the change (tested: no host)."
+                       "\n\nNothing was cloned: a change that may carry a secret is not "
+                       "pushed anywhere."
                        "\n\nSecrets in the change (remove them, and treat them as leaked):"
                        "\n\n* hiera/common.yaml, line 12: Secret Keyword")
     assert not result.passed
+
+
+def test_a_change_that_could_not_be_scanned_fails_saying_why() -> None:
+    result = RunResult(hosts=(), unscanned="the change's diff is 70 MiB, over the 64 MiB")
+    message = build_message(result)
+    assert not result.passed
+    assert message.startswith("opslab CI: failed: the change could not be scanned for "
+                              "secrets (tested: no host).")
+    assert "The secret scan could not read the change: the change's diff is 70 MiB" in message
 
 
 def test_the_failure_message_without_a_run_page() -> None:

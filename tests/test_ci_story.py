@@ -11,6 +11,7 @@ clones, real smoke tests, real git. Several jobs run side by side, as Jenkins' e
 would run them, so the module costs about one clone's time.
 """
 
+import json
 import os
 import secrets
 import shutil
@@ -18,11 +19,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import paramiko
 import pytest
 import yaml
 
@@ -30,18 +33,23 @@ from opslab.api import context
 from opslab.api.app import create_app
 from opslab.api.reaper import GRACE, reap
 from opslab.api.store import now
+from opslab.ci.dispatcher import Service, build_service
 from opslab.ci.events import parse_event
 from opslab.ci.parameters import build_parameters
 from opslab.config import InstanceSettings, load
 from opslab.instances.local import LocalProvider
 from tests.conftest import BASE
+from tests.gerrit_ssh_standin import USER, GerritSshStandIn
 from tests.gerrit_standin import GerritStandIn
+from tests.jenkins_standin import JenkinsStandIn
 from tests.local_instances import (
     TEST_ROOTS,
     local_image_fixture,  # noqa: F401 (a fixture)
     remove_all,
 )
 from tests.site import INSTALLATION, Person, Site, running_site
+
+REPO = Path(__file__).resolve().parent.parent
 
 PROJECT = "puppet"  # the control repository's name in Gerrit
 JOB_DEADLINE = 900.0
@@ -90,9 +98,11 @@ def _prepare(site: Site, gerrit: GerritStandIn, work: Path, local: LocalProvider
     gerrit.remotes[PROJECT] = site.remote
     hook = site.remote.bare / "hooks" / "post-update"
     served = site.files / "puppet.git"
+    # One push at a time: the jobs push side by side, and two mirror pushes at once
+    # would fight over the served repository's refs.
     hook.write_text("#!/bin/sh\n"
-                    f"git push --quiet --mirror '{served}' && "
-                    f"git --git-dir='{served}' update-server-info\n")
+                    f"exec flock '{served}.lock' sh -c \"git push --quiet --mirror '{served}' && "
+                    f"git --git-dir='{served}' update-server-info\"\n")
     hook.chmod(0o755)
     # The CI's account: a person in the CI project, with a key to log in to its clones.
     ci = site.new_person("cibot", work)
@@ -329,3 +339,139 @@ def test_a_build_asked_by_someone_not_allowed_tests_nothing(
     assert "dave may not start runs" in ran.output, ran.output
     assert not [item for item in harness.gerrit.reviews if item.change == number]
     assert clones_left(harness) == []
+
+
+class Chain(NamedTuple):
+    """The dispatcher serving Gerrit's stand-ins (SSH and webhooks) and a Jenkins stand-in
+    that runs the shipped job, whose shell step is ``opslab ci run`` for real."""
+
+    service: Service
+    ssh: GerritSshStandIn
+    jenkins: JenkinsStandIn
+
+
+@pytest.fixture(scope="module")
+def chain(harness: Harness) -> Iterator[Chain]:
+    work = harness.work / "chain"
+    work.mkdir()
+    user_key = paramiko.ECDSAKey.generate()
+    user_key.write_private_key_file(str(work / "gerrit-key"))
+    ssh = GerritSshStandIn(user_key)
+    assert harness.site.certificates is not None
+    jenkins = JenkinsStandIn(work / "jenkins", executors=4, environ={
+        **os.environ, "OPSLAB_CONFIG": str(work / "opslab.yaml"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "SSL_CERT_FILE": str(harness.site.certificates.ca)})
+    jenkins.add_job("opslab-ci", REPO / "ci" / "jobs" / "opslab-ci.xml")
+    (work / "jenkins-token").write_text(jenkins.token)
+    (work / "webhook-secret").write_text("webhook-" + secrets.token_hex(16))
+    configured = yaml.safe_load(harness.config.read_text())
+    configured["ci"].update({
+        "gerrit_ssh_host": "127.0.0.1", "gerrit_ssh_port": ssh.port, "gerrit_ssh_user": USER,
+        "ssh_key_file": str(work / "gerrit-key"),
+        "known_hosts_file": str(ssh.write_known_hosts(work / "known_hosts")),
+        "webhook_listen": "127.0.0.1:0", "webhook_secret_file": str(work / "webhook-secret"),
+        "state_dir": str(work / "state"), "jenkins_url": jenkins.url,
+        "jenkins_user": jenkins.user, "jenkins_token_file": str(work / "jenkins-token")})
+    (work / "opslab.yaml").write_text(yaml.safe_dump(configured))
+    # The real policy (the site's directory: members of operations) and the real API.
+    service = build_service(load(str(work / "opslab.yaml")), poll=0.2)
+    service.start()
+    try:
+        ssh.wait_for_streams(1, timeout=30)
+        yield Chain(service, ssh, jenkins)
+    finally:
+        assert service.stop(30), "the dispatcher's threads did not end"
+        ssh.stop()
+        jenkins.stop()
+
+
+def webhook(chain: Chain, secret: str, event: dict[str, Any]) -> int:
+    assert chain.service.listener is not None
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{chain.service.listener.port}/gerrit-events/{secret}",
+        data=json.dumps(event).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return int(response.status)
+
+
+def builds(chain: Chain) -> list[Any]:
+    return sorted((build for (job, _), build in chain.jenkins.builds.items()
+                   if job == "opslab-ci"), key=lambda build: build.number)
+
+
+def wait_for(condition: Any, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
+        time.sleep(0.5)
+
+
+def test_a_comment_in_gerrit_gets_a_vote_through_jenkins(
+        harness: Harness, chain: Chain, outcomes: dict[str, tuple[int, Ran]]) -> None:
+    """The review loop whole: a change touching the site manifest (every web host is
+    cloned: two), a reviewer's comment arriving by SSH and by webhook and replayed; one
+    Jenkins build, whose job tests the change and votes +1; the run recorded in the API
+    with its build, and written to the web project's Server Admin Log."""
+    number = harness.gerrit.add_change(PROJECT, "production", "A comment on the site manifest", {
+        "manifests/site.pp": (REPO / "examples/control-repo/manifests/site.pp").read_text()
+        + "# reviewed\n"}).number
+    line = harness.gerrit.add_comment(number, "check infra", author=OPERATOR)
+    started = time.monotonic()
+    chain.ssh.push(line)
+    secret = (harness.work / "chain" / "webhook-secret").read_text()
+    assert webhook(chain, secret, {**line, "project": {"name": PROJECT}}) == 200
+    chain.ssh.push(line)  # a replay
+    wait_for(lambda: [item for item in harness.gerrit.reviews if item.change == number],
+             "the vote", JOB_DEADLINE)
+    voted = review(harness, number)
+    assert voted["labels"] == {"Verified": 1}, voted
+    assert "clone of web1.web.example.org" in voted["message"], voted["message"]
+    assert "clone of app1.web.example.org" in voted["message"], voted["message"]
+    [queued] = [item for item in chain.service.dispatcher.queued if item.run.change == number]
+    assert queued.queued - started < 5.0  # the benchmark measures it properly
+    [build] = [build for build in builds(chain)
+               if dict((name, value) for name, value, _ in build.parameters)
+               .get("GERRIT_CHANGE_NUMBER") == str(number)]
+    wait_for(lambda: build.result is not None, "the build's end", 60)
+    assert build.result == "SUCCESS", build.console.decode(errors="replace")
+    status, runs = harness.site.request("GET", f"/v1/ci/runs?change={number}", as_="olga")
+    assert status == 200, runs
+    [run] = runs
+    assert (run["state"], run["vote"], run["requested_by"]) == ("passed", 1, "olga"), run
+    assert str(run["build_url"]).startswith(chain.jenkins.url), run
+    status, log = harness.site.request("GET", "/v1/projects/web/log", as_="olga")
+    assert any(entry["message"].startswith(f"CI run {run['id']} ") for entry in log), log
+    assert clones_left(harness) == []
+
+
+def test_a_new_patch_set_cancels_the_running_build_and_the_old_one_gets_no_vote(
+        harness: Harness, chain: Chain, outcomes: dict[str, tuple[int, Ran]]) -> None:
+    """A new patch set while the job runs: its build is stopped, its clone deleted, no
+    vote, the run recorded as cancelled. The comment that started it was made while the
+    SSH stream was down: the catch-up after the reconnect found it."""
+    change = harness.gerrit.add_change(PROJECT, "production", "Superseded",
+                                       {"modules/greeter/files/motto": "v1\n"})
+    chain.ssh.refusing = True
+    chain.ssh.drop()
+    # Lost, as Gerrit loses what it streams to nobody.
+    chain.ssh.push(harness.gerrit.add_comment(change.number, "check infra", author=OPERATOR))
+    time.sleep(1)
+    opened = chain.ssh.streams_opened
+    chain.ssh.refusing = False
+    chain.ssh.wait_for_streams(opened + 1, timeout=60)
+    wait_for(lambda: running_clone(harness, f"c{change.number}p1x"), "the clone", 300)
+    harness.gerrit.add_patchset(change.number, {"modules/greeter/files/motto": "v2\n"})
+    chain.ssh.push(harness.gerrit.patchset_event(change.number))
+    [build] = [build for build in builds(chain)
+               if dict((name, value) for name, value, _ in build.parameters)
+               .get("GERRIT_CHANGE_NUMBER") == str(change.number)]
+    wait_for(lambda: build.result is not None, "the build's end", 120)
+    assert build.result == "ABORTED", build.console.decode(errors="replace")
+    assert not [item for item in harness.gerrit.reviews if item.change == change.number]
+    wait_for(lambda: clones_left(harness) == [], "the clone's deletion", 120)
+    status, runs = harness.site.request("GET", f"/v1/ci/runs?change={change.number}",
+                                        as_="olga")
+    assert status == 200, runs
+    assert [run["state"] for run in runs] == ["cancelled"], runs
