@@ -11,132 +11,50 @@ clones, real smoke tests, real git. Several jobs run side by side, as Jenkins' e
 would run them, so the module costs about one clone's time.
 """
 
-import json
 import os
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import paramiko
 import pytest
-import yaml
 
 from opslab.api import context
 from opslab.api.app import create_app
 from opslab.api.reaper import GRACE, reap
 from opslab.api.store import now
-from opslab.ci.dispatcher import Service, build_service
 from opslab.ci.events import parse_event
 from opslab.ci.parameters import build_parameters
-from opslab.config import InstanceSettings, load
-from opslab.instances.local import LocalProvider
-from tests.conftest import BASE
-from tests.gerrit_ssh_standin import USER, GerritSshStandIn
-from tests.gerrit_standin import GerritStandIn
-from tests.jenkins_standin import JenkinsStandIn
-from tests.local_instances import (
-    TEST_ROOTS,
-    local_image_fixture,  # noqa: F401 (a fixture)
-    remove_all,
+from opslab.config import load
+from tests.ci_site import (
+    OPERATOR,
+    PROJECT,
+    REPO,
+    Chain,
+    Harness,
+    build_of,
+    ci_site,
+    clones_left,
+    review,
+    review_loop,
+    running_clone,
+    wait_for,
+    webhook,
 )
-from tests.site import INSTALLATION, Person, Site, running_site
+from tests.local_instances import local_image_fixture  # noqa: F401 (a fixture)
 
-REPO = Path(__file__).resolve().parent.parent
-
-PROJECT = "puppet"  # the control repository's name in Gerrit
 JOB_DEADLINE = 900.0
-# Who comments: olga, a member of operations (ci.trigger_project) in the site's directory.
-OPERATOR = {"_account_id": 1000010, "name": "Olga", "email": "olga@example.org",
-            "username": "olga"}
 GREETER = "modules/greeter/manifests/init.pp"
-
-
-class Harness(NamedTuple):
-    site: Site
-    gerrit: GerritStandIn
-    ci: Person
-    config: Path
-    work: Path
-    local: LocalProvider
 
 
 class Ran(NamedTuple):
     status: int
     output: str
     junit: Path
-
-
-@pytest.fixture(scope="module")
-def harness(local_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    root = TEST_ROOTS / f"{os.getpid()}-{secrets.token_hex(4)}"
-    root.mkdir(parents=True)
-    work = tmp_path_factory.mktemp("ci-site")
-    local = LocalProvider(InstanceSettings(installation=INSTALLATION), root=root,
-                          image=local_image)
-    try:
-        with running_site(work, local_image, root) as site, \
-                GerritStandIn(work / "gerrit") as gerrit:
-            yield _prepare(site, gerrit, work, local)
-    finally:
-        remove_all(local)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _prepare(site: Site, gerrit: GerritStandIn, work: Path, local: LocalProvider) -> Harness:
-    assert site.remote is not None
-    # Gerrit's project is the site's control repository: a change's parent is production
-    # as the instances know it. Every push to it is served over dumb HTTP at once, as a
-    # git server's post-update hook does.
-    gerrit.remotes[PROJECT] = site.remote
-    hook = site.remote.bare / "hooks" / "post-update"
-    served = site.files / "puppet.git"
-    # One push at a time: the jobs push side by side, and two mirror pushes at once
-    # would fight over the served repository's refs.
-    hook.write_text("#!/bin/sh\n"
-                    f"exec flock '{served}.lock' sh -c \"git push --quiet --mirror '{served}' && "
-                    f"git --git-dir='{served}' update-server-info\"\n")
-    hook.chmod(0o755)
-    # The CI's account: a person in the CI project, with a key to log in to its clones.
-    ci = site.new_person("cibot", work)
-    status, made = site.request("POST", "/v1/projects", {
-        "name": "ci", "description": "Throwaway clones of the CI harness"}, as_="olga")
-    assert status == 201, made
-    status, made = site.request("POST", "/v1/projects/ci/members", {"uid": "cibot"}, as_="olga")
-    assert status == 200, made
-    # The host the tests change: a greeter in the web project (no instance of its own:
-    # only its classification is cloned).
-    status, made = site.request("POST", "/v1/projects/web/hosts", {
-        "name": "app1", "classes": ["greeter"],
-        "class_parameters": {"greeter": {"bind": "0.0.0.0",  # noqa: S104 (the clone's own)
-                                         "greeting": "Hello from app1"}}}, as_="carol")
-    assert status == 201, made
-    assert site.certificates is not None
-    (work / "gerrit-password").write_text(gerrit.password)
-    (work / "ci-password").write_text(ci.password)
-    # Gerrit's Git URL per project ({project} in ci.git_url): the control repository.
-    (work / "git").mkdir()
-    (work / "git" / PROJECT).symlink_to(site.remote.bare)
-    config = work / "ci.yaml"
-    config.write_text(yaml.safe_dump({
-        "ldap": {"uri": site.ldap_uri, "base": BASE, "starttls": True,
-                 "ca_file": str(site.certificates.ca)},
-        "ci": {"projects": [PROJECT], "account": gerrit.user, "gerrit_url": gerrit.url,
-               "gerrit_password_file": str(work / "gerrit-password"),
-               "git_url": f"{work}/git/{{project}}", "push_url": site.remote.url,
-               "api_url": site.api_url, "api_user": "cibot",
-               "api_password_file": str(work / "ci-password"),
-               "clone_key_file": str(ci.key), "clone_projects": ["production:web"],
-               "clone_timeout": 600.0, "apply_timeout": 300.0, "run_timeout": 1200.0},
-    }))
-    return Harness(site, gerrit, ci, config, work, local)
 
 
 def start_job(harness: Harness, number: int, name: str,
@@ -173,33 +91,28 @@ def finish(job: "subprocess.Popen[str]", junit: Path) -> Ran:
 
 def greeter(extra: str) -> str:
     """The example greeter's manifest with ``extra`` resources in its class."""
-    source = (Path(__file__).parent.parent / "examples" / "control-repo" / GREETER).read_text()
+    source = (REPO / "examples" / "control-repo" / GREETER).read_text()
     return source.replace("  service { 'greeter':", extra + "  service { 'greeter':", 1)
 
 
-def review(harness: Harness, number: int) -> dict[str, Any]:
-    [found] = [item for item in harness.gerrit.reviews if item.change == number]
-    return {"labels": found.labels, "message": found.message, "revision": found.revision}
-
-
-def clones_left(harness: Harness) -> list[str]:
-    status, found = harness.site.request("GET", "/v1/hosts?project=ci", as_="olga")
-    assert status == 200, found
-    return [host["name"] for host in found]
+@pytest.fixture(scope="module")
+def harness(local_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    with ci_site(tmp_path_factory.mktemp("ci-site"), local_image) as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
 def outcomes(harness: Harness) -> dict[str, tuple[int, Ran]]:
-    """Three changes tested side by side: a good one, one that breaks the greeter's
-    Puppet run, one that is not idempotent and adds a private key."""
+    """Four changes tested side by side: a good one, one that breaks the greeter's Puppet
+    run, one that is not idempotent, one that adds a private key."""
     key = subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519"], check=True,
                          capture_output=True, text=True, timeout=30).stdout
     changes = {
         "good": {"modules/greeter/files/motto": "be kind\n"},
         "broken": {GREETER: greeter("  exec { 'greeter-fails': command => '/bin/false' }\n")},
         # An exec with no guard runs on every run: the second apply changes it again.
-        "unidempotent": {GREETER: greeter("  exec { 'greeter-touch': command => '/bin/true' }\n"),
-                         "modules/greeter/files/wildcard.key": key},
+        "unidempotent": {GREETER: greeter("  exec { 'greeter-touch': command => '/bin/true' }\n")},
+        "key": {"modules/greeter/files/wildcard.key": key},
     }
     numbers = {name: harness.gerrit.add_change(PROJECT, "production", f"The {name} change",
                                                files).number
@@ -243,7 +156,7 @@ def test_a_change_that_breaks_a_class_gets_minus_one_with_the_failure(
     assert 'name="Puppet run of the change"' in ran.junit.read_text()
 
 
-def test_a_change_that_is_not_idempotent_and_adds_a_key_gets_minus_one_naming_both(
+def test_a_change_that_is_not_idempotent_gets_minus_one_naming_the_resource(
         harness: Harness, outcomes: dict[str, tuple[int, Ran]]) -> None:
     number, ran = outcomes["unidempotent"]
     assert ran.status == 1, ran.output
@@ -252,11 +165,24 @@ def test_a_change_that_is_not_idempotent_and_adds_a_key_gets_minus_one_naming_bo
     message = voted["message"]
     assert "* Changed again by the second apply (not idempotent): Exec[greeter-touch]" in \
         message, message
+    assert "second run of the change changes nothing" in ran.junit.read_text()
+
+
+def test_a_change_that_adds_a_private_key_gets_minus_one_naming_the_file_and_goes_nowhere(
+        harness: Harness, outcomes: dict[str, tuple[int, Ran]]) -> None:
+    number, ran = outcomes["key"]
+    assert ran.status == 1, ran.output
+    voted = review(harness, number)
+    assert voted["labels"] == {"Verified": -1}, voted
+    message = voted["message"]
     assert "* modules/greeter/files/wildcard.key, line 1: Private Key" in message, message
+    assert "Nothing was cloned" in message, message
     assert "PRIVATE KEY-----" not in message
-    junit = ran.junit.read_text()
-    assert "second run of the change changes nothing" in junit
-    assert "modules/greeter/files/wildcard.key:1: Private Key" in junit
+    assert "modules/greeter/files/wildcard.key:1: Private Key" in ran.junit.read_text()
+    # Not pushed: no branch of this change in the control repository.
+    assert harness.site.remote is not None
+    assert harness.site.remote.git("ls-remote", "--heads", harness.site.remote.url,
+                                   f"refs/heads/ci/{number}/*") == ""
 
 
 def test_a_cloud_that_refuses_gives_a_message_and_no_vote(
@@ -282,15 +208,6 @@ def test_a_cloud_that_refuses_gives_a_message_and_no_vote(
     assert "quota" in voted["message"], voted["message"]
     assert 'Comment "check infra" to run it again.' in voted["message"], voted["message"]
     assert clones_left(harness) == []
-
-
-def running_clone(harness: Harness, prefix: str) -> bool:
-    """Whether a clone named ``prefix...`` has its instance running (the API launched it)."""
-    for name in clones_left(harness):
-        if name.startswith(prefix):
-            status, host = harness.site.request("GET", f"/v1/hosts/{name}", as_="olga")
-            return status == 200 and (host.get("instance") or {}).get("state") == "active"
-    return False
 
 
 def test_a_job_killed_leaves_nothing_after_the_reaper(
@@ -341,71 +258,10 @@ def test_a_build_asked_by_someone_not_allowed_tests_nothing(
     assert clones_left(harness) == []
 
 
-class Chain(NamedTuple):
-    """The dispatcher serving Gerrit's stand-ins (SSH and webhooks) and a Jenkins stand-in
-    that runs the shipped job, whose shell step is ``opslab ci run`` for real."""
-
-    service: Service
-    ssh: GerritSshStandIn
-    jenkins: JenkinsStandIn
-
-
 @pytest.fixture(scope="module")
 def chain(harness: Harness) -> Iterator[Chain]:
-    work = harness.work / "chain"
-    work.mkdir()
-    user_key = paramiko.ECDSAKey.generate()
-    user_key.write_private_key_file(str(work / "gerrit-key"))
-    ssh = GerritSshStandIn(user_key)
-    assert harness.site.certificates is not None
-    jenkins = JenkinsStandIn(work / "jenkins", executors=4, environ={
-        **os.environ, "OPSLAB_CONFIG": str(work / "opslab.yaml"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "SSL_CERT_FILE": str(harness.site.certificates.ca)})
-    jenkins.add_job("opslab-ci", REPO / "ci" / "jobs" / "opslab-ci.xml")
-    (work / "jenkins-token").write_text(jenkins.token)
-    (work / "webhook-secret").write_text("webhook-" + secrets.token_hex(16))
-    configured = yaml.safe_load(harness.config.read_text())
-    configured["ci"].update({
-        "gerrit_ssh_host": "127.0.0.1", "gerrit_ssh_port": ssh.port, "gerrit_ssh_user": USER,
-        "ssh_key_file": str(work / "gerrit-key"),
-        "known_hosts_file": str(ssh.write_known_hosts(work / "known_hosts")),
-        "webhook_listen": "127.0.0.1:0", "webhook_secret_file": str(work / "webhook-secret"),
-        "state_dir": str(work / "state"), "jenkins_url": jenkins.url,
-        "jenkins_user": jenkins.user, "jenkins_token_file": str(work / "jenkins-token")})
-    (work / "opslab.yaml").write_text(yaml.safe_dump(configured))
-    # The real policy (the site's directory: members of operations) and the real API.
-    service = build_service(load(str(work / "opslab.yaml")), poll=0.2)
-    service.start()
-    try:
-        ssh.wait_for_streams(1, timeout=30)
-        yield Chain(service, ssh, jenkins)
-    finally:
-        assert service.stop(30), "the dispatcher's threads did not end"
-        ssh.stop()
-        jenkins.stop()
-
-
-def webhook(chain: Chain, secret: str, event: dict[str, Any]) -> int:
-    assert chain.service.listener is not None
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{chain.service.listener.port}/gerrit-events/{secret}",
-        data=json.dumps(event).encode(), method="POST",
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return int(response.status)
-
-
-def builds(chain: Chain) -> list[Any]:
-    return sorted((build for (job, _), build in chain.jenkins.builds.items()
-                   if job == "opslab-ci"), key=lambda build: build.number)
-
-
-def wait_for(condition: Any, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout:g} s for {what}"
-        time.sleep(0.5)
+    with review_loop(harness) as made:
+        yield made
 
 
 def test_a_comment_in_gerrit_gets_a_vote_through_jenkins(
@@ -420,8 +276,7 @@ def test_a_comment_in_gerrit_gets_a_vote_through_jenkins(
     line = harness.gerrit.add_comment(number, "check infra", author=OPERATOR)
     started = time.monotonic()
     chain.ssh.push(line)
-    secret = (harness.work / "chain" / "webhook-secret").read_text()
-    assert webhook(chain, secret, {**line, "project": {"name": PROJECT}}) == 200
+    assert webhook(chain, line) == 200
     chain.ssh.push(line)  # a replay
     wait_for(lambda: [item for item in harness.gerrit.reviews if item.change == number],
              "the vote", JOB_DEADLINE)
@@ -431,9 +286,8 @@ def test_a_comment_in_gerrit_gets_a_vote_through_jenkins(
     assert "clone of app1.web.example.org" in voted["message"], voted["message"]
     [queued] = [item for item in chain.service.dispatcher.queued if item.run.change == number]
     assert queued.queued - started < 5.0  # the benchmark measures it properly
-    [build] = [build for build in builds(chain)
-               if dict((name, value) for name, value, _ in build.parameters)
-               .get("GERRIT_CHANGE_NUMBER") == str(number)]
+    build = build_of(chain, number)
+    assert build is not None
     wait_for(lambda: build.result is not None, "the build's end", 60)
     assert build.result == "SUCCESS", build.console.decode(errors="replace")
     status, runs = harness.site.request("GET", f"/v1/ci/runs?change={number}", as_="olga")
@@ -464,9 +318,8 @@ def test_a_new_patch_set_cancels_the_running_build_and_the_old_one_gets_no_vote(
     wait_for(lambda: running_clone(harness, f"c{change.number}p1x"), "the clone", 300)
     harness.gerrit.add_patchset(change.number, {"modules/greeter/files/motto": "v2\n"})
     chain.ssh.push(harness.gerrit.patchset_event(change.number))
-    [build] = [build for build in builds(chain)
-               if dict((name, value) for name, value, _ in build.parameters)
-               .get("GERRIT_CHANGE_NUMBER") == str(change.number)]
+    build = build_of(chain, change.number)
+    assert build is not None
     wait_for(lambda: build.result is not None, "the build's end", 120)
     assert build.result == "ABORTED", build.console.decode(errors="replace")
     assert not [item for item in harness.gerrit.reviews if item.change == change.number]
