@@ -154,6 +154,10 @@ def review_loop(harness: Harness) -> Iterator[Chain]:
         "state_dir": str(work / "state"), "jenkins_url": jenkins.url,
         "jenkins_user": jenkins.user, "jenkins_token_file": str(work / "jenkins-token")})
     (work / "opslab.yaml").write_text(yaml.safe_dump(configured))
+    # The dispatcher records runs in the API over TLS, checked against the system's trust
+    # store, which on a CI machine would hold the site's CA: here, this process's.
+    trusted = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = str(harness.site.certificates.ca)
     service = build_service(load(str(work / "opslab.yaml")), poll=0.2)
     service.start()
     try:
@@ -163,6 +167,10 @@ def review_loop(harness: Harness) -> Iterator[Chain]:
         stopped = service.stop(30)
         ssh.stop()
         jenkins.stop()
+        if trusted is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = trusted
         if not stopped:
             raise AssertionError("the dispatcher's threads did not end")
 

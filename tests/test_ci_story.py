@@ -294,6 +294,8 @@ def test_a_comment_in_gerrit_gets_a_vote_through_jenkins(
     assert status == 200, runs
     [run] = runs
     assert (run["state"], run["vote"], run["requested_by"]) == ("passed", 1, "olga"), run
+    # Recorded by the dispatcher when it queued the build (the job carried it on).
+    assert run["jenkins_queue_id"] == build.queue_id, run
     assert str(run["build_url"]).startswith(chain.jenkins.url), run
     status, log = harness.site.request("GET", "/v1/projects/web/log", as_="olga")
     assert any(entry["message"].startswith(f"CI run {run['id']} ") for entry in log), log
