@@ -134,8 +134,10 @@ def queue_part(samples: int) -> dict[str, Any]:
 
 
 def _queued(service: Any, change: int, sent: float) -> float:
-    """When Jenkins answered the build of ``change`` (monotonic)."""
-    while time.monotonic() - sent < DEADLINE:
+    """When Jenkins answered the build of ``change`` (monotonic), waited for up to
+    DEADLINE after the comment was sent (or now, if that is later)."""
+    deadline = max(sent, time.monotonic()) + DEADLINE
+    while time.monotonic() < deadline:
         for item in list(service.dispatcher.queued):
             if item.run.change == change:
                 return float(item.queued)

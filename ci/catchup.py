@@ -45,6 +45,7 @@ from urllib.parse import quote
 from opslab import files
 
 from .events import CommentAdded, Event, Malformed, SeenEvents, parse_event
+from .gerrit import GerritError, GerritRest
 
 if TYPE_CHECKING:
     from opslab.config import CiSettings
@@ -104,44 +105,24 @@ def query_time(seconds: float) -> str:
 class CatchUp:
     """Reads back, through Gerrit's REST API, the events of ``projects`` since a time."""
 
-    def __init__(self, url: str, user: str, password: str, projects: tuple[str, ...],
-                 events: "queue.Queue[Event]", seen: SeenEvents, *, limit: int = 500,
-                 timeout: float = 30.0, verify: bool | str = True) -> None:
-        # Imported here: events, trigger and parameters need only the base install.
-        from pygerrit2 import GerritRestAPI
-        from requests.adapters import HTTPAdapter
-        from requests.auth import HTTPBasicAuth
-
-        self.url = url.rstrip("/")
-        self.user = user
+    def __init__(self, gerrit: GerritRest, projects: tuple[str, ...],
+                 events: "queue.Queue[Event]", seen: SeenEvents, *, limit: int = 500) -> None:
+        self.gerrit = gerrit
         self.projects = projects
         self.events = events
         self.seen = seen
         self.limit = limit
-        self.timeout = timeout
-        self.api = GerritRestAPI(self.url, auth=HTTPBasicAuth(user, password), verify=verify,
-                                 adapter=HTTPAdapter(max_retries=0))
 
     @classmethod
     def from_settings(cls, settings: "CiSettings", events: "queue.Queue[Event]",
                       seen: SeenEvents) -> "CatchUp":
         """The catch-up ``ci`` describes (Gerrit's URL, account and password as for the
         vote); CatchUpError naming what is missing."""
-        user = settings.gerrit_user or settings.account
-        missing = [name for name, value in (
-            ("ci.gerrit_url", settings.gerrit_url), ("ci.gerrit_user (or ci.account)", user),
-            ("ci.gerrit_password_file", settings.gerrit_password_file)) if not value]
-        if missing:
-            raise CatchUpError(f"no catch-up: {', '.join(missing)} not set")
         try:
-            password = files.read_secret(settings.gerrit_password_file or "")
-        except (OSError, UnicodeDecodeError) as error:
-            raise CatchUpError(f"cannot read ci.gerrit_password_file "
-                               f"{settings.gerrit_password_file}: "
-                               f"{getattr(error, 'strerror', None) or 'not text'}") from None
-        return cls(settings.gerrit_url or "", user or "", password, settings.projects,
-                   events, seen, limit=settings.catchup_limit,
-                   timeout=settings.request_timeout)
+            gerrit = GerritRest.from_settings(settings, "no catch-up")
+        except GerritError as error:
+            raise CatchUpError(str(error)) from None
+        return cls(gerrit, settings.projects, events, seen, limit=settings.catchup_limit)
 
     def run(self, since: float, stopping: threading.Event | None = None) -> CaughtUp:
         """Queue what happened since ``since`` (seconds since the epoch) and was not seen
@@ -210,31 +191,15 @@ class CatchUp:
         return found, more
 
     def _get(self, endpoint: str) -> list[dict[str, Any]]:
-        import requests
-
-        where = f"{self.url}/a/changes/"
         try:
-            answer = self.api.get(endpoint, timeout=self.timeout)
-        except requests.HTTPError as error:
-            response = error.response
-            status = response.status_code if response is not None else 0
-            text = " ".join((response.text if response is not None else "").split())[:200]
-            if status in (401, 403):
-                raise CatchUpError(f"Gerrit refused the account {self.user!r} ({status} "
-                                   f"{text}) at {where}: check ci.gerrit_user and the HTTP "
-                                   "password in ci.gerrit_password_file") from None
-            raise CatchUpError(f"Gerrit answered {status} {text} to the query at "
-                               f"{where}") from None
-        except requests.Timeout:
-            raise CatchUpError(f"Gerrit did not answer the query at {where} within "
-                               f"{self.timeout:g} s") from None
-        except requests.RequestException as error:
-            raise CatchUpError(f"cannot reach Gerrit at {self.url}: "
-                               f"{type(error).__name__}") from None
-        if not isinstance(answer, list) or not all(isinstance(c, dict) for c in answer):
-            raise CatchUpError(f"the answer to the query at {where} is not Gerrit's JSON (a "
-                               f"')]}}'' line then a list of changes): {str(answer)[:120]!r}")
-        return answer
+            answer = self.gerrit.call("get", endpoint, list)
+        except GerritError as error:
+            raise CatchUpError(f"the query failed: {error}") from None
+        changes: list[dict[str, Any]] = answer
+        if not all(isinstance(change, dict) for change in changes):
+            raise CatchUpError(f"the answer to the query at {self.gerrit.url}/a/changes/ is "
+                               f"not Gerrit's JSON (a list of changes): {str(answer)[:120]!r}")
+        return changes
 
     def _events_of(self, info: Mapping[str, Any], since: float) -> list[Event]:
         """The events a change's messages and current patch set make, since ``since``."""

@@ -46,8 +46,9 @@ from opslab.config import CiSettings, Config, ConfigError, add_config_option, lo
 from . import clones, junit, records
 from .clones import Clone, CloneError, Original
 from .events import CommentAdded, parse_event
+from .gerrit import GerritError
 from .parameters import JobParameters, ParameterError, read_parameters
-from .reporter import GerritError, Reporter, Target
+from .reporter import Reporter, Target
 from .result import (
     FailedCheck,
     FailedResource,

@@ -3,12 +3,9 @@
 Contract (contracts/gerrit-jenkins-openstack.md) sections 3.1 to 3.4 and 3.6, gotchas 1,
 2 and 13, section 8 complaints 7 to 10:
 
-- ``GerritRestAPI`` always gets an ``HTTPBasicAuth`` (with none it would read
-  ``~/.netrc``), so every request goes to ``/a/...``; it strips the ``)]}'`` line only
-  from an ``application/json`` answer, so an answer that is not a JSON object is an error
-  here, never used as one. Every request has ``ci.request_timeout``, and the session
-  retries nothing (pygerrit2's own adapter retries a read five times, which would make a
-  hanging Gerrit cost six timeouts, and a review is not to be posted twice).
+- Gerrit is asked through ci/gerrit.py (Basic auth on ``/a/...``, the ``)]}'`` line, a
+  timeout and no retries); an answer that is not a JSON object is an error here, never
+  used as one.
 - The change is named by its triplet ``project~branch~Change-Id`` with project and branch
   URL-encoded (``/`` as ``%2F``: pygerrit2 encodes nothing), as the Gerrit Trigger plugin
   and Zuul do; by its number when the Change-Id is not known.
@@ -35,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from opslab import files
 from opslab.config import CiSettings
 
+from .gerrit import GerritError, GerritRefused, GerritRest
 from .parameters import JobParameters
 from .result import InfrastructureFailure, RunResult
 
@@ -50,10 +47,6 @@ OUTPUT_LINES = 15  # the last lines of a failed check's output
 LINE_WIDTH = 200
 MESSAGE_WIDTH = 400
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-class GerritError(Exception):
-    """Gerrit could not be asked or told: refused, unreachable, too slow, or unexpected."""
 
 
 @dataclass(frozen=True)
@@ -114,76 +107,29 @@ class Comments:
 class Reporter:
     """Votes on changes of one Gerrit through its REST API."""
 
-    def __init__(self, url: str, user: str, password: str, *, notify: str = "OWNER_REVIEWERS",
-                 timeout: float = 30.0, limit: int = DEFAULT_LIMIT,
-                 retrigger: str = "recheck", verify: bool | str = True) -> None:
-        # Imported here: the rest of opslab.ci needs only the base install.
-        from pygerrit2 import GerritRestAPI
-        from requests.adapters import HTTPAdapter
-        from requests.auth import HTTPBasicAuth
-
-        self.url = url.rstrip("/")
-        self.user = user
+    def __init__(self, gerrit: GerritRest, *, notify: str = "OWNER_REVIEWERS",
+                 limit: int = DEFAULT_LIMIT, retrigger: str = "recheck") -> None:
+        self.gerrit = gerrit
+        self.user = gerrit.user
         self.notify = notify
-        self.timeout = timeout
         self.limit = limit
         self.retrigger = retrigger
-        self.api = GerritRestAPI(self.url, auth=HTTPBasicAuth(user, password), verify=verify,
-                                 adapter=HTTPAdapter(max_retries=0))
 
     @classmethod
     def from_settings(cls, ci: CiSettings) -> "Reporter":
         """The reporter ``ci`` describes; GerritError naming the setting that is missing
         or the password file that cannot be read."""
-        user = ci.gerrit_user or ci.account
-        if not ci.gerrit_url or not user or not ci.gerrit_password_file:
-            missing = [name for name, value in (("ci.gerrit_url", ci.gerrit_url),
-                                                ("ci.gerrit_user (or ci.account)", user),
-                                                ("ci.gerrit_password_file",
-                                                 ci.gerrit_password_file)) if not value]
-            raise GerritError(f"cannot vote: {', '.join(missing)} not set")
-        try:
-            password = files.read_secret(ci.gerrit_password_file)
-        except (OSError, UnicodeDecodeError) as error:
-            raise GerritError(f"cannot read ci.gerrit_password_file "
-                              f"{ci.gerrit_password_file}: {error}") from None
-        return cls(ci.gerrit_url, user, password, notify=ci.notify,
-                   timeout=ci.request_timeout, limit=ci.message_limit,
-                   retrigger=ci.trigger_phrases[0])
-
-    # -- Gerrit ----------------------------------------------------------------------
+        return cls(GerritRest.from_settings(ci, "cannot vote"), notify=ci.notify,
+                   limit=ci.message_limit, retrigger=ci.trigger_phrases[0])
 
     def _call(self, method: str, endpoint: str, **kwargs: Any) -> Any:
-        import requests
-
-        where = f"{self.url}/a/{endpoint.split('?')[0]}"
-        try:
-            answer = getattr(self.api, method)(endpoint, timeout=self.timeout, **kwargs)
-        except requests.HTTPError as error:
-            status = error.response.status_code if error.response is not None else 0
-            text = _clean(error.response.text if error.response is not None else "")[:300]
-            if status in (401, 403):
-                raise GerritError(
-                    f"Gerrit refused the account {self.user!r} ({status} {text.strip()}) at "
-                    f"{where}: check ci.gerrit_user and the HTTP password in "
-                    "ci.gerrit_password_file") from None
-            raise _Refused(status, text.strip(), where) from None
-        except requests.Timeout:
-            raise GerritError(f"Gerrit did not answer within {self.timeout:g} s "
-                              f"({method.upper()} {where})") from None
-        except requests.RequestException as error:
-            raise GerritError(f"cannot reach Gerrit at {self.url}: "
-                              f"{type(error).__name__}: {_clean(str(error))[:300]}") from None
-        if not isinstance(answer, dict):
-            raise GerritError(f"the answer to {method.upper()} {where} is not Gerrit's JSON "
-                              f"(a ')]}}'' line then an object): {str(answer)[:120]!r}")
-        return answer
+        return self.gerrit.call(method, endpoint, dict, **kwargs)
 
     def state(self, target: Target) -> ChangeState:
         """The change's status and current revision now."""
         try:
             info = self._call("get", f"changes/{target.identifier}?o=CURRENT_REVISION")
-        except _Refused as refused:
+        except GerritRefused as refused:
             if refused.status == 404:
                 raise GerritError(f"Gerrit does not know change {target.change} of "
                                   f"{target.project} (or the account {self.user!r} may not "
@@ -203,7 +149,7 @@ class Reporter:
         try:
             info = self._call("get", f"changes/{target.identifier}?o=MESSAGES"
                                      "&o=DETAILED_ACCOUNTS")
-        except _Refused as refused:
+        except GerritRefused as refused:
             if refused.status == 404:
                 raise GerritError(f"Gerrit does not know change {target.change} of "
                                   f"{target.project} on {target.branch} (or the account "
@@ -242,7 +188,7 @@ class Reporter:
         vote = 1 if result.passed else -1
         try:
             self._post(target, message, vote)
-        except _Refused as refused:
+        except GerritRefused as refused:
             if refused.status == 409:  # closed since the check (gotcha 13)
                 return self._say(target, result, "the change was closed before the vote "
                                  f"({refused.text or 'change is closed'})")
@@ -253,7 +199,7 @@ class Reporter:
         said = build_message(result, self.limit, f"No vote: {reason}.")
         try:
             self._post(target, said, None)
-        except _Refused as refused:
+        except GerritRefused as refused:
             raise GerritError(str(refused)) from None
         return Report(said, None, reason)
 
@@ -262,7 +208,7 @@ class Reporter:
         said = _bounded(message, self.limit)
         try:
             self._post(target, said, None)
-        except _Refused as refused:
+        except GerritRefused as refused:
             raise GerritError(str(refused)) from None
         return Report(said, None, "nothing was tested")
 
@@ -271,18 +217,9 @@ class Reporter:
         message = build_failure_message(failure, self.retrigger, self.limit)
         try:
             self._post(target, message, None)
-        except _Refused as refused:
+        except GerritRefused as refused:
             raise GerritError(str(refused)) from None
         return Report(message, None, "an infrastructure failure is not a verdict")
-
-
-class _Refused(Exception):
-    """Gerrit answered an error status other than 401 or 403."""
-
-    def __init__(self, status: int, text: str, where: str) -> None:
-        super().__init__(f"Gerrit answered {status} {text} to {where}")
-        self.status = status
-        self.text = text
 
 
 def _stale(target: Target, state: ChangeState) -> str:

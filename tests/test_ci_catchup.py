@@ -25,6 +25,7 @@ from opslab.ci.catchup import (
     query_time,
 )
 from opslab.ci.events import CommentAdded, Event, PatchsetCreated, SeenEvents, parse_event
+from opslab.ci.gerrit import GerritRest
 from opslab.config import CiSettings
 from tests.gerrit_standin import REVIEWER, GerritStandIn
 
@@ -50,8 +51,9 @@ def seen() -> SeenEvents:
 def catch_up(gerrit: GerritStandIn, events: "queue.Queue[Event]", seen: SeenEvents,
              limit: int = 500, timeout: float = 10.0, password: str | None = None,
              projects: tuple[str, ...] = (PROJECT,)) -> CatchUp:
-    return CatchUp(gerrit.url, gerrit.user, gerrit.password if password is None else password,
-                   projects, events, seen, limit=limit, timeout=timeout)
+    return CatchUp(GerritRest(gerrit.url, gerrit.user,
+                              gerrit.password if password is None else password,
+                              timeout=timeout), projects, events, seen, limit=limit)
 
 
 def drain(events: "queue.Queue[Event]") -> list[Event]:
@@ -227,7 +229,8 @@ def test_a_hanging_gerrit_costs_one_timeout(
     gerrit.add_change()
     gerrit.hang(30, lambda method, path: path.startswith("/a/changes/?"))
     started = time.monotonic()
-    with pytest.raises(CatchUpError, match=r"did not answer the query .* within 0\.5 s"):
+    with pytest.raises(CatchUpError, match=r"the query failed: Gerrit did not answer GET "
+                       r".*/a/changes/ within 0\.5 s"):
         catch_up(gerrit, events, seen, timeout=0.5).run(time.time() - 60)
     assert time.monotonic() - started < 2.0  # no retry
     assert len(queries(gerrit)) == 1
@@ -247,8 +250,8 @@ def test_refusals_and_answers_that_are_not_gerrits(
         catch_up(gerrit, events, seen).run(time.time())
     assert len(queries(gerrit)) == 3  # the 503 was not retried
     with pytest.raises(CatchUpError, match="cannot reach Gerrit"):
-        CatchUp("http://127.0.0.1:9", "u", "p", (PROJECT,), events, seen,
-                timeout=2).run(time.time())
+        CatchUp(GerritRest("http://127.0.0.1:9", "u", "p", timeout=2), (PROJECT,), events,
+                seen).run(time.time())
     assert events.empty()
 
 
@@ -266,7 +269,7 @@ def test_from_settings(gerrit: GerritStandIn, tmp_path: Path, events: "queue.Que
                           gerrit_password_file=str(password), projects=(PROJECT,),
                           catchup_limit=7, request_timeout=3.0)
     made = CatchUp.from_settings(settings, events, seen)
-    assert (made.limit, made.timeout, made.projects) == (7, 3.0, (PROJECT,))
+    assert (made.limit, made.gerrit.timeout, made.projects) == (7, 3.0, (PROJECT,))
     change = gerrit.add_change()
     gerrit.add_comment(change.number, "recheck")
     assert made.run(time.time() - 10).queued == 2

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from opslab.ci.gerrit import GerritError, GerritRest
 from opslab.ci.parameters import read_parameters
 from opslab.ci.reporter import (
     TAG,
-    GerritError,
     Reporter,
     Target,
     build_failure_message,
@@ -54,8 +54,9 @@ def gerrit_fixture(tmp_path: Path) -> Iterator[GerritStandIn]:
 
 def reporter_for(gerrit: GerritStandIn, password: str | None = None,
                  timeout: float = 10.0, notify: str = "OWNER") -> Reporter:
-    return Reporter(gerrit.url, gerrit.user, gerrit.password if password is None else password,
-                    notify=notify, timeout=timeout)
+    return Reporter(GerritRest(gerrit.url, gerrit.user,
+                               gerrit.password if password is None else password,
+                               timeout=timeout), notify=notify)
 
 
 def target(change: Change, patchset: int = 1, with_change_id: bool = True) -> Target:
@@ -210,7 +211,8 @@ def test_a_hanging_gerrit_is_bounded_by_the_timeout(gerrit: GerritStandIn) -> No
     with pytest.raises(GerritError) as error:
         reporter_for(gerrit, timeout=0.5).report(target(change), GOOD)
     assert time.monotonic() - started < 5.0  # one timeout, not pygerrit2's six retries
-    assert str(error.value).startswith("Gerrit did not answer within 0.5 s (GET ")
+    assert str(error.value).startswith(f"Gerrit did not answer GET {gerrit.url}/a/changes/")
+    assert str(error.value).endswith(" within 0.5 s")
     assert len(gerrit.requests) == 1
     assert gerrit.reviews == []
 
