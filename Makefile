@@ -1,7 +1,8 @@
 # The two set-up commands for a fresh Debian machine (see README.md):
 #   make demo   throwaway directory and example data, classify a node, deploy the
 #               example branches, real puppet apply; then (as root) a member's
-#               instance as a local container: launched, configured, logged in to
+#               instance as a local container: launched, configured, logged in to;
+#               then the review loop: a change, a comment, a clone, the vote
 #   make test   the whole test suite, lint and type checks
 # Each installs what it needs itself, system packages included.
 
