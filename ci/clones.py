@@ -17,6 +17,7 @@ to (``c42p3x1f2e-web1``): the reaper deletes any clone older than ``ci.run_timeo
 a run killed without its clean-up leaves nothing for long.
 """
 
+import ipaddress
 import json
 import time
 from collections.abc import Iterable
@@ -148,8 +149,16 @@ def _text(value: Any) -> str:
 
 
 def _ipv4_first(addresses: Iterable[str]) -> str:
-    ordered = sorted(addresses, key=lambda address: ":" in address)
-    return ordered[0]
+    """The clone's address to reach it by, IPv4 first; only addresses, since it becomes an
+    argument of ssh (never an option or a host alias)."""
+    found = []
+    for address in addresses:
+        try:
+            found.append(ipaddress.ip_address(address))
+        except ValueError:
+            raise CloneError(f"the API gave the clone an address that is not one: "
+                             f"{address[:60]!r}") from None
+    return str(sorted(found, key=lambda address: address.version)[0])
 
 
 def first_report(client: Client, clone: Clone, deadline: float, poll: float = 2.0) -> dict[

@@ -419,6 +419,11 @@ class Job:
                 "requested_by": p.event_account or self.ci.account or "unknown"}
         try:
             run = records.create(self.api, body)
+            if run.get("state") not in ("queued", "running"):
+                # That event's run is over: this is a rebuild (Jenkins' "Rebuild", a
+                # build by hand with the same parameters), a run of its own.
+                run = records.create(self.api, {**body,
+                                                "event_key": f"{body['event_key']} {self.token}"})
             self.run_id = int(run["id"])
             changes: dict[str, Any] = {}
             if run.get("state") == "queued":

@@ -525,3 +525,57 @@ def test_a_change_carrying_a_secret_is_not_pushed_as_a_branch(
     assert job.run(None) == job_module.FAILED
     assert [item.kind for item in reporter.reports[0].secrets] == ["Private Key"]
     assert pushed == [], f"pushed as {pushed}"
+
+
+# 11. What the API says of a clone, and a run that is over -----------------------------
+
+
+def test_a_clones_address_must_be_an_address() -> None:
+    """It becomes an argument of ssh: an option or an alias must never get there."""
+    from opslab.ci.clones import CloneError, _ipv4_first
+
+    assert _ipv4_first(["2001:db8::5", "192.0.2.5"]) == "192.0.2.5"
+    assert _ipv4_first(["2001:db8::5"]) == "2001:db8::5"
+    for hostile in ("-oProxyCommand=touch /tmp/x", "evil.example.org", "192.0.2.5 -v"):
+        with pytest.raises(CloneError, match="not one"):
+            _ipv4_first(["192.0.2.6", hostile])
+
+
+class StoredRuns:
+    """The API as the job records with it: the event's run is over already (a rebuild)."""
+
+    url = "http://127.0.0.1:9"
+    token_file = "unused"
+    user_agent = "opslab-ci-attacks"
+    user = "cibot"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Any]] = []
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        self.sent.append((method, path, body))
+        if method == "POST" and body["event_key"].count(" ") == 3:
+            run = {"id": 7, "state": "passed", "url": "https://opslab/v1/ci/runs/7"}
+        else:
+            run = {"id": 8, "state": "running", "url": "https://opslab/v1/ci/runs/8"}
+        return http_answer(run)
+
+
+def http_answer(document: Any) -> Any:
+    from opslab.apiclient import Response
+
+    return Response(201, {}, json.dumps(document).encode())
+
+
+def test_a_rebuild_of_a_finished_run_is_a_run_of_its_own(tmp_path: Path) -> None:
+    """Jenkins' Rebuild (or a build by hand with the same parameters) of an event whose run
+    is over: not refused and lost, but recorded as another run."""
+    job, _, _ = make_job(tmp_path, read_parameters(environment()), settings())
+    api = StoredRuns()
+    job.api = api  # type: ignore[assignment]
+
+    assert job._record_start() == "https://opslab/v1/ci/runs/8"
+
+    [first, second] = [body for method, _, body in api.sent if method == "POST"]
+    assert second["event_key"] == f"{first['event_key']} {job.token}"
+    assert job.run_id == 8
