@@ -33,7 +33,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -43,20 +42,14 @@ from opslab import process
 from opslab.apiclient import ApiRefused, ApiUnavailable, Client
 from opslab.config import CiSettings, Config, ConfigError, add_config_option, load
 
-from . import clones, junit, records
-from .clones import Clone, CloneError, Original
+from . import clones, junit, outcome, records
+from .clones import Clone, CloneError
 from .events import CommentAdded, parse_event
 from .gerrit import GerritError
+from .outcome import HostRun
 from .parameters import JobParameters, ParameterError, read_parameters
 from .reporter import Reporter, Target
-from .result import (
-    FailedCheck,
-    FailedResource,
-    HostResult,
-    InfrastructureFailure,
-    RunResult,
-    SecretFound,
-)
+from .result import InfrastructureFailure, RunResult, SecretFound
 from .secrets import ScanError, scan
 from .shell import OPSLAB, Shell, ShellError
 from .source import SourceError, change_files, fetch_patchset, git_url, touched_modules
@@ -70,25 +63,10 @@ CATALOG = "/var/lib/opslab/client_data/catalog/{certname}.json"
 # A CI branch's name: PREFIX/CHANGE/PATCHSET-TIME-TOKEN.
 _BRANCH_TIME = re.compile(r"/[0-9]+/[0-9]+-([0-9]{9,11})-[0-9a-f]{6}$")
 PRUNE_GRACE = 600.0  # past ci.run_timeout, before a run's branch is taken as left behind
-PHASES = (("target", "Puppet run of the target branch"),
-          ("change", "Puppet run of the change"),
-          ("again", "second run of the change changes nothing"))
 
 
 class Abandoned(Exception):
     """The job was told to stop (SIGTERM from Jenkins' abort, SIGINT)."""
-
-
-@dataclass
-class HostRun:
-    """What happened on one clone."""
-
-    original: Original
-    clone: Clone | None = None
-    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # phase -> RunResult
-    inside: dict[str, Any] | None = None  # `opslab smoke run --json` on the clone
-    outside: dict[str, Any] | None = None  # the same from here, --target the clone
-    error: str | None = None  # the clone could not be made or used
 
 
 def _api(config: Config) -> Client:
@@ -146,14 +124,16 @@ class Job:
         try:
             result = self._test()
         except (SourceError, CloneError, ShellError, ApiUnavailable) as error:
-            failure = InfrastructureFailure(_first_line(str(error)) or type(error).__name__,
+            failure = InfrastructureFailure(records.line(str(error), 500)
+                                            or type(error).__name__,
                                             run_url=self.run_url)
         except Abandoned as error:
             cancelled = str(error)
         finally:
             self._clean_up()
             if junit_path is not None:
-                junit.write(junit_path, self._suites())
+                junit.write(junit_path, outcome.suites(self.hosts, self.secrets,
+                                                       self.scan_error))
         if cancelled is not None:
             # Stopped from outside (Jenkins' abort: a newer patch set, the change closed,
             # an operator): whoever stopped it knows why; Gerrit hears nothing.
@@ -188,7 +168,7 @@ class Job:
         if errors:
             raise CloneError("; ".join(f"{host.original.name}: {host.error}"
                                        for host in errors))
-        return RunResult(tuple(_host_result(host) for host in self.hosts), (), self.run_url,
+        return RunResult(tuple(outcome.host_result(host) for host in self.hosts), (), self.run_url,
                          tuple(self.left_out))
 
     def _on_every_host(self) -> None:
@@ -261,10 +241,10 @@ class Job:
                 host.inside = self._smoke_inside(address)
                 host.outside = self._smoke_outside(host.clone)
         except (CloneError, ShellError, Abandoned) as error:
-            host.error = _first_line(str(error))
+            host.error = records.line(str(error), 500)
         except Exception as error:  # a bug must not leave the other hosts' clones behind
             log.exception("testing on the clone of %s failed", host.original.name)
-            host.error = f"{type(error).__name__}: {_first_line(str(error))}"
+            host.error = f"{type(error).__name__}: {records.line(str(error), 500)}"
 
     def _sudo(self, address: str, command: str, timeout: float = 120.0
               ) -> subprocess.CompletedProcess[str]:
@@ -381,28 +361,6 @@ class Job:
             except SourceError as error:
                 log.error("the branch %s is left behind: %s", self.branch, error)
 
-    def _suites(self) -> list[junit.Suite]:
-        suites = [junit.secrets_suite(self.secrets, self.scan_error)]
-        for host in self.hosts:
-            name = host.clone.name if host.clone else host.original.name
-            suite = junit.Suite(name)
-            for phase, title in PHASES:
-                suite.cases.append(_run_case(host, phase, title))
-            # Each check once: outside checks are skipped inside and run from here.
-            outside = [item for item in (host.outside or {}).get("results", [])
-                       if item.get("status") != "skipped"]
-            ran_outside = {(item.get("class"), item.get("check")) for item in outside}
-            for item in (host.inside or {}).get("results", []):
-                if (item.get("class"), item.get("check")) not in ran_outside:
-                    suite.cases.append(_check_case(host, item))
-            suite.cases.extend(_check_case(host, item) for item in outside)
-            if host.inside is None:
-                suite.cases.append(junit.Case(
-                    suite.name, "smoke tests", skipped=host.error
-                    or "not run: Puppet could not apply the change"))
-            suites.append(suite)
-        return suites
-
     # The API's record of the run ---------------------------------------------------------
 
     def _record_start(self) -> str | None:
@@ -444,9 +402,9 @@ class Job:
         body = {"state": state, "vote": vote, "message": message[:16000],
                 "hosts": [{"original": host.original.name,
                            "clone": host.clone.name if host.clone else None,
-                           "result": _host_state(host)} for host in self.hosts],
+                           "result": outcome.host_state(host)} for host in self.hosts],
                 "left_out": self.left_out,
-                "result": _summary(result, self.secrets)}
+                "result": outcome.summary(result, self.secrets)}
         try:
             records.change(self.api, self.run_id, body)
         except (ApiUnavailable, ApiRefused) as error:
@@ -487,89 +445,6 @@ def _smoke_json(ran: subprocess.CompletedProcess[str], what: str) -> dict[str, A
     if not isinstance(found, dict):
         raise ShellError(f"{what} printed no results")
     return found
-
-
-def _failed_checks(host: HostRun) -> list[FailedCheck]:
-    failed = []
-    for where, found in (("", host.inside), (" (from outside)", host.outside)):
-        for item in (found or {}).get("results", []):
-            if item.get("status") in ("failed", "error"):
-                output = "\n".join(part for part in (item.get("message"), item.get("output"))
-                                   if part)
-                failed.append(FailedCheck(f"{item.get('class')}: {item.get('check')}{where}",
-                                          output))
-    return failed
-
-
-def _host_result(host: HostRun) -> HostResult:
-    name = host.clone.name if host.clone else host.original.name
-    failed: list[FailedResource] = []
-    for phase in ("change", "again"):
-        run = host.runs.get(phase) or {}
-        for item in run.get("failed_resources") or []:
-            messages = item.get("messages") or [""]
-            failed.append(FailedResource(str(item.get("resource")), str(messages[0])))
-        if not run.get("success", False) and not run.get("failed_resources"):
-            reasons = run.get("errors") or [run.get("error") or run.get("meaning") or ""]
-            failed.append(FailedResource("Puppet run", str(reasons[0])))
-        if failed:
-            break  # the second run repeats the first one's failures
-    again = host.runs.get("again") or {}
-    changed_again = () if failed else tuple(again.get("changed_resources") or ())
-    return HostResult(f"{name} (clone of {host.original.name})", tuple(failed), changed_again,
-                      tuple(_failed_checks(host)))
-
-
-def _host_state(host: HostRun) -> str | None:
-    if host.error:
-        return "error"
-    if not host.runs:
-        return None
-    return "passed" if _host_result(host).passed else "failed"
-
-
-def _summary(result: RunResult | None, secrets: list[SecretFound]) -> dict[str, Any]:
-    return {"passed": result.passed if result else None,
-            "secrets": [{"file": item.file, "line": item.line, "kind": item.kind}
-                        for item in secrets],
-            "hosts": [{"host": host.host, "failed_resources": len(host.failed_resources),
-                       "changed_again": list(host.changed_again),
-                       "failed_checks": [check.name for check in host.failed_checks]}
-                      for host in (result.hosts if result else ())]}
-
-
-def _run_case(host: HostRun, phase: str, title: str) -> junit.Case:
-    name = host.clone.name if host.clone else host.original.name
-    case = junit.Case(name, title)
-    run = host.runs.get(phase)
-    if run is None:
-        case.skipped = host.error or "not reached"
-        return case
-    case.seconds = float(run.get("duration") or 0.0)
-    if phase == "again" and run.get("success") and run.get("changed_resources"):
-        case.failure = "the second run changed resources again (not idempotent)"
-        case.detail = "\n".join(run["changed_resources"])
-    elif not run.get("success", False):
-        case.failure = f"Puppet: {run.get('meaning') or run.get('status')}"
-        case.detail = "\n".join(
-            [f"{item.get('resource')}: {'; '.join(item.get('messages') or [])}"
-             for item in run.get("failed_resources") or []]
-            + [str(error) for error in run.get("errors") or []]
-            + [str(run.get("error") or "")])
-    return case
-
-
-def _check_case(host: HostRun, item: dict[str, Any]) -> junit.Case:
-    name = host.clone.name if host.clone else host.original.name
-    case = junit.Case(f"{name}.{item.get('class')}", str(item.get("check")),
-                      float(item.get("duration") or 0.0))
-    if item.get("status") in ("failed", "error"):
-        case.failure = _first_line(str(item.get("message") or "failed"))
-        case.detail = str(item.get("output") or "")
-        case.error = item.get("status") == "error"
-    elif item.get("status") == "skipped":
-        case.skipped = str(item.get("message") or "skipped")
-    return case
 
 
 def refusal(config: Config, parameters: JobParameters, reporter: Reporter
@@ -618,9 +493,6 @@ def refusal(config: Config, parameters: JobParameters, reporter: Reporter
                 f"{phrase!r} on patch set {parameters.patchset}"), phrase
     return None, phrase
 
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:

@@ -35,7 +35,8 @@ from opslab.ci import records, secrets
 from opslab.ci import trigger as trigger_module
 from opslab.ci.clones import Clone, Original, Plan
 from opslab.ci.events import CommentAdded, Event, SeenEvents, parse_event
-from opslab.ci.job import HostRun, Job, refusal
+from opslab.ci.job import Job, refusal
+from opslab.ci.outcome import HostRun
 from opslab.ci.parameters import JobParameters, read_parameters
 from opslab.ci.reporter import Comments, Report
 from opslab.ci.shell import Shell, ShellError
