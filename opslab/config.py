@@ -280,7 +280,7 @@ class CiSettings(NamedTuple):
     clone_project: str = "ci"
     clone_projects: tuple[str, ...] = ()
     max_hosts: int = 5
-    # Where the patch set is pushed as the branch BRANCH_PREFIX/CHANGE/PATCHSET for
+    # Where the patch set is pushed as the branch PREFIX/CHANGE/PATCHSET-TIME-TOKEN for
     # the clones to apply (None: the fetch URL, ci.git_url), and the private key the
     # CI's account logs in to its clones with (its public key is in the directory).
     push_url: str | None = None
