@@ -6,6 +6,7 @@
     opslab [--config FILE] instances reap                      the instances' reaper
     opslab [--config FILE] smoke run|validate                  the smoke tests
     opslab [--config FILE] ci dispatch                         the CI harness
+    opslab projects|hosts|log|changes|runs|keys ...            the client, for members
 
 Only the chosen component is imported, so each subcommand starts as fast as
 its own dependencies allow; and a plain command line, ``[--config FILE]
@@ -29,6 +30,13 @@ COMPONENTS = {
     "instances": ("opslab.api.reaper", "instances launched for hosts: the reaper"),
     "smoke": ("opslab.smoketests.cli", "smoke tests: check that what Puppet set up works"),
     "ci": ("opslab.ci.cli", "the CI harness: Gerrit's events to Jenkins builds"),
+    # The command-line client for members (client/, opslab.client): the base install.
+    "projects": ("opslab.client.projects", "list, show, create projects; members, branch"),
+    "hosts": ("opslab.client.hosts", "list, show, create, classify and delete hosts"),
+    "log": ("opslab.client.adminlog", "the Server Admin Log: log what you did, read it"),
+    "changes": ("opslab.client.changes", "the audit log: every change, with its diff"),
+    "runs": ("opslab.client.runs", "the CI's runs of Gerrit changes"),
+    "keys": ("opslab.client.keys", "your SSH public keys: add, list, remove"),
 }
 # Components whose libraries are an extra, not in the base install an instance has.
 EXTRAS = {"api": "api", "instances": "api", "ci": "ci"}
