@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # Where each package's source lives (pyproject.toml's package-dir).
 PACKAGES = {"opslab": "opslab", "opslab.enc": "enc", "opslab.branchrunner": "branchrunner",
             "opslab.api": "api", "opslab.api.routes": "api/routes",
-            "opslab.agent": "instance-agent", "opslab.instances": "instances", "opslab.ci": "ci"}
+            "opslab.agent": "instance-agent", "opslab.instances": "instances",
+            "opslab.smoketests": "smoketests", "opslab.smoketests.kinds": "smoketests/kinds",
+            "opslab.ci": "ci", "opslab.client": "client"}
 COMPONENTS = ("opslab.enc", "opslab.branchrunner", "opslab.api", "opslab.agent",
-              "opslab.instances", "opslab.ci")
+              "opslab.instances", "opslab.smoketests", "opslab.ci", "opslab.client")
 
 
 def modules() -> dict[str, Path]:
@@ -95,3 +97,11 @@ def test_routes_import_no_route_and_nothing_imports_routes_but_the_app() -> None
     offending = {module: sorted(GRAPH[module] & routes) for module in MODULES
                  if module != "opslab.api.app" and GRAPH[module] & routes}
     assert offending == {}
+
+
+def test_every_package_of_the_distribution_is_read() -> None:
+    """A package missing here would escape every rule above (pyproject.toml's list)."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(declared["packages"]) == set(PACKAGES)
