@@ -49,6 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from opslab import files
+from opslab.config import is_loopback
 
 from .events import MAX_EVENT_BYTES, Event, Malformed, SeenEvents, parse_event
 
@@ -141,7 +142,7 @@ class WebhookListener:
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.2}, daemon=True,
                                         name="gerrit webhook listener")
-        if not _loopback(host):
+        if not is_loopback(host):
             log.warning("the webhook endpoint listens on %s, not on the loopback: the secret "
                         "in its URL travels in cleartext unless a TLS proxy is in front",
                         host)
@@ -222,14 +223,6 @@ class WebhookListener:
     def __repr__(self) -> str:
         return f"WebhookListener({self.host}:{self.port})"
 
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Server(ThreadingHTTPServer):

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from opslab.config import is_loopback
 from opslab.files import read_secret
 from opslab.names import InvalidName, validate_user_name
 
@@ -191,18 +192,7 @@ def check_url(url: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise CredentialsError("the API's URL must not carry a user or password: give them "
                                "as user and password")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         raise CredentialsError(f"the API's URL {url[:200]!r} is cleartext to {parts.hostname}: "
                                "your password would travel readable. Use https://")
     return url
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -637,7 +637,8 @@ def check_ldap_uri(uri: str, starttls: bool, insecure: bool,
     except ValueError:
         raise ConfigError(f"{names['uri']} {_shown(uri)} is not an ldap://, ldaps:// or "
                           "ldapi:// URI") from None
-    if uri.startswith("ldap://") and not starttls and not insecure and not _is_loopback(host):
+    if uri.startswith("ldap://") and not starttls and not insecure and host \
+            and not is_loopback(host):
         raise ConfigError(
             f"{names['uri']} {_shown(uri)} is cleartext to {host}: anyone on the way could "
             f"change who may log in. Use ldaps://, or {names['starttls']} (with "
@@ -668,7 +669,8 @@ def check_api_url(url: str, insecure: bool, names: Mapping[str, str] = API_NAMES
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{names['url']} must not carry a user or password: the host token "
                           "authenticates this instance")
-    if parts.scheme == "http" and not insecure and not _is_loopback(parts.hostname or ""):
+    if parts.scheme == "http" and not insecure and parts.hostname \
+            and not is_loopback(parts.hostname):
         raise ConfigError(
             f"{names['url']} {_shown(url)} is cleartext to {parts.hostname}: the host token "
             "and who gets sudo would travel readable and changeable by anyone on the way. "
@@ -676,11 +678,13 @@ def check_api_url(url: str, insecure: bool, names: Mapping[str, str] = API_NAMES
     return url
 
 
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` is this machine: localhost, 127.0.0.0/8, ::1 (or empty: the default)."""
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: localhost, 127.0.0.0/8, ::1. Where traffic
+    may travel in cleartext (one rule for the directory, the API, the webhook endpoint and
+    the members' client)."""
     import ipaddress
 
-    if host in ("", "localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
