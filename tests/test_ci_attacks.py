@@ -542,16 +542,8 @@ def test_a_clones_address_must_be_an_address() -> None:
             _ipv4_first(["192.0.2.6", hostile])
 
 
-class StoredRuns:
+class StoredRuns(DownApi):
     """The API as the job records with it: the event's run is over already (a rebuild)."""
-
-    url = "http://127.0.0.1:9"
-    token_file = "unused"
-    user_agent = "opslab-ci-attacks"
-    user = "cibot"
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Any]] = []
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         self.sent.append((method, path, body))
