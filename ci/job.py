@@ -105,6 +105,7 @@ class Job:
                        f"-{int(time.time())}-{self.token}")
         self.trigger = trigger
         self.stopping = threading.Event()
+        self.cleaning = False
         self.hosts: list[HostRun] = []
         self.left_out: list[str] = []
         self.secrets: list[SecretFound] = []
@@ -342,10 +343,7 @@ class Job:
 
     def _clean_up(self) -> None:
         """Delete the clones and the branch; what cannot be deleted is the reaper's."""
-        # A stop signal now must not cut the clean-up short.
-        if threading.current_thread() is threading.main_thread():
-            for number in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(number, signal.SIG_IGN)
+        self.cleaning = True  # a stop signal now must not cut the clean-up short
         for host in self.hosts:
             if host.clone is None:
                 continue
@@ -533,9 +531,12 @@ def main(argv: list[str], config_path: str | None = None) -> int:
         job = Job(config, parameters, workdir, api, reporter, shell, phrase)
 
         def stop(number: int, frame: FrameType | None) -> None:
-            # Once: the clean-up that follows must not be cut short by another signal
-            # (Jenkins' SIGKILL will be, and then the reaper removes what is left).
+            # The threads are told; the main one is stopped once, unless it is cleaning up
+            # already: the clean-up is never cut short by a signal (Jenkins' SIGKILL will
+            # be, and then the reaper removes what is left).
             job.stopping.set()
+            if job.cleaning:
+                return
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise Abandoned(f"stopped by signal {signal.Signals(number).name}")

@@ -247,8 +247,12 @@ def test_a_run_that_tested_no_host_gives_no_plus_one(
     monkeypatch.setattr(job_module.clones, "plan", lambda *a: Plan([], []))
     job, reporter, _ = make_job(tmp_path, read_parameters(environment(revision)), settings())
 
+    before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
     job.run(None)
 
+    # The job leaves the process's signals as they were (its caller's to set: ignored,
+    # they would be ignored by every process started after it).
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     assert reporter.reports == [], "a vote for a change nothing tested"
     [said] = reporter.informed
     assert said.startswith("opslab CI: nothing to test: no host follows branch production")
