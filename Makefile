@@ -21,11 +21,14 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 # from the directory, and dig asks it; nginx-light, apt-cacher-ng: the site local
 # instances reach (TLS in front of the API, bootstrap.sh, wheels and the Puppet
 # repository; their apt proxy); cloud-init: its schema check of the user-data;
-# python3-pip, python3-venv: Debian's python3 builds the instances' wheels.
+# python3-pip, python3-venv: Debian's python3 builds the instances' wheels;
+# chromium, chromium-driver, fonts-dejavu-core: the pages' browser tests (Selenium);
+# ngircd: the IRC server the log bot's tests connect to.
 SYSTEM_PACKAGES := slapd ldap-utils puppet postgresql mariadb-server git openssl sudo \
 	openssh-server openssh-client libldap2-dev libsasl2-dev gcc make \
 	systemd-container debootstrap iproute2 pdns-server pdns-backend-ldap dnsutils \
-	nginx-light apt-cacher-ng cloud-init python3-pip python3-venv
+	nginx-light apt-cacher-ng cloud-init python3-pip python3-venv \
+	chromium chromium-driver fonts-dejavu-core ngircd
 
 .PHONY: demo test bench lint system-packages
 

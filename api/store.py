@@ -117,8 +117,25 @@ class LogEntry(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, index=True)
     project: Mapped[str] = mapped_column(String(64), index=True)
+    # A person's uid, or the chat nick an entry came from through a bot.
     author: Mapped[str] = mapped_column(String(255))
     message: Mapped[str] = mapped_column(Text)
+    # The bot account that relayed the entry from chat (None: posted directly).
+    via: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The directory person behind a relayed nick, when the bot could tell.
+    person: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class ProjectDocument(Base):
+    """A project's free-form documentation (Markdown), as its members last wrote it."""
+
+    __tablename__ = "project_documents"
+    project: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_by: Mapped[str] = mapped_column(String(255))
+    # Bumped at every write: an edit made from an older version is refused.
+    version: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class RunReport(Base):

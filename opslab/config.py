@@ -125,6 +125,18 @@ class ApiSettings(NamedTuple):
     default_project: str | None = None
     # Members of this project create people, as operations do (None: only operations).
     account_admins_project: str | None = None
+    # The pages' login: the key that signs session cookies (a file of at least
+    # 32 random bytes, the same for every worker); None: nobody can log in to
+    # the pages (the public ones still show).
+    session_secret_file: str | None = None
+    # A login lasts this many seconds, then the person logs in again.
+    session_lifetime: float = 28800.0
+    # Accounts of the bot role (the IRC bot): each may only post Server Admin
+    # Log entries on behalf of a chat nick, nothing else.
+    bot_accounts: tuple[str, ...] = ()
+    # At most this many entries per nick and bot in any window of this many seconds.
+    bot_nick_limit: int = 10
+    bot_nick_window: float = 60.0
 
 
 class AgentSettings(NamedTuple):
