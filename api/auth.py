@@ -2,7 +2,8 @@
 
 People authenticate with HTTP Basic, checked by binding to the directory as
 themselves. Instances authenticate with their host token (``Authorization:
-Bearer TOKEN``).
+Bearer TOKEN``). A bot account (``api.bot_accounts``, the IRC log bot)
+authenticates like a person but is an actor of its own kind, ``bot``.
 
 Reading: the community model is open. Every person of the directory may
 read everything the API documents (projects, hosts, classifications,
@@ -14,7 +15,9 @@ secrets.
 Changing: a project's members may change it and its hosts; members of the
 operations project may change anything; a global project, its hosts and
 its members are changed by operations only. Only a host's own token may
-report its runs and its agent's state.
+report its runs and its agent's state. A bot account may only relay Server Admin Log
+entries from chat on behalf of a nick (:func:`bot`): every check that asks for a
+person (:func:`person`) refuses it, so it can read and change nothing else.
 """
 
 import base64
@@ -42,7 +45,8 @@ _TOKEN_LOOKUP = (select(HostToken.host, HostToken.project, HostToken.digest,
 
 
 class Actor(NamedTuple):
-    """An authenticated caller: a person (``uid``) or an instance (``host``).
+    """An authenticated caller: a person (``uid``), an instance (``host``) or a bot account
+    (``bot``, see :func:`bot`).
 
     A host's project and incarnation come with its token, so its reports
     need no directory read.
@@ -86,7 +90,7 @@ def authenticate(request: Request) -> Actor | None:
         reason = accounts.refusal(uid, found[0], config.accounts) if found else "no entry"
         if reason:
             raise Refused(403, f"the account of {uid} may not be used: {reason}")
-        return Actor("person", uid)
+        return Actor(_kind(uid), uid)
     if scheme.lower() == "bearer":
         digest = token_digest(credentials.strip())
         with context.engine().connect() as connection:
@@ -97,13 +101,33 @@ def authenticate(request: Request) -> Actor | None:
     raise Refused(401, f"unsupported authorization scheme {scheme!r}")
 
 
+def _kind(uid: str) -> str:
+    """``bot`` for a bot account, else ``person``: decided once, at authentication, so no
+    check can forget it."""
+    return "bot" if uid in context.config().api.bot_accounts else "person"
+
+
 def person(actor: Actor | None) -> str:
-    """The directory DN of a person actor; Refused for anonymous callers and hosts."""
+    """The directory DN of a person actor; Refused for anonymous callers, hosts and bots."""
     if actor is None:
         raise Refused(401, "authentication required")
+    if actor.kind == "bot":
+        raise Refused(403, f"{actor.name} is a bot account: it may only relay Server Admin "
+                           "Log entries from chat (POST /v1/log/chat with a nick)")
     if actor.kind != "person":
         raise Refused(403, "a host token may only read its own host and report its own runs")
     return context.directory().person_dn(actor.name)
+
+
+def bot(actor: Actor | None) -> str:
+    """The name of a bot account, the one actor that may relay Server Admin Log entries on
+    behalf of a chat nick; Refused for everyone else (a person logs as themselves)."""
+    if actor is None:
+        raise Refused(401, "authentication required")
+    if actor.kind != "bot":
+        raise Refused(403, "only a bot account (api.bot_accounts) may log on behalf of a "
+                           "nick; log as yourself without one")
+    return actor.name
 
 
 def may_read_host(actor: Actor | None, host: str) -> None:

@@ -1,8 +1,9 @@
 """The Server Admin Log (see :mod:`opslab.api.adminlog`): JSON and Atom.
 
 ``POST /v1/projects/P/log`` takes a message from a member; ``POST
-/v1/log/chat`` takes a chat line of the form ``!log PROJECT MESSAGE`` so a
-chat bot can hand lines straight over.
+/v1/log/chat`` takes a chat line of the form ``!log PROJECT MESSAGE``: from a
+person, logged as them; from a bot account, with the ``nick`` who wrote it
+(and the network's ``account`` for them, if any), logged as that nick.
 """
 
 from typing import Any
@@ -31,8 +32,17 @@ def post(project: str) -> Any:
 
 @blueprint.post("/log/chat")
 def post_chat_line() -> Any:
-    project, message = adminlog.parse_chat_line(request_document()["line"])
-    return jsonify(adminlog.record(g.actor, project, message)), 201
+    body = request_document()
+    project, message = adminlog.parse_chat_line(body["line"])
+    if "nick" not in body:
+        return jsonify(adminlog.record(g.actor, project, message)), 201
+    try:
+        entry = adminlog.relay(g.actor, project, message, body["nick"], body.get("account"))
+    except adminlog.Throttled as error:
+        refusal = jsonify(error=error.reason)
+        refusal.headers["Retry-After"] = str(error.retry_after)
+        return refusal, 429
+    return jsonify(entry), 201
 
 
 @blueprint.get("/projects/<project>/log")
@@ -55,7 +65,9 @@ def _feed(project: str | None) -> Any:
     base = context.config().api.public_url.rstrip("/")
     path = f"/v1/projects/{project}/log.atom" if project else "/v1/log.atom"
     entries = [FeedEntry(f"{base}/v1/log/{entry.id}", f"{entry.project}: {entry.message}",
-                         entry.at, entry.author, entry.message)
+                         entry.at, adminlog.byline(entry),
+                         entry.message if entry.via is None
+                         else f"{entry.message} ({adminlog.byline(entry)})")
                for entry in adminlog.entries(project, _limit())]
     return atom(f"{base}{path}", f"Server Admin Log{f' of {project}' if project else ''}",
                 entries)
