@@ -77,20 +77,7 @@ def authenticate(request: Request) -> Actor | None:
             uid, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Refused(401, "malformed Basic credentials") from None
-        try:
-            validate_user_name(uid)
-        except InvalidName:
-            raise Refused(401, "invalid user name or password") from None
-        directory = context.directory()
-        if not directory.check_password(uid, password):
-            raise Refused(401, "invalid user name or password")
-        config = context.config()
-        [found] = directory.writer().search([Search(directory.person_dn(uid), "(objectClass=*)",
-                                                  list(accounts.ATTRIBUTES), scope="base")])
-        reason = accounts.refusal(uid, found[0], config.accounts) if found else "no entry"
-        if reason:
-            raise Refused(403, f"the account of {uid} may not be used: {reason}")
-        return Actor(_kind(uid), uid)
+        return log_in(uid, password)
     if scheme.lower() == "bearer":
         digest = token_digest(credentials.strip())
         with context.engine().connect() as connection:
@@ -99,6 +86,31 @@ def authenticate(request: Request) -> Actor | None:
             raise Refused(401, "unknown host token")
         return Actor("host", stored.host, stored.project, stored.incarnation)
     raise Refused(401, f"unsupported authorization scheme {scheme!r}")
+
+
+def log_in(uid: str, password: str) -> Actor:
+    """The person ``uid`` if ``password`` is theirs and their account may be used; Refused
+    otherwise (the pages' login form and HTTP Basic both come here)."""
+    try:
+        validate_user_name(uid)
+    except InvalidName:
+        raise Refused(401, "invalid user name or password") from None
+    if not context.directory().check_password(uid, password):
+        raise Refused(401, "invalid user name or password")
+    return still_allowed(uid)
+
+
+def still_allowed(uid: str) -> Actor:
+    """The person ``uid``, Refused (403) if opslab.accounts refuses their account (locked,
+    expired, a system account): checked at every login and at every page a session shows,
+    so a locked account's session ends with the lock."""
+    directory = context.directory()
+    [found] = directory.writer().search([Search(directory.person_dn(uid), "(objectClass=*)",
+                                              list(accounts.ATTRIBUTES), scope="base")])
+    reason = accounts.refusal(uid, found[0], context.config().accounts) if found else "no entry"
+    if reason:
+        raise Refused(403, f"the account of {uid} may not be used: {reason}")
+    return Actor(_kind(uid), uid)
 
 
 def _kind(uid: str) -> str:
