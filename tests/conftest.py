@@ -201,13 +201,15 @@ def api_config(tmp_path: Path, slapd: ThrowawaySlapd, database: str | None = Non
     migrated SQLite database in ``tmp_path``); ``api`` adds or overrides ``api.*`` keys."""
     secret = tmp_path / "writer.secret"
     secret.write_text(slapd.root_password)
+    session_secret = tmp_path / "session.secret"
+    session_secret.write_text("pages-session-key-of-these-tests-0123456789")
     if database is None:
         database = f"sqlite:///{tmp_path / 'api.sqlite'}"
         migrate(database)
     return parse(yaml.safe_dump({
         "ldap": {"uri": slapd.ldapi_uri, "base": BASE},
         "api": {"database": database, "domain": "example.org", "writer_dn": slapd.root_dn,
-                "writer_password_file": str(secret),
+                "writer_password_file": str(secret), "session_secret_file": str(session_secret),
                 "public_url": "https://opslab.example.org", **api},
     }), "test")
 

@@ -36,13 +36,17 @@ class ServedApi:
         secret = work / "writer.secret"
         secret.write_text(slapd.root_password)
         secret.chmod(0o600)
+        session_secret = work / "session.secret"
+        session_secret.write_text(os.urandom(32).hex())
+        session_secret.chmod(0o600)
         self.config = work / "api.yaml"
         config: dict[str, dict[str, Any]] = {
             "ldap": {"uri": slapd.ldapi_uri, "base": base},
             "api": {"database": self.database,
                     "writer_dn": slapd.root_dn, "writer_password_file": str(secret),
                     "domain": "example.org", "public_url": self.url,
-                    "listen": f"127.0.0.1:{self.port}", "workers": 2},
+                    "listen": f"127.0.0.1:{self.port}", "workers": 2,
+                    "session_secret_file": str(session_secret)},
         }
         for section, values in (settings or {}).items():
             config[section] = {**config.get(section, {}), **values}

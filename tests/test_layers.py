@@ -16,11 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # Where each package's source lives (pyproject.toml's package-dir).
 PACKAGES = {"opslab": "opslab", "opslab.enc": "enc", "opslab.branchrunner": "branchrunner",
             "opslab.api": "api", "opslab.api.routes": "api/routes",
+            "opslab.api.pages": "api/pages",
             "opslab.agent": "instance-agent", "opslab.instances": "instances",
             "opslab.smoketests": "smoketests", "opslab.smoketests.kinds": "smoketests/kinds",
-            "opslab.ci": "ci", "opslab.client": "client"}
+            "opslab.ci": "ci", "opslab.client": "client", "opslab.logbot": "logbot"}
 COMPONENTS = ("opslab.enc", "opslab.branchrunner", "opslab.api", "opslab.agent",
-              "opslab.instances", "opslab.smoketests", "opslab.ci", "opslab.client")
+              "opslab.instances", "opslab.smoketests", "opslab.ci", "opslab.client",
+              "opslab.logbot")
 
 
 def modules() -> dict[str, Path]:
