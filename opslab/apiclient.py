@@ -41,6 +41,14 @@ class TokenUnreadable(ApiUnavailable):
     fix of the file)."""
 
 
+class ApiThrottled(ApiUnavailable):
+    """The API answered 429: too many requests for now; ``reason`` says when to retry."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ApiRefused(Exception):
     """The API refused the request (a 4xx); ``status`` and the API's reason."""
 
@@ -162,7 +170,8 @@ class Client:
         """``METHOD path`` with ``body`` as JSON; the answer, if it is not a refusal.
 
         Raises ApiUnavailable (no complete answer within the timeout, a 5xx,
-        a 429, an unreadable token; ApiRedirected for a 3xx other than 304)
+        an unreadable token; ApiThrottled for a 429, ApiRedirected for a 3xx
+        other than 304)
         or ApiRefused (any other 4xx, with the API's reason).
         """
         all_headers = {"Authorization": self._authorization(), "Accept": "application/json",
@@ -178,7 +187,10 @@ class Client:
         redirect = redirect_refusal(answer.status, answer.headers, self.who)
         if redirect is not None:
             raise ApiRedirected(f"{self.url} answered {redirect}")
-        if answer.status >= 500 or answer.status == 429:
+        if answer.status == 429:
+            why = reason(answer.body)
+            raise ApiThrottled(f"{self.url}: HTTP 429: {why}", why)
+        if answer.status >= 500:
             raise ApiUnavailable(f"{self.url}: HTTP {answer.status}: {reason(answer.body)}")
         if answer.status >= 400:
             raise ApiRefused(answer.status, reason(answer.body))

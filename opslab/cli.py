@@ -6,6 +6,7 @@
     opslab [--config FILE] instances reap                      the instances' reaper
     opslab [--config FILE] smoke run|validate                  the smoke tests
     opslab [--config FILE] ci dispatch                         the CI harness
+    opslab [--config FILE] logbot                              the IRC log bot
     opslab projects|hosts|log|changes|runs|keys ...            the client, for members
 
 Only the chosen component is imported, so each subcommand starts as fast as
@@ -30,6 +31,7 @@ COMPONENTS = {
     "instances": ("opslab.api.reaper", "instances launched for hosts: the reaper"),
     "smoke": ("opslab.smoketests.cli", "smoke tests: check that what Puppet set up works"),
     "ci": ("opslab.ci.cli", "the CI harness: Gerrit's events to Jenkins builds"),
+    "logbot": ("opslab.logbot.cli", "the IRC log bot: '!log PROJECT message' to the SAL"),
     # The command-line client for members (client/, opslab.client): the base install.
     "projects": ("opslab.client.projects", "list, show, create projects; members, branch"),
     "hosts": ("opslab.client.hosts", "list, show, create, classify and delete hosts"),
@@ -39,7 +41,7 @@ COMPONENTS = {
     "keys": ("opslab.client.keys", "your SSH public keys: add, list, remove"),
 }
 # Components whose libraries are an extra, not in the base install an instance has.
-EXTRAS = {"api": "api", "instances": "api", "ci": "ci"}
+EXTRAS = {"api": "api", "instances": "api", "ci": "ci", "logbot": "logbot"}
 
 
 def main(argv: list[str] | None = None) -> int:

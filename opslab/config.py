@@ -305,6 +305,50 @@ class CiSettings(NamedTuple):
     run_timeout: float = 3600.0
 
 
+class LogbotSettings(NamedTuple):
+    """The IRC log bot (opslab.logbot, docs/logbot.md): the network, its channels, the API."""
+
+    # The IRC server (None: the bot refuses to start until it is set). TLS, the server's
+    # certificate checked against ca_file (None: the system's trust store) and its name;
+    # cleartext only with tls: false.
+    server: str | None = None
+    port: int = 6697
+    tls: bool = True
+    ca_file: str | None = None
+    nick: str = "opslab-log"
+    realname: str = "opslab Server Admin Log (!log PROJECT message)"
+    # SASL PLAIN as this services account, its password in a file of mode 0600 (None: no
+    # SASL); when set, the bot does not go on without it.
+    sasl_user: str | None = None
+    sasl_password_file: str | None = None
+    channels: tuple[str, ...] = ()
+    # The network's services accounts (IRCv3 account-tag) are the directory's uids: the
+    # bot passes a sender's account to the API, which names that person in the entry.
+    # Only for a network whose accounts the community hands out.
+    accounts_are_uids: bool = False
+    # The API: its URL, the bot account (api.bot_accounts) and the file (mode 0600) with
+    # its password; seconds one request may take; links in replies start with link_url
+    # (None: api_url).
+    api_url: str | None = None
+    api_user: str | None = None
+    api_password_file: str | None = None
+    api_timeout: float = 10.0
+    link_url: str | None = None
+    # Seconds to connect and register; quiet this long, the bot pings the server; nothing
+    # heard this long, it reconnects.
+    connect_timeout: float = 30.0
+    ping_interval: float = 60.0
+    ping_timeout: float = 180.0
+    # Reconnecting waits from reconnect_min_seconds, doubling, up to reconnect_max_seconds,
+    # each wait jittered down by up to half.
+    reconnect_min_seconds: float = 2.0
+    reconnect_max_seconds: float = 300.0
+    # The bot's own replies: at most reply_burst at once, then one every reply_interval
+    # seconds; a reply beyond that is dropped, never queued into a flood.
+    reply_burst: int = 4
+    reply_interval: float = 2.0
+
+
 class Config(NamedTuple):
     """The whole configuration file, one attribute per section."""
 
@@ -318,6 +362,7 @@ class Config(NamedTuple):
     accounts: AccountSettings = AccountSettings()
     instances: InstanceSettings = InstanceSettings()
     ci: CiSettings = CiSettings()
+    logbot: LogbotSettings = LogbotSettings()
     source: str = "embedded defaults"
 
     @property
@@ -347,6 +392,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "accounts": AccountSettings,
     "instances": InstanceSettings,
     "ci": CiSettings,
+    "logbot": LogbotSettings,
 }
 _ENC_MODES = ("opslab", "terminus")
 _PROVIDERS = ("local", "openstack")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
+import ldap
 import pytest
 from flask.testing import FlaskClient
 
@@ -24,8 +25,8 @@ def add_bot_account(slapd: ThrowawaySlapd, uid: str, password: str) -> None:
     """A directory entry for a bot account (once per session's directory)."""
     connection = slapd.connect()
     try:
-        exists = connection.search_s(f"uid={uid},{PEOPLE}", 0)  # ldap.SCOPE_BASE
-    except Exception:  # noqa: BLE001 - ldap.NO_SUCH_OBJECT: not yet there
+        exists = connection.search_s(f"uid={uid},{PEOPLE}", ldap.SCOPE_BASE)
+    except ldap.NO_SUCH_OBJECT:
         exists = []
     finally:
         connection.unbind_s()
