@@ -16,6 +16,7 @@ import ldap
 import pytest
 import yaml
 from flask.testing import FlaskClient
+from selenium.webdriver.remote.webdriver import WebDriver
 from sqlalchemy import text
 
 from opslab.api.app import create_app
@@ -23,8 +24,11 @@ from opslab.api.store import engine_for, migrate
 from opslab.config import Config, parse
 from opslab.puppet import enc_command
 from opslab.slapd import ThrowawaySlapd, free_port
+from tests.browser import chromium
+from tests.browser import log_in as browser_log_in
 from tests.mariadb import ThrowawayMariaDB
 from tests.postgres import ThrowawayPostgres
+from tests.served_api import ServedApi
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = sorted((REPO / "schema").glob("*.ldif"))
@@ -272,3 +276,29 @@ def hanging_server() -> Iterator[int]:
         for connection in accepted:
             connection.close()
         server.close()
+
+
+# The pages' tests (tests/test_pages*.py): the API served for the module, a headless
+# chromium for the module (tests/browser.py), and that browser logged in as carol.
+@pytest.fixture(scope="module")
+def pages_api(tmp_path_factory: pytest.TempPathFactory, slapd: ThrowawaySlapd,
+              people: None) -> Iterator[ServedApi]:
+    """The API and its pages under gunicorn, with a session secret."""
+    served = ServedApi(tmp_path_factory.mktemp("pages-api"), slapd, BASE)
+    served.start()
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    with chromium(tmp_path_factory.mktemp("chromium")) as driver:
+        yield driver
+
+
+@pytest.fixture
+def carol_browser(browser: WebDriver, pages_api: ServedApi) -> WebDriver:
+    """The browser, logged in as carol (a member of web)."""
+    browser.delete_all_cookies()
+    browser_log_in(browser, pages_api.url, "carol", PASSWORDS["carol"])
+    return browser
