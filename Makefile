@@ -57,7 +57,7 @@ demo: system-packages $(VENV)/.installed
 	@echo "==> running the demo"
 	$(VENV)/bin/python examples/demo.py
 	$(VENV)/bin/python examples/instance_demo.py
-	$(VENV)/bin/python examples/review_demo.py
+	$(VENV)/bin/python examples/review_demo.py $(if $(KEEP),--keep)
 
 test: system-packages $(VENV)/.installed
 	@echo "==> lint, type checks and the test suite (tox -e lint,py)"

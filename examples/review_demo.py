@@ -16,13 +16,17 @@ shell step for real). Everything else is opslab as deployed, on the site of
    applies the change twice over SSH, runs the smoke tests inside and outside, and votes;
 4. the vote and its message appear in Gerrit, the run in the API and in the web
    project's Server Admin Log;
-5. a broken change gets -1, with the resource that failed and Puppet's message.
+5. a broken change gets -1, with the resource that failed and Puppet's message;
+6. the pages show it all: the URL is printed at the end, and ``--keep`` (``make demo
+   KEEP=1``) keeps the site up until Ctrl-C so a person can look around.
 
 Everything it started is stopped and everything it made is removed at the end.
 """
 
+import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -43,10 +47,12 @@ from tests.ci_site import (  # noqa: E402
     review_loop,
     wait_for,
 )
+from tests.conftest import PASSWORDS  # noqa: E402
 from tests.local_instances import IMAGE_CACHE  # noqa: E402
 
 GREETER = "modules/greeter/manifests/init.pp"
 VOTE_DEADLINE = 900.0
+KEEP_DEADLINE = 8 * 3600.0  # seconds --keep keeps the site up at most
 
 
 def step(message: str) -> None:
@@ -78,7 +84,17 @@ def change_and_vote(harness: Harness, chain: Chain, subject: str,
     return int(voted["labels"].get("Verified", 0))
 
 
-def demo(work: Path) -> int:
+def keep_up(url: str) -> None:
+    """Wait until Ctrl-C, SIGTERM or KEEP_DEADLINE, with the site serving ``url``."""
+    print(f"\nthe site stays up at {url} until Ctrl-C", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        time.sleep(KEEP_DEADLINE)
+    except KeyboardInterrupt:
+        print("\nstopping the site")
+
+
+def demo(work: Path, keep: bool) -> int:
     step(f"the base image of local instances: {IMAGE_CACHE}")
     seconds = image.build(IMAGE_CACHE)
     print(f"built in {seconds:.0f} s" if seconds else "complete already")
@@ -107,10 +123,20 @@ def demo(work: Path) -> int:
             print(f"  {entry['author']}: {entry['message']}")
         left = clones_left(harness)
         print(f"clones left: {len(left)}")
+        step("the pages")
+        print(f"open {harness.site.api_url}/ and log in as olga, password "
+              f"{PASSWORDS['olga']!r} (the demo's own directory): the projects, the web "
+              "host's runs, Recent Changes, the Server Admin Log, the CI runs")
+        if keep:
+            keep_up(f"{harness.site.api_url}/")
         return 0 if (good, broken) == (1, -1) and not left else 1
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the site and its pages up until Ctrl-C")
+    keep = parser.parse_args().keep
     if os.geteuid() != 0:
         print("the review demo needs root (systemd-nspawn, ip netns): skipped")
         return 0
@@ -118,7 +144,7 @@ def main() -> int:
     started = time.monotonic()
     status = 1
     try:
-        status = demo(work)
+        status = demo(work, keep)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nreview demo {'finished' if status == 0 else 'FAILED'} "
