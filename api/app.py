@@ -8,6 +8,7 @@ changes nothing. The pages (:mod:`.pages`) answer HTML, with the same words.
 from typing import Any
 
 from flask import Flask, g, jsonify, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from opslab.config import Config
 from opslab.names import has_control_characters
@@ -27,6 +28,11 @@ def create_app(config: Config) -> Flask:
     app = Flask("opslab.api")
     app.config["OPSLAB"] = config
     app.config["MAX_CONTENT_LENGTH"] = config.api.max_body
+    if config.api.trusted_proxies:
+        # The pages need the scheme the browser used: CSRF's referrer check is made on
+        # HTTPS only, and the proxy terminates TLS.
+        hops = config.api.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     engine = engine_for(config.api.database)
     app.extensions["opslab.engine"] = engine

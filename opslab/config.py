@@ -131,6 +131,9 @@ class ApiSettings(NamedTuple):
     session_secret_file: str | None = None
     # A login lasts this many seconds, then the person logs in again.
     session_lifetime: float = 28800.0
+    # How many proxies in front of the API (nginx with TLS: 1) set X-Forwarded-For
+    # and X-Forwarded-Proto; 0: those headers are not believed (anyone could send them).
+    trusted_proxies: int = 0
     # Accounts of the bot role (the IRC bot): each may only post Server Admin
     # Log entries on behalf of a chat nick, nothing else.
     bot_accounts: tuple[str, ...] = ()

@@ -317,7 +317,8 @@ class Site:
             "cloud_config_file": str(cloud_config), "launch_timeout": 120.0,
         }
         configured: dict[str, dict[str, Any]] = {
-            "api": {"public_url": self.api_url, "default_project": "tools"},
+            "api": {"public_url": self.api_url, "default_project": "tools",
+                    "trusted_proxies": 1},
             "branches": {"remote": str(self.remote.bare)},
             "instances": instances,
         }

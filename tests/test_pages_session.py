@@ -5,12 +5,15 @@ show the same in chromium."""
 import re
 from html.parser import HTMLParser
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 
+from opslab.api.app import create_app
 from opslab.api.pages.markdown import render
-from tests.conftest import PASSWORDS, basic
+from opslab.slapd import ThrowawaySlapd
+from tests.conftest import PASSWORDS, api_config, basic
 
 SITE = "https://opslab.example.org"
 
@@ -171,3 +174,24 @@ def test_markdown_keeps_what_documentation_needs() -> None:
     assert '<a href="https://wiki.example.org" rel="nofollow noopener noreferrer">wiki</a>' in html
     assert "<table>" in html
     assert "<code>sudo puppet apply\n</code>" in html
+
+
+def test_behind_a_trusted_proxy_a_form_from_another_site_is_refused(
+        tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> None:
+    """nginx terminates TLS: with api.trusted_proxies, the pages know the scheme was
+    https and check the referrer; without, the proxy's header is not believed."""
+    app = create_app(api_config(tmp_path, slapd, trusted_proxies=1))
+    proxied = app.test_client()
+    form = proxied.get("/login", headers={"X-Forwarded-Proto": "https"})
+    answer = proxied.post("/login", headers={"X-Forwarded-Proto": "https",
+                                             "Referer": "https://evil.example/"},
+                          data={"csrf_token": token(form.data), "uid": "carol",
+                                "password": PASSWORDS["carol"]})
+    assert answer.status_code == 400
+    assert b"referrer does not match" in answer.data
+    answer = proxied.post("/login", headers={"X-Forwarded-Proto": "https",
+                                             "Referer": "https://localhost/login"},
+                          data={"csrf_token": token(form.data), "uid": "carol",
+                                "password": PASSWORDS["carol"]})
+    assert answer.status_code == 302
+    app.extensions["opslab.engine"].dispose()
