@@ -1,0 +1,133 @@
+"""What happened: Recent Changes (the audit log), the Server Admin Log and the CI's runs.
+
+Each page reads through the module its JSON route calls (:mod:`opslab.api.audit`,
+:mod:`opslab.api.adminlog`, :mod:`opslab.api.ciruns`), with the same filters and
+the same read rules: the audit log and CI runs for people, the Server Admin Log
+for everyone.
+"""
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import g, render_template, request
+from sqlalchemy import func, select
+
+from .. import adminlog, audit, ciruns, context
+from ..auth import person
+from ..errors import Invalid
+from ..store import LogEntry
+from . import blueprint
+from .diff import diff_documents
+
+# The combined Server Admin Log: this many projects, each with its newest entries.
+LOG_PROJECTS = 50
+LOG_PER_PROJECT = 10
+DEFAULT_LIMIT = 100
+
+
+@blueprint.app_template_test("web_url")
+def web_url(value: object) -> bool:
+    """True for an http(s) URL with a host: the only kind a page turns into a link (a run's
+    URLs are whatever the CI account posted; ``javascript:`` must stay text)."""
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and value.isprintable()
+
+
+def _limit() -> int:
+    text = request.args.get("limit", "") or str(DEFAULT_LIMIT)
+    if not (text.isascii() and text.isdigit()):
+        raise Invalid("limit must be a whole number")
+    return int(text)
+
+
+def _filters(names: tuple[str, ...]) -> dict[str, str]:
+    """The query's filters among ``names``; an empty field (a form left blank) is no filter,
+    any other parameter is refused as the API refuses it."""
+    unknown = sorted(set(request.args) - {*names, "limit"})
+    if unknown:
+        raise Invalid(f"unknown filters: {', '.join(name[:40] for name in unknown)}")
+    return {name: request.args[name] for name in names if request.args.get(name)}
+
+
+@blueprint.get("/changes")
+def changes() -> Any:
+    person(g.actor)
+    filters = _filters(audit.FILTERS)
+    limit = _limit()
+    return render_template("changes.html", changes=audit.recent(filters, limit),
+                           filters=filters, limit=limit, names=audit.FILTERS)
+
+
+@blueprint.get("/changes/<int(max=2147483647):change_id>")
+def change(change_id: int) -> Any:
+    person(g.actor)
+    shown = audit.one(change_id)
+    return render_template("change.html", change=shown,
+                           fields=diff_documents(shown["before"], shown["after"]))
+
+
+def projects_by_latest_entry(limit: int) -> list[str]:
+    """The ``limit`` projects whose latest Server Admin Log entry is newest, newest first."""
+    latest = func.max(LogEntry.id)
+    query = select(LogEntry.project).group_by(LogEntry.project).order_by(latest.desc())
+    with context.session() as session:
+        return list(session.scalars(query.limit(limit)).all())
+
+
+@blueprint.get("/log")
+def log() -> Any:
+    sections = [(project, adminlog.entries(project, LOG_PER_PROJECT))
+                for project in projects_by_latest_entry(LOG_PROJECTS)]
+    return render_template("log.html", sections=sections, per_project=LOG_PER_PROJECT)
+
+
+@blueprint.get("/log/<project>")
+def project_log(project: str) -> Any:
+    return render_template("log_project.html", project=project,
+                           entries=adminlog.entries(project, _limit()))
+
+
+@blueprint.get("/ci")
+def ci_runs() -> Any:
+    filters = _filters(ciruns.FILTERS)
+    limit = _limit()
+    return render_template("ci_runs.html", runs=ciruns.recent(g.actor, filters, limit),
+                           filters=filters, limit=limit, states=ciruns.STATES)
+
+
+@blueprint.get("/ci/<int(max=2147483647):run_id>")
+def ci_run(run_id: int) -> Any:
+    run = ciruns.one(g.actor, run_id)
+    result = run["result"] if isinstance(run["result"], dict) else {}
+    return render_template(
+        "ci_run.html", run=run, hosts=host_rows(run["hosts"], result),
+        secrets=[item for item in _list(result.get("secrets")) if isinstance(item, dict)],
+        result_text=json.dumps(run["result"], indent=2, ensure_ascii=False)
+        if run["result"] is not None else None)
+
+
+def host_rows(hosts: list[dict[str, Any]], result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each host of a run with what the job's result says of its clone (``detail``: failed
+    resources, resources changed again, failed smoke checks; None when it says nothing).
+
+    The result is free-form (whatever the job posted, ci/outcome.py's summary
+    today), so anything not shaped as expected is left out, never trusted.
+    """
+    details = {item["host"]: item for item in _list(result.get("hosts"))
+               if isinstance(item, dict) and isinstance(item.get("host"), str)}
+    rows = []
+    for host in hosts:
+        found = details.get(host.get("clone") or "") or details.get(host["original"])
+        detail = None if found is None else {
+            "failed_resources": found.get("failed_resources", 0),
+            "changed_again": [str(item) for item in _list(found.get("changed_again"))],
+            "failed_checks": [str(item) for item in _list(found.get("failed_checks"))]}
+        rows.append({**host, "detail": detail})
+    return rows
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,166 @@
+"""A change's before and after, as a person reads it: what was added, removed and changed.
+
+The audit log keeps each write's documents whole (``before``/``after`` JSON,
+nested). They are compared field by field (a nested mapping's fields by their
+dotted path): a list of values says which values came and went; a long or
+multi-line text gets a line diff (difflib) whose changed lines mark the words
+that changed, as a wiki's diff does; anything else shows its value before and
+after. Values stay plain text here; the template escapes them.
+"""
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# A text longer than this, or with a line break, gets a line diff.
+LONG_TEXT = 80
+# Lines of context around each changed part of a text.
+CONTEXT = 2
+
+Kind = Literal["added", "removed", "changed", "unchanged"]
+Mark = Literal["same", "del", "ins"]
+_WORDS = re.compile(r"\s+|\w+|[^\w\s]")
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a text's diff: its numbers before and after (None where it is not), and
+    its pieces, each marked same, del (only before) or ins (only after). A line with
+    ``gap`` set stands for unchanged lines left out."""
+
+    old: int | None
+    new: int | None
+    pieces: tuple[tuple[Mark, str], ...]
+    gap: bool = False
+
+    @property
+    def sign(self) -> str:
+        if self.gap:
+            return "…"
+        if self.old is None:
+            return "+"
+        if self.new is None:
+            return "\u2212"  # a minus sign, as wide as the plus
+        return " "
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of the documents: ``path`` (dotted for nested fields) and how it changed.
+
+    ``before``/``after`` are its values as text; ``added``/``removed`` the values
+    a list gained and lost; ``lines`` a long text's line diff."""
+
+    path: str
+    kind: Kind
+    before: str | None = None
+    after: str | None = None
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+
+
+def diff_documents(before: Any, after: Any) -> list[Field]:
+    """The fields of ``before`` and ``after`` (documents, or None for a creation or a
+    deletion), changed ones first in the order of their paths, unchanged ones last."""
+    old, new = _flatten(before), _flatten(after)
+    fields = [_field(path, old.get(path, _MISSING), new.get(path, _MISSING))
+              for path in sorted(old.keys() | new.keys())]
+    return [item for item in fields if item.kind != "unchanged"] + \
+        [item for item in fields if item.kind == "unchanged"]
+
+
+_MISSING = object()
+
+
+def _flatten(document: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as {dotted path: value}; anything else is one value at ``prefix``."""
+    if document is None and not prefix:
+        return {}
+    if isinstance(document, dict) and document:
+        flat: dict[str, Any] = {}
+        for key, value in document.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix or "value": document}
+
+
+def _field(path: str, before: Any, after: Any) -> Field:
+    if before is _MISSING:
+        return Field(path, "added", after=_text(after))
+    if after is _MISSING:
+        return Field(path, "removed", before=_text(before))
+    if before == after:
+        return Field(path, "unchanged", before=_text(before), after=_text(after))
+    if isinstance(before, list) and isinstance(after, list):
+        old, new = [_text(value) for value in before], [_text(value) for value in after]
+        return Field(path, "changed", before=_text(before), after=_text(after),
+                     added=[value for value in new if value not in old],
+                     removed=[value for value in old if value not in new])
+    if isinstance(before, str) and isinstance(after, str) and _long(before, after):
+        return Field(path, "changed", before=before, after=after,
+                     lines=line_diff(before, after))
+    return Field(path, "changed", before=_text(before), after=_text(after))
+
+
+def _long(*texts: str) -> bool:
+    return any("\n" in text or len(text) > LONG_TEXT for text in texts)
+
+
+def _text(value: Any) -> str:
+    """A value as a person reads it: text as it is, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def line_diff(before: str, after: str) -> list[Line]:
+    """The lines of ``before`` and ``after`` that differ, with CONTEXT lines around each
+    part and a gap line for those left out; a line replaced by one marks its words."""
+    old, new = before.splitlines(), after.splitlines()
+    lines: list[Line] = []
+    groups = list(difflib.SequenceMatcher(None, old, new, autojunk=False)
+                  .get_grouped_opcodes(CONTEXT))
+    for number, group in enumerate(groups):
+        if number or group[0][1] > 0:
+            lines.append(Line(None, None, (), gap=True))
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                lines += [Line(i + 1, j1 + i - i1 + 1, (("same", old[i]),))
+                          for i in range(i1, i2)]
+                continue
+            removed, added = old[i1:i2], new[j1:j2]
+            if tag == "replace" and len(removed) == len(added):
+                for offset, (was, now) in enumerate(zip(removed, added, strict=True)):
+                    was_pieces, now_pieces = _word_diff(was, now)
+                    lines.append(Line(i1 + offset + 1, None, was_pieces))
+                    lines.append(Line(None, j1 + offset + 1, now_pieces))
+                continue
+            lines += [Line(i1 + offset + 1, None, (("del", text),))
+                      for offset, text in enumerate(removed)]
+            lines += [Line(None, j1 + offset + 1, (("ins", text),))
+                      for offset, text in enumerate(added)]
+    if groups and groups[-1][-1][2] < len(old):
+        lines.append(Line(None, None, (), gap=True))
+    return lines
+
+
+def _word_diff(was: str, now: str) -> tuple[tuple[tuple[Mark, str], ...],
+                                            tuple[tuple[Mark, str], ...]]:
+    """The pieces of a line before and after, the words that changed marked del and ins."""
+    old, new = _WORDS.findall(was), _WORDS.findall(now)
+    before: list[tuple[Mark, str]] = []
+    after: list[tuple[Mark, str]] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new,
+                                                        autojunk=False).get_opcodes():
+        if tag == "equal":
+            before.append(("same", "".join(old[i1:i2])))
+            after.append(("same", "".join(new[j1:j2])))
+            continue
+        if i2 > i1:
+            before.append(("del", "".join(old[i1:i2])))
+        if j2 > j1:
+            after.append(("ins", "".join(new[j1:j2])))
+    return tuple(before), tuple(after)
