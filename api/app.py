@@ -58,6 +58,7 @@ def create_app(config: Config) -> Flask:
         document,
         hosts,
         log,
+        monitoring,
         nodes,
         people,
         projects,
@@ -67,7 +68,8 @@ def create_app(config: Config) -> Flask:
 
     for blueprint in (hosts.blueprint, nodes.blueprint, reports.blueprint, changes.blueprint,
                       log.blueprint, projects.blueprint, agents.blueprint, document.blueprint,
-                      people.blueprint, smoke.blueprint, ci.blueprint):
+                      people.blueprint, smoke.blueprint, ci.blueprint,
+                      monitoring.blueprint):
         app.register_blueprint(blueprint, url_prefix="/v1")
     pages.register(app, config)
     return app

@@ -51,7 +51,7 @@ def register(app: Flask, config: Config) -> None:
         WTF_CSRF_SSL_STRICT=True,
     )
     csrf.init_app(app)
-    from . import activity, errors, format, hosts, projects, session, views  # noqa: F401  (they join the blueprint)
+    from . import activity, errors, format, hosts, projects, query, session, views  # noqa: F401  (they join the blueprint)
 
     app.register_blueprint(blueprint)
 

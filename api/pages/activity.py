@@ -36,6 +36,16 @@ def web_url(value: object) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc) and value.isprintable()
 
 
+@blueprint.app_template_filter("actor")
+def actor_name(recorded: str) -> str:
+    """Who made a change, as the audit log records them (``person:carol``), as a person
+    says it: a person by their uid, anyone else with their kind (``reaper (service)``)."""
+    kind, _, name = recorded.partition(":")
+    if not name:
+        return recorded
+    return name if kind == "person" else f"{name} ({kind})"
+
+
 def _limit() -> int:
     text = request.args.get("limit", "") or str(DEFAULT_LIMIT)
     if not (text.isascii() and text.isdigit()):
@@ -56,6 +66,9 @@ def _filters(names: tuple[str, ...]) -> dict[str, str]:
 def changes() -> Any:
     person(g.actor)
     filters = _filters(audit.FILTERS)
+    if ":" not in filters.get("actor", ":"):
+        # The audit log records "person:carol"; people type "carol".
+        filters["actor"] = f"person:{filters['actor']}"
     limit = _limit()
     return render_template("changes.html", changes=audit.recent(filters, limit),
                            filters=filters, limit=limit, names=audit.FILTERS)
