@@ -56,6 +56,7 @@ def create_app(config: Config) -> Flask:
         changes,
         ci,
         document,
+        documentation,
         hosts,
         log,
         monitoring,
@@ -68,7 +69,7 @@ def create_app(config: Config) -> Flask:
 
     for blueprint in (hosts.blueprint, nodes.blueprint, reports.blueprint, changes.blueprint,
                       log.blueprint, projects.blueprint, agents.blueprint, document.blueprint,
-                      people.blueprint, smoke.blueprint, ci.blueprint,
+                      people.blueprint, smoke.blueprint, ci.blueprint, documentation.blueprint,
                       monitoring.blueprint):
         app.register_blueprint(blueprint, url_prefix="/v1")
     pages.register(app, config)
