@@ -23,12 +23,14 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 # repository; their apt proxy); cloud-init: its schema check of the user-data;
 # python3-pip, python3-venv: Debian's python3 builds the instances' wheels;
 # chromium, chromium-driver, fonts-dejavu-core: the pages' browser tests (Selenium);
-# ngircd: the IRC server the log bot's tests connect to.
+# ngircd: the IRC server the log bot's tests connect to;
+# inspircd, atheme-services: an IRC network with services accounts, for the bot's SASL
+# and account-tag tests.
 SYSTEM_PACKAGES := slapd ldap-utils puppet postgresql mariadb-server git openssl sudo \
 	openssh-server openssh-client libldap2-dev libsasl2-dev gcc make \
 	systemd-container debootstrap iproute2 pdns-server pdns-backend-ldap dnsutils \
 	nginx-light apt-cacher-ng cloud-init python3-pip python3-venv \
-	chromium chromium-driver fonts-dejavu-core ngircd
+	chromium chromium-driver fonts-dejavu-core ngircd inspircd atheme-services
 
 .PHONY: demo test bench lint system-packages
 

@@ -1,14 +1,18 @@
-"""A real IRC server for the log bot's tests (Debian's ngircd, as this user, on free
-loopback ports, from a configuration of its own), a throwaway CA for its TLS port, a
-test client that speaks IRC over a plain socket, and the bot as a real ``opslab logbot``
+"""Real IRC servers for the log bot's tests, on free loopback ports, from configurations
+of their own: Debian's ngircd (with a TLS port of a throwaway CA's), and Debian's InspIRCd
+linked to Atheme's services for SASL and services accounts (both as ``nobody``); a test
+client that speaks IRC over a plain socket; and the bot as a real ``opslab logbot``
 process."""
 
+import base64
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +23,8 @@ import yaml
 from opslab.slapd import free_port
 
 NGIRCD = "/usr/sbin/ngircd"
+INSPIRCD = "/usr/sbin/inspircd"
+ATHEME = "/usr/bin/atheme-services"
 ADDRESS = "127.0.0.1"
 START_DEADLINE = 30.0  # seconds until a started server accepts connections
 STOP_DEADLINE = 15.0
@@ -133,19 +139,152 @@ Ports = {self.tls_port}
         os.kill(self.process.pid, signal.SIGCONT)
 
 
+def _unprivileged() -> dict[str, Any]:
+    """Popen's arguments that run a server as ``nobody`` when the tests run as root (neither
+    InspIRCd nor Atheme runs as root)."""
+    return {"user": "nobody", "group": "nogroup"} if os.geteuid() == 0 else {}
+
+
+class Services:
+    """InspIRCd (cap, sasl, services_account, account-tag) linked to Atheme (NickServ,
+    SaslServ with PLAIN) on ``port``: a network whose services hand out accounts, in a
+    directory of their own (``nobody`` must reach it: not the tests' private tmp)."""
+
+    def __init__(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="opslab-ircservices-"))
+        self.port = free_port()
+        link = free_port()
+        password = base64.b16encode(os.urandom(8)).decode()
+        (self.work / "data").mkdir()
+        self.inspircd_config = self.work / "inspircd.conf"
+        self.inspircd_config.write_text(f"""<config format="xml">
+<server name="irc.test.example" description="opslab logbot tests" network="OpslabTest">
+<admin name="tests" nick="tests" email="tests@example.org">
+<bind address="{ADDRESS}" port="{self.port}" type="clients">
+<bind address="{ADDRESS}" port="{link}" type="servers">
+<connect allow="*" timeout="60" threshold="1000" commandrate="100000" pingfreq="120"
+  hardsendq="1048576" softsendq="65536" recvq="65536" localmax="100" globalmax="100"
+  useident="no" resolvehostnames="no">
+<dns server="{ADDRESS}" timeout="1">
+<pid file="{self.work}/inspircd.pid">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default"
+  target="{self.work}/inspircd.log">
+<options><security><performance>
+<limits maxnick="30">
+<module name="cap"><module name="sasl"><module name="services_account">
+<module name="ircv3"><module name="ircv3_accounttag"><module name="spanningtree">
+<link name="services.test.example" ipaddr="{ADDRESS}" port="{link}"
+  allowmask="127.0.0.0/8" sendpass="{password}" recvpass="{password}">
+<uline server="services.test.example" silent="yes">
+<sasl target="services.test.example" requiressl="no">
+""")
+        modules = ["protocol/inspircd", "backend/opensex", "crypto/pbkdf2v2", "nickserv/main",
+                   "nickserv/identify", "nickserv/register", "saslserv/main",
+                   "saslserv/plain"]
+        self.atheme_config = self.work / "atheme.conf"
+        self.atheme_config.write_text("".join(f'loadmodule "modules/{name}";\n'
+                                              for name in modules) + f"""
+serverinfo {{
+    name = "services.test.example"; desc = "opslab logbot test services"; numeric = "00A";
+    recontime = 1; netname = "OpslabTest"; hidehostsuffix = "users.test";
+    adminname = "tests"; adminemail = "tests@example.org";
+    registeremail = "tests@example.org"; mta = "/bin/true";
+    loglevel = {{ error; info; admin; network; }};
+    maxlogins = 5; maxusers = 100; mdlimit = 30; emaillimit = 10; emailtime = 300;
+    auth = none; casemapping = rfc1459;
+}};
+uplink "irc.test.example" {{ host = "{ADDRESS}"; password = "{password}"; port = {link}; }};
+nickserv {{ nick = "NickServ"; user = "NickServ"; host = "services.test.example";
+    real = "Nickname Services"; maxnicks = 5; expire = 30; }};
+saslserv {{ nick = "SaslServ"; user = "SaslServ"; host = "services.test.example";
+    real = "SASL Authentication Agent"; }};
+general {{ flood_msgs = 0; flood_time = 10; ratelimit_uses = 0; ratelimit_period = 60;
+    kline_time = 7; commit_interval = 5; language = "en";
+    uplink_sendq_limit = 1048576; }};
+""")
+        if os.geteuid() == 0:
+            for path in (self.work, *self.work.iterdir()):
+                os.chown(path, *_nobody())
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        with open(self.work / "servers.log", "ab") as log:
+            ircd = subprocess.Popen([INSPIRCD, f"--config={self.inspircd_config}", "--nofork"],
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    **_unprivileged())
+            self.processes.append(ircd)
+            wait_for_port(self.port, lambda: ircd.poll() is None, "inspircd")
+            self.processes.append(subprocess.Popen(
+                [ATHEME, "-n", "-c", str(self.atheme_config), "-D", str(self.work / "data"),
+                 "-l", str(self.work / "atheme.log"), "-p", str(self.work / "atheme.pid")],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, **_unprivileged()))
+        deadline = time.monotonic() + START_DEADLINE
+        while "finished synching with uplink" not in self.log():
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
+                raise RuntimeError(f"Atheme did not link to InspIRCd:\n{self.log()[-2000:]}")
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        path = self.work / "atheme.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def register(self, account: str, password: str) -> None:
+        """A services account ``account`` (NickServ REGISTER from that nick)."""
+        client = IrcClient(self.port, account, None)
+        try:
+            client.send(f"PRIVMSG NickServ :REGISTER {password} {account}@example.org")
+            client.wait_for(lambda line: " 900 " in line, 30)  # logged in: registered
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes = []
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _nobody() -> tuple[int, int]:
+    import grp
+    import pwd
+
+    return pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+
+
 class IrcClient:
     """A person in the channel: a plain socket, lines in and out, nothing hidden."""
 
-    def __init__(self, port: int, nick: str, channel: str) -> None:
+    def __init__(self, port: int, nick: str, channel: str | None,
+                 sasl: tuple[str, str] | None = None) -> None:
+        """Registered as ``nick`` (logged in to the services account ``sasl``, (account,
+        password), with SASL PLAIN), in ``channel`` if one is named."""
         self.nick = nick
         self.sock = socket.create_connection((ADDRESS, port), timeout=10)
         self.buffer = b""
         self.seen: list[str] = []
+        if sasl is not None:
+            self.send("CAP REQ :sasl")
         self.send(f"NICK {nick}")
         self.send(f"USER {nick} 0 * :test client")
+        if sasl is not None:
+            self.wait_for(lambda line: " ACK " in line, 30)
+            self.send("AUTHENTICATE PLAIN")
+            self.wait_for(lambda line: line.startswith("AUTHENTICATE"), 30)
+            self.send("AUTHENTICATE " + base64.b64encode(
+                f"\0{sasl[0]}\0{sasl[1]}".encode()).decode())
+            self.wait_for(lambda line: f" 903 {nick} " in line, 30)
+            self.send("CAP END")
         self.wait_for(lambda line: f" 001 {nick} " in line, 30)
-        self.send(f"JOIN {channel}")
-        self.wait_for(lambda line: f" 366 {nick} {channel} " in line, 30)  # end of NAMES
+        if channel is not None:
+            self.send(f"JOIN {channel}")
+            self.wait_for(lambda line: f" 366 {nick} {channel} " in line, 30)  # end of NAMES
 
     def send(self, line: str | bytes) -> None:
         data = line if isinstance(line, bytes) else line.encode()

@@ -17,7 +17,7 @@ from opslab.logbot import text
 from opslab.logbot.pacing import Backoff, ReplyLimit
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import BASE
-from tests.ircd import BotProcess, IrcClient, Ngircd, ThrowawayCa
+from tests.ircd import BotProcess, IrcClient, Ngircd, Services, ThrowawayCa
 from tests.served_api import ServedApi
 from tests.test_logbot_api import add_bot_account
 
@@ -223,6 +223,82 @@ def test_tls_against_the_test_ca_and_not_without_it(site: Site) -> None:
     finally:
         trusting.stop()
         doubting.stop()
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[Services]:
+    """InspIRCd with Atheme: accounts for the bot (SASL) and for carol, a directory
+    person, and for someone who is no one in the directory."""
+    network = Services()
+    network.start()
+    try:
+        for account in ("salsasl", "carol", "stranger"):
+            network.register(account, f"{account}-irc-password")
+        yield network
+    finally:
+        network.stop()
+
+
+def test_sasl_and_the_networks_account_name_the_person(site: Site, services: Services) -> None:
+    sasl_file = site.work / "sasl.password"
+    sasl_file.write_text("salsasl-irc-password\n")
+    sasl_file.chmod(0o600)
+    bot = BotProcess(site.work / "sasl-bot", site.settings(
+        "salsasl", "#sasl", port=services.port, sasl_user="salsasl",
+        sasl_password_file=str(sasl_file), accounts_are_uids=True))
+    bot.start()
+    clients = []
+    try:
+        bot.wait_for_log("SASL: logged in as salsasl")
+        bot.wait_for_log("joining #sasl")
+        # carol, logged in to her account under another nick; someone else who took the
+        # nick "carol" without an account; a stranger whose account is no one's here.
+        for nick, sasl in (("carol_laptop", ("carol", "carol-irc-password")),
+                           ("carol", None),
+                           ("stranger", ("stranger", "stranger-irc-password"))):
+            clients.append(IrcClient(services.port, nick, "#sasl", sasl))
+        entries = {}
+        for client in clients:
+            client.send(f"PRIVMSG #sasl :!log web said by {client.nick}")
+            mine = f" :{client.nick}: logged "
+            reply = client.wait_for(lambda line, mine=mine: line.startswith(":salsasl!")
+                                    and mine in line, REPLY)
+            entries[client.nick] = site.entry(reply.partition(" :")[2])
+    finally:
+        for client in clients:
+            client.close()
+        bot.stop()
+    assert {nick: (entry["author"], entry["person"], entry["via"])
+            for nick, entry in entries.items()} == {
+        "carol_laptop": ("carol_laptop", "carol", BOT_ACCOUNT),
+        "carol": ("carol", None, BOT_ACCOUNT),
+        "stranger": ("stranger", None, BOT_ACCOUNT)}
+    assert "salsasl-irc-password" not in bot.text()
+
+
+def test_a_refused_sasl_login_is_not_gone_on_without(site: Site, services: Services) -> None:
+    wrong = site.work / "wrong-sasl.password"
+    wrong.write_text("not-the-password")
+    wrong.chmod(0o600)
+    bot = BotProcess(site.work / "wrong-sasl-bot", site.settings(
+        "salwrong", "#sasl", port=services.port, sasl_user="salsasl",
+        sasl_password_file=str(wrong)))
+    bot.start()
+    try:
+        bot.wait_for_log("SASL as salsasl refused")
+        bot.wait_for_log("connecting again in")
+    finally:
+        bot.stop()
+    assert "joining" not in bot.text()
+    # ngircd offers no SASL: a bot that must log in does not register there either.
+    bot = BotProcess(site.work / "no-sasl-bot", site.settings(
+        "salnosasl", CHANNEL, sasl_user="salsasl", sasl_password_file=str(wrong)))
+    bot.start()
+    try:
+        bot.wait_for_log("the server offers no SASL")
+    finally:
+        bot.stop()
+    assert "joining" not in bot.text()
 
 
 def test_a_password_file_others_may_read_is_refused(site: Site, tmp_path: Path) -> None:
