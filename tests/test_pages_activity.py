@@ -249,6 +249,20 @@ def test_a_hostile_log_message_is_shown_inert(client: FlaskClient) -> None:
         assert "&lt;script&gt;alert(1)&lt;/script&gt; \\x202edesrever\\x202c" in html
 
 
+def test_a_log_message_links_its_web_addresses_and_nothing_else(client: FlaskClient) -> None:
+    message = ('deployed, see https://review.example.org/c/42. Not "javascript:alert(1)" '
+               'nor <a href="https://evil.example.org">this</a>')
+    assert client.post("/v1/projects/web/log", json={"message": message},
+                       headers=basic("carol")).status_code == 201
+    shown = page(client, "/log/web", uid=None)
+    assert ("https://review.example.org/c/42", "https://review.example.org/c/42") in shown.links
+    assert not [href for href, _ in shown.links if "javascript" in href]
+    # Markup in a message is text; the address in it is a link like any other, and ends at
+    # the quote.
+    assert 'nor <a href="https://evil.example.org">this</a>' in shown.text
+    assert ("https://evil.example.org", "https://evil.example.org") in shown.links
+
+
 # CI runs.
 
 def finished_run(client: FlaskClient, **fields: Any) -> dict[str, Any]:

@@ -7,10 +7,12 @@ for everyone.
 """
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import g, render_template, request
+from markupsafe import Markup
 from sqlalchemy import func, select
 
 from .. import adminlog, audit, ciruns, context
@@ -19,11 +21,16 @@ from ..errors import Invalid
 from ..store import LogEntry
 from . import blueprint
 from .diff import diff_documents
+from .format import visible
 
 # The combined Server Admin Log: this many projects, each with its newest entries.
 LOG_PROJECTS = 50
 LOG_PER_PROJECT = 10
 DEFAULT_LIMIT = 100
+# A URL in a log message: printable ASCII after the scheme but for " < > (which end it, as
+# in a quoted or bracketed URL); the sentence's punctuation after it is not part of it.
+_URL = re.compile(r"https?://[!#-;=?-~]+")
+_TRAILING = ".,;:!?)]}'"
 
 
 @blueprint.app_template_test("web_url")
@@ -44,6 +51,22 @@ def actor_name(recorded: str) -> str:
     if not name:
         return recorded
     return name if kind == "person" else f"{name} ({kind})"
+
+
+@blueprint.app_template_filter("linked")
+def linked(text: str) -> Markup:
+    """``text`` shown as ``visible`` shows it, its http(s) URLs made links (a log line names
+    a run, a ticket, a commit); nothing else becomes markup."""
+    pieces: list[Markup] = []
+    end = 0
+    for found in _URL.finditer(text):
+        url = found.group(0).rstrip(_TRAILING)
+        pieces += [visible(text[end:found.start()]),
+                   Markup('<a href="{}" rel="nofollow noopener noreferrer">{}</a>').format(
+                       url, visible(url))]
+        end = found.start() + len(url)
+    pieces.append(visible(text[end:]))
+    return Markup("").join(pieces)
 
 
 def _limit() -> int:
