@@ -20,7 +20,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 
 import irc.client
 from jaraco.stream import buffer
@@ -29,6 +28,7 @@ from opslab.config import LogbotSettings
 
 from . import text
 from .pacing import Backoff, ReplyLimit
+from .worker import Relay, Worker
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,12 @@ STABLE_SECONDS = 60.0
 # How long each turn of the loop waits for the server before it looks at the clock.
 TICK = 0.5
 
-Relay = Callable[[str, str | None, str], str]
-
 
 class LogBot:
     """The bot for ``settings``: ``relay(nick, account, line)`` logs a line and says what to
-    answer; ``sasl_password`` is the SASL account's (None: no SASL); ``tls`` the context
-    the server's certificate is checked with (None: cleartext)."""
+    answer (in a thread of its own: :mod:`.worker`); ``sasl_password`` is the SASL
+    account's (None: no SASL); ``tls`` the context the server's certificate is checked
+    with (None: cleartext)."""
 
     def __init__(self, settings: LogbotSettings, relay: Relay, sasl_password: str | None,
                  tls: ssl.SSLContext | None) -> None:
@@ -56,7 +55,7 @@ class LogBot:
             raise ValueError("logbot.server is not set")
         self.settings = settings
         self.server: str = settings.server
-        self.relay = relay
+        self.worker = Worker(relay)
         self.sasl_password = sasl_password
         self.tls = tls
         self.channels = {channel.lower() for channel in settings.channels}
@@ -95,7 +94,9 @@ class LogBot:
             else:
                 self._watch()
             self.reactor.process_once(timeout=TICK)
+            self._replies()
         self.stopping = True
+        self.worker.stop(self.settings.api_timeout)
         if self.connection.is_connected():
             self.connection.disconnect("stopping")
 
@@ -247,7 +248,16 @@ class LogBot:
         nick = event.source.nick
         account = next((tag["value"] for tag in event.tags or []
                         if tag.get("key") == "account" and tag.get("value")), None)
-        self._say(connection, event.target, self.relay(nick, account, line))
+        refusal = self.worker.submit(event.target, nick, account, line)
+        if refusal is not None:
+            self._say(connection, event.target, refusal)
+
+    def _replies(self) -> None:
+        for channel, reply in self.worker.done():
+            if self.connection.is_connected():
+                self._say(self.connection, channel, reply)
+            else:
+                log.warning("a reply in %s dropped: not connected", channel)
 
     def _say(self, connection: irc.client.ServerConnection, channel: str, reply: str) -> None:
         if not self.replies.allow():

@@ -15,7 +15,7 @@ import pytest
 
 from opslab.logbot import text
 from opslab.logbot.pacing import Backoff, ReplyLimit
-from opslab.slapd import ThrowawaySlapd
+from opslab.slapd import ThrowawaySlapd, free_port
 from tests.conftest import BASE
 from tests.ircd import BotProcess, IrcClient, Ngircd, Services, ThrowawayCa
 from tests.served_api import ServedApi
@@ -175,6 +175,47 @@ def test_a_flood_is_limited_per_nick_at_the_api_and_in_the_bots_replies(site: Si
     body = site.api.request("GET", "/v1/projects/web/log?limit=1000")[1]
     logged = [entry["message"] for entry in json.loads(body) if entry["author"] == "flooder"]
     assert sorted(logged) == [f"flood line {number}" for number in range(NICK_LIMIT)]
+
+
+def test_an_api_that_is_down_is_answered(site: Site) -> None:
+    bot = BotProcess(site.work / "down-bot", site.settings(
+        "downsal", "#down", api_url=f"http://127.0.0.1:{free_port()}"))
+    bot.start()
+    try:
+        bot.wait_for_log("joining #down")
+        client = joined(site, "patient", "#down")
+        try:
+            client.send("PRIVMSG #down :!log web while the API is away")
+            reply = client.wait_for(lambda line: line.startswith(":downsal!"), REPLY)
+        finally:
+            client.close()
+    finally:
+        bot.stop()
+    assert reply.endswith(":patient: not logged: the Server Admin Log is unavailable, try "
+                          "again later")
+
+
+def test_an_api_that_hangs_never_holds_the_irc_side(site: Site, hanging_server: int) -> None:
+    # Each request hangs for its whole timeout (2 s), one after the other. Lines beyond the
+    # queue's 20 are answered at once, which a bot waiting on the API could not do before
+    # 40 s: the IRC side never waits for the API.
+    bot = BotProcess(site.work / "hung-bot", site.settings(
+        "hungsal", "#hung", api_url=f"http://127.0.0.1:{hanging_server}", api_timeout=2))
+    bot.start()
+    try:
+        bot.wait_for_log("joining #hung")
+        client = joined(site, "hurried", "#hung")
+        try:
+            for number in range(23):
+                client.send(f"PRIVMSG #hung :!log web line {number}")
+            client.wait_for(lambda line: line.startswith(":hungsal!")
+                            and "too many lines are waiting" in line, 15)
+            client.wait_for(lambda line: line.startswith(":hungsal!")
+                            and "the Server Admin Log is unavailable" in line, REPLY)
+        finally:
+            client.close()
+    finally:
+        assert bot.stop() == 0
 
 
 def test_the_bot_comes_back_after_the_server_restarts(site: Site) -> None:
