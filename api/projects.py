@@ -101,6 +101,18 @@ def all_summaries() -> list[dict[str, Any]]:
     return sorted((summary(entry) for _, entry in found), key=lambda p: str(p["name"]))
 
 
+def overviews() -> list[dict[str, Any]]:
+    """Every project's summary with its members, owners and global flag, by name: one
+    search, for the list of projects."""
+    directory = context.directory()
+    found = directory.search(context.config().projects_base_dn, "(objectClass=groupOfNames)")
+    return sorted(({**summary(entry),
+                    "members": directory.uids(attribute_values(entry, "member")),
+                    "owners": directory.uids(attribute_values(entry, "owner")),
+                    "global": attribute_values(entry, "opslabGlobal") == ["TRUE"]}
+                   for _, entry in found), key=lambda p: str(p["name"]))
+
+
 def owns_any(dn: str) -> bool:
     """Whether the person ``dn`` owns at least one project (asked of the server)."""
     found = context.directory().search(context.config().projects_base_dn,
