@@ -130,8 +130,23 @@ def test_the_page_says_where_every_class_parameter_and_variable_comes_from(
     assert 'cluster "eqiad" project web host' in shown
     assert 'motd::message "Welcome to the web project" project web host' in shown
     assert 'cluster "unassigned" default host' in shown
+    assert "History its changes in Recent changes" in shown
     # dave is no member of web: he reads it all, and is offered no form.
     assert "you may not: dave is not a member of project 'web'" in shown
+
+
+def test_an_entry_written_for_puppets_old_terminus_is_shown_with_its_parent(
+    client: FlaskClient,
+) -> None:
+    shown = text(page(logged_in(client, "carol"), "/hosts/oldmail"))
+    assert "Project none (an entry written for Puppet's old terminus" in shown
+    assert "parent cn=legacy-base,ou=hosts,dc=example,dc=org" in shown
+    assert "base parent legacy-base, default" in shown
+    assert 'ntp_server "ntp.legacy.example.org" parent legacy-base' in shown
+    assert 'relay "smtp.example.org" host' in shown
+    assert "you may not: this host belongs to no project: only operations may change it" \
+        in shown
+    assert 'id="classes-field"' in page(logged_in(client, "olga"), "/hosts/oldmail")
 
 
 def test_a_member_is_offered_the_forms_and_each_input_has_its_label(client: FlaskClient) -> None:
@@ -414,6 +429,8 @@ def test_the_new_host_form_is_for_members(client: FlaskClient) -> None:
     for field in ("host-name", "host-classes", "host-launch", "host-image", "host-flavor"):
         assert f'<label for="{field}">' in markup
         assert f'id="{field}"' in markup
+    # This site launches no instances (no instances.bootstrap_url): not asked by default.
+    assert '<input type="checkbox" id="host-launch" name="launch" value="yes">' in markup
     dave = page(logged_in(client, "dave"), "/projects/web/hosts/new")
     assert "<form method=\"post\" action=\"/projects/web/hosts/new\"" not in dave
     assert "dave is not a member of project &#39;web&#39;" in dave
