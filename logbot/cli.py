@@ -25,6 +25,11 @@ from opslab.files import read_secret
 from opslab.log import setup
 from opslab.names import has_control_characters
 
+# At the top, so that without the irc library (the [logbot] extra) `opslab logbot` says
+# which extra to install (opslab.cli) instead of failing later.
+from .relay import Relay
+from .session import LogBot
+
 EXIT_USAGE = 2
 log = logging.getLogger(__name__)
 
@@ -55,9 +60,6 @@ def main(argv: list[str], config_path: str | None = None) -> int:
         return EXIT_USAGE
     if arguments.check:
         return 0
-    from .relay import Relay
-    from .session import LogBot
-
     client = Client(settings.api_url or "", settings.api_password_file or "",
                     settings.api_timeout,
                     f"opslab-logbot/{__version__}", who="opslab logbot",
