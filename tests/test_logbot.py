@@ -219,10 +219,12 @@ def test_an_api_that_hangs_never_holds_the_irc_side(site: Site, hanging_server: 
 
 
 def test_the_bot_comes_back_after_the_server_restarts(site: Site) -> None:
+    joins = site.bot.text().count(f"joining {CHANNEL}")
+    drops = site.bot.text().count("disconnected")
     site.ircd.stop()
-    site.bot.wait_for_log("disconnected")
+    site.bot.wait_for_log("disconnected", count=drops + 1)
     site.ircd.start()
-    site.bot.wait_for_log(f"joining {CHANNEL}", count=2)
+    site.bot.wait_for_log(f"joining {CHANNEL}", count=joins + 1)
     client = joined(site, "after_restart")
     try:
         client.send(f"PRIVMSG {CHANNEL} :!log web back after the restart")
