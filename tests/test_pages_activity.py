@@ -148,6 +148,40 @@ def test_a_change_shows_who_when_and_a_diff_of_before_and_after(
     assert re.search(r"<ins><span class=\"visually-hidden\">added: </span>dave</ins>", text)
 
 
+@pytest.fixture
+def tools_documentation(client: FlaskClient) -> Iterator[int]:
+    """tools' documentation version now (the store is the test's own)."""
+    answer = client.get("/v1/projects/tools/documentation", headers=basic("olga"))
+    assert answer.status_code == 200, answer.json
+    return int(answer.json["version"])
+
+
+def test_a_documentation_edit_reads_like_a_wiki_diff(client: FlaskClient,
+                                                     tools_documentation: int) -> None:
+    first = "# Tools\n\nThe builder runs the nightly jobs.\n\n## Access\n\nAsk in #tools.\n"
+    second = ("# Tools\n\nThe builder runs the nightly and weekly jobs.\n\n## Access\n\n"
+              "Ask in #tools.\n<script>alert(1)</script>\n")
+    version = tools_documentation
+    for text in (first, second):
+        answer = client.put("/v1/projects/tools/documentation", headers=basic("olga"),
+                            json={"text": text, "version": version})
+        assert answer.status_code == 200, answer.json
+        version = answer.json["version"]
+    change = client.get("/v1/changes?action=project.documentation",
+                        headers=basic("carol")).json[0]
+    answer = client.get(f"/changes/{change['id']}", base_url=SITE, headers=basic("carol"))
+    html = answer.data.decode()
+    shown = Page(answer.data)
+    well_formed(shown)
+    assert shown.scripts == 0
+    # The changed line, its words marked; the added line; the lines around kept.
+    assert re.search(r'<tr class="removed">\s*<td class="num">3</td><td class="num"></td>', html)
+    assert "The builder runs the nightly <ins>and weekly </ins>jobs." in html
+    assert "<ins>&lt;script&gt;alert(1)&lt;/script&gt;</ins>" in html
+    assert "Ask in #tools." in shown.text
+    assert "version changed" in shown.text
+
+
 def test_a_hostile_value_is_shown_inert(client: FlaskClient, web_description: str) -> None:
     assert client.patch("/v1/projects/web", json={"description": HOSTILE},
                         headers=basic("carol")).status_code == 200

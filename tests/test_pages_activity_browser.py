@@ -79,6 +79,33 @@ def test_recent_changes_and_a_change_with_its_diff(carol_browser: WebDriver,
     shown_everywhere(browser, "activity-change-diff")
 
 
+def test_a_documentation_edit_reads_like_a_wiki_diff(carol_browser: WebDriver,
+                                                     pages_api: ServedApi) -> None:
+    status, body = pages_api.request("GET", "/v1/projects/web/documentation", None,
+                                     basic("carol"))
+    assert status == 200
+    version = json.loads(body)["version"]
+    for text in ("# Web\n\nThe web servers serve www and the wiki.\n\n## Deploying\n\n"
+                 "1. Log it with `!log web deployed X`.\n2. Run the deploy.\n",
+                 "# Web\n\nThe web servers serve www, the wiki and the blog.\n\n"
+                 "## Deploying\n\n1. Log it with `!log web deployed X`.\n"
+                 "2. Run the deploy from the builder.\n3. Check the front page.\n"):
+        status, body = pages_api.request("PUT", "/v1/projects/web/documentation",
+                                         {"text": text, "version": version}, basic("carol"))
+        assert status == 200, body
+        version = json.loads(body)["version"]
+    browser = carol_browser
+    browser.get(f"{pages_api.url}/changes?action=project.documentation")
+    browser.find_element(By.CSS_SELECTOR, "table.changes tbody tr td a").click()
+    wait_for(browser, "table.text-diff")
+    added = [element.text for element in browser.find_elements(By.CSS_SELECTOR, ".diff ins")]
+    # The edited line marks the words that came; the new line came whole.
+    assert added[-3:-1] == [" from the builder", "3. Check the front page."]
+    assert "2. Run the deploy from the builder." in browser.find_element(
+        By.CSS_SELECTOR, "table.text-diff").text
+    shown_everywhere(browser, "activity-change-documentation")
+
+
 def test_the_combined_log_is_public_and_readable(browser: WebDriver,
                                                  pages_api: ServedApi) -> None:
     for project, message in (("web", "restarted nginx on web1"),

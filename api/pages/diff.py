@@ -18,6 +18,8 @@ from typing import Any, Literal
 LONG_TEXT = 80
 # Lines of context around each changed part of a text.
 CONTEXT = 2
+# How alike two lines must be (difflib's ratio of their words) to be shown as one edited.
+ALIKE = 0.5
 
 Kind = Literal["added", "removed", "changed", "unchanged"]
 Mark = Literal["same", "del", "ins"]
@@ -132,19 +134,28 @@ def line_diff(before: str, after: str) -> list[Line]:
                           for i in range(i1, i2)]
                 continue
             removed, added = old[i1:i2], new[j1:j2]
-            if tag == "replace" and len(removed) == len(added):
-                for offset, (was, now) in enumerate(zip(removed, added, strict=True)):
-                    was_pieces, now_pieces = _word_diff(was, now)
-                    lines.append(Line(i1 + offset + 1, None, was_pieces))
-                    lines.append(Line(None, j1 + offset + 1, now_pieces))
-                continue
+            # Lines replaced in order are paired while they stay alike (a line edited),
+            # and their words compared; the rest went or came whole.
+            paired = 0
+            while paired < min(len(removed), len(added)) and _alike(removed[paired],
+                                                                     added[paired]):
+                was_pieces, now_pieces = _word_diff(removed[paired], added[paired])
+                lines.append(Line(i1 + paired + 1, None, was_pieces))
+                lines.append(Line(None, j1 + paired + 1, now_pieces))
+                paired += 1
             lines += [Line(i1 + offset + 1, None, (("del", text),))
-                      for offset, text in enumerate(removed)]
+                      for offset, text in enumerate(removed[paired:], paired)]
             lines += [Line(None, j1 + offset + 1, (("ins", text),))
-                      for offset, text in enumerate(added)]
+                      for offset, text in enumerate(added[paired:], paired)]
     if groups and groups[-1][-1][2] < len(old):
         lines.append(Line(None, None, (), gap=True))
     return lines
+
+
+def _alike(was: str, now: str) -> bool:
+    """Whether ``now`` reads as an edit of ``was`` (half their words or more the same)."""
+    return difflib.SequenceMatcher(None, _WORDS.findall(was), _WORDS.findall(now),
+                                   autojunk=False).ratio() >= ALIKE
 
 
 def _word_diff(was: str, now: str) -> tuple[tuple[tuple[Mark, str], ...],
@@ -163,4 +174,15 @@ def _word_diff(was: str, now: str) -> tuple[tuple[tuple[Mark, str], ...],
             before.append(("del", "".join(old[i1:i2])))
         if j2 > j1:
             after.append(("ins", "".join(new[j1:j2])))
-    return tuple(before), tuple(after)
+    return _joined(before), _joined(after)
+
+
+def _joined(pieces: list[tuple[Mark, str]]) -> tuple[tuple[Mark, str], ...]:
+    """``pieces`` with neighbours of the same mark made one."""
+    joined: list[tuple[Mark, str]] = []
+    for mark, text in pieces:
+        if joined and joined[-1][0] == mark:
+            joined[-1] = (mark, joined[-1][1] + text)
+        else:
+            joined.append((mark, text))
+    return tuple(joined)
