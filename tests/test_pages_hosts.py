@@ -391,6 +391,25 @@ def test_variables_are_set_and_removed_within_the_apis_rules(client: FlaskClient
             "host.create", "host.update", "host.update"]
 
 
+def test_a_host_takes_a_branch_of_its_own_and_gives_it_back(client: FlaskClient) -> None:
+    with host(client, "page1"):
+        logged_in(client, "carol")
+        assert post(client, f"/hosts/{HOST}/branch", branch="feature/motd").status_code == 303
+        assert view(client)["branch"] == "feature/motd"
+        shown = text(page(client, f"/hosts/{HOST}"))
+        assert "The branch is feature/motd." in shown
+        assert "Environment feature_motd, from the branch feature/motd (set by host)." in shown
+        refused = post(client, f"/hosts/{HOST}/branch", branch="feature..motd")
+        api = client.patch(f"/v1/hosts/{HOST}", json={"branch": "feature..motd"},
+                           headers=basic("carol"))
+        assert refused.status_code == api.status_code == 422
+        assert api.json["error"] in html.unescape(refused.get_data(as_text=True))
+        assert post(client, f"/hosts/{HOST}/branch", branch="").status_code == 303
+        assert view(client)["branch"] is None
+        assert [change["action"] for change in changes(client, HOST)] == [
+            "host.create", "host.update", "host.update"]
+
+
 def test_a_form_without_its_csrf_token_changes_nothing(client: FlaskClient) -> None:
     with host(client, "page1", classes=["motd"]):
         logged_in(client, "carol")

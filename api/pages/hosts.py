@@ -274,6 +274,15 @@ def host_variable(fqdn: str) -> Any:
                    lambda current: {"variables": {**current["variables"], name: value}})
 
 
+@blueprint.post("/hosts/<fqdn>/branch")
+def host_branch(fqdn: str) -> Any:
+    # An empty field is no branch of its own: the host follows its project's.
+    branch = _field("branch") or None
+    return _change(fqdn, "branch", f"The branch is {branch}." if branch
+                   else "The host follows its project's branch.",
+                   lambda current: {"branch": branch})
+
+
 @blueprint.route("/hosts/<fqdn>/delete", methods=["GET", "POST"])
 def host_delete(fqdn: str) -> Any:
     """A page asking to confirm; its POST deletes the host, its instance first."""
