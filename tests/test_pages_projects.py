@@ -17,7 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from opslab.api import documents
+from opslab.api import context, documents
+from opslab.api.store import CiRun
 from tests.conftest import basic
 from tests.test_pages_session import PASSWORDS, SITE, Tags, log_in, token
 
@@ -469,3 +470,28 @@ def test_other_forms_keep_the_usual_body_limit(client: FlaskClient) -> None:
     as_person(client, "carol")
     answer = post(client, f"{PAGE}/log", {"message": "x" * app.config["MAX_CONTENT_LENGTH"]})
     assert answer.status_code == 413
+
+
+# CI runs: those that cloned (or left out) one of the project's hosts.
+
+def test_the_page_shows_the_ci_runs_of_its_hosts(client: FlaskClient) -> None:
+    def run(number: int, original: str, left_out: list[str]) -> CiRun:
+        return CiRun(event_digest=f"{number:064x}", event_key=f"event {number}",
+                     gerrit_project="operations/puppet", change=number, patchset=1,
+                     revision="a" * 40, branch="production", trigger="check infra",
+                     requested_by="olga", state="passed", vote=1, version=1, left_out=left_out,
+                     hosts=[{"original": original, "clone": None, "result": "passed"}],
+                     subject=f"change number {number}")
+
+    app: Flask = client.application
+    with app.app_context(), context.session() as session:
+        session.add_all([run(101, "web1.web.example.org", []),
+                         run(102, "builder.example.org", []),
+                         run(103, "builder.example.org", ["web1.web.example.org"])])
+        session.commit()
+    as_person(client, "dave")
+    html = client.get(PAGE, base_url=SITE).data.decode()
+    ci = html[html.index('<section id="ci"'):]
+    assert "change number 101" in ci
+    assert "change number 103" in ci
+    assert "change number 102" not in ci
