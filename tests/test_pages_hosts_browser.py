@@ -162,6 +162,23 @@ def test_everyone_sees_a_failed_run_with_its_failure_inert(carol_browser: WebDri
     assert "failing" in browser.find_element(By.CSS_SELECTOR, "dl.facts").text
     shown_everywhere(browser, "host-failing")
 
+    # The project's page lists it with its last run and smoke status, and links to it.
+    browser.get(f"{pages_api.url}/projects/web")
+    row = browser.find_element(By.XPATH, f"//table[contains(@class, 'hosts')]//tr[th/a[text()="
+                                         f"'{FAILING}']]")
+    assert "failed" in row.text
+    assert "1 failed" in row.text
+    assert "cdcdcdcdcdcd" in row.text
+    browser.set_window_size(*PHONE)
+    try:
+        assert browser.execute_script("return document.documentElement.scrollWidth") \
+            <= PHONE[0]
+        screenshot(browser, "project-hosts-phone", PHONE)
+    finally:
+        browser.set_window_size(1280, 900)
+    row.find_element(By.LINK_TEXT, FAILING).click()
+    wait_for(browser, "ul.failures")
+
 
 def test_a_member_deletes_a_host_after_confirming(carol_browser: WebDriver,
                                                   pages_api: ServedApi, standin: StandIn,
