@@ -9,6 +9,7 @@ branch, description) it puts back.
 
 import html
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.test_pages_session import PASSWORDS, SITE, Tags, log_in, token
 
 PROJECT = "web"
 PAGE = f"/projects/{PROJECT}"
+EDITORS = 6
 
 
 def as_person(client: FlaskClient, uid: str) -> FlaskClient:
@@ -495,3 +497,35 @@ def test_the_page_shows_the_ci_runs_of_its_hosts(client: FlaskClient) -> None:
     assert "change number 101" in ci
     assert "change number 103" in ci
     assert "change number 102" not in ci
+
+
+@pytest.mark.parametrize("since", [0, 1])
+def test_edits_made_at_once_from_one_version_store_one(stored_client: FlaskClient,
+                                                       since: int) -> None:
+    """The first edit (an insert) and a later one (a compare-and-swap): of edits sent at
+    once from the same version, one is stored and recorded, the others refused (409)."""
+    url = f"/v1/projects/{PROJECT}/documentation"
+    if since:
+        assert stored_client.put(url, headers=basic("carol"),
+                                 json={"text": "first", "version": 0}).status_code == 200
+    app: Flask = stored_client.application
+    start = threading.Barrier(EDITORS)
+    statuses: list[int] = []
+
+    def edit(number: int) -> None:
+        with app.test_client() as own:
+            start.wait()
+            statuses.append(own.put(url, headers=basic("carol"),
+                                    json={"text": f"edit {number}", "version": since}).status_code)
+
+    editors = [threading.Thread(target=edit, args=(number,)) for number in range(EDITORS)]
+    for editor in editors:
+        editor.start()
+    for editor in editors:
+        editor.join(timeout=60)
+    assert sorted(statuses) == [200] + [409] * (EDITORS - 1)
+    stored = stored_client.get(url, headers=basic("carol")).json
+    assert stored["version"] == since + 1
+    records = changes(stored_client, "project.documentation")
+    assert len(records) == since + 1
+    assert records[0]["after"] == {"text": stored["text"], "version": since + 1}
