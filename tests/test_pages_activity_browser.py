@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import Select
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.browser import PHONE, assert_accessible, screenshot, wait_for
+from tests.browser import PAGE_DEADLINE, PHONE, assert_accessible, screenshot, wait_for
 from tests.conftest import basic
 from tests.served_api import ServedApi
 from tests.test_api_ci import RUN, as_ci, ci_account  # noqa: F401 (a fixture)
@@ -21,6 +21,14 @@ from tests.test_pages_activity import HOSTILE
 def call(api: ServedApi, method: str, path: str, body: Any, uid: str = "carol") -> Any:
     status, _ = api.request(method, path, body, basic(uid))
     assert status in (200, 201, 204), (method, path, status)
+
+
+def submit(browser: WebDriver, form: str, asked: str) -> None:
+    """Send ``form`` and wait for the page it asks for (its URL holds ``asked``): the page
+    before it has the same table."""
+    browser.find_element(By.CSS_SELECTOR, f"{form} button[type=submit]").click()
+    WebDriverWait(browser, PAGE_DEADLINE).until(lambda driver: asked in driver.current_url)
+    wait_for(browser, "footer.site")
 
 
 def shown_everywhere(browser: WebDriver, name: str) -> None:
@@ -63,9 +71,7 @@ def test_recent_changes_and_a_change_with_its_diff(carol_browser: WebDriver,
     assert browser.find_element(By.TAG_NAME, "h1").text == "Recent changes"
     shown_everywhere(browser, "activity-changes")
     browser.find_element(By.ID, "filter-action").send_keys("project.update")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    wait_for(browser, "table.changes")
-    assert "action=project.update" in browser.current_url
+    submit(browser, "form.filters", "action=project.update")
     browser.find_element(By.CSS_SELECTOR, "table.changes tbody tr td a").click()
     wait_for(browser, "table.text-diff")
     assert browser.find_element(By.TAG_NAME, "h1").text.endswith("project.update web")
@@ -122,7 +128,8 @@ def test_the_combined_log_is_public_and_readable(browser: WebDriver,
     assert [feed.get_attribute("href") for feed in feeds] == [f"{pages_api.url}/v1/log.atom"]
     shown_everywhere(browser, "activity-log")
     browser.find_element(By.LINK_TEXT, "The whole log of web").click()
-    wait_for(browser, "table.log")
+    WebDriverWait(browser, PAGE_DEADLINE).until(
+        lambda driver: driver.current_url.endswith("/log/web"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Server Admin Log of web"
 
 
@@ -151,8 +158,7 @@ def test_ci_runs_and_a_run(carol_browser: WebDriver, pages_api: ServedApi) -> No
     assert browser.find_element(By.TAG_NAME, "h1").text == "CI runs"
     shown_everywhere(browser, "activity-ci-runs")
     Select(browser.find_element(By.ID, "filter-state")).select_by_visible_text("failed")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    wait_for(browser, "table.ci-runs")
+    submit(browser, "form.filters", "state=failed")
     rows = browser.find_elements(By.CSS_SELECTOR, "table.ci-runs tbody tr")
     assert len(rows) == 1
     rows[0].find_element(By.LINK_TEXT, str(run["id"])).click()
@@ -183,8 +189,7 @@ def test_the_host_query(carol_browser: WebDriver, pages_api: ServedApi,
     assert browser.find_element(By.TAG_NAME, "h1").text == "Hosts"
     browser.find_element(By.ID, "class-1").send_keys("prometheus::node")
     browser.find_element(By.ID, "var-1").send_keys("cluster=eqiad")
-    browser.find_element(By.CSS_SELECTOR, "form.query button").click()
-    wait_for(browser, "table.query-hosts")
+    submit(browser, "form.query", "class=prometheus")
     names = [cell.text for cell in
              browser.find_elements(By.CSS_SELECTOR, "table.query-hosts tbody th")]
     assert names == query_hosts[:1]

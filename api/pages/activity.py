@@ -19,7 +19,7 @@ from .. import adminlog, audit, ciruns, context
 from ..auth import person
 from ..errors import Invalid
 from ..store import LogEntry
-from . import blueprint
+from .blueprint import blueprint
 from .diff import diff_documents
 from .format import visible
 
@@ -117,7 +117,8 @@ def projects_by_latest_entry(limit: int) -> list[str]:
 def log() -> Any:
     sections = [(project, adminlog.entries(project, LOG_PER_PROJECT))
                 for project in projects_by_latest_entry(LOG_PROJECTS)]
-    return render_template("log.html", sections=sections, per_project=LOG_PER_PROJECT)
+    return render_template("log.html", sections=sections, per_project=LOG_PER_PROJECT,
+                           most_projects=LOG_PROJECTS)
 
 
 @blueprint.get("/log/<project>")
