@@ -15,14 +15,13 @@ Every form carries a CSRF token (Flask-WTF), checked before any handler runs.
 from datetime import timedelta
 from pathlib import Path
 
-from flask import Blueprint, Flask
-from flask_wtf.csrf import CSRFProtect
+from flask import Flask
 
 from opslab.config import Config, ConfigError
 
-blueprint = Blueprint("pages", __name__, template_folder="templates",
-                      static_folder="static", static_url_path="/pages-static")
-csrf = CSRFProtect()
+# Imported for their effect: each adds its routes, filters or handlers to the blueprint.
+from . import activity, errors, format, hosts, projects, query, session, views  # noqa: F401
+from .blueprint import blueprint, csrf
 
 # How long a form's CSRF token lasts: a person may take a while to write a
 # project's documentation, but not a day.
@@ -51,8 +50,6 @@ def register(app: Flask, config: Config) -> None:
         WTF_CSRF_SSL_STRICT=True,
     )
     csrf.init_app(app)
-    from . import activity, errors, format, hosts, projects, query, session, views  # noqa: F401  (they join the blueprint)
-
     app.register_blueprint(blueprint)
 
 
@@ -66,5 +63,5 @@ def _secret(path: str | None) -> bytes | None:
                           f"{error.strerror}") from None
     if len(secret) < MIN_SECRET_BYTES:
         raise ConfigError(f"api.session_secret_file {path} holds {len(secret)} bytes; "
-                             f"it needs at least {MIN_SECRET_BYTES} random ones")
+                          f"it needs at least {MIN_SECRET_BYTES} random ones")
     return secret

@@ -12,7 +12,7 @@ from flask import render_template, request, url_for
 from flask_wtf.csrf import CSRFError
 
 from ..failures import HANDLED, answer
-from . import blueprint
+from .blueprint import blueprint
 
 
 def _page(error: Exception) -> Any:

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
-from . import blueprint
+from .blueprint import blueprint
 from .markdown import render
 
 

@@ -29,7 +29,7 @@ from ..contract import parse_json
 from ..errors import Invalid, Refused
 from ..failures import HANDLED, answer
 from ..store import AgentState, HostToken, Instance, SmokeResult
-from . import blueprint
+from .blueprint import blueprint
 
 RUNS_SHOWN = 10  # the host page's last runs, newest first
 # The JSON routes whose bodies the forms build: their schemas check the forms' too.

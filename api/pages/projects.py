@@ -27,7 +27,7 @@ from ..auth import may_add_member, may_change_project, may_remove_member, person
 from ..contract import parse_json
 from ..errors import Refused
 from ..failures import HANDLED, answer
-from . import blueprint
+from .blueprint import blueprint
 from .format import markdown
 from .hosts import project_hosts
 

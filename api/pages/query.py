@@ -14,7 +14,7 @@ from flask import Response, g, jsonify, render_template, request
 from .. import hosts
 from ..auth import person
 from ..errors import Invalid
-from . import blueprint
+from .blueprint import blueprint
 
 FILTERS = ("project", "class", "var", "failing")
 FORMATS = ("html", "json", "csv")

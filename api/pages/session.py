@@ -13,7 +13,7 @@ from flask import current_app, flash, g, redirect, render_template, request, ses
 
 from ..auth import log_in, still_allowed
 from ..errors import Refused
-from . import blueprint, csrf
+from .blueprint import blueprint, csrf
 
 MAX_PASSWORD = 1024  # bytes: a longer one is refused before the directory sees it
 

@@ -5,7 +5,7 @@ from typing import Any
 from flask import current_app, g, redirect, url_for
 from werkzeug.wrappers import Response
 
-from . import blueprint
+from .blueprint import blueprint
 
 # The navigation bar: (endpoint, label), in the order shown.
 SECTIONS = (("pages.projects", "Projects"), ("pages.changes", "Recent changes"),
