@@ -20,11 +20,12 @@ exists, exactly as the ENC classifies it.
 
 import json
 import secrets
+from collections import Counter
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from opslab.directory import attribute_values, fill_filter
+from opslab.directory import Search, attribute_values, fill_filter
 from opslab.enc.classifier import Classifier
 from opslab.names import (
     InvalidName,
@@ -129,6 +130,12 @@ def changed_entry(before: Attributes, host: dict[str, Any]) -> Attributes:
     return after
 
 
+def entry_name(entry: Attributes) -> str:
+    """The name of a host entry (entries written for Puppet's old terminus have only cn)."""
+    return (attribute_values(entry, "associatedDomain") or attribute_values(entry, "dc")
+            or attribute_values(entry, "cn") or [""])[0]
+
+
 def from_entry(entry: Attributes) -> dict[str, Any]:
     """The Puppet settings of a host (or project) entry; ``project`` is its opslabProject."""
     def values(name: str) -> list[str]:
@@ -145,8 +152,7 @@ def from_entry(entry: Attributes) -> dict[str, Any]:
         class_parameters.setdefault(class_name, {})[name] = value
     variables = dict(value.partition("=")[::2] for value in values("puppetVar"))
     return {
-        # Entries written for Puppet's old terminus are named by cn only.
-        "name": (values("associatedDomain") or values("dc") or values("cn") or [""])[0],
+        "name": entry_name(entry),
         "project": next(iter(values("opslabProject")), None),
         "classes": values("puppetClass"),
         "class_parameters": class_parameters,
@@ -159,17 +165,20 @@ def from_entry(entry: Attributes) -> dict[str, Any]:
 def documents(entries: list[Attributes]) -> list[dict[str, Any]]:
     """The host documents of ``entries``, each with its project by the one rule."""
     hosts = [from_entry(entry) for entry in entries]
-    guesses = {}
-    for host in hosts:
-        project, named = host_project(host["project"], host["name"])
+    for host, project in zip(hosts, projects_of([(host["project"], str(host["name"]))
+                                                 for host in hosts]), strict=True):
         host["project"] = project
-        if project is not None and not named:
-            guesses[host["name"]] = project
-    existing = _existing_projects(set(guesses.values()))
-    for host in hosts:
-        if host["name"] in guesses:
-            host["project"] = guesses[host["name"]] if guesses[host["name"]] in existing else None
     return hosts
+
+
+def projects_of(hosts: list[tuple[str | None, str]]) -> list[str | None]:
+    """The project of each host given as (its opslabProject, its name), by the one rule
+    (:func:`opslab.names.host_project`); the projects guessed from names are checked to
+    exist in one search."""
+    decided = [host_project(named, name) for named, name in hosts]
+    existing = _existing_projects({project for project, named in decided
+                                   if project is not None and not named})
+    return [project if named or project in existing else None for project, named in decided]
 
 
 def _existing_projects(names: set[str]) -> set[str]:
@@ -239,6 +248,24 @@ def query(projects: list[str], classes: list[str], variables: list[str],
         return hosts
     failing_names = history.failing_hosts([str(host["name"]) for host in hosts])
     return [host for host in hosts if (host["name"] in failing_names) == failing]
+
+
+# What the one project rule reads of a host entry: its name (entry_name) and opslabProject.
+_PROJECT_ATTRIBUTES = ["associatedDomain", "dc", "cn", "opslabProject"]
+
+
+def counts_by_project() -> Counter[str]:
+    """How many hosts each project has, by the one project rule (the list of projects).
+
+    One search reading only what the rule needs: a site's every host, with all
+    its classes and parameters parsed, would take seconds.
+    """
+    [found] = context.directory().writer().search([Search(
+        context.config().hosts_base_dn, "(objectClass=puppetClient)", _PROJECT_ATTRIBUTES,
+        scope="one", optional_base=True)])
+    hosts = [(next(iter(attribute_values(entry.attributes, "opslabProject")), None),
+              entry_name(entry.attributes)) for entry in found]
+    return Counter(project for project in projects_of(hosts) if project is not None)
 
 
 def view(actor: Actor | None, fqdn: str) -> dict[str, Any]:

@@ -20,7 +20,9 @@ directory and SQL reads both make. One run of this script:
 4. Times each pair, interleaved (the order rotating each round), over
    ``--rounds`` rounds (default 15), each request on a fresh connection:
 
-   * ``projects``: ``/projects`` (the 500 projects) beside ``/v1/projects``;
+   * ``projects``: ``/projects`` (the 500 projects, with their members and how many
+     hosts each has) beside ``/v1/projects`` and ``/v1/hosts`` (the JSON API
+     counts no hosts: a script reads them all);
    * ``project``: ``/projects/P`` beside ``/v1/projects/P``,
      ``/v1/hosts?project=P`` and ``/v1/projects/P/documentation`` in turn;
    * ``host``: ``/hosts/FQDN`` beside ``/v1/hosts/FQDN``,
@@ -156,7 +158,7 @@ def log_in(port: int) -> dict[str, str]:
 def pairs(host: str) -> dict[str, tuple[str, list[str], tuple[str, ...]]]:
     """Each scenario: (the page, the JSON requests carrying its data, what the page shows)."""
     return {
-        "projects": ("/projects", ["/v1/projects"], ("proj499",)),
+        "projects": ("/projects", ["/v1/projects", "/v1/hosts"], ("proj499",)),
         "project": (f"/projects/{PROJECT}",
                     [f"/v1/projects/{PROJECT}", f"/v1/hosts?project={PROJECT}",
                      f"/v1/projects/{PROJECT}/documentation"], (host, "step 59")),

@@ -13,7 +13,6 @@ nothing changed; one that is taken redirects to the page (Post/Redirect/Get).
 
 import json
 import re
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +50,7 @@ _HEADING = re.compile(r"<(/?)h([1-6])>")
 @blueprint.get("/projects")
 def projects() -> Any:
     person(g.actor)
-    instances = Counter(str(host["project"]) for host in host_rules.query([], [], []))
+    instances = host_rules.counts_by_project()
     return render_template("projects.html", projects=project_rules.overviews(),
                            instances=instances, listed=MEMBERS_LISTED)
 
