@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 
 from opslab.api.app import create_app
 from opslab.api.monitoring import LABEL_NAME
+from opslab.api.pages.activity import latest_by_project
 from opslab.api.pages.diff import diff_documents, line_diff
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import api_config, basic
@@ -271,6 +272,22 @@ def test_the_combined_log_is_public_and_orders_projects_by_their_latest_entry(
     assert ("/v1/projects/web/log.atom", "the log of web (Atom)") in web.links
     # Anonymous visitors land on the log.
     assert client.get("/", base_url=SITE).headers["Location"] == "/log"
+
+
+def test_the_combined_log_takes_each_projects_newest_entries_on_every_database(
+        stored_client: FlaskClient) -> None:
+    # Two queries whatever the number of projects: a window function, which SQLite,
+    # PostgreSQL and MariaDB each must run.
+    for number in range(7):
+        project = ("web", "tools", "operations")[number % 3]
+        assert stored_client.post(f"/v1/projects/{project}/log",
+                                  json={"message": f"entry {number}"},
+                                  headers=basic("olga")).status_code == 201
+    with stored_client.application.app_context():
+        sections = latest_by_project(2, 2)
+    assert [(project, [entry.message for entry in entries])
+            for project, entries in sections] == [("web", ["entry 6", "entry 3"]),
+                                                 ("operations", ["entry 5", "entry 2"])]
 
 
 def test_a_hostile_log_message_is_shown_inert(client: FlaskClient) -> None:
