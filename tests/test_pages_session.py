@@ -14,6 +14,7 @@ from opslab.api.app import create_app
 from opslab.api.pages.markdown import render
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import PASSWORDS, api_config, basic
+from tests.test_logbot_api import BOT, BOT_PASSWORD, add_bot_account
 
 SITE = "https://opslab.example.org"
 
@@ -194,4 +195,15 @@ def test_behind_a_trusted_proxy_a_form_from_another_site_is_refused(
                           data={"csrf_token": token(form.data), "uid": "carol",
                                 "password": PASSWORDS["carol"]})
     assert answer.status_code == 302
+    app.extensions["opslab.engine"].dispose()
+
+
+def test_a_bot_account_may_not_log_in_to_the_pages(
+        tmp_path: Path, slapd: ThrowawaySlapd, people: None) -> None:
+    """The bot role may only post Server Admin Log entries for a nick (docs/logbot.md)."""
+    add_bot_account(slapd, BOT, BOT_PASSWORD)
+    app = create_app(api_config(tmp_path, slapd, bot_accounts=[BOT]))
+    status, headers = log_in(app.test_client(), BOT, BOT_PASSWORD)
+    assert status == 403
+    assert "opslab_session" not in headers.get("Set-Cookie", "")
     app.extensions["opslab.engine"].dispose()
