@@ -21,7 +21,8 @@ exists, exactly as the ENC classifies it.
 import json
 import secrets
 from collections import Counter
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -222,6 +223,38 @@ def existing(fqdn: str) -> tuple[str, Attributes, dict[str, Any]]:
                            + "; ".join(dn for dn, _ in found[:5]))
     dn, entry = found[0]
     return dn, entry, documents([entry])[0]
+
+
+QUERY_FILTERS = ("project", "class", "var", "failing")
+
+
+class Filters(NamedTuple):
+    """A host query's filters (see :func:`query`)."""
+
+    projects: list[str]
+    classes: list[str]
+    variables: list[str]
+    failing: bool | None
+
+
+def parse_filters(given: Mapping[str, list[str]]) -> Filters:
+    """The filters of a host query from a request's parameters (each with its values):
+    ``project``, ``class``, ``var`` (``NAME=VALUE``), ``failing`` (``true`` or
+    ``false``, once); Invalid for anything else, saying what was wrong."""
+    unknown = sorted(set(given) - set(QUERY_FILTERS))
+    if unknown:
+        raise Invalid(f"unknown filters: {', '.join(name[:40] for name in unknown)} "
+                      f"(allowed: {', '.join(QUERY_FILTERS)})")
+    variables = list(given.get("var", []))
+    for assignment in variables:
+        if "=" not in assignment:
+            raise Invalid(f"var must be NAME=VALUE, got {assignment[:100]!r}")
+    failing = given.get("failing", [])
+    if len(failing) > 1 or (failing and failing[0] not in ("true", "false")):
+        raise Invalid(f"failing must be given once, as true or false, got "
+                      f"{', '.join(repr(value[:100]) for value in failing)}")
+    return Filters(list(given.get("project", [])), list(given.get("class", [])), variables,
+                   failing[0] == "true" if failing else None)
 
 
 def query(projects: list[str], classes: list[str], variables: list[str],

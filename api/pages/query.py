@@ -16,7 +16,6 @@ from ..auth import person
 from ..errors import Invalid
 from .blueprint import blueprint
 
-FILTERS = ("project", "class", "var", "failing")
 FORMATS = ("html", "json", "csv")
 CSV_COLUMNS = ("name", "project", "classes", "variables", "branch", "addresses")
 # A spreadsheet reads a cell starting with one of these as a formula (and tab and carriage
@@ -24,44 +23,26 @@ CSV_COLUMNS = ("name", "project", "classes", "variables", "branch", "addresses")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _given(name: str) -> list[str]:
-    """The values of the filter ``name``; an empty field (a form left blank) is none."""
-    return [value for value in request.args.getlist(name) if value.strip()]
-
-
-def _failing() -> bool | None:
-    given = _given("failing")
-    if not given:
-        return None
-    if len(given) > 1 or given[0] not in ("true", "false"):
-        raise Invalid("failing must be given once, as true or false")
-    return given[0] == "true"
-
-
 @blueprint.get("/query")
 def query() -> Any:
     person(g.actor)
-    unknown = sorted(set(request.args) - {*FILTERS, "format"})
-    if unknown:
-        raise Invalid(f"unknown filters: {', '.join(name[:40] for name in unknown)} "
-                      f"(allowed: {', '.join(FILTERS)})")
     answer = request.args.get("format") or "html"
     if answer not in FORMATS:
         raise Invalid(f"format must be one of {', '.join(FORMATS)}")
-    projects, classes, variables = _given("project"), _given("class"), _given("var")
-    for assignment in variables:
-        if "=" not in assignment:
-            raise Invalid(f"var must be NAME=VALUE, got {assignment[:100]!r}")
-    failing = _failing()
-    found = hosts.query(projects, classes, variables, failing)
+    # A field of the form left blank filters nothing.
+    filled = {name: [value for value in values if value.strip()]
+              for name, values in request.args.to_dict(flat=False).items() if name != "format"}
+    given = {name: values for name, values in filled.items() if values}
+    filters = hosts.parse_filters(given)
+    found = hosts.query(*filters)
     if answer == "json":
         return jsonify(found)
     if answer == "csv":
         return Response(as_csv(found), mimetype="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="hosts.csv"'})
-    asked = {name: _given(name) for name in FILTERS if _given(name)}
-    return render_template("query.html", hosts=found, asked=asked, projects=projects,
-                           classes=classes, variables=variables, failing=failing)
+    return render_template("query.html", hosts=found, asked=given, projects=filters.projects,
+                           classes=filters.classes, variables=filters.variables,
+                           failing=filters.failing)
 
 
 def as_csv(found: list[dict[str, Any]]) -> str:

@@ -7,10 +7,8 @@ from flask import Blueprint, g, jsonify, request
 from .. import hosts, instances, projects
 from ..auth import person, project_membership
 from ..contract import request_document
-from ..errors import Invalid
 
 blueprint = Blueprint("projects", __name__)
-QUERY_FILTERS = ("project", "class", "var", "failing")
 
 
 @blueprint.get("/projects")
@@ -32,27 +30,7 @@ def query() -> Any:
     """Hosts by project, class, variable value and whether they are failing:
     ``?class=role::web&var=cluster=eqiad&failing=true``."""
     person(g.actor)
-    unknown = sorted(set(request.args) - set(QUERY_FILTERS))
-    if unknown:
-        raise Invalid(f"unknown filters: {', '.join(unknown)} "
-                      f"(allowed: {', '.join(QUERY_FILTERS)})")
-    variables = request.args.getlist("var")
-    for assignment in variables:
-        if "=" not in assignment:
-            raise Invalid(f"var must be NAME=VALUE, got {assignment[:100]!r}")
-    return jsonify(hosts.query(request.args.getlist("project"), request.args.getlist("class"),
-                               variables, _failing()))
-
-
-def _failing() -> bool | None:
-    """The ``failing`` filter: True, False, or None when it is not given."""
-    given = request.args.getlist("failing")
-    if not given:
-        return None
-    if len(given) > 1 or given[0] not in ("true", "false"):
-        raise Invalid(f"failing must be given once, as true or false, got "
-                      f"{', '.join(repr(value[:100]) for value in given)}")
-    return given[0] == "true"
+    return jsonify(hosts.query(*hosts.parse_filters(request.args.to_dict(flat=False))))
 
 
 @blueprint.post("/projects")
