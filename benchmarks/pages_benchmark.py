@@ -27,7 +27,8 @@ directory and SQL reads both make. One run of this script:
      ``/v1/hosts?project=P`` and ``/v1/projects/P/documentation`` in turn;
    * ``host``: ``/hosts/FQDN`` beside ``/v1/hosts/FQDN``,
      ``/v1/hosts/FQDN/reports`` and ``/v1/nodes/FQDN``;
-   * ``log``: ``/log`` beside ``/v1/log``, both anonymous (the log is public);
+   * ``log``: ``/log`` (20 projects, their 10 newest entries each) beside
+     ``/v1/log?limit=200`` (as many entries), both anonymous (the log is public);
    * ``changes``: ``/changes`` beside ``/v1/changes``.
 
 5. Prints each pair's medians and the ratio page / JSON, against the
@@ -165,7 +166,7 @@ def pairs(host: str) -> dict[str, tuple[str, list[str], tuple[str, ...]]]:
         "host": (f"/hosts/{host}",
                  [f"/v1/hosts/{host}", f"/v1/hosts/{host}/reports", f"/v1/nodes/{host}"],
                  ("Service[app1]",)),
-        "log": ("/log", ["/v1/log"], ("restarted app199",)),
+        "log": ("/log", ["/v1/log?limit=200"], ("restarted app199",)),
         "changes": ("/changes", ["/v1/changes"], (PROJECT,)),
     }
 
