@@ -233,6 +233,19 @@ def _check_text(text: str, where: str, is_key: bool = False) -> None:
 Body = Callable[[], dict[str, Any]]
 
 
+def body_for(rule: str, method: str, document: Any) -> Any:
+    """``document`` as the operation ``method`` ``rule`` (a Flask rule or an OpenAPI path)
+    takes it for its body: the same parsing as a request's (what no field may hold) and the
+    same schema; else Invalid, in the API's words. The pages' forms come here."""
+    from flask import current_app
+
+    contract: Contract = current_app.extensions["opslab.contract"]
+    validator = contract.body_validator(rule, method)
+    if validator is None:
+        raise RuntimeError(f"{method} {rule} takes no body in the OpenAPI document")
+    return contract.check(validator, parse_json(json.dumps(document).encode()))
+
+
 def request_document(app: Flask | None = None) -> Any:
     """The current request's JSON body, validated against its operation's schema.
 

@@ -5,8 +5,8 @@ Reading goes through the modules the JSON API's handlers call
 :mod:`opslab.api.instances`, :mod:`opslab.api.targets`). Every write goes
 through :func:`opslab.api.hosts.create`, ``update`` or ``delete``, the
 functions the JSON routes call, with a ``read_body`` built from the form and
-checked as the JSON route checks its body (:func:`_checked`: the same JSON
-parsing and the same operation's schema in ``api/openapi.yaml``), so the
+checked as the JSON route checks its body (:func:`opslab.api.contract.body_for`:
+the same JSON parsing and the same operation's schema in ``api/openapi.yaml``), so the
 rules, the validation, the refusals' words and the audit records are the
 API's. A form changing one class parameter or variable reads the host when
 the change is made (inside ``read_body``, after the access check), so a
@@ -25,7 +25,7 @@ from sqlalchemy import and_, select
 from .. import context, history, instances, targets
 from .. import hosts as host_rules
 from ..auth import may_change_project, person
-from ..contract import parse_json
+from ..contract import body_for, parse_json
 from ..errors import Invalid, Refused
 from ..failures import HANDLED, answer
 from ..store import AgentState, HostToken, Instance, SmokeResult
@@ -174,19 +174,6 @@ def host(fqdn: str) -> Any:
 
 # Changing a host: each form is one PATCH of the JSON API, through the same function.
 
-def _checked(route: tuple[str, str], document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` as the JSON route ``route`` would take it as its body: the same parsing
-    (what no field may hold) and the same operation's schema; else Invalid, in the API's
-    words."""
-    contract = context.contract()
-    validator = contract.body_validator(*route)
-    if validator is None:
-        raise RuntimeError(f"{route[1]} {route[0]} takes no body in the OpenAPI document")
-    checked: dict[str, Any] = contract.check(validator,
-                                             parse_json(json.dumps(document).encode()))
-    return checked
-
-
 def _change(fqdn: str, form: str, what: str,
             build: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
     """Change the host with the body ``build`` makes from the host as it is when the
@@ -196,7 +183,7 @@ def _change(fqdn: str, form: str, what: str,
 
     def read_body() -> dict[str, Any]:
         _, _, current = host_rules.existing(fqdn)
-        return _checked(CHANGE_ROUTE, build(current))
+        return body_for(*CHANGE_ROUTE, build(current))
 
     try:
         changed = host_rules.update(g.actor, fqdn, read_body)
@@ -326,7 +313,7 @@ def new_host(project: str) -> Any:
                                 if _field(key)}
     try:
         created, token = host_rules.create(g.actor, project,
-                                           lambda: _checked(CREATE_ROUTE, document))
+                                           lambda: body_for(*CREATE_ROUTE, document))
     except HANDLED as failure:
         status, message = answer(failure)
         return _new_host_form(project, request.form, message, status)

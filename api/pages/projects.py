@@ -11,7 +11,6 @@ project's page again with the API's words at the form, what was typed kept,
 nothing changed; one that is taken redirects to the page (Post/Redirect/Get).
 """
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -19,11 +18,11 @@ from typing import Any
 from flask import flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
-from .. import adminlog, audit, ciruns, context, documents
+from .. import adminlog, audit, ciruns, documents
 from .. import hosts as host_rules
 from .. import projects as project_rules
 from ..auth import may_add_member, may_change_project, may_remove_member, person
-from ..contract import parse_json
+from ..contract import body_for
 from ..errors import Refused
 from ..failures import HANDLED, answer
 from .blueprint import blueprint
@@ -78,7 +77,7 @@ def project_documentation(project: str) -> Any:
                              422, "documentation", {"text": text})
 
     def read_body() -> dict[str, Any]:
-        return _checked(DOCUMENTATION_ROUTE, {"text": text, "version": int(version)})
+        return body_for(*DOCUMENTATION_ROUTE, {"text": text, "version": int(version)})
 
     try:
         documents.update(g.actor, project, read_body)
@@ -97,7 +96,7 @@ def project_member_add(project: str) -> Any:
     uid = request.form.get("uid", "").strip()
     owner = request.form.get("owner") == "yes"
     try:
-        body = _checked(MEMBERS_ROUTE, {"uid": uid, "owner": owner})
+        body = body_for(*MEMBERS_ROUTE, {"uid": uid, "owner": owner})
         project_rules.add_member(g.actor, project, body["uid"], body["owner"])
     except HANDLED as failure:
         return _refused(project, failure, "members", {"uid": uid, "owner": owner})
@@ -124,7 +123,7 @@ def project_branch(project: str) -> Any:
 
     def read_body() -> dict[str, Any]:
         # An empty field is no branch of the project's own: its hosts follow production.
-        return _checked(PROJECT_ROUTE, {"branch": branch or None})
+        return body_for(*PROJECT_ROUTE, {"branch": branch or None})
 
     try:
         changed = project_rules.update(g.actor, project, read_body)
@@ -138,23 +137,11 @@ def project_branch(project: str) -> Any:
 def project_log_line(project: str) -> Any:
     message = request.form.get("message", "")
     try:
-        body = _checked(LOG_ROUTE, {"message": message})
+        body = body_for(*LOG_ROUTE, {"message": message})
         adminlog.record(g.actor, project, body["message"].strip())
     except HANDLED as failure:
         return _refused(project, failure, "log", {"message": message})
     return _done(project, "log", "Logged.")
-
-
-def _checked(route: tuple[str, str], document: dict[str, Any]) -> dict[str, Any]:
-    """``document`` as the JSON route ``route`` takes its body: the same parsing (what no
-    field may hold) and the same operation's schema; else Invalid, in the API's words."""
-    contract = context.contract()
-    validator = contract.body_validator(*route)
-    if validator is None:
-        raise RuntimeError(f"{route[1]} {route[0]} takes no body in the OpenAPI document")
-    checked: dict[str, Any] = contract.check(validator,
-                                             parse_json(json.dumps(document).encode()))
-    return checked
 
 
 def _done(project: str, form: str, message: str) -> Any:
