@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from opslab.slapd import free_port
+from tests.certificates import ThrowawayCa
 
 NGIRCD = "/usr/sbin/ngircd"
 INSPIRCD = "/usr/sbin/inspircd"
@@ -28,37 +29,6 @@ ATHEME = "/usr/bin/atheme-services"
 ADDRESS = "127.0.0.1"
 START_DEADLINE = 30.0  # seconds until a started server accepts connections
 STOP_DEADLINE = 15.0
-
-
-def command(*arguments: str | Path) -> None:
-    subprocess.run([str(argument) for argument in arguments], check=True,
-                   capture_output=True, timeout=60)
-
-
-class ThrowawayCa:
-    """A CA of the test's own and a server certificate for 127.0.0.1 (an IP subject
-    alternative name, which Python's ssl checks)."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.ca = directory / "ca.pem"
-        self.certificate = directory / "irc.pem"
-        self.key = directory / "irc.key"
-        ca_key, request, extensions = (directory / "ca.key", directory / "irc.csr",
-                                       directory / "irc.ext")
-        command("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", ca_key, "-out", self.ca,
-                "-days", "2", "-subj", "/CN=opslab logbot test CA",
-                "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-        command("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-keyout", self.key, "-out", request, "-subj", f"/CN={ADDRESS}")
-        extensions.write_text(f"subjectAltName=IP:{ADDRESS}\nextendedKeyUsage=serverAuth\n"
-                              "basicConstraints=CA:FALSE\n")
-        command("openssl", "x509", "-req", "-in", request, "-CA", self.ca, "-CAkey", ca_key,
-                "-CAcreateserial", "-out", self.certificate, "-days", "2",
-                "-extfile", extensions)
-        self.key.chmod(0o600)
 
 
 def wait_for_port(port: int, alive: Callable[[], bool], what: str) -> None:

@@ -42,6 +42,7 @@ import yaml
 
 from opslab.instances import image
 from opslab.slapd import ThrowawaySlapd
+from tests.certificates import ThrowawayCa
 from tests.conftest import BASE, EXAMPLE_DIRECTORY, PASSWORDS, SCHEMAS, add_people
 from tests.remote import Remote
 from tests.served_api import ServedApi
@@ -141,33 +142,6 @@ def ssh(address: str, person: Person, script: str,
         capture_output=True, text=True, timeout=timeout, check=False)
 
 
-class Certificates:
-    """A throwaway CA and a server certificate for ADDRESS (an IP subject alternative name,
-    which libldap, curl, git, pip and Python all check)."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.ca = directory / "ca.pem"
-        self.certificate = directory / "site.pem"
-        self.key = directory / "site.key"
-        ca_key = directory / "ca.key"
-        request = directory / "site.csr"
-        extensions = directory / "site.ext"
-        command("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", ca_key, "-out", self.ca,
-                "-days", "2", "-subj", "/CN=opslab test site CA",
-                "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-        command("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-keyout", self.key, "-out", request, "-subj", f"/CN={ADDRESS}")
-        extensions.write_text(f"subjectAltName=IP:{ADDRESS}\nextendedKeyUsage=serverAuth\n"
-                              "basicConstraints=CA:FALSE\n")
-        command("openssl", "x509", "-req", "-in", request, "-CA", self.ca, "-CAkey", ca_key,
-                "-CAcreateserial", "-out", self.certificate, "-days", "2",
-                "-extfile", extensions)
-        self.key.chmod(0o600)
-
-
 class Site:
     """Every server of the site, started by :meth:`start` and stopped by :meth:`stop`."""
 
@@ -176,7 +150,7 @@ class Site:
         self.local_image = local_image
         self.local_root = local_root
         self.files = work / "files"
-        self.certificates: Certificates | None = None
+        self.certificates: ThrowawayCa | None = None
         self.slapd: ThrowawaySlapd | None = None
         self.api: ServedApi | None = None
         self.remote: Remote | None = None
@@ -204,7 +178,7 @@ class Site:
             self.ldap_port, self.api_port, self.files_port = (free_port() for _ in range(3))
             # apt-cacher-ng 3.7 cannot bind a port above 32767 (it resolves it as a signed short).
             self.apt_port = free_port(below=32768)
-            self.certificates = Certificates(self.work / "tls")
+            self.certificates = ThrowawayCa(self.work / "tls", ADDRESS, "opslab test site")
             self._directory()
             self._repository()
             self._wheelhouse()

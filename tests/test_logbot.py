@@ -16,8 +16,9 @@ import pytest
 from opslab.logbot import text
 from opslab.logbot.pacing import Backoff, ReplyLimit
 from opslab.slapd import ThrowawaySlapd, free_port
+from tests.certificates import ThrowawayCa
 from tests.conftest import BASE
-from tests.ircd import BotProcess, IrcClient, Ngircd, Services, ThrowawayCa
+from tests.ircd import ADDRESS, BotProcess, IrcClient, Ngircd, Services
 from tests.served_api import ServedApi
 from tests.test_logbot_api import add_bot_account
 
@@ -72,7 +73,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, slapd: ThrowawaySlapd,
     password_file = work / "bot.password"
     password_file.write_text(BOT_PASSWORD + "\n")
     password_file.chmod(0o600)
-    ca = ThrowawayCa(work / "ca")
+    ca = ThrowawayCa(work / "ca", ADDRESS, "opslab logbot test")
     ircd = Ngircd(work / "ircd", ca)
     (work / "api").mkdir()
     api = ServedApi(work / "api", slapd, BASE, {"api": {
