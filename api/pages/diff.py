@@ -20,8 +20,15 @@ LONG_TEXT = 80
 CONTEXT = 2
 # How alike two lines must be (difflib's ratio of their words) to be shown as one edited.
 ALIKE = 0.5
+# difflib's SequenceMatcher takes time that grows with the product of its sequences' lengths
+# (more when items repeat): two 64 KiB texts of repeated lines, or two lines of thousands of
+# words, took minutes of a worker. Each text's diff may do at most this much work, counted
+# as the pairs of equal lines (or words of lines compared) the matcher could try; what is
+# beyond it is shown as lines gone and come whole, never compared.
+MAX_WORK = 400_000
 
 Kind = Literal["added", "removed", "changed", "unchanged"]
+Opcode = tuple[Literal["replace", "delete", "insert", "equal"], int, int, int, int]
 Mark = Literal["same", "del", "ins"]
 _WORDS = re.compile(r"\s+|\w+|[^\w\s]")
 
@@ -118,13 +125,76 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+class _Budget:
+    """The work a text's diff may still do (MAX_WORK at first)."""
+
+    def __init__(self, work: int = MAX_WORK) -> None:
+        self.left = work
+
+    def take(self, work: int) -> bool:
+        """True, and ``work`` taken, if that much is left; else False and nothing taken."""
+        if work > self.left:
+            return False
+        self.left -= work
+        return True
+
+
+def _matching_work(old: list[str], new: list[str]) -> int:
+    """A bound on the pairs of equal items SequenceMatcher would try: for each item of
+    ``old``, how often it is in ``new``."""
+    counts: dict[str, int] = {}
+    for item in new:
+        counts[item] = counts.get(item, 0) + 1
+    return len(old) + len(new) + sum(counts.get(item, 0) for item in old)
+
+
+class _Opcodes(difflib.SequenceMatcher[str]):
+    """A SequenceMatcher that gives the opcodes it is handed (for its grouping)."""
+
+    def __init__(self, opcodes: list[Opcode]) -> None:
+        super().__init__(None, [], [], autojunk=False)
+        self.given = opcodes
+
+    def get_opcodes(self) -> list[Opcode]:
+        return self.given
+
+
+def _line_opcodes(old: list[str], new: list[str],
+                  budget: _Budget) -> list[Opcode]:
+    """difflib's opcodes of the lines ``old`` and ``new``: the common first and last lines
+    found at once, the rest matched only within ``budget`` (else one replaced block)."""
+    start = 0
+    while start < min(len(old), len(new)) and old[start] == new[start]:
+        start += 1
+    end = 0
+    while end < min(len(old), len(new)) - start and old[-1 - end] == new[-1 - end]:
+        end += 1
+    old_end, new_end = len(old) - end, len(new) - end
+    middle_old, middle_new = old[start:old_end], new[start:new_end]
+    opcodes: list[Opcode] = []
+    if start:
+        opcodes.append(("equal", 0, start, 0, start))
+    if budget.take(_matching_work(middle_old, middle_new)):
+        opcodes += [(tag, i1 + start, i2 + start, j1 + start, j2 + start)
+                    for tag, i1, i2, j1, j2 in
+                    difflib.SequenceMatcher(None, middle_old, middle_new,
+                                            autojunk=False).get_opcodes()]
+    elif middle_old or middle_new:
+        opcodes.append(("replace" if middle_old and middle_new else
+                        "delete" if middle_old else "insert", start, old_end, start, new_end))
+    if end:
+        opcodes.append(("equal", old_end, len(old), new_end, len(new)))
+    return opcodes or [("equal", 0, 0, 0, 0)]
+
+
 def line_diff(before: str, after: str) -> list[Line]:
     """The lines of ``before`` and ``after`` that differ, with CONTEXT lines around each
-    part and a gap line for those left out; a line replaced by one marks its words."""
+    part and a gap line for those left out; a line replaced by one marks its words (all
+    within MAX_WORK: beyond it, lines are shown gone and come whole)."""
     old, new = before.splitlines(), after.splitlines()
+    budget = _Budget()
     lines: list[Line] = []
-    groups = list(difflib.SequenceMatcher(None, old, new, autojunk=False)
-                  .get_grouped_opcodes(CONTEXT))
+    groups = list(_Opcodes(_line_opcodes(old, new, budget)).get_grouped_opcodes(CONTEXT))
     for number, group in enumerate(groups):
         if number or group[0][1] > 0:
             lines.append(Line(None, None, (), gap=True))
@@ -138,7 +208,7 @@ def line_diff(before: str, after: str) -> list[Line]:
             # and their words compared; the rest went or came whole.
             paired = 0
             while paired < min(len(removed), len(added)) and _alike(removed[paired],
-                                                                     added[paired]):
+                                                                     added[paired], budget):
                 was_pieces, now_pieces = _word_diff(removed[paired], added[paired])
                 lines.append(Line(i1 + paired + 1, None, was_pieces))
                 lines.append(Line(None, j1 + paired + 1, now_pieces))
@@ -152,10 +222,13 @@ def line_diff(before: str, after: str) -> list[Line]:
     return lines
 
 
-def _alike(was: str, now: str) -> bool:
-    """Whether ``now`` reads as an edit of ``was`` (half their words or more the same)."""
-    return difflib.SequenceMatcher(None, _WORDS.findall(was), _WORDS.findall(now),
-                                   autojunk=False).ratio() >= ALIKE
+def _alike(was: str, now: str, budget: _Budget) -> bool:
+    """Whether ``now`` reads as an edit of ``was`` (half their words or more the same), if
+    the budget allows comparing them twice (here, and for their words); else False."""
+    old, new = _WORDS.findall(was), _WORDS.findall(now)
+    if not budget.take(2 * _matching_work(old, new)):
+        return False
+    return difflib.SequenceMatcher(None, old, new, autojunk=False).ratio() >= ALIKE
 
 
 def _word_diff(was: str, now: str) -> tuple[tuple[tuple[Mark, str], ...],

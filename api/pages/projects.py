@@ -71,7 +71,8 @@ def _documentation_body_limit() -> None:
 def project_documentation(project: str) -> Any:
     text = request.form.get("text", "")
     version = request.form.get("version", "")
-    if not (version.isascii() and version.isdigit()):
+    # At most 19 digits: a longer one is no version (and int() of thousands of digits fails).
+    if not (version.isascii() and version.isdigit() and len(version) <= 19):
         # Only a form not made by this page lacks it.
         return _project_page(project, "the form does not say which version it was made from",
                              422, "documentation", {"text": text})

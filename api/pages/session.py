@@ -2,10 +2,12 @@
 
 The password is checked by :func:`opslab.api.auth.log_in`, the rule HTTP
 Basic uses; the session then holds only the uid and when the login was
-made. Each page asks :func:`opslab.api.auth.still_allowed` again, so a
+made (``since``: the session ends ``api.session_lifetime`` after it, however often
+the cookie is sent again). Each page asks :func:`opslab.api.auth.still_allowed` again, so a
 locked account's session ends with the lock, not when its cookie expires.
 """
 
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,12 +29,23 @@ def _session_actor() -> Any:
     uid = session.get("uid")
     if g.actor is None and isinstance(uid, str):
         try:
+            _within_lifetime(session.get("since"))
             g.actor = still_allowed(uid)
         except Refused as refused:
             session.clear()
             flash(refused.reason, "error")
             return redirect(url_for("pages.login"))
     return None
+
+
+def _within_lifetime(since: object) -> None:
+    """Refused once ``api.session_lifetime`` has passed since the login (``since``, the
+    session's own record of it). Flask signs the cookie again whenever it is sent back,
+    so its signature's age alone would let a cookie used every few hours live for ever."""
+    lifetime = current_app.permanent_session_lifetime.total_seconds()
+    if not isinstance(since, int | float) or isinstance(since, bool) \
+            or not 0 <= time.time() - since <= lifetime:
+        raise Refused(401, "your session has ended: log in again")
 
 
 def logins_enabled() -> bool:
@@ -43,6 +56,10 @@ def logins_enabled() -> bool:
 def safe_next(target: str | None) -> str:
     """Where to go after logging in: a path on this site, never another site."""
     if not target:
+        return url_for("pages.index")
+    if not target.isprintable():
+        # A line break would be a header of the answer's; a tab, which urlsplit drops,
+        # could hide a "//".
         return url_for("pages.index")
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") \
@@ -74,6 +91,7 @@ def login() -> Any:
     session.clear()
     session.permanent = True
     session["uid"] = actor.name
+    session["since"] = int(time.time())
     current_app.logger.info("pages: %s logged in", actor.name)
     return redirect(next_page)
 
