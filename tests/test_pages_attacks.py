@@ -6,20 +6,25 @@ against the real slapd (tests/test_pages_session.py's login and CSRF token patte
 
 import contextlib
 import signal
+import time
 import types
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import itsdangerous.timed
+import ldap
 import pytest
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from opslab.api.app import create_app
 from opslab.api.pages import session as page_session
 from opslab.api.pages.diff import line_diff
 from opslab.api.pages.markdown import render
-from tests.conftest import PASSWORDS, basic
+from opslab.slapd import ThrowawaySlapd
+from tests.conftest import PASSWORDS, PEOPLE, api_config, basic
 from tests.test_pages_session import SITE, Tags, log_in, token
 
 
@@ -286,3 +291,49 @@ def test_the_change_page_of_two_64k_documentations_is_made_in_time(client: Flask
     with within(10):
         answer = client.get(f"/changes/{change['id']}", base_url=SITE, headers=basic("carol"))
     assert answer.status_code == 200
+
+
+# The directory: a lock, and a server that hangs.
+
+def test_a_session_ends_at_the_next_page_once_the_account_is_locked(
+        client: FlaskClient, slapd: ThrowawaySlapd) -> None:
+    dn = f"uid=mallet,{PEOPLE}"
+    slapd.add_ldif(f"dn: {dn}\nobjectClass: inetOrgPerson\nobjectClass: shadowAccount\n"
+                   "uid: mallet\ncn: mallet\nsn: mallet\nuserPassword: mallet-secret\n")
+    connection = slapd.connect()
+    try:
+        status, _ = log_in(client, "mallet", "mallet-secret")
+        assert status == 302
+        assert client.get("/projects", base_url=SITE).status_code == 200
+        connection.modify_s(dn, [(ldap.MOD_ADD, "shadowExpire", [b"1"])])
+        answer = client.get("/projects", base_url=SITE)
+        assert answer.status_code == 302
+        assert answer.headers["Location"] == "/login"
+        assert client.get("/projects", base_url=SITE).status_code == 302  # and stays ended
+    finally:
+        connection.delete_s(dn)
+        connection.unbind_s()
+
+
+def test_a_directory_that_hangs_answers_the_login_within_its_deadline(
+        tmp_path: Path, slapd: ThrowawaySlapd, hanging_server: int) -> None:
+    config = api_config(tmp_path, slapd)
+    hanging = config._replace(ldap=config.ldap._replace(
+        uri=f"ldap://127.0.0.1:{hanging_server}", connect_timeout=1.0, timeout=1.0,
+        deadline=3.0))
+    app = create_app(hanging)
+    try:
+        with app.test_client() as hung:
+            form = hung.get("/login", base_url=SITE)
+            assert form.status_code == 200
+            started = time.monotonic()
+            with within(20):
+                answer = hung.post("/login", base_url=SITE,
+                                   headers={"Referer": f"{SITE}/login"},
+                                   data={"csrf_token": token(form.data), "uid": "carol",
+                                         "password": PASSWORDS["carol"]})
+            assert time.monotonic() - started < 10
+            assert answer.status_code == 503, answer.data[:300]
+            assert "opslab_session" not in answer.headers.get("Set-Cookie", "")
+    finally:
+        app.extensions["opslab.engine"].dispose()
