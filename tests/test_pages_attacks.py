@@ -337,3 +337,41 @@ def test_a_directory_that_hangs_answers_the_login_within_its_deadline(
             assert "opslab_session" not in answer.headers.get("Set-Cookie", "")
     finally:
         app.extensions["opslab.engine"].dispose()
+
+
+# Large forms.
+
+def test_huge_forms_are_refused_whole_and_change_nothing(client: FlaskClient) -> None:
+    as_person(client, "carol")
+    documentation = client.get("/v1/projects/web/documentation", headers=basic("olga")).json
+    log = client.get("/v1/projects/web/log").json
+    for path, data in [("/projects/web/log", {"message": "x" * 3_000_000}),
+                       ("/projects/web/documentation",
+                        {"text": "é" * 1_000_000, "version": str(documentation["version"])}),
+                       ("/hosts/page1.web.example.org/classes", {"classes": "a " * 1_000_000})]:
+        answer = post(client, path, data)
+        assert answer.status_code == 413, (path, answer.status_code)
+    many = {f"field{number}": "x" for number in range(5000)}
+    assert post(client, "/projects/web/log", {**many, "message": "many"}).status_code in (
+        400, 413)
+    assert client.get("/v1/projects/web/documentation",
+                      headers=basic("olga")).json == documentation
+    assert client.get("/v1/projects/web/log").json == log
+
+
+def test_a_documentation_at_its_limit_is_taken_from_the_form_and_shown(
+        client: FlaskClient) -> None:
+    """65,536 characters of the widest kind (each 12 bytes in a form) fit the form's limit,
+    and the page showing them is made in time."""
+    as_person(client, "olga")
+    version = client.get("/v1/projects/tools/documentation", headers=basic("olga")).json["version"]
+    text = ("😀 " * 32768)[:65536]
+    with within(20):
+        answer = post(client, "/projects/tools/documentation",
+                      {"text": text, "version": str(version)})
+    assert answer.status_code == 303, answer.data[:300]
+    with within(10):
+        page = client.get("/projects/tools", base_url=SITE)
+    assert page.status_code == 200
+    assert client.get("/v1/projects/tools/documentation",
+                      headers=basic("olga")).json["text"] == text
