@@ -235,8 +235,9 @@ def log_message(run: CiRun, own: list[dict[str, Any]]) -> str:
 
 
 def run_url(run_id: int) -> str:
-    """Where the API serves the run: its JSON view, which the feed and the log link to."""
-    return f"{context.config().api.public_url.rstrip('/')}/v1/ci/runs/{run_id}"
+    """The run's page (api/pages): what the vote's message, the log and the feed link to,
+    for people to read; scripts read ``/v1/ci/runs/ID``."""
+    return f"{context.config().api.public_url.rstrip('/')}/ci/{run_id}"
 
 
 def recent(actor: Actor | None, filters: Mapping[str, str], limit: int) -> list[CiRun]:

@@ -388,7 +388,7 @@ class Job:
                 changes["build_url"] = os.environ["BUILD_URL"]
             if changes:
                 records.change(self.api, self.run_id, changes)
-            return str(run.get("url") or f"{self.api.url}/v1/ci/runs/{self.run_id}")
+            return str(run.get("url") or f"{self.api.url}/ci/{self.run_id}")
         except (ApiUnavailable, ApiRefused, ValueError, KeyError, TypeError) as error:
             log.warning("the run is not recorded in the API: %s", error)
             return None

@@ -30,6 +30,7 @@ from tests.served_api import ServedApi
 CI_PASSWORD = "ci-account-secret"
 ATOM = "{http://www.w3.org/2005/Atom}"
 RUNS = "https://opslab.example.org/v1/ci/runs"
+PAGES = "https://opslab.example.org/ci"  # each run's page, which the log and the feed link to
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 RUN = {"event_key": "comment-added operations/puppet 42,3 5f0c", "project": "operations/puppet",
        "change": 42, "patchset": 3, "revision": REVISION, "branch": "production",
@@ -98,7 +99,7 @@ def test_a_run_is_created_read_listed_and_fed(stored_client: FlaskClient,
     run = create(stored_client)
     conforms("CiRun", run)
     assert {key: run[key] for key in RUN} == RUN
-    assert run["url"] == f"{RUNS}/{run['id']}"
+    assert run["url"] == f"{PAGES}/{run['id']}"
     assert (run["state"], run["hosts"], run["left_out"], run["vote"], run["result"],
             run["finished_at"]) == ("queued", [], [], None, None, None)
     [created] = audit(stored_client, "ci.run.create")
@@ -142,9 +143,9 @@ def test_a_run_is_created_read_listed_and_fed(stored_client: FlaskClient,
     root = ElementTree.fromstring(feed.data)
     assert root.findtext(f"{ATOM}id") == f"{RUNS}.atom"
     [entry] = root.findall(f"{ATOM}entry")
-    assert entry.findtext(f"{ATOM}id") == f"{RUNS}/{run['id']}"
+    assert entry.findtext(f"{ATOM}id") == f"{PAGES}/{run['id']}"
     assert entry.find(f"{ATOM}link").attrib == {"rel": "alternate", "type": "application/json",
-                                                "href": f"{RUNS}/{run['id']}"}
+                                                "href": f"{PAGES}/{run['id']}"}
     assert entry.findtext(f"{ATOM}title") == f"CI run {run['id']}: change 42 patch set 3 running"
     assert entry.findtext(f"{ATOM}author/{ATOM}name") == "alice"
     content = entry.findtext(f"{ATOM}content") or ""
@@ -234,7 +235,7 @@ def test_a_finished_run_is_logged_once_in_each_cloned_project(stored_client: Fla
     assert patch(stored_client, run["id"], final).status_code == 409
 
     head = f'CI run {run["id"]} (change 42 patch set 3, "check infra" by alice): failed: '
-    tail = f"; Verified -1 {RUNS}/{run['id']}"
+    tail = f"; Verified -1 {PAGES}/{run['id']}"
     # web1 is in web by its name; builder in tools by its entry's opslabProject; the host
     # deleted since, in no project that exists, is in no log.
     logged = {entry["project"]: entry for entry in ci_log(stored_client, run["id"])}
@@ -257,7 +258,7 @@ def test_a_finished_run_is_logged_once_in_each_cloned_project(stored_client: Fla
     assert entry["message"] == (
         f'CI run {other["id"]} (change 42 patch set 5, "check infra" by alice): stale (the patch '
         f"set is no longer current): web1.web.example.org not tested; no vote "
-        f"{RUNS}/{other['id']}")
+        f"{PAGES}/{other['id']}")
 
 
 def test_final_writes_at_once_log_the_run_once(stored_client: FlaskClient,
@@ -400,11 +401,11 @@ def test_the_migration_upgrades_and_downgrades(database: str) -> None:
                 revision = MigrationContext.configure(connection).get_current_revision()
                 return revision, inspect(connection).has_table("ci_runs")
 
-        assert state() == ("0009", True)
         command.downgrade(alembic_config(database), "0008")
         assert state() == ("0008", False)
-        command.upgrade(alembic_config(database), "head")
+        command.upgrade(alembic_config(database), "0009")
         assert state() == ("0009", True)
+        command.upgrade(alembic_config(database), "head")
     finally:
         engine.dispose()
 

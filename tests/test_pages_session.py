@@ -8,12 +8,17 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.migration import MigrationContext
 from flask.testing import FlaskClient
+from sqlalchemy import inspect
 
 from opslab.api.app import create_app
 from opslab.api.pages.markdown import render
+from opslab.api.store import engine_for
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import PASSWORDS, api_config, basic
+from tests.test_api_ci import alembic_config
 from tests.test_logbot_api import BOT, BOT_PASSWORD, add_bot_account
 
 SITE = "https://opslab.example.org"
@@ -207,3 +212,27 @@ def test_a_bot_account_may_not_log_in_to_the_pages(
     assert status == 403
     assert "opslab_session" not in headers.get("Set-Cookie", "")
     app.extensions["opslab.engine"].dispose()
+
+
+def test_migration_0010_upgrades_and_downgrades(database: str) -> None:
+    """0010 adds the projects' documentation and the log's via and person columns, and
+    takes them away again, on every database (test_api.py checks the schema at head)."""
+    engine = engine_for(database)
+    try:
+        def state() -> tuple[str | None, bool, set[str]]:
+            with engine.connect() as connection:
+                revision = MigrationContext.configure(connection).get_current_revision()
+                found = inspect(connection)
+                return (revision, found.has_table("project_documents"),
+                        {column["name"] for column in found.get_columns("server_admin_log")})
+
+        command.downgrade(alembic_config(database), "0009")
+        revision, documents, columns = state()
+        assert (revision, documents) == ("0009", False)
+        assert not {"via", "person"} & columns
+        command.upgrade(alembic_config(database), "0010")
+        revision, documents, columns = state()
+        assert (revision, documents) == ("0010", True)
+        assert {"via", "person"} <= columns
+    finally:
+        engine.dispose()
