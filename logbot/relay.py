@@ -45,8 +45,12 @@ class Relay:
             return f"{nick}: not logged: {error.reason}"
         entry = document(answer.body)
         number = entry.get("id") if isinstance(entry, dict) else None
-        if not isinstance(number, int) or isinstance(number, bool):
-            log.error("the API logged a line of %s but answered no entry id", nick)
+        project = entry.get("project") if isinstance(entry, dict) else None
+        if not isinstance(number, int) or isinstance(number, bool) or \
+                not isinstance(project, str) or not project.isascii() or \
+                not all(char.isalnum() or char == "-" for char in project):
+            log.error("the API logged a line of %s but answered no entry id or project", nick)
             return f"{nick}: logged"
         log.info("logged entry %d for %s", number, nick)
-        return f"{nick}: logged {self.link_url}/v1/log/{number}"
+        # The entry on its project's log page, for people (its JSON is /v1/log/ID).
+        return f"{nick}: logged {self.link_url}/log/{project}#log-{number}"

@@ -58,10 +58,15 @@ class Site:
     def entry(self, reply: str) -> dict[str, Any]:
         """The API's entry a bot's reply links to."""
         link = reply.rpartition(" ")[2]
-        assert link.startswith(f"{self.api.url}/v1/log/"), reply
-        status, body = self.api.request("GET", link.removeprefix(self.api.url))
+        page, _, anchor = link.partition("#log-")
+        assert page.startswith(f"{self.api.url}/log/"), reply
+        status, body = self.api.request("GET", page.removeprefix(self.api.url))
+        assert status == 200
+        assert f'id="log-{anchor}"'.encode() in body  # the page shows the entry
+        status, body = self.api.request("GET", f"/v1/log/{anchor}")
         assert status == 200
         document: dict[str, Any] = json.loads(body)
+        assert page.endswith(f"/log/{document['project']}")
         return document
 
 
