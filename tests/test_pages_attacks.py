@@ -375,3 +375,19 @@ def test_a_documentation_at_its_limit_is_taken_from_the_form_and_shown(
     assert page.status_code == 200
     assert client.get("/v1/projects/tools/documentation",
                       headers=basic("olga")).json["text"] == text
+
+
+def test_a_documentation_slow_to_render_costs_its_time_once_not_at_every_view(
+        client: FlaskClient) -> None:
+    """markdown-it takes seconds over some 64 KiB texts: a page viewed again and again must
+    not spend them each time (any person could keep a worker busy by reloading)."""
+    as_person(client, "olga")
+    version = client.get("/v1/projects/tools/documentation", headers=basic("olga")).json["version"]
+    slow = "[\n" * 32768
+    assert client.put("/v1/projects/tools/documentation", headers=basic("olga"),
+                      json={"text": slow, "version": version}).status_code == 200
+    assert client.get("/projects/tools", base_url=SITE).status_code == 200
+    started = time.monotonic()
+    for _ in range(5):
+        assert client.get("/projects/tools", base_url=SITE).status_code == 200
+    assert time.monotonic() - started < 2.5
