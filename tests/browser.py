@@ -67,6 +67,7 @@ def screenshot(driver: WebDriver, name: str, size: tuple[int, int] = DESKTOP) ->
     driver.set_window_size(*size)
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(size[0], max(size[1], min(int(height), 6000)))
+    driver.execute_script("window.scrollTo(0, 0)")  # the whole page, header included
     path = artifacts() / f"{re.sub(r'[^a-z0-9-]+', '-', name.lower())}.png"
     driver.save_screenshot(str(path))
     driver.set_window_size(*DESKTOP)
