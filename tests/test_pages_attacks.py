@@ -391,3 +391,16 @@ def test_a_documentation_slow_to_render_costs_its_time_once_not_at_every_view(
     for _ in range(5):
         assert client.get("/projects/tools", base_url=SITE).status_code == 200
     assert time.monotonic() - started < 2.5
+
+
+def test_a_new_host_form_cannot_name_a_host_of_another_project(client: FlaskClient) -> None:
+    with tools_host(client, "attack2") as fqdn:
+        as_person(client, "carol")
+        # (attack2 alone would be attack2.web.example.org: a host of web's own namespace.)
+        for name in ("evil.tools.example.org", fqdn, fqdn.upper(), "evil.tools",
+                     "x.web.example.org.tools.example.org", "attack2.tools"):
+            answer = post(client, "/projects/web/hosts/new", {"name": name, "classes": "motd"})
+            assert answer.status_code in (403, 409, 422), (name, answer.status_code)
+        for name in ("evil.tools.example.org", "x.web.example.org.tools.example.org"):
+            assert client.get(f"/v1/hosts/{name}", headers=basic("olga")).status_code == 404
+        assert client.get(f"/v1/hosts/{fqdn}", headers=basic("olga")).json["project"] == "tools"
