@@ -21,7 +21,7 @@ from werkzeug.test import TestResponse
 
 from opslab.api.app import create_app
 from opslab.api.pages import session as page_session
-from opslab.api.pages.diff import line_diff
+from opslab.api.pages.diff import diff_documents, line_diff
 from opslab.api.pages.markdown import render
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import PASSWORDS, PEOPLE, api_config, basic
@@ -404,3 +404,11 @@ def test_a_new_host_form_cannot_name_a_host_of_another_project(client: FlaskClie
         for name in ("evil.tools.example.org", "x.web.example.org.tools.example.org"):
             assert client.get(f"/v1/hosts/{name}", headers=basic("olga")).status_code == 404
         assert client.get(f"/v1/hosts/{fqdn}", headers=basic("olga")).json["project"] == "tools"
+
+
+def test_the_diff_of_two_long_lists_takes_bounded_time() -> None:
+    before = {"members": [f"person{number}" for number in range(20000)]}
+    after = {"members": [f"person{number}" for number in range(1, 20001)]}
+    with within(2):
+        [field] = diff_documents(before, after)
+    assert (field.added, field.removed) == (["person20000"], ["person0"])

@@ -105,9 +105,11 @@ def _field(path: str, before: Any, after: Any) -> Field:
         return Field(path, "unchanged", before=_text(before), after=_text(after))
     if isinstance(before, list) and isinstance(after, list):
         old, new = [_text(value) for value in before], [_text(value) for value in after]
+        # Sets to look in: a list of thousands (a project's members) compared in linear time.
+        old_set, new_set = set(old), set(new)
         return Field(path, "changed", before=_text(before), after=_text(after),
-                     added=[value for value in new if value not in old],
-                     removed=[value for value in old if value not in new])
+                     added=[value for value in new if value not in old_set],
+                     removed=[value for value in old if value not in new_set])
     if isinstance(before, str) and isinstance(after, str) and _long(before, after):
         return Field(path, "changed", before=before, after=after,
                      lines=line_diff(before, after))
