@@ -412,3 +412,11 @@ def test_the_diff_of_two_long_lists_takes_bounded_time() -> None:
     with within(2):
         [field] = diff_documents(before, after)
     assert (field.added, field.removed) == (["person20000"], ["person0"])
+
+
+def test_a_session_from_a_server_whose_clock_is_a_little_ahead_holds(
+        client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    as_person(client, "carol")
+    now = page_session.time.time()
+    monkeypatch.setattr(page_session, "time", types.SimpleNamespace(time=lambda: now - 60))
+    assert client.get("/projects", base_url=SITE).status_code == 200
