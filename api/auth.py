@@ -24,6 +24,7 @@ import base64
 import binascii
 import hmac
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from flask import Request
 from sqlalchemy import bindparam, select
@@ -77,6 +78,10 @@ def authenticate(request: Request) -> Actor | None:
             uid, _, password = base64.b64decode(credentials, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Refused(401, "malformed Basic credentials") from None
+        if _from_another_site(request):
+            raise Refused(403, "a write that a page of another site made is refused: the "
+                               "browser sent the Basic credentials it remembers for this "
+                               "site on its own")
         return log_in(uid, password)
     if scheme.lower() == "bearer":
         digest = token_digest(credentials.strip())
@@ -86,6 +91,39 @@ def authenticate(request: Request) -> Actor | None:
             raise Refused(401, "unknown host token")
         return Actor("host", stored.host, stored.project, stored.incarnation)
     raise Refused(401, f"unsupported authorization scheme {scheme!r}")
+
+
+def _from_another_site(request: Request) -> bool:
+    """True for a write (not GET, HEAD or OPTIONS) a browser made for a page of another site.
+
+    A browser that was asked for Basic credentials (the Atom feeds the pages link to ask)
+    remembers them and sends them to this site on its own, even with a form of another
+    site's page, and a form needs no JSON to POST (``/v1/people/UID/password`` takes no
+    body). Browsers say where a request comes from (``Sec-Fetch-Site``, ``Origin``);
+    scripts, agents and the bot send neither, and the site's own pages send their own.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    own = {_origin(request.host_url), _origin(context.config().api.public_url)}
+    return _origin(origin) not in own
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, lower case, without a default port."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    netloc = (parts.hostname or "") + (f":{port}" if port and port != {"http": 80, "https": 443}
+                                       .get(scheme) else "")
+    return f"{scheme}://{netloc}" if scheme and netloc else ""
 
 
 def log_in(uid: str, password: str) -> Actor:

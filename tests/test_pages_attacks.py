@@ -420,3 +420,51 @@ def test_a_session_from_a_server_whose_clock_is_a_little_ahead_holds(
     now = page_session.time.time()
     monkeypatch.setattr(page_session, "time", types.SimpleNamespace(time=lambda: now - 60))
     assert client.get("/projects", base_url=SITE).status_code == 200
+
+
+# The JSON API and a browser's remembered Basic credentials.
+
+@contextlib.contextmanager
+def person(slapd: ThrowawaySlapd, uid: str) -> Iterator[str]:
+    """A person of the test's own (whose password a failing test may change); the password."""
+    dn = f"uid={uid},{PEOPLE}"
+    slapd.add_ldif(f"dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"
+                   f"userPassword: {uid}-secret\n")
+    try:
+        yield f"{uid}-secret"
+    finally:
+        connection = slapd.connect()
+        connection.delete_s(dn)
+        connection.unbind_s()
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://evil.example"},
+                                     {"Origin": "null"},
+                                     {"Sec-Fetch-Site": "cross-site"},
+                                     {"Sec-Fetch-Site": "same-site"},
+                                     {"Origin": "https://evil.example", "Sec-Fetch-Site": "none"}])
+def test_a_write_from_another_sites_page_with_remembered_basic_credentials_is_refused(
+        client: FlaskClient, slapd: ThrowawaySlapd, headers: dict[str, str]) -> None:
+    """The pages link to Atom feeds that ask the browser for a user name and password, and a
+    browser then sends them to the site on its own, even for another site's form. A form
+    needs no JSON to POST /v1/people/UID/password: the API must see a write a page of
+    another site made, and refuse it."""
+    before = client.get("/v1/projects/web/log").json
+    with person(slapd, "victim") as password:
+        answer = client.post("/v1/people/victim/password", base_url=SITE,
+                             headers={**basic("olga"), **headers, "Content-Type": "text/plain"},
+                             data="x=y")
+        assert answer.status_code == 403, answer.json
+        assert log_in(client, "victim", password)[0] == 302  # the password is still theirs
+    answer = client.post("/v1/projects/web/log", base_url=SITE, json={"message": "forged"},
+                         headers={**basic("carol"), **headers})
+    assert answer.status_code == 403
+    assert client.get("/v1/projects/web/log").json == before
+
+
+def test_scripts_and_the_sites_own_pages_still_write_to_the_json_api(client: FlaskClient) -> None:
+    for headers in ({}, {"Origin": SITE}, {"Sec-Fetch-Site": "same-origin", "Origin": SITE},
+                    {"Sec-Fetch-Site": "none"}):
+        answer = client.post("/v1/projects/web/log", base_url=SITE, json={"message": "ok"},
+                             headers={**basic("carol"), **headers})
+        assert answer.status_code == 201, (headers, answer.json)
