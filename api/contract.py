@@ -233,7 +233,7 @@ def _check_text(text: str, where: str, is_key: bool = False) -> None:
 Body = Callable[[], dict[str, Any]]
 
 
-def body_for(rule: str, method: str, document: Any) -> Any:
+def body_for(rule: str, method: str, document: Any) -> dict[str, Any]:
     """``document`` as the operation ``method`` ``rule`` (a Flask rule or an OpenAPI path)
     takes it for its body: the same parsing as a request's (what no field may hold) and the
     same schema; else Invalid, in the API's words. The pages' forms come here."""
@@ -243,7 +243,8 @@ def body_for(rule: str, method: str, document: Any) -> Any:
     validator = contract.body_validator(rule, method)
     if validator is None:
         raise RuntimeError(f"{method} {rule} takes no body in the OpenAPI document")
-    return contract.check(validator, parse_json(json.dumps(document).encode()))
+    checked: dict[str, Any] = contract.check(validator, parse_json(json.dumps(document).encode()))
+    return checked
 
 
 def request_document(app: Flask | None = None) -> Any:
