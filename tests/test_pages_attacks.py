@@ -480,3 +480,17 @@ def test_guessing_a_password_at_the_login_form_is_slowed_down(client: FlaskClien
         statuses = [log_in(client, "guessed", f"guess{number}")[0] for number in range(30)]
         assert statuses[-1] == 429
         assert log_in(client, "guessed", password)[0] == 429
+
+
+@pytest.mark.parametrize("name", ["no-such-project", "Pay%20here", "a" * 300])
+def test_the_log_of_no_project_is_not_found(client: FlaskClient, name: str) -> None:
+    """/log/ANYTHING would otherwise show a log titled with the visitor's own words."""
+    answer = client.get(f"/log/{name}")
+    assert answer.status_code == 404
+    assert b"no project" in answer.data
+
+
+def test_the_log_of_a_project_without_entries_is_shown(client: FlaskClient) -> None:
+    answer = client.get("/log/web")
+    assert answer.status_code == 200
+    assert b"Nothing logged yet." in answer.data

@@ -16,7 +16,7 @@ from markupsafe import Markup
 from sqlalchemy import func, select
 
 from .. import adminlog, audit, ciruns, context
-from ..auth import person
+from ..auth import person, project_membership
 from ..errors import Invalid
 from ..store import LogEntry
 from .blueprint import blueprint
@@ -140,8 +140,11 @@ def log() -> Any:
 
 @blueprint.get("/log/<project>")
 def project_log(project: str) -> Any:
-    return render_template("log_project.html", project=project,
-                           entries=adminlog.entries(project, _limit()))
+    entries = adminlog.entries(project, _limit())
+    if not entries:
+        # A page for any name at all would let anyone show a "project" of their wording.
+        project_membership(project)
+    return render_template("log_project.html", project=project, entries=entries)
 
 
 @blueprint.get("/ci")
