@@ -33,7 +33,7 @@ from opslab import accounts
 from opslab.directory import Search, fill_filter
 from opslab.names import InvalidName, validate_project_name, validate_user_name
 
-from . import context
+from . import context, logins
 from .directory import is_global
 from .errors import Refused
 from .store import HostToken, token_digest
@@ -82,7 +82,7 @@ def authenticate(request: Request) -> Actor | None:
             raise Refused(403, "a write that a page of another site made is refused: the "
                                "browser sent the Basic credentials it remembers for this "
                                "site on its own")
-        return log_in(uid, password)
+        return log_in(uid, password, request.remote_addr or "")
     if scheme.lower() == "bearer":
         digest = token_digest(credentials.strip())
         with context.engine().connect() as connection:
@@ -126,15 +126,20 @@ def _origin(url: str) -> str:
     return f"{scheme}://{netloc}" if scheme and netloc else ""
 
 
-def log_in(uid: str, password: str) -> Actor:
+def log_in(uid: str, password: str, address: str) -> Actor:
     """The person ``uid`` if ``password`` is theirs and their account may be used; Refused
-    otherwise (the pages' login form and HTTP Basic both come here)."""
+    otherwise, and 429 once ``address`` has tried too many wrong passwords for ``uid``
+    (:mod:`.logins`). The pages' login form and HTTP Basic both come here."""
     try:
         validate_user_name(uid)
     except InvalidName:
         raise Refused(401, "invalid user name or password") from None
+    failures = logins.check(uid, address)
     if not context.directory().check_password(uid, password):
+        logins.failed(uid, address)
         raise Refused(401, "invalid user name or password")
+    if failures:
+        logins.succeeded(uid, address)
     return still_allowed(uid)
 
 

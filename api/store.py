@@ -43,6 +43,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Index,
     Integer,
     String,
     Text,
@@ -124,6 +125,17 @@ class LogEntry(Base):
     via: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The directory person behind a relayed nick, when the bot could tell.
     person: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class LoginFailure(Base):
+    """A wrong password for ``uid`` from ``address`` (see api/logins.py)."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_uid_address", "uid", "address"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=now, index=True)
+    uid: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(64))
 
 
 class ProjectDocument(Base):

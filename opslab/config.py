@@ -140,6 +140,10 @@ class ApiSettings(NamedTuple):
     # At most this many entries per nick and bot in any window of this many seconds.
     bot_nick_limit: int = 10
     bot_nick_window: float = 60.0
+    # After this many wrong passwords for one account from one address within this many
+    # seconds, that address may not try that account again until the window has passed.
+    login_failure_limit: int = 20
+    login_failure_window: float = 600.0
 
 
 class AgentSettings(NamedTuple):

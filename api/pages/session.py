@@ -82,7 +82,7 @@ def login() -> Any:
     try:
         if len(password.encode()) > MAX_PASSWORD:
             raise Refused(401, "invalid user name or password")
-        actor = log_in(uid, password)
+        actor = log_in(uid, password, request.remote_addr or "")
     except Refused as refused:
         return render_template("login.html", enabled=True, next=next_page, uid=uid,
                                error=refused.reason), refused.status
