@@ -30,7 +30,9 @@ from tests.test_pages_session import SITE, Tags, log_in, token
 
 @contextlib.contextmanager
 def within(seconds: int) -> Iterator[None]:
-    """Fails the test (instead of hanging it) if the block takes more than ``seconds``."""
+    """Fails the test (instead of hanging it) if the block takes more than ``seconds``: a
+    bound against blow-ups that took minutes, wide enough for a busy machine (speed itself
+    is the benchmarks' to prove)."""
     def expired(signum: int, frame: Any) -> None:
         raise AssertionError(f"took more than {seconds} s")
 
@@ -259,7 +261,7 @@ def test_the_documentation_at_its_limit_renders_in_time(client: FlaskClient) -> 
     """Pathological Markdown at 65,536 characters: the page is still made in seconds."""
     for source in ("![" * 32768, "[a](" * 16384, "*a " * 21845, "_a" * 32768,
                    "a|" * 1000 + "\n" + "-|" * 1000 + "\n" + ("x|" * 1000 + "\n") * 29):
-        with within(5):
+        with within(30):
             render(source[:65536])
 
 
@@ -274,7 +276,7 @@ def test_the_documentation_at_its_limit_renders_in_time(client: FlaskClient) -> 
      "\n".join(f"w{i} a b c d e f h" for i in range(7000))),  # every line edited
 ])
 def test_the_diff_of_two_large_texts_takes_bounded_time(before: str, after: str) -> None:
-    with within(5):
+    with within(30):
         lines = line_diff(before[:65536], after[:65536])
     assert lines
 
@@ -288,7 +290,7 @@ def test_the_change_page_of_two_64k_documentations_is_made_in_time(client: Flask
         version = answer.json["version"]
     change = client.get("/v1/changes?action=project.documentation",
                         headers=basic("olga")).json[0]
-    with within(10):
+    with within(60):
         answer = client.get(f"/changes/{change['id']}", base_url=SITE, headers=basic("carol"))
     assert answer.status_code == 200
 
@@ -366,11 +368,11 @@ def test_a_documentation_at_its_limit_is_taken_from_the_form_and_shown(
     as_person(client, "olga")
     version = client.get("/v1/projects/tools/documentation", headers=basic("olga")).json["version"]
     text = ("😀 " * 32768)[:65536]
-    with within(20):
+    with within(60):
         answer = post(client, "/projects/tools/documentation",
                       {"text": text, "version": str(version)})
     assert answer.status_code == 303, answer.data[:300]
-    with within(10):
+    with within(60):
         page = client.get("/projects/tools", base_url=SITE)
     assert page.status_code == 200
     assert client.get("/v1/projects/tools/documentation",
@@ -407,11 +409,13 @@ def test_a_new_host_form_cannot_name_a_host_of_another_project(client: FlaskClie
 
 
 def test_the_diff_of_two_long_lists_takes_bounded_time() -> None:
-    before = {"members": [f"person{number}" for number in range(20000)]}
-    after = {"members": [f"person{number}" for number in range(1, 20001)]}
-    with within(2):
+    # 100,000 members: linear, a fraction of a second; quadratic, many minutes. The bound is
+    # wide: the machine may be busy with the rest of the suite.
+    before = {"members": [f"person{number}" for number in range(100000)]}
+    after = {"members": [f"person{number}" for number in range(1, 100001)]}
+    with within(30):
         [field] = diff_documents(before, after)
-    assert (field.added, field.removed) == (["person20000"], ["person0"])
+    assert (field.added, field.removed) == (["person100000"], ["person0"])
 
 
 def test_a_session_from_a_server_whose_clock_is_a_little_ahead_holds(
