@@ -16,6 +16,7 @@ from sqlalchemy import inspect
 from opslab.api.app import create_app
 from opslab.api.pages.markdown import render
 from opslab.api.store import engine_for
+from opslab.config import ConfigError
 from opslab.slapd import ThrowawaySlapd
 from tests.conftest import PASSWORDS, api_config, basic
 from tests.test_api_ci import alembic_config
@@ -236,3 +237,15 @@ def test_migration_0010_upgrades_and_downgrades(database: str) -> None:
         assert {"via", "person"} <= columns
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(("content", "words"), [(b"short\n", "holds 5 bytes"),
+                                            (b"\xff" * 40, "it is not text"),
+                                            (None, "cannot read")])
+def test_a_session_key_too_short_or_unreadable_stops_the_api(
+        tmp_path: Path, slapd: ThrowawaySlapd, content: bytes | None, words: str) -> None:
+    key = tmp_path / "bad.secret"
+    if content is not None:
+        key.write_bytes(content)
+    with pytest.raises(ConfigError, match=words):
+        create_app(api_config(tmp_path, slapd, session_secret_file=str(key)))

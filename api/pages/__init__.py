@@ -13,11 +13,11 @@ Every form carries a CSRF token (Flask-WTF), checked before any handler runs.
 """
 
 from datetime import timedelta
-from pathlib import Path
 
 from flask import Flask
 
 from opslab.config import Config, ConfigError
+from opslab.files import read_secret
 
 # Imported for their effect: each adds its routes, filters or handlers to the blueprint.
 from . import activity, errors, format, hosts, projects, query, session, views  # noqa: F401
@@ -53,15 +53,15 @@ def register(app: Flask, config: Config) -> None:
     app.register_blueprint(blueprint)
 
 
-def _secret(path: str | None) -> bytes | None:
+def _secret(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        secret = Path(path).read_bytes().strip()
-    except OSError as error:
+        secret = read_secret(path)
+    except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read api.session_secret_file {path}: "
-                          f"{error.strerror}") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigError(f"api.session_secret_file {path} holds {len(secret)} bytes; "
+                          f"{getattr(error, 'strerror', None) or 'it is not text'}") from None
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"api.session_secret_file {path} holds {len(secret.encode())} bytes; "
                           f"it needs at least {MIN_SECRET_BYTES} random ones")
     return secret

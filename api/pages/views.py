@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from flask import current_app, g, redirect, url_for
+from flask import g, redirect, url_for
 from werkzeug.wrappers import Response
 
 from .blueprint import blueprint
@@ -24,8 +24,7 @@ SECURITY_HEADERS = {
 
 @blueprint.app_context_processor
 def _sections() -> dict[str, Any]:
-    return {"site_sections": [(endpoint, label) for endpoint, label in SECTIONS
-                              if endpoint in current_app.view_functions]}
+    return {"site_sections": SECTIONS}
 
 
 @blueprint.after_request
