@@ -43,11 +43,12 @@ def check(uid: str, address: str) -> int:
 
 
 def failed(uid: str, address: str) -> None:
-    """Count a wrong password for ``uid`` from ``address``; forget those past the window."""
+    """Count a wrong password for ``uid`` from ``address``; forget every account's past the
+    window (not only this one's: names tried once would stay forever, and a guesser
+    spraying made-up names would grow the table without end)."""
     settings = context.config().api
     with context.session() as session:
         session.execute(delete(LoginFailure).where(
-            LoginFailure.uid == uid,
             LoginFailure.at <= now() - timedelta(seconds=settings.login_failure_window)))
         session.add(LoginFailure(uid=uid, address=address[:MAX_ADDRESS]))
         session.commit()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from flask.testing import FlaskClient
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect, select, update
 
 from opslab.api.app import create_app
 from opslab.api.store import LoginFailure, engine_for, now
@@ -100,3 +100,17 @@ def test_migration_0011_upgrades_and_downgrades(database: str) -> None:
         assert has_table()
     finally:
         engine.dispose()
+
+
+def test_failures_of_names_never_tried_again_are_forgotten(api: FlaskClient) -> None:
+    """A spray of made-up names leaves no rows behind once the window has passed."""
+    for number in range(5):
+        assert projects(api, wrong(f"made{number}")) == 401
+    app = api.application
+    with app.extensions["opslab.sessions"]() as session:
+        session.execute(update(LoginFailure).values(at=now() - timedelta(seconds=WINDOW + 1)))
+        session.commit()
+    assert projects(api, wrong("carol")) == 401
+    with app.extensions["opslab.sessions"]() as session:
+        left = session.scalars(select(LoginFailure.uid)).all()
+    assert left == ["carol"]
