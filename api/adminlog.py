@@ -23,12 +23,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from opslab import accounts
-from opslab.directory import Search
 from opslab.names import InvalidName, validate_project_name, validate_user_name
 
 from . import context, rows
-from .auth import Actor, bot, may_change_project, project_membership
+from .auth import Actor, account_refusal, bot, may_change_project, project_membership
 from .errors import Invalid, Refused
 from .store import LogEntry, now
 
@@ -118,13 +116,7 @@ def vouched_person(account: str | None) -> str | None:
         uid = validate_user_name(account)
     except InvalidName:
         return None
-    config = context.config()
-    if uid in config.api.bot_accounts:
-        return None
-    directory = context.directory()
-    [found] = directory.writer().search([Search(directory.person_dn(uid), "(objectClass=*)",
-                                              list(accounts.ATTRIBUTES), scope="base")])
-    if not found or accounts.refusal(uid, found[0], config.accounts):
+    if uid in context.config().api.bot_accounts or account_refusal(uid):
         return None
     return uid
 

@@ -147,13 +147,19 @@ def still_allowed(uid: str) -> Actor:
     """The person ``uid``, Refused (403) if opslab.accounts refuses their account (locked,
     expired, a system account): checked at every login and at every page a session shows,
     so a locked account's session ends with the lock."""
-    directory = context.directory()
-    [found] = directory.writer().search([Search(directory.person_dn(uid), "(objectClass=*)",
-                                              list(accounts.ATTRIBUTES), scope="base")])
-    reason = accounts.refusal(uid, found[0], context.config().accounts) if found else "no entry"
+    reason = account_refusal(uid)
     if reason:
         raise Refused(403, f"the account of {uid} may not be used: {reason}")
     return Actor(_kind(uid), uid)
+
+
+def account_refusal(uid: str) -> str | None:
+    """Why the directory's account ``uid`` may not be used (opslab.accounts: locked,
+    expired, a system account; or no entry at all), or None when it may."""
+    directory = context.directory()
+    [found] = directory.writer().search([Search(directory.person_dn(uid), "(objectClass=*)",
+                                              list(accounts.ATTRIBUTES), scope="base")])
+    return accounts.refusal(uid, found[0], context.config().accounts) if found else "no entry"
 
 
 def _kind(uid: str) -> str:
